@@ -1,0 +1,5 @@
+//! The `binlogctl` binary.
+fn main() {
+    eprintln!("binlogctl: not built yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Starts or stops one real service on loopback for manual use (tests use the Rust harness in tests/).
+#   scripts/services.sh start etcd|mariadb|tansu DIR PORT
+#   scripts/services.sh stop DIR
+# Each service keeps its data and log in DIR and its PID in DIR/pid.
+set -euo pipefail
+TOOLS="${TBRS_TOOLS:-$HOME/.cache/tbrs}"
+cmd=${1:?start|stop}; shift
+case "$cmd" in
+  start)
+    what=${1:?etcd|mariadb|tansu}; dir=${2:?DIR}; port=${3:?PORT}
+    mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
+    case "$what" in
+      etcd)
+        peer=$((port + 1))
+        etcd --name n1 --data-dir "$dir/data" \
+          --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
+          --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+          --initial-cluster "n1=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
+        ;;
+      mariadb)
+        [ -d "$dir/data/mysql" ] || mariadb-install-db --no-defaults --user=root --datadir="$dir/data" \
+          --auth-root-authentication-method=normal --skip-test-db --innodb-log-file-size=8M >"$dir/install.log" 2>&1
+        /usr/sbin/mariadbd --no-defaults --user=root --datadir="$dir/data" --socket="$dir/s.sock" \
+          --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" --log-error="$dir/err.log" \
+          --innodb-log-file-size=8M >/dev/null 2>&1 &
+        ;;
+      tansu)
+        "$TOOLS/tansu/bin/tansu" broker --listener-url "tcp://127.0.0.1:$port" \
+          --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >"$dir/tansu.log" 2>&1 &
+        ;;
+      *) echo "unknown service $what" >&2; exit 2 ;;
+    esac
+    echo $! >"$dir/pid"
+    for _ in $(seq 1 200); do
+      (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && { echo "$what listening on 127.0.0.1:$port (pid $(cat "$dir/pid"))"; exit 0; }
+      sleep 0.1
+    done
+    echo "$what did not start; see $dir" >&2; exit 1
+    ;;
+  stop)
+    dir=${1:?DIR}
+    [ -f "$dir/pid" ] && kill "$(cat "$dir/pid")" 2>/dev/null || true
+    rm -f "$dir/pid"
+    ;;
+  *) echo "usage: $0 start etcd|mariadb|tansu DIR PORT | stop DIR" >&2; exit 2 ;;
+esac
