@@ -4,8 +4,16 @@
 //! # Layout
 //! - [`proto`]: generated messages and services of package `binlog` (ours, from the spec's field numbers).
 //! - [`goflags`]: Go-style `-flag` command lines for clap, shared by every binary.
+//! - [`etcd`]: connecting to PD's etcd (or a plain etcd), TLS from ssl-ca/ssl-cert/ssl-key.
+//! - [`node`]: node JSON, states, keys, the etcd [`node::Registry`], node ids.
+//! - [`tso`]: cluster id and the linearizable TSO allocator on a plain etcd.
+//! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod encrypt;
+pub mod etcd;
 pub mod goflags;
+pub mod node;
 pub mod proto;
+pub mod tso;

@@ -1,3 +1,5 @@
 //! One test binary for all process-level tests; modules are named `area_behaviour`.
 
 mod harness_services;
+mod node_registry;
+mod tso_etcd;
