@@ -1,5 +1,8 @@
 //! One test binary for all process-level tests; modules are named `area_behaviour`.
 
+mod ctl_meta;
+mod ctl_nodes;
+mod ctl_util;
 mod harness_services;
 mod node_registry;
 mod tso_etcd;

@@ -1,0 +1,7 @@
+//! One module per command group.
+
+pub mod encrypt;
+pub mod meta;
+pub mod nodes;
+pub mod safety;
+pub mod status;

@@ -1,0 +1,148 @@
+//! `pumps` / `drainers` (list), `update-*` (rewrite the state in etcd, with the checks of `safety`),
+//! `pause-*` / `offline-*` (HTTP `PUT /state/<nodeID>/{pause|close}` to the node).
+
+use anyhow::{Context, Result, bail};
+use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
+use serde::Deserialize;
+
+use super::safety::{self, Severity, View};
+use crate::ctx::{Ctx, PROBE_TIMEOUT, REQUEST_TIMEOUT};
+use crate::output::node_line;
+
+/// What `pause-*` / `offline-*` ask the node to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// `pause`: the node goes pausing, then paused, and exits.
+    Pause,
+    /// `close`: the node goes closing, then offline, and exits.
+    Close,
+}
+
+impl Action {
+    fn path_word(self) -> &'static str {
+        match self {
+            Action::Pause => "pause",
+            Action::Close => "close",
+        }
+    }
+}
+
+/// `-cmd pumps` / `-cmd drainers`.
+pub async fn list(ctx: &Ctx, kind: NodeKind) -> Result<()> {
+    let reg = ctx.registry().await?;
+    let nodes: Vec<NodeStatus> = reg
+        .list(kind)
+        .await?
+        .into_iter()
+        .filter(|n| ctx.flags.show_offline_nodes || n.state != NodeState::Offline)
+        .collect();
+    if ctx.flags.json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(());
+    }
+    if nodes.is_empty() {
+        eprintln!("no {kind} registered in etcd at {}{}", ctx.endpoints(), hidden_note(ctx));
+    }
+    for n in &nodes {
+        println!("{}", node_line(kind, n, &ctx.zone));
+    }
+    Ok(())
+}
+
+fn hidden_note(ctx: &Ctx) -> &'static str {
+    if ctx.flags.show_offline_nodes { "" } else { " (offline nodes hidden; -show-offline-nodes shows them)" }
+}
+
+/// Whether the node's HTTP API answers `GET /status`.
+pub async fn answers(ctx: &Ctx, http: &reqwest::Client, host: &str) -> bool {
+    matches!(http.get(ctx.node_url(host, "/status")).send().await, Ok(r) if r.status().is_success())
+}
+
+async fn view(reg: &Registry) -> Result<(Vec<NodeStatus>, Vec<NodeStatus>)> {
+    Ok((reg.list(NodeKind::Pump).await?, reg.list(NodeKind::Drainer).await?))
+}
+
+/// `-cmd update-pump|update-drainer -node-id X -state S`.
+pub async fn update(ctx: &Ctx, kind: NodeKind) -> Result<()> {
+    let Some(state) = ctx.flags.state.as_deref() else {
+        bail!("-cmd update-{kind}: -state is required (online, pausing, paused, closing or offline)");
+    };
+    let to: NodeState = state.parse().context("-state")?;
+    let reg = ctx.registry().await?;
+    let mut node = ctx.lookup(&reg, kind).await?;
+    let from = node.state;
+    if from == to {
+        println!("{kind} {} is already {to}; nothing to change", node.node_id);
+        return Ok(());
+    }
+    let (pumps, drainers) = view(&reg).await?;
+    let http = ctx.http(PROBE_TIMEOUT)?;
+    let alive = answers(ctx, &http, &node.host).await;
+    let findings =
+        safety::check_update(kind, &node, to, View { pumps: &pumps, drainers: &drainers }, Some(alive));
+
+    println!("{kind} {}: {from} -> {to}", node.node_id);
+    println!("  what {to} means: {}", safety::explain(kind, to));
+    for f in &findings {
+        let tag = match f.severity {
+            Severity::Refuse => "DATA LOSS RISK",
+            Severity::Warn => "note",
+        };
+        println!("  {tag}: {}", f.message);
+    }
+    let refused = findings.iter().filter(|f| f.severity == Severity::Refuse).count();
+    if refused > 0 && !ctx.flags.force {
+        bail!(
+            "refusing to set {kind} {} to {to}: {refused} data-loss risk(s) above; re-run with -force to apply it anyway",
+            node.node_id
+        );
+    }
+    node.state = to;
+    reg.update(kind, &node).await?;
+    println!("updated {kind} {} in etcd: state {from} -> {to}", node.node_id);
+    Ok(())
+}
+
+/// The node's answer to `PUT /state/<id>/<action>`.
+#[derive(Debug, Deserialize)]
+struct ApiReply {
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    code: i64,
+}
+
+/// `-cmd pause-*|offline-* -node-id X`: look the node up, then ask it over HTTP.
+pub async fn apply(ctx: &Ctx, kind: NodeKind, action: Action) -> Result<()> {
+    let reg = ctx.registry().await?;
+    let node = ctx.lookup(&reg, kind).await?;
+    if action == Action::Close {
+        let (pumps, drainers) = view(&reg).await?;
+        for f in safety::check_offline_request(kind, &node, View { pumps: &pumps, drainers: &drainers }) {
+            println!("note: {}", f.message);
+        }
+    }
+    let word = action.path_word();
+    let url = ctx.node_url(&node.host, &format!("/state/{}/{word}", node.node_id));
+    let http = ctx.http(REQUEST_TIMEOUT)?;
+    let resp = http.put(&url).send().await.with_context(|| {
+        format!(
+            "{kind} {} ({}) does not answer at {url}; if its process is gone for good, fix its state with \
+             -cmd update-{kind} -state {}",
+            node.node_id,
+            node.state,
+            if action == Action::Pause { "paused" } else { "offline" }
+        )
+    })?;
+    let status = resp.status();
+    let body = resp.text().await.with_context(|| format!("reading the reply of {url}"))?;
+    let reply: ApiReply = serde_json::from_str(&body)
+        .with_context(|| format!("{url} replied HTTP {status} with something that is not the node API's JSON: {body:?}"))?;
+    if reply.code != 200 {
+        bail!("{kind} {} refused {word}: {} (code {})", node.node_id, reply.message, reply.code);
+    }
+    println!("{kind} {}: {}", node.node_id, reply.message);
+    let end = if action == Action::Pause { "paused" } else { "offline" };
+    println!("the {kind} now shuts down and records itself as {end}; check with -cmd {kind}s -show-offline-nodes");
+    Ok(())
+}

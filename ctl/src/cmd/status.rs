@@ -1,0 +1,280 @@
+//! `status` (ours): every node with its state, max commit ts, lag and heartbeat age, whether its HTTP
+//! API answers, which drainer holds back pump GC, and for each drainer why it is not advancing.
+//! Read-only: it writes nothing to etcd (not even a TSO); "now" is this machine's clock.
+
+use anyhow::Result;
+use pump::node::{NodeKind, NodeState, NodeStatus};
+use serde::Serialize;
+
+use super::nodes::answers;
+use crate::ctx::{Ctx, PROBE_TIMEOUT};
+use crate::output::{age_secs, now_ms};
+
+/// A heartbeat older than this means the node's process is probably gone (pump beats every 2 s,
+/// drainer every 1 s).
+pub const STALE_HEARTBEAT_SECS: i64 = 10;
+
+/// One node as `status` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// pump or drainer.
+    pub kind: &'static str,
+    /// The registry entry.
+    #[serde(flatten)]
+    pub node: NodeStatus,
+    /// Seconds between the time of `maxCommitTS` and now.
+    #[serde(rename = "lagSeconds")]
+    pub lag_secs: Option<i64>,
+    /// Seconds since the last heartbeat (`updateTS`).
+    #[serde(rename = "heartbeatAgeSeconds")]
+    pub heartbeat_age_secs: Option<i64>,
+    /// Whether `GET /status` answered (not probed for offline nodes).
+    pub answers: Option<bool>,
+    /// Why this node holds things up (drainer: why it is not advancing; pump: what a closing pump waits for).
+    pub problems: Vec<String>,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Every pump.
+    pub pumps: Vec<Row>,
+    /// Every drainer.
+    pub drainers: Vec<Row>,
+    /// Who holds back pump GC, if anyone.
+    #[serde(rename = "gcHeldBy")]
+    pub gc_held_by: Option<GcHold>,
+}
+
+/// The drainer whose checkpoint bounds pump GC.
+#[derive(Debug, Clone, Serialize)]
+pub struct GcHold {
+    /// The drainer.
+    #[serde(rename = "nodeId")]
+    pub node_id: String,
+    /// Its state.
+    pub state: NodeState,
+    /// Pumps keep every binlog newer than this ts.
+    #[serde(rename = "commitTS")]
+    pub commit_ts: i64,
+}
+
+/// `-cmd status`.
+pub async fn status(ctx: &Ctx) -> Result<()> {
+    let reg = ctx.registry().await?;
+    let pumps = reg.list(NodeKind::Pump).await?;
+    let drainers = reg.list(NodeKind::Drainer).await?;
+    let http = ctx.http(PROBE_TIMEOUT)?;
+    let probe = |n: &NodeStatus| {
+        let (http, host, live) = (http.clone(), n.host.clone(), n.state != NodeState::Offline);
+        async move { if live { Some(answers(ctx, &http, &host).await) } else { None } }
+    };
+    let pump_up = futures::future::join_all(pumps.iter().map(probe)).await;
+    let drainer_up = futures::future::join_all(drainers.iter().map(probe)).await;
+    let report = build(&pumps, &pump_up, &drainers, &drainer_up, now_ms());
+    if ctx.flags.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", render(&report, ctx));
+    }
+    Ok(())
+}
+
+fn row(kind: NodeKind, n: &NodeStatus, up: Option<bool>, now: i64) -> Row {
+    Row {
+        kind: kind.name(),
+        node: n.clone(),
+        lag_secs: age_secs(n.max_commit_ts, now),
+        heartbeat_age_secs: age_secs(n.update_ts, now),
+        answers: up,
+        problems: Vec::new(),
+    }
+}
+
+fn stale(r: &Row) -> bool {
+    r.heartbeat_age_secs.is_none_or(|a| a > STALE_HEARTBEAT_SECS)
+}
+
+/// Builds the report from the registry and the probes (pure, for tests).
+pub fn build(pumps: &[NodeStatus], pump_up: &[Option<bool>], drainers: &[NodeStatus], drainer_up: &[Option<bool>], now: i64) -> Report {
+    let mut prows: Vec<Row> = pumps.iter().zip(pump_up).map(|(n, up)| row(NodeKind::Pump, n, *up, now)).collect();
+    let mut drows: Vec<Row> =
+        drainers.iter().zip(drainer_up).map(|(n, up)| row(NodeKind::Drainer, n, *up, now)).collect();
+    let live = |r: &&Row| r.node.state != NodeState::Offline;
+
+    // What each non-offline pump does to every drainer: a drainer merges all of them.
+    let mut pump_blockers = Vec::new();
+    for p in prows.iter().filter(live) {
+        let id = &p.node.node_id;
+        if p.node.state != NodeState::Online {
+            pump_blockers.push(format!(
+                "waits for pump {id}, which is {}: the merge needs binlogs or heartbeats from every non-offline pump \
+                 (start it, or take it offline with -cmd offline-pump)",
+                p.node.state
+            ));
+        } else if p.answers == Some(false) {
+            pump_blockers.push(format!("waits for pump {id}, which is online in etcd but does not answer at {}", p.node.host));
+        } else if stale(p) {
+            pump_blockers.push(format!(
+                "waits for pump {id}, whose last heartbeat was {} ago",
+                p.heartbeat_age_secs.map_or("never".into(), |a| format!("{a}s"))
+            ));
+        }
+    }
+    let slowest_pump = prows.iter().filter(live).map(|p| p.node.max_commit_ts).min();
+
+    for d in drows.iter_mut().filter(|d| d.node.state != NodeState::Offline) {
+        let mut why = Vec::new();
+        if d.node.state != NodeState::Online {
+            why.push(format!("drainer is {}: it replicates nothing until it is started again", d.node.state));
+        }
+        if d.answers == Some(false) {
+            why.push(format!("drainer does not answer at {}: its process is not running or not reachable", d.node.host));
+        } else if stale(d) {
+            why.push(format!(
+                "last drainer heartbeat {} ago",
+                d.heartbeat_age_secs.map_or("never".into(), |a| format!("{a}s"))
+            ));
+        }
+        if slowest_pump.is_none() {
+            why.push("no non-offline pump is registered: there is nothing to pull".into());
+        }
+        why.extend(pump_blockers.iter().cloned());
+        if why.is_empty()
+            && let Some(p) = slowest_pump
+            && d.node.max_commit_ts < p
+        {
+            let behind = (crate::output::ts_ms(p) - crate::output::ts_ms(d.node.max_commit_ts)) / 1000;
+            why.push(format!(
+                "behind the pumps by {behind}s but nothing blocks it: the downstream or the drainer is slow (see its metrics)"
+            ));
+        }
+        d.problems = why;
+    }
+
+    // A closing pump waits for every non-offline drainer to catch up with it.
+    for p in prows.iter_mut().filter(|p| p.node.state == NodeState::Closing) {
+        for d in drows.iter().filter(|d| d.node.state != NodeState::Offline && d.node.max_commit_ts < p.node.max_commit_ts) {
+            p.problems.push(format!(
+                "closing: waits for drainer {} ({}) to consume up to ts {} (it is at {})",
+                d.node.node_id, d.node.state, p.node.max_commit_ts, d.node.max_commit_ts
+            ));
+        }
+    }
+
+    let gc_held_by = drows
+        .iter()
+        .filter(|d| d.node.state != NodeState::Offline)
+        .min_by_key(|d| d.node.max_commit_ts)
+        .map(|d| GcHold { node_id: d.node.node_id.clone(), state: d.node.state, commit_ts: d.node.max_commit_ts });
+    Report { pumps: prows, drainers: drows, gc_held_by }
+}
+
+fn render(r: &Report, ctx: &Ctx) -> String {
+    let mut out = String::new();
+    let header = ["KIND", "NODE ID", "ADDR", "STATE", "MAX COMMIT TS", "COMMIT TIME", "LAG", "HEARTBEAT", "ANSWERS"];
+    let mut lines: Vec<[String; 9]> = vec![header.map(String::from)];
+    let secs = |s: Option<i64>| s.map_or("-".to_string(), |s| format!("{s}s"));
+    for row in r.pumps.iter().chain(&r.drainers) {
+        let n = &row.node;
+        lines.push([
+            row.kind.to_string(),
+            n.node_id.clone(),
+            n.host.clone(),
+            n.state.to_string(),
+            n.max_commit_ts.to_string(),
+            if n.max_commit_ts > 0 { ctx.zone.format_ts(n.max_commit_ts) } else { "-".into() },
+            secs(row.lag_secs),
+            secs(row.heartbeat_age_secs).replace('s', "s ago"),
+            row.answers.map_or("-".into(), |a| if a { "yes".into() } else { "no".into() }),
+        ]);
+    }
+    let widths: Vec<usize> = (0..9).map(|i| lines.iter().map(|l| l[i].len()).max().unwrap_or(0)).collect();
+    for l in &lines {
+        let cells: Vec<String> = l.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out.push('\n');
+    match &r.gc_held_by {
+        Some(g) => out.push_str(&format!(
+            "pump GC: held back by drainer {} ({}) at ts {} ({}); pumps keep every binlog newer than that\n",
+            g.node_id,
+            g.state,
+            g.commit_ts,
+            ctx.zone.format_ts(g.commit_ts)
+        )),
+        None => out.push_str("pump GC: no non-offline drainer, so only the pumps' gc retention applies\n"),
+    }
+    for row in r.pumps.iter().chain(&r.drainers).filter(|r| r.node.state != NodeState::Offline) {
+        let name = format!("{} {}", row.kind, row.node.node_id);
+        if row.problems.is_empty() {
+            if row.kind == "drainer" {
+                out.push_str(&format!("{name}: advancing, nothing blocks it\n"));
+            }
+        } else {
+            out.push_str(&format!("{name}: not advancing because\n"));
+            for p in &row.problems {
+                out.push_str(&format!("  - {p}\n"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000_000_000;
+
+    fn node(id: &str, state: NodeState, commit_ms: i64, beat_ms: i64) -> NodeStatus {
+        let mut n = NodeStatus::new(id, "127.0.0.1:1", state);
+        n.max_commit_ts = commit_ms << 18;
+        n.update_ts = beat_ms << 18;
+        n
+    }
+
+    #[test]
+    fn paused_pump_blocks_every_drainer_and_slowest_drainer_holds_gc() {
+        let pumps = [node("p1", NodeState::Online, NOW - 3000, NOW - 1000), node("p2", NodeState::Paused, NOW - 60_000, NOW - 60_000)];
+        let drainers = [node("d1", NodeState::Online, NOW - 61_000, NOW - 500), node("d2", NodeState::Paused, NOW - 90_000, NOW - 90_000), node("d3", NodeState::Offline, 1, 1)];
+        let r = build(&pumps, &[Some(true), Some(false)], &drainers, &[Some(true), Some(false), None], NOW);
+        assert_eq!(r.pumps[0].lag_secs, Some(3));
+        assert_eq!(r.drainers[0].heartbeat_age_secs, Some(0));
+        let d1 = &r.drainers[0].problems;
+        assert_eq!(d1.len(), 1, "{d1:?}");
+        assert!(d1[0].contains("pump p2, which is paused"), "{d1:?}");
+        let d2 = &r.drainers[1].problems;
+        assert!(d2[0].contains("drainer is paused") && d2[1].contains("does not answer"), "{d2:?}");
+        assert!(r.drainers[2].problems.is_empty(), "offline drainers are not diagnosed");
+        let gc = r.gc_held_by.unwrap();
+        assert_eq!((gc.node_id.as_str(), gc.state), ("d2", NodeState::Paused));
+    }
+
+    #[test]
+    fn healthy_drainer_behind_is_called_slow_and_closing_pump_names_its_wait() {
+        let pumps = [node("p1", NodeState::Closing, NOW - 1000, NOW - 1000)];
+        let drainers = [node("d1", NodeState::Online, NOW - 30_000, NOW - 200)];
+        let r = build(&pumps, &[Some(true)], &drainers, &[Some(true)], NOW);
+        // A closing pump is not online, so it blocks the drainer's merge too.
+        assert!(r.drainers[0].problems[0].contains("which is closing"), "{:?}", r.drainers[0].problems);
+        assert!(r.pumps[0].problems[0].contains("waits for drainer d1"), "{:?}", r.pumps[0].problems);
+
+        let pumps = [node("p1", NodeState::Online, NOW - 1000, NOW - 1000)];
+        let r = build(&pumps, &[Some(true)], &drainers, &[Some(true)], NOW);
+        assert_eq!(r.drainers[0].problems.len(), 1);
+        assert!(r.drainers[0].problems[0].contains("behind the pumps by 29s"), "{:?}", r.drainers[0].problems);
+        let caught_up = [node("d1", NodeState::Online, NOW - 1000, NOW - 200)];
+        assert!(build(&pumps, &[Some(true)], &caught_up, &[Some(true)], NOW).drainers[0].problems.is_empty());
+    }
+
+    #[test]
+    fn json_row_flattens_the_node_json() {
+        let r = build(&[node("p1", NodeState::Online, NOW, NOW)], &[Some(true)], &[], &[], NOW);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["pumps"][0]["nodeId"], "p1");
+        assert_eq!(v["pumps"][0]["lagSeconds"], 0);
+        assert_eq!(v["gcHeldBy"], serde_json::Value::Null);
+    }
+}

@@ -1,0 +1,102 @@
+//! binlogctl's generate_meta (savepoint from the etcd TSO), encrypt, and status against a real etcd.
+
+use pump::node::{NodeKind, NodeState, NodeStatus};
+use pump::tso;
+
+use crate::ctl_util::{Env, FakeNode, ctl, dead_addr};
+
+fn savepoint_ts(path: &std::path::Path) -> u64 {
+    let text = std::fs::read_to_string(path).unwrap();
+    let line = text.lines().find(|l| !l.starts_with('#')).unwrap();
+    let v = line.strip_prefix("commitTS = ").unwrap_or_else(|| panic!("not `commitTS = N`: {text:?}"));
+    v.parse().unwrap()
+}
+
+#[test]
+fn generate_meta_writes_a_fresh_increasing_savepoint() {
+    let env = Env::start();
+    let dir = env.cluster.dir().join("bp");
+    let dir_s = dir.to_str().unwrap();
+    let before = tso::compose(tso::now_ms(), 0);
+    let run = env.ctl(&["-cmd", "generate_meta", "-data-dir", dir_s]);
+    let first = savepoint_ts(&dir.join("savepoint"));
+    assert!(run.ok().stdout.contains(&format!("meta: {{CommitTS: {first}}}")), "{run:?}");
+    assert!(first >= before, "the ts follows the clock");
+    let stored: u64 = String::from_utf8(env.get(tso::TSO_KEY).unwrap()).unwrap().parse().unwrap();
+    assert_eq!(stored, first, "the ts came from the shared allocator");
+
+    let run = env.ctl(&["--cmd=generate_meta", "--data-dir", dir_s, "-time-zone", "Asia/Shanghai"]);
+    let second = savepoint_ts(&dir.join("savepoint"));
+    assert!(second > first);
+    assert!(run.ok().stdout.contains("+0800 CST"), "{run:?}");
+    assert!(run.stdout.contains("+0000 UTC"), "{run:?}");
+    let text = std::fs::read_to_string(dir.join("savepoint")).unwrap();
+    assert!(text.lines().skip(1).all(|l| l.starts_with("# ")), "times are TOML comments: {text:?}");
+
+    let run = env.ctl(&["-cmd", "generate_meta", "-data-dir", dir_s, "-json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(v["commitTS"].as_u64().unwrap(), savepoint_ts(&dir.join("savepoint")));
+    assert!(v["clusterID"].as_u64().unwrap() > 0);
+
+    // A PD endpoint is refused clearly (PD keeps its cluster id at /pd/cluster_id).
+    env.put(tso::PD_CLUSTER_ID_KEY, "6569368151110378289");
+    env.ctl(&["-cmd", "generate_meta", "-data-dir", dir_s]).failed(1, "only a plain etcd is supported");
+}
+
+#[test]
+fn encrypt_output_decrypts_with_the_default_or_env_key() {
+    let run = ctl(&["-cmd", "encrypt", "-text", "s3cret pw"], &[]);
+    let enc = run.ok().stdout.trim().to_owned();
+    assert!(run.stderr.contains("default key"), "{run:?}");
+    let key = hex_decode(pump::encrypt::DEFAULT_SECRET_KEY_HEX);
+    assert_eq!(pump::encrypt::decrypt_with(&key, &enc).unwrap(), "s3cret pw");
+
+    let hex16 = "000102030405060708090a0b0c0d0e0f";
+    let run = ctl(&["--cmd", "encrypt", "--text=abc", "--json"], &[("BINLOG_SECRET_KEY", hex16)]);
+    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(pump::encrypt::decrypt_with(&hex_decode(hex16), v["encrypted"].as_str().unwrap()).unwrap(), "abc");
+    assert!(pump::encrypt::decrypt_with(&key, v["encrypted"].as_str().unwrap()).map_or(true, |p| p != "abc"));
+
+    ctl(&["-cmd", "encrypt", "-text", "x"], &[("BINLOG_SECRET_KEY", "abcd")]).failed(1, "16, 24 or 32 bytes");
+    ctl(&["-cmd", "encrypt"], &[]).failed(1, "-text is required");
+}
+
+fn hex_decode(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[test]
+fn status_names_the_gc_holder_and_why_drainers_stall() {
+    let env = Env::start();
+    let api = FakeNode::start(200);
+    let now = tso::now_ms() as i64;
+    let mk = |id: &str, host: &str, state, commit_ms: i64| {
+        let mut n = NodeStatus::new(id, host, state);
+        n.max_commit_ts = commit_ms << 18;
+        n.update_ts = now << 18;
+        n
+    };
+    env.put_node(NodeKind::Pump, &mk("p1", &api.addr, NodeState::Online, now - 2_000));
+    env.put_node(NodeKind::Pump, &mk("p2", &dead_addr(), NodeState::Paused, now - 120_000));
+    env.put_node(NodeKind::Pump, &mk("p-old", &dead_addr(), NodeState::Offline, 1));
+    env.put_node(NodeKind::Drainer, &mk("d1", &api.addr, NodeState::Online, now - 125_000));
+    env.put_node(NodeKind::Drainer, &mk("d2", &dead_addr(), NodeState::Paused, now - 600_000));
+
+    let run = env.ctl(&["-cmd", "status", "-time-zone", "UTC"]);
+    let out = &run.ok().stdout;
+    assert!(out.contains("pump GC: held back by drainer d2 (paused)"), "{out}");
+    assert!(out.contains("drainer d1: not advancing because"), "{out}");
+    assert!(out.contains("waits for pump p2, which is paused"), "{out}");
+    assert!(out.contains("drainer is paused"), "{out}");
+    assert!(out.lines().any(|l| l.starts_with("pump") && l.contains("p-old") && l.contains("offline")), "{out}");
+
+    let run = env.ctl(&["-cmd", "status", "-json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(v["gcHeldBy"]["nodeId"], "d2");
+    assert_eq!(v["pumps"][0]["nodeId"], "p-old");
+    assert_eq!(v["pumps"][1]["answers"], true);
+    assert_eq!(v["pumps"][2]["answers"], false);
+    assert!(v["drainers"][0]["lagSeconds"].as_i64().unwrap() >= 125);
+    // Read-only: status never allocates a ts.
+    assert_eq!(env.get(tso::TSO_KEY), None);
+}
