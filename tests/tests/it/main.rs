@@ -2,6 +2,7 @@
 
 mod ctl_meta;
 mod ctl_nodes;
+mod ctl_tls;
 mod ctl_util;
 mod harness_services;
 mod node_registry;
