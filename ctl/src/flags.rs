@@ -32,6 +32,8 @@ pub enum Cmd {
     Encrypt,
     /// Per node: state, max commit ts, lag, who holds back GC, why a drainer is not advancing (ours).
     Status,
+    /// Compare two MySQL-protocol databases table by table (ours; `-source`, `-target`).
+    Diff,
 }
 
 /// binlogctl's flags, upstream names and defaults.
@@ -91,6 +93,22 @@ pub struct Flags {
     /// The text to encrypt (encrypt).
     #[arg(long, allow_hyphen_values = true)]
     pub text: Option<String>,
+
+    /// diff: the source database, `mysql://user:password@host:port` (ours).
+    #[arg(long)]
+    pub source: Option<String>,
+
+    /// diff: the target database, `mysql://user:password@host:port` (ours).
+    #[arg(long)]
+    pub target: Option<String>,
+
+    /// diff: schemas to compare, comma separated (default: every non-system schema of the source).
+    #[arg(long, value_delimiter = ',')]
+    pub schemas: Vec<String>,
+
+    /// diff: rows per checksummed chunk.
+    #[arg(long = "chunk-size", default_value_t = 10_000)]
+    pub chunk_size: usize,
 
     /// Print JSON instead of text (ours).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",

@@ -6,13 +6,11 @@
 //! - [`ctx`]: what every command needs: etcd, the nodes' HTTP API, the time zone.
 //! - [`output`]: how nodes and times are printed.
 //! - `cmd/`: one file per command group (`nodes`, `safety`, `status`, `meta`, `encrypt`).
-//! - [`diff`]: compares two MySQL-protocol databases (`-cmd diff`, not wired yet).
+//! - [`diff`]: compares two MySQL-protocol databases (`-cmd diff`; printed by `cmd::diff`).
 #![forbid(unsafe_code)]
 
 mod cmd;
 mod ctx;
-// Wired into `-cmd diff` once the command dispatch lands.
-#[allow(dead_code)]
 mod diff;
 mod flags;
 mod output;
@@ -67,6 +65,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         }
         Cmd::Encrypt => cmd::encrypt::encrypt(&ctx),
         Cmd::Status => cmd::status::status(&ctx).await,
+        Cmd::Diff => cmd::diff::diff(&ctx).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+pub mod diff;
 pub mod encrypt;
 pub mod meta;
 pub mod nodes;

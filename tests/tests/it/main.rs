@@ -1,5 +1,6 @@
 //! One test binary for all process-level tests; modules are named `area_behaviour`.
 
+mod ctl_diff;
 mod ctl_meta;
 mod ctl_nodes;
 mod ctl_tls;
