@@ -55,7 +55,16 @@ fn hidden_note(ctx: &Ctx) -> &'static str {
 
 /// Whether the node's HTTP API answers `GET /status`.
 pub async fn answers(ctx: &Ctx, http: &reqwest::Client, host: &str) -> bool {
-    matches!(http.get(ctx.node_url(host, "/status")).send().await, Ok(r) if r.status().is_success())
+    probe(ctx, http, host).await.is_some()
+}
+
+/// The body of the node's `GET /status` (JSON `null` if it is not JSON), or `None` if it does not answer.
+pub async fn probe(ctx: &Ctx, http: &reqwest::Client, host: &str) -> Option<serde_json::Value> {
+    let resp = http.get(ctx.node_url(host, "/status")).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    Some(resp.json().await.unwrap_or(serde_json::Value::Null))
 }
 
 async fn view(reg: &Registry) -> Result<(Vec<NodeStatus>, Vec<NodeStatus>)> {

@@ -1,12 +1,16 @@
 //! `status` (ours): every node with its state, max commit ts, lag and heartbeat age, whether its HTTP
 //! API answers, which drainer holds back pump GC, and for each drainer why it is not advancing.
 //! Read-only: it writes nothing to etcd (not even a TSO); "now" is this machine's clock.
+//!
+//! A drainer that answers is also asked for its `/status` (`PumpPos`: the newest commit ts it received
+//! from each pump). The merge can only emit up to the smallest of those, so the pump with the smallest
+//! position is the one the drainer waits for.
 
 use anyhow::Result;
 use pump::node::{NodeKind, NodeState, NodeStatus};
 use serde::Serialize;
 
-use super::nodes::answers;
+use super::nodes::probe;
 use crate::ctx::{Ctx, PROBE_TIMEOUT};
 use crate::output::{age_secs, now_ms};
 
@@ -30,6 +34,9 @@ pub struct Row {
     pub heartbeat_age_secs: Option<i64>,
     /// Whether `GET /status` answered (not probed for offline nodes).
     pub answers: Option<bool>,
+    /// Drainer only: the newest commit ts it received from each pump (its `/status` `PumpPos`).
+    #[serde(rename = "pumpPos", skip_serializing_if = "Option::is_none")]
+    pub pump_pos: Option<std::collections::BTreeMap<String, i64>>,
     /// Why this node holds things up (drainer: why it is not advancing; pump: what a closing pump waits for).
     pub problems: Vec<String>,
 }
@@ -65,12 +72,12 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
     let pumps = reg.list(NodeKind::Pump).await?;
     let drainers = reg.list(NodeKind::Drainer).await?;
     let http = ctx.http(PROBE_TIMEOUT)?;
-    let probe = |n: &NodeStatus| {
+    let ask = |n: &NodeStatus| {
         let (http, host, live) = (http.clone(), n.host.clone(), n.state != NodeState::Offline);
-        async move { if live { Some(answers(ctx, &http, &host).await) } else { None } }
+        async move { if live { Some(probe(ctx, &http, &host).await) } else { None } }
     };
-    let pump_up = futures::future::join_all(pumps.iter().map(probe)).await;
-    let drainer_up = futures::future::join_all(drainers.iter().map(probe)).await;
+    let pump_up = futures::future::join_all(pumps.iter().map(ask)).await;
+    let drainer_up = futures::future::join_all(drainers.iter().map(ask)).await;
     let report = build(&pumps, &pump_up, &drainers, &drainer_up, now_ms());
     if ctx.flags.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -80,13 +87,20 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
     Ok(())
 }
 
-fn row(kind: NodeKind, n: &NodeStatus, up: Option<bool>, now: i64) -> Row {
+/// What probing a node gave: not probed (offline), no answer, or its `/status` body.
+pub type Probe = Option<Option<serde_json::Value>>;
+
+fn row(kind: NodeKind, n: &NodeStatus, probe: &Probe, now: i64) -> Row {
+    let pump_pos = probe.as_ref().and_then(|b| b.as_ref()).and_then(|b| b.get("PumpPos")).and_then(|m| {
+        m.as_object().map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_i64()?))).collect())
+    });
     Row {
         kind: kind.name(),
         node: n.clone(),
         lag_secs: age_secs(n.max_commit_ts, now),
         heartbeat_age_secs: age_secs(n.update_ts, now),
-        answers: up,
+        answers: probe.as_ref().map(Option::is_some),
+        pump_pos: if kind == NodeKind::Drainer { pump_pos } else { None },
         problems: Vec::new(),
     }
 }
@@ -96,10 +110,10 @@ fn stale(r: &Row) -> bool {
 }
 
 /// Builds the report from the registry and the probes (pure, for tests).
-pub fn build(pumps: &[NodeStatus], pump_up: &[Option<bool>], drainers: &[NodeStatus], drainer_up: &[Option<bool>], now: i64) -> Report {
-    let mut prows: Vec<Row> = pumps.iter().zip(pump_up).map(|(n, up)| row(NodeKind::Pump, n, *up, now)).collect();
+pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], drainer_up: &[Probe], now: i64) -> Report {
+    let mut prows: Vec<Row> = pumps.iter().zip(pump_up).map(|(n, up)| row(NodeKind::Pump, n, up, now)).collect();
     let mut drows: Vec<Row> =
-        drainers.iter().zip(drainer_up).map(|(n, up)| row(NodeKind::Drainer, n, *up, now)).collect();
+        drainers.iter().zip(drainer_up).map(|(n, up)| row(NodeKind::Drainer, n, up, now)).collect();
     let live = |r: &&Row| r.node.state != NodeState::Offline;
 
     // What each non-offline pump does to every drainer: a drainer merges all of them.
@@ -141,6 +155,11 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Option<bool>], drainers: &[NodeSta
         }
         why.extend(pump_blockers.iter().cloned());
         if why.is_empty()
+            && let Some(pos) = &d.pump_pos
+        {
+            why.extend(merge_wait(pos, &prows));
+        }
+        if why.is_empty()
             && let Some(p) = slowest_pump
             && d.node.max_commit_ts < p
         {
@@ -168,6 +187,29 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Option<bool>], drainers: &[NodeSta
         .min_by_key(|d| d.node.max_commit_ts)
         .map(|d| GcHold { node_id: d.node.node_id.clone(), state: d.node.state, commit_ts: d.node.max_commit_ts });
     Report { pumps: prows, drainers: drows, gc_held_by }
+}
+
+/// From a drainer's `PumpPos`: the pump its merge waits for, if that pump is well behind the newest one
+/// (more than [`STALE_HEARTBEAT_SECS`]) or has sent nothing at all.
+fn merge_wait(pos: &std::collections::BTreeMap<String, i64>, pumps: &[Row]) -> Vec<String> {
+    let live: Vec<&Row> = pumps.iter().filter(|p| p.node.state != NodeState::Offline).collect();
+    let mut out: Vec<String> = live
+        .iter()
+        .filter(|p| !pos.contains_key(&p.node.node_id))
+        .map(|p| format!("has received nothing from pump {} yet; its merge waits for that pump", p.node.node_id))
+        .collect();
+    let known: Vec<(&str, i64)> =
+        live.iter().filter_map(|p| pos.get(&p.node.node_id).map(|ts| (p.node.node_id.as_str(), *ts))).collect();
+    if let (Some(min), Some(max)) = (known.iter().min_by_key(|k| k.1), known.iter().max_by_key(|k| k.1)) {
+        let behind = (crate::output::ts_ms(max.1) - crate::output::ts_ms(min.1)) / 1000;
+        if behind > STALE_HEARTBEAT_SECS {
+            out.push(format!(
+                "its merge waits for pump {}: received up to ts {} from it, {behind}s behind pump {}",
+                min.0, min.1, max.0
+            ));
+        }
+    }
+    out
 }
 
 fn render(r: &Report, ctx: &Ctx) -> String {
@@ -227,6 +269,9 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_000_000_000;
+    const UP: Probe = Some(Some(serde_json::Value::Null));
+    const DOWN: Probe = Some(None);
+    const SKIP: Probe = None;
 
     fn node(id: &str, state: NodeState, commit_ms: i64, beat_ms: i64) -> NodeStatus {
         let mut n = NodeStatus::new(id, "127.0.0.1:1", state);
@@ -239,7 +284,7 @@ mod tests {
     fn paused_pump_blocks_every_drainer_and_slowest_drainer_holds_gc() {
         let pumps = [node("p1", NodeState::Online, NOW - 3000, NOW - 1000), node("p2", NodeState::Paused, NOW - 60_000, NOW - 60_000)];
         let drainers = [node("d1", NodeState::Online, NOW - 61_000, NOW - 500), node("d2", NodeState::Paused, NOW - 90_000, NOW - 90_000), node("d3", NodeState::Offline, 1, 1)];
-        let r = build(&pumps, &[Some(true), Some(false)], &drainers, &[Some(true), Some(false), None], NOW);
+        let r = build(&pumps, &[UP, DOWN], &drainers, &[UP, DOWN, SKIP], NOW);
         assert_eq!(r.pumps[0].lag_secs, Some(3));
         assert_eq!(r.drainers[0].heartbeat_age_secs, Some(0));
         let d1 = &r.drainers[0].problems;
@@ -256,22 +301,39 @@ mod tests {
     fn healthy_drainer_behind_is_called_slow_and_closing_pump_names_its_wait() {
         let pumps = [node("p1", NodeState::Closing, NOW - 1000, NOW - 1000)];
         let drainers = [node("d1", NodeState::Online, NOW - 30_000, NOW - 200)];
-        let r = build(&pumps, &[Some(true)], &drainers, &[Some(true)], NOW);
+        let r = build(&pumps, &[UP], &drainers, &[UP], NOW);
         // A closing pump is not online, so it blocks the drainer's merge too.
         assert!(r.drainers[0].problems[0].contains("which is closing"), "{:?}", r.drainers[0].problems);
         assert!(r.pumps[0].problems[0].contains("waits for drainer d1"), "{:?}", r.pumps[0].problems);
 
         let pumps = [node("p1", NodeState::Online, NOW - 1000, NOW - 1000)];
-        let r = build(&pumps, &[Some(true)], &drainers, &[Some(true)], NOW);
+        let r = build(&pumps, &[UP], &drainers, &[UP], NOW);
         assert_eq!(r.drainers[0].problems.len(), 1);
         assert!(r.drainers[0].problems[0].contains("behind the pumps by 29s"), "{:?}", r.drainers[0].problems);
         let caught_up = [node("d1", NodeState::Online, NOW - 1000, NOW - 200)];
-        assert!(build(&pumps, &[Some(true)], &caught_up, &[Some(true)], NOW).drainers[0].problems.is_empty());
+        assert!(build(&pumps, &[UP], &caught_up, &[UP], NOW).drainers[0].problems.is_empty());
+    }
+
+    #[test]
+    fn drainer_pump_pos_names_the_pump_the_merge_waits_for() {
+        let pumps = [
+            node("p1", NodeState::Online, NOW - 1000, NOW - 1000),
+            node("p2", NodeState::Online, NOW - 1000, NOW - 1000),
+            node("p3", NodeState::Online, NOW - 1000, NOW - 1000),
+        ];
+        let drainers = [node("d1", NodeState::Online, NOW - 40_000, NOW - 100)];
+        let body = serde_json::json!({"PumpPos": {"p1": (NOW - 2000) << 18, "p2": (NOW - 40_000) << 18}, "Synced": false});
+        let r = build(&pumps, &[UP, UP, UP], &drainers, &[Some(Some(body))], NOW);
+        let why = &r.drainers[0].problems;
+        assert_eq!(why.len(), 2, "{why:?}");
+        assert!(why[0].contains("nothing from pump p3"), "{why:?}");
+        assert!(why[1].contains("waits for pump p2") && why[1].contains("38s behind pump p1"), "{why:?}");
+        assert_eq!(r.drainers[0].pump_pos.as_ref().unwrap().len(), 2);
     }
 
     #[test]
     fn json_row_flattens_the_node_json() {
-        let r = build(&[node("p1", NodeState::Online, NOW, NOW)], &[Some(true)], &[], &[], NOW);
+        let r = build(&[node("p1", NodeState::Online, NOW, NOW)], &[UP], &[], &[], NOW);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["pumps"][0]["nodeId"], "p1");
         assert_eq!(v["pumps"][0]["lagSeconds"], 0);

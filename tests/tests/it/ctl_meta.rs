@@ -1,9 +1,8 @@
-//! binlogctl's generate_meta (savepoint from the etcd TSO), encrypt, and status against a real etcd.
+//! binlogctl's generate_meta (savepoint from the etcd TSO) and encrypt against a real etcd.
 
-use pump::node::{NodeKind, NodeState, NodeStatus};
 use pump::tso;
 
-use crate::ctl_util::{Env, FakeNode, ctl, dead_addr};
+use crate::ctl_util::{Env, ctl};
 
 fn savepoint_ts(path: &std::path::Path) -> u64 {
     let text = std::fs::read_to_string(path).unwrap();
@@ -63,40 +62,4 @@ fn encrypt_output_decrypts_with_the_default_or_env_key() {
 
 fn hex_decode(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-#[test]
-fn status_names_the_gc_holder_and_why_drainers_stall() {
-    let env = Env::start();
-    let api = FakeNode::start(200);
-    let now = tso::now_ms() as i64;
-    let mk = |id: &str, host: &str, state, commit_ms: i64| {
-        let mut n = NodeStatus::new(id, host, state);
-        n.max_commit_ts = commit_ms << 18;
-        n.update_ts = now << 18;
-        n
-    };
-    env.put_node(NodeKind::Pump, &mk("p1", &api.addr, NodeState::Online, now - 2_000));
-    env.put_node(NodeKind::Pump, &mk("p2", &dead_addr(), NodeState::Paused, now - 120_000));
-    env.put_node(NodeKind::Pump, &mk("p-old", &dead_addr(), NodeState::Offline, 1));
-    env.put_node(NodeKind::Drainer, &mk("d1", &api.addr, NodeState::Online, now - 125_000));
-    env.put_node(NodeKind::Drainer, &mk("d2", &dead_addr(), NodeState::Paused, now - 600_000));
-
-    let run = env.ctl(&["-cmd", "status", "-time-zone", "UTC"]);
-    let out = &run.ok().stdout;
-    assert!(out.contains("pump GC: held back by drainer d2 (paused)"), "{out}");
-    assert!(out.contains("drainer d1: not advancing because"), "{out}");
-    assert!(out.contains("waits for pump p2, which is paused"), "{out}");
-    assert!(out.contains("drainer is paused"), "{out}");
-    assert!(out.lines().any(|l| l.starts_with("pump") && l.contains("p-old") && l.contains("offline")), "{out}");
-
-    let run = env.ctl(&["-cmd", "status", "-json"]);
-    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
-    assert_eq!(v["gcHeldBy"]["nodeId"], "d2");
-    assert_eq!(v["pumps"][0]["nodeId"], "p-old");
-    assert_eq!(v["pumps"][1]["answers"], true);
-    assert_eq!(v["pumps"][2]["answers"], false);
-    assert!(v["drainers"][0]["lagSeconds"].as_i64().unwrap() >= 125);
-    // Read-only: status never allocates a ts.
-    assert_eq!(env.get(tso::TSO_KEY), None);
 }

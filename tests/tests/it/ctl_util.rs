@@ -108,6 +108,12 @@ pub struct FakeNode {
 impl FakeNode {
     /// `code` is what `PUT /state/..` answers in its JSON (200 = accepted, 3 = refused).
     pub fn start(code: i64) -> Self {
+        Self::with_status(code, "{}")
+    }
+
+    /// Like [`FakeNode::start`], with `status` as the body of `GET /status`.
+    pub fn with_status(code: i64, status: &str) -> Self {
+        let status = status.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -134,7 +140,7 @@ impl FakeNode {
                         let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
                         reqs.lock().unwrap().push(format!("{method} {path}"));
                         let body = if path == "/status" {
-                            "{}".to_string()
+                            status.clone()
                         } else {
                             let action = path.rsplit('/').next().unwrap_or("");
                             let msg = if code == 200 {

@@ -3,6 +3,7 @@
 mod ctl_diff;
 mod ctl_meta;
 mod ctl_nodes;
+mod ctl_status;
 mod ctl_tls;
 mod ctl_util;
 mod harness_services;
