@@ -10,10 +10,32 @@ use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
 use tests::{Proc, find_binary, free_port, wait_until};
 
-use crate::ctl_util::ctl;
+use crate::ctl_util::{FakeNode, ctl};
+
+/// An HTTPS server config for 127.0.0.1 that demands a client certificate signed by the test CA.
+fn https_config(pki: &Pki) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::sync::Arc;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(CertificateDer::from(pki.ca_der.clone())).unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let (cert, key) = pki.server_der.clone();
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(vec![CertificateDer::from(cert)], PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key)))
+        .unwrap();
+    Arc::new(cfg)
+}
 
 struct Pki {
     ca: PathBuf,
+    ca_der: Vec<u8>,
+    server_der: (Vec<u8>, Vec<u8>),
     server_cert: PathBuf,
     server_key: PathBuf,
     client_cert: PathBuf,
@@ -25,7 +47,8 @@ fn make_pki(dir: &Path) -> Pki {
     let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf = |purpose: ExtendedKeyUsagePurpose, name: &str| {
+    let mut ders = Vec::new();
+    let mut leaf = |purpose: ExtendedKeyUsagePurpose, name: &str| {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
         params.extended_key_usages = vec![purpose];
@@ -33,13 +56,14 @@ fn make_pki(dir: &Path) -> Pki {
         let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
         std::fs::write(&c, cert.pem()).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
+        ders.push((cert.der().to_vec(), key.serialize_der()));
         (c, k)
     };
     let (server_cert, server_key) = leaf(ExtendedKeyUsagePurpose::ServerAuth, "server");
     let (client_cert, client_key) = leaf(ExtendedKeyUsagePurpose::ClientAuth, "client");
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
-    Pki { ca: ca_path, server_cert, server_key, client_cert, client_key }
+    Pki { ca: ca_path, ca_der: ca.der().to_vec(), server_der: ders.swap_remove(0), server_cert, server_key, client_cert, client_key }
 }
 
 #[test]
@@ -96,6 +120,23 @@ fn binlogctl_and_the_registry_speak_tls_to_etcd() {
     let dd = dir.path().join("bp");
     run(tls_args(&["-cmd", "generate_meta", "-data-dir", dd.to_str().unwrap()])).ok();
     assert!(std::fs::read_to_string(dd.join("savepoint")).unwrap().starts_with("commitTS = "));
+
+    // pause-pump speaks HTTPS with the client certificate to the node's API.
+    let api = FakeNode::with_tls(200, https_config(&pki));
+    rt.block_on(async {
+        let cfg = EtcdConfig {
+            endpoints: vec![pd.clone()],
+            ssl_ca: Some(pki.ca.clone()),
+            ssl_cert: Some(pki.client_cert.clone()),
+            ssl_key: Some(pki.client_key.clone()),
+            ..EtcdConfig::default()
+        };
+        let reg = Registry::new(pump::etcd::connect(&cfg).await.unwrap());
+        reg.create(NodeKind::Pump, &NodeStatus::new("tls-api", &api.addr, NodeState::Online)).await.unwrap();
+    });
+    let out = run(tls_args(&["-cmd", "pause-pump", "-node-id", "tls-api"]));
+    assert!(out.ok().stdout.contains("apply action pause success!"), "{out:?}");
+    assert_eq!(api.requests(), ["PUT /state/tls-api/pause"]);
 
     // Without TLS, or without the client certificate etcd demands, it fails with an error.
     assert_eq!(ctl(&["-pd-urls", &pd, "-cmd", "pumps"], &[]).code, 1);

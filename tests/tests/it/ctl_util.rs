@@ -113,6 +113,15 @@ impl FakeNode {
 
     /// Like [`FakeNode::start`], with `status` as the body of `GET /status`.
     pub fn with_status(code: i64, status: &str) -> Self {
+        Self::serve(code, status, None)
+    }
+
+    /// Like [`FakeNode::start`], serving HTTPS with `tls` (which may demand client certificates).
+    pub fn with_tls(code: i64, tls: Arc<rustls::ServerConfig>) -> Self {
+        Self::serve(code, "{}", Some(tls))
+    }
+
+    fn serve(code: i64, status: &str, tls: Option<Arc<rustls::ServerConfig>>) -> Self {
         let status = status.to_owned();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
@@ -123,38 +132,16 @@ impl FakeNode {
         let thread = std::thread::spawn(move || {
             while !stopping.load(Ordering::Relaxed) {
                 match listener.accept() {
-                    Ok((mut sock, _)) => {
+                    Ok((sock, _)) => {
                         sock.set_nonblocking(false).unwrap();
                         sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-                        let mut buf = Vec::new();
-                        let mut chunk = [0u8; 1024];
-                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                            match sock.read(&mut chunk) {
-                                Ok(0) | Err(_) => break,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        match &tls {
+                            None => answer(sock, code, &status, &reqs),
+                            Some(cfg) => {
+                                let conn = rustls::ServerConnection::new(cfg.clone()).unwrap();
+                                answer(rustls::StreamOwned::new(conn, sock), code, &status, &reqs);
                             }
                         }
-                        let head = String::from_utf8_lossy(&buf).into_owned();
-                        let line = head.lines().next().unwrap_or_default().to_owned();
-                        let mut parts = line.split(' ');
-                        let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-                        reqs.lock().unwrap().push(format!("{method} {path}"));
-                        let body = if path == "/status" {
-                            status.clone()
-                        } else {
-                            let action = path.rsplit('/').next().unwrap_or("");
-                            let msg = if code == 200 {
-                                format!("apply action {action} success!")
-                            } else {
-                                "node is not online".to_string()
-                            };
-                            format!("{{\n  \"message\": \"{msg}\",\n  \"code\": {code},\n  \"data\": null\n}}")
-                        };
-                        let resp = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        );
-                        let _ = sock.write_all(resp.as_bytes());
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(10)),
                 }
@@ -175,6 +162,39 @@ impl Drop for FakeNode {
             let _ = t.join();
         }
     }
+}
+
+/// Reads one request head, records `METHOD PATH`, writes the reply (a failed TLS handshake records nothing).
+fn answer(mut sock: impl Read + Write, code: i64, status: &str, reqs: &Mutex<Vec<String>>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match sock.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let line = head.lines().next().unwrap_or_default().to_owned();
+    if line.is_empty() {
+        return;
+    }
+    let mut parts = line.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    reqs.lock().unwrap().push(format!("{method} {path}"));
+    let body = if path == "/status" {
+        status.to_owned()
+    } else {
+        let action = path.rsplit('/').next().unwrap_or("");
+        let msg = if code == 200 { format!("apply action {action} success!") } else { "node is not online".to_string() };
+        format!("{{\n  \"message\": \"{msg}\",\n  \"code\": {code},\n  \"data\": null\n}}")
+    };
+    let resp = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = sock.write_all(resp.as_bytes());
+    let _ = sock.flush();
 }
 
 /// A loopback address where nothing listens.
