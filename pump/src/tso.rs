@@ -57,6 +57,12 @@ pub fn to_rough_time(ts: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(physical_ms(ts))
 }
 
+/// `ts` moved forward by `elapsed` of wall time, logical part kept: the approximate ts a node reports
+/// between real allocations (upstream's heartbeat `updateTS`: last TSO plus elapsed ms << 18).
+pub fn advance(ts: u64, elapsed: Duration) -> u64 {
+    compose(physical_ms(ts) + elapsed.as_millis() as u64, logical(ts))
+}
+
 /// Now, in ms since the Unix epoch.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
@@ -292,6 +298,7 @@ mod tests {
         assert_eq!(logical(ts), 5);
         assert_eq!(ts, (1_700_000_000_123 << 18) | 5);
         assert_eq!(to_rough_time(ts), UNIX_EPOCH + Duration::from_millis(1_700_000_000_123));
+        assert_eq!(advance(ts, Duration::from_secs(2)), compose(1_700_000_002_123, 5));
         // Upstream's example ts from the registry JSON: 412518831548007863 is in Oct 2019.
         let secs = physical_ms(412518831548007863) / 1000;
         assert_eq!(secs, 1_573_634_458);

@@ -184,7 +184,8 @@ impl std::fmt::Debug for NodeWatch {
 }
 
 impl NodeWatch {
-    /// The next batch of changes, or `None` when the watch ended.
+    /// The next batch of changes, or `None` when etcd ended the watch (cancelled, e.g. because the start
+    /// revision was compacted): list again and watch from the new revision.
     pub async fn next(&mut self) -> Result<Option<Vec<NodeEvent>>, RegistryError> {
         loop {
             let Some(resp) = self.stream.message().await.map_err(etcd("watch", &self.prefix))? else {
