@@ -142,7 +142,8 @@ pub struct Label {
     pub labels: BTreeMap<String, String>,
 }
 
-/// The value stored at a node's key: upstream's `node.Status` JSON, field by field.
+/// The value stored at a node's key: upstream's `node.Status` JSON, field by field. Like Go's decoder,
+/// parsing tolerates unknown keys and missing optional ones (older writers); id, host and state are required.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node id (also the last key segment).
@@ -153,17 +154,19 @@ pub struct NodeStatus {
     /// The node's state.
     pub state: NodeState,
     /// Not meaningful upstream (usually false); kept for compatibility.
-    #[serde(rename = "isAlive")]
+    #[serde(rename = "isAlive", default)]
     pub is_alive: bool,
     /// Unused upstream (0).
+    #[serde(default)]
     pub score: i64,
     /// Labels, or null.
+    #[serde(default)]
     pub label: Option<Label>,
     /// Pump: storage max commit ts. Drainer: checkpoint ts (consumed everything up to it).
-    #[serde(rename = "maxCommitTS")]
+    #[serde(rename = "maxCommitTS", default)]
     pub max_commit_ts: i64,
     /// Approximate TSO of the last heartbeat.
-    #[serde(rename = "updateTS")]
+    #[serde(rename = "updateTS", default)]
     pub update_ts: i64,
 }
 
@@ -211,6 +214,13 @@ mod tests {
         assert_eq!(st.update_ts, 412518831338292471);
         // Same keys, same order, same values when written back.
         assert_eq!(String::from_utf8(st.to_json()).unwrap(), upstream);
+    }
+
+    #[test]
+    fn older_or_richer_json_still_parses() {
+        let st = NodeStatus::from_json(br#"{"nodeId":"p","host":"h:1","state":"paused","extra":1}"#).unwrap();
+        assert_eq!(st, NodeStatus::new("p", "h:1", NodeState::Paused));
+        assert!(NodeStatus::from_json(br#"{"nodeId":"p","host":"h:1"}"#).is_err(), "state is required");
     }
 
     #[test]
