@@ -115,6 +115,15 @@ pub struct Flags {
           action = ArgAction::Set)]
     pub json: bool,
 
+    /// pause-*/offline-*: wait until etcd shows the node paused/offline (ours).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",
+          action = ArgAction::Set)]
+    pub wait: bool,
+
+    /// How long -wait waits, e.g. 90s, 10m (ours).
+    #[arg(long = "wait-timeout", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: std::time::Duration,
+
     /// Apply a state edit even though it can lose data (ours; update-* only).
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",
           action = ArgAction::Set)]

@@ -1,6 +1,8 @@
 //! `pumps` / `drainers` (list), `update-*` (rewrite the state in etcd, with the checks of `safety`),
 //! `pause-*` / `offline-*` (HTTP `PUT /state/<nodeID>/{pause|close}` to the node).
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result, bail};
 use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
 use serde::Deserialize;
@@ -151,7 +153,49 @@ pub async fn apply(ctx: &Ctx, kind: NodeKind, action: Action) -> Result<()> {
         bail!("{kind} {} refused {word}: {} (code {})", node.node_id, reply.message, reply.code);
     }
     println!("{kind} {}: {}", node.node_id, reply.message);
-    let end = if action == Action::Pause { "paused" } else { "offline" };
-    println!("the {kind} now shuts down and records itself as {end}; check with -cmd {kind}s -show-offline-nodes");
-    Ok(())
+    let end = if action == Action::Pause { NodeState::Paused } else { NodeState::Offline };
+    if !ctx.flags.wait {
+        println!("the {kind} now shuts down and records itself as {end}; check with -cmd {kind}s -show-offline-nodes");
+        return Ok(());
+    }
+    wait_for_state(&reg, kind, &node.node_id, end, ctx.flags.wait_timeout).await
+}
+
+/// Polls etcd until the node shows `end`, printing each state it passes through; for a closing pump it
+/// names, every few seconds, the drainers it still waits for.
+async fn wait_for_state(reg: &Registry, kind: NodeKind, id: &str, end: NodeState, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut last_state = None;
+    let mut last_note: Option<Instant> = None;
+    loop {
+        let Some(n) = reg.get(kind, id).await? else {
+            bail!("{kind} {id} disappeared from etcd while waiting for it to become {end}");
+        };
+        if last_state != Some(n.state) {
+            println!("{kind} {id}: {}", n.state);
+            last_state = Some(n.state);
+        }
+        if n.state == end {
+            return Ok(());
+        }
+        if kind == NodeKind::Pump
+            && n.state == NodeState::Closing
+            && last_note.is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+        {
+            let (pumps, drainers) = view(reg).await?;
+            let view = View { pumps: &pumps, drainers: &drainers };
+            for f in safety::check_update(kind, &n, NodeState::Offline, view, None) {
+                println!("  waiting: {}", f.message.split(':').next().unwrap_or_default());
+            }
+            last_note = Some(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "timed out after {} waiting for {kind} {id} to become {end}; it is {}",
+                humantime::format_duration(timeout),
+                n.state
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

@@ -151,3 +151,35 @@ fn pause_and_offline_put_to_the_nodes_state_api() {
     // binlogctl itself never edits etcd for pause/offline.
     assert_eq!(env.node(NodeKind::Pump, "p1").state, NodeState::Online);
 }
+
+#[test]
+fn offline_with_wait_follows_the_node_to_its_final_state() {
+    let env = Env::start();
+    let api = FakeNode::start(200);
+    let mut p1 = node("p1", &api.addr, NodeState::Online, 100);
+    env.put_node(NodeKind::Pump, &p1);
+    env.put_node(NodeKind::Drainer, &node("d1", &dead_addr(), NodeState::Online, 90));
+
+    let url = env.url();
+    let child = std::process::Command::new(tests::our_binary("binlogctl"))
+        .args(["-pd-urls", &url, "-cmd", "offline-pump", "-node-id", "p1", "-wait"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Play the pump: once asked, go closing, then offline.
+    tests::wait_until("the close request", std::time::Duration::from_secs(20), || !api.requests().is_empty()).unwrap();
+    p1.state = NodeState::Closing;
+    env.put_node(NodeKind::Pump, &p1);
+    p1.state = NodeState::Offline;
+    env.put_node(NodeKind::Pump, &p1);
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.trim_end().ends_with("pump p1: offline"), "{stdout}");
+
+    // A node that never reaches the state: the wait times out with an error naming where it is.
+    env.put_node(NodeKind::Drainer, &node("d2", &api.addr, NodeState::Online, 1));
+    env.ctl(&["-cmd", "pause-drainer", "-node-id", "d2", "-wait", "-wait-timeout", "1s"])
+        .failed(1, "timed out after 1s waiting for drainer d2 to become paused; it is online");
+}
