@@ -150,3 +150,32 @@ async fn source_reports_cluster_id_refuses_pd_and_bad_values() {
     assert!(matches!(err, TsoError::PdNotSupported { .. }), "{err}");
     assert!(err.to_string().contains("only a plain etcd is supported"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ts_is_linearizable_with_another_process() {
+    let cluster = start().await;
+    let url = cluster.etcd().url();
+    let a = EtcdTso::new(client(&url).await);
+    let dir = cluster.dir().join("meta");
+    let mut last = a.get_ts().await.unwrap();
+    for _ in 0..3 {
+        // binlogctl generate_meta is a separate process with its own allocator.
+        let (url, dir2) = (url.clone(), dir.clone());
+        let meta = tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(tests::our_binary("binlogctl"))
+                .args(["-pd-urls", &url, "-cmd", "generate_meta", "-data-dir"])
+                .arg(&dir2)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            let text = std::fs::read_to_string(dir2.join("savepoint")).unwrap();
+            text.lines().next().unwrap().strip_prefix("commitTS = ").unwrap().parse::<u64>().unwrap()
+        })
+        .await
+        .unwrap();
+        assert!(meta > last, "the other process's ts {meta} is not above {last}");
+        let mine = a.get_ts().await.unwrap();
+        assert!(mine > meta, "ts {mine} is not above the other process's {meta}");
+        last = mine;
+    }
+}
