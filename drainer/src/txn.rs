@@ -1,0 +1,394 @@
+//! The drainer's decoded transaction: what the translator produces from one merged binlog and what every
+//! sink (MySQL/TiDB, Kafka, file) consumes.
+//!
+//! The model is sink-neutral. Values are decoded and unflattened (TiDB's `Unflatten`) but not yet
+//! formatted for any sink: TIMESTAMP values stay in UTC and each sink converts them to its own zone
+//! (`[syncer.to.params] time_zone` for MySQL, the drainer's local zone for Kafka and files, as upstream).
+//!
+//! # Invariants
+//! - A [`Row`] has exactly one slot per column of its [`TableSchema`], in `columns` order.
+//!   `None` means the binlog did not carry that column (virtual generated columns, or update/delete
+//!   halves written before an ADD COLUMN); sinks treat absent columns as upstream does.
+//! - [`Item`]s reach a sink in strictly increasing `commit_ts` order.
+
+use std::fmt;
+use std::sync::Arc;
+
+/// MySQL column type bytes (`mysql.TypeXXX`), as in TiDB's `FieldType.tp` and `pb_binlog.column.tp[0]`.
+#[allow(missing_docs)]
+pub mod mysql_type {
+    pub const DECIMAL: u8 = 0;
+    pub const TINY: u8 = 1;
+    pub const SHORT: u8 = 2;
+    pub const LONG: u8 = 3;
+    pub const FLOAT: u8 = 4;
+    pub const DOUBLE: u8 = 5;
+    pub const NULL: u8 = 6;
+    pub const TIMESTAMP: u8 = 7;
+    pub const LONGLONG: u8 = 8;
+    pub const INT24: u8 = 9;
+    pub const DATE: u8 = 10;
+    pub const DURATION: u8 = 11;
+    pub const DATETIME: u8 = 12;
+    pub const YEAR: u8 = 13;
+    pub const NEWDATE: u8 = 14;
+    pub const VARCHAR: u8 = 15;
+    pub const BIT: u8 = 16;
+    pub const JSON: u8 = 245;
+    pub const NEWDECIMAL: u8 = 246;
+    pub const ENUM: u8 = 247;
+    pub const SET: u8 = 248;
+    pub const TINY_BLOB: u8 = 249;
+    pub const MEDIUM_BLOB: u8 = 250;
+    pub const LONG_BLOB: u8 = 251;
+    pub const BLOB: u8 = 252;
+    pub const VAR_STRING: u8 = 253;
+    pub const STRING: u8 = 254;
+    pub const GEOMETRY: u8 = 255;
+}
+
+/// One merged, decoded binlog, ready for a sink.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Item {
+    /// The transaction's start ts (0 for fake binlogs).
+    pub start_ts: i64,
+    /// The commit ts; the checkpoint advances to it once the sink has made the item durable.
+    pub commit_ts: i64,
+    /// The schema version the binlog was written with (`PrewriteValue.schema_version`, or the DDL's).
+    pub schema_version: i64,
+    /// What the item carries.
+    pub body: Body,
+}
+
+/// What an [`Item`] carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// Row changes of one upstream transaction, grouped per table mutation in binlog order.
+    Dml(Vec<TableChanges>),
+    /// One DDL statement.
+    Ddl(Ddl),
+    /// Nothing to apply (a fake binlog, or a transaction every change of which was filtered out); the
+    /// sink only moves its checkpoint.
+    Empty,
+}
+
+/// One DDL statement as TiDB ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ddl {
+    /// The schema the DDL runs in (`use <schema>`); empty when it has none (e.g. CREATE DATABASE).
+    pub schema: String,
+    /// The table it touches, if any.
+    pub table: String,
+    /// The query text as TiDB received it (no `use` prefix).
+    pub query: String,
+    /// TiDB's DDL job id.
+    pub job_id: i64,
+    /// The table's definition after the DDL, when the DDL leaves one (sinks may refresh caches with it).
+    pub table_after: Option<Arc<TableSchema>>,
+}
+
+/// The changes one table mutation made, in the mutation's sequence order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableChanges {
+    /// The table's definition at the binlog's schema version.
+    pub table: Arc<TableSchema>,
+    /// Row changes in sequence order.
+    pub rows: Vec<RowChange>,
+}
+
+/// One row change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RowChange {
+    /// A new row (missing columns already filled with their default or zero value, as upstream).
+    Insert(Row),
+    /// An updated row: values before and after.
+    Update {
+        /// Values before the update.
+        old: Row,
+        /// Values after the update.
+        new: Row,
+    },
+    /// A deleted row.
+    Delete(Row),
+}
+
+/// One value slot per column of the table, in `TableSchema::columns` order; `None` = not carried.
+pub type Row = Vec<Option<Value>>;
+
+/// A table definition as the sinks need it (derived from TiDB's `TableInfo`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct TableSchema {
+    /// TiDB table id.
+    pub id: i64,
+    /// Database name.
+    pub schema: String,
+    /// Table name.
+    pub name: String,
+    /// Public columns in TiDB's `Columns` order (offset order).
+    pub columns: Vec<Column>,
+    /// The integer primary key is the row handle (`PKIsHandle`).
+    pub pk_is_handle: bool,
+    /// The primary key is clustered on non-integer columns (`IsCommonHandle`).
+    pub is_common_handle: bool,
+    /// Primary and unique keys, PRIMARY first, as column indexes into `columns`.
+    pub unique_keys: Vec<UniqueKey>,
+}
+
+impl TableSchema {
+    /// The index of the column named `name` (case-insensitive, as MySQL compares column names).
+    pub fn column_index(&self, name: &str) -> Option<usize> {
+        self.columns.iter().position(|c| c.name.eq_ignore_ascii_case(name))
+    }
+
+    /// `` `schema`.`name` `` with backticks doubled inside names.
+    pub fn quoted_name(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.name))
+    }
+}
+
+/// A primary or unique key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UniqueKey {
+    /// Index name; `PRIMARY` for the primary key.
+    pub name: String,
+    /// Column indexes into `TableSchema::columns`, in key order.
+    pub columns: Vec<usize>,
+}
+
+impl UniqueKey {
+    /// Whether this is the primary key.
+    pub fn is_primary(&self) -> bool {
+        self.name.eq_ignore_ascii_case("PRIMARY")
+    }
+}
+
+/// One column's definition.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Column {
+    /// TiDB column id (stable across renames; the key in encoded rows).
+    pub id: i64,
+    /// Column name.
+    pub name: String,
+    /// MySQL type byte ([`mysql_type`]).
+    pub tp: u8,
+    /// UNSIGNED.
+    pub unsigned: bool,
+    /// NOT NULL.
+    pub not_null: bool,
+    /// Part of the primary key (`PriKeyFlag`).
+    pub primary_key: bool,
+    /// Binary collation/charset (BINARY, VARBINARY, BLOB rather than CHAR, VARCHAR, TEXT).
+    pub binary: bool,
+    /// Display length (`flen`); bits for BIT.
+    pub flen: i32,
+    /// Fractional digits (`decimal`): scale for DECIMAL, fsp for time types.
+    pub decimal: i32,
+    /// Charset name, e.g. `utf8mb4` or `binary`.
+    pub charset: String,
+    /// ENUM/SET members.
+    pub elems: Vec<String>,
+    /// A generated column (stored or virtual): sinks never write it.
+    pub generated: bool,
+}
+
+impl Column {
+    /// Upstream's lower-case type name (`types.TypeToStr`), used as `mysql_type` by the Kafka and
+    /// file sinks: e.g. `int`, `bigint`, `varchar`, `text`, `blob`, `decimal`, `datetime`, `json`.
+    pub fn type_name(&self) -> &'static str {
+        use mysql_type::*;
+        let text_or = |blob: &'static str, text: &'static str| if self.binary { blob } else { text };
+        match self.tp {
+            TINY => "tinyint",
+            SHORT => "smallint",
+            INT24 => "mediumint",
+            LONG => "int",
+            LONGLONG => "bigint",
+            FLOAT => "float",
+            DOUBLE => "double",
+            DECIMAL | NEWDECIMAL => "decimal",
+            NULL => "null",
+            TIMESTAMP => "timestamp",
+            DATE | NEWDATE => "date",
+            DURATION => "time",
+            DATETIME => "datetime",
+            YEAR => "year",
+            VARCHAR => text_or("varbinary", "varchar"),
+            VAR_STRING => "var_string",
+            STRING => text_or("binary", "char"),
+            BIT => "bit",
+            JSON => "json",
+            ENUM => "enum",
+            SET => "set",
+            TINY_BLOB => text_or("tinyblob", "tinytext"),
+            MEDIUM_BLOB => text_or("mediumblob", "mediumtext"),
+            LONG_BLOB => text_or("longblob", "longtext"),
+            BLOB => text_or("blob", "text"),
+            GEOMETRY => "geometry",
+            _ => "unknown",
+        }
+    }
+}
+
+/// A decoded column value (after TiDB's `Unflatten`, before any sink's formatting).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// Signed integer types and YEAR.
+    Int(i64),
+    /// Unsigned integer types.
+    Uint(u64),
+    /// FLOAT (already rounded to f32 precision) and DOUBLE.
+    Float(f64),
+    /// DECIMAL as exact text with the column's scale, e.g. `-12.340`.
+    Decimal(String),
+    /// CHAR/VARCHAR/TEXT (UTF-8 bytes) and BINARY/VARBINARY/BLOB, as stored.
+    Bytes(Vec<u8>),
+    /// DATE, DATETIME and TIMESTAMP; TIMESTAMP in UTC.
+    Time(MysqlTime),
+    /// TIME: signed nanoseconds and the column's fsp.
+    Duration {
+        /// Signed nanoseconds.
+        nanos: i64,
+        /// Fractional digits to print (0..=6).
+        fsp: u8,
+    },
+    /// ENUM: 1-based member index (0 = the empty/invalid value) and the member's name.
+    Enum {
+        /// 1-based member index.
+        index: u64,
+        /// Member name ("" for index 0).
+        name: String,
+    },
+    /// SET: member bitmask and the comma-joined member names.
+    Set {
+        /// Member bitmask.
+        bits: u64,
+        /// Member names joined by `,`.
+        names: String,
+    },
+    /// BIT(n): the value as an integer (n ≤ 64).
+    Bit(u64),
+    /// JSON as text, as TiDB prints it.
+    Json(String),
+}
+
+/// A DATE, DATETIME or TIMESTAMP value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub struct MysqlTime {
+    /// Year (0 for the zero date).
+    pub year: u16,
+    /// Month 1..=12 (0 in zero dates).
+    pub month: u8,
+    /// Day 1..=31 (0 in zero dates).
+    pub day: u8,
+    /// Hour.
+    pub hour: u8,
+    /// Minute.
+    pub minute: u8,
+    /// Second.
+    pub second: u8,
+    /// Microseconds.
+    pub micro: u32,
+    /// The column type: [`mysql_type::DATE`], [`mysql_type::DATETIME`] or [`mysql_type::TIMESTAMP`].
+    pub tp: u8,
+    /// Fractional digits to print (0..=6).
+    pub fsp: u8,
+}
+
+impl MysqlTime {
+    /// Whether this is the zero value `0000-00-00 00:00:00`.
+    pub fn is_zero(&self) -> bool {
+        self.year == 0 && self.month == 0 && self.day == 0
+    }
+}
+
+impl fmt::Display for MysqlTime {
+    /// MySQL's text form: `YYYY-MM-DD` for DATE, else `YYYY-MM-DD HH:MM:SS[.ffffff]` cut to `fsp` digits.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)?;
+        if self.tp == mysql_type::DATE || self.tp == mysql_type::NEWDATE {
+            return Ok(());
+        }
+        write!(f, " {:02}:{:02}:{:02}", self.hour, self.minute, self.second)?;
+        write_fraction(f, self.micro, self.fsp)
+    }
+}
+
+/// Prints `.ffffff` cut to `fsp` digits (nothing when fsp is 0).
+fn write_fraction(f: &mut fmt::Formatter<'_>, micro: u32, fsp: u8) -> fmt::Result {
+    let fsp = fsp.min(6) as usize;
+    if fsp == 0 {
+        return Ok(());
+    }
+    let digits = format!("{micro:06}");
+    write!(f, ".{}", &digits[..fsp])
+}
+
+/// Formats a TIME value (`[-]HH:MM:SS[.ffffff]`, hours may exceed 24), as MySQL prints it.
+pub fn format_duration(nanos: i64, fsp: u8) -> String {
+    struct D(i64, u8);
+    impl fmt::Display for D {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            let neg = self.0 < 0;
+            let total_micros = self.0.unsigned_abs() / 1_000;
+            let micro = (total_micros % 1_000_000) as u32;
+            let secs = total_micros / 1_000_000;
+            let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+            write!(f, "{}{h:02}:{m:02}:{s:02}", if neg { "-" } else { "" })?;
+            write_fraction(f, micro, self.1)
+        }
+    }
+    D(nanos, fsp).to_string()
+}
+
+/// `` `name` `` with inner backticks doubled, as MySQL quotes identifiers.
+pub fn quote_ident(name: &str) -> String {
+    format!("`{}`", name.replace('`', "``"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_text_follows_type_and_fsp() {
+        let t = MysqlTime {
+            year: 2024,
+            month: 2,
+            day: 29,
+            hour: 23,
+            minute: 5,
+            second: 9,
+            micro: 120_300,
+            tp: mysql_type::DATETIME,
+            fsp: 4,
+        };
+        assert_eq!(t.to_string(), "2024-02-29 23:05:09.1203");
+        assert_eq!(MysqlTime { fsp: 0, ..t }.to_string(), "2024-02-29 23:05:09");
+        assert_eq!(MysqlTime { tp: mysql_type::DATE, ..t }.to_string(), "2024-02-29");
+        let zero = MysqlTime { tp: mysql_type::TIMESTAMP, ..Default::default() };
+        assert!(zero.is_zero());
+        assert_eq!(zero.to_string(), "0000-00-00 00:00:00");
+    }
+
+    #[test]
+    fn durations_print_like_mysql() {
+        let n = ((838 * 3600 + 59 * 60 + 58) * 1_000_000 + 999_999) * 1_000;
+        assert_eq!(format_duration(n, 6), "838:59:58.999999");
+        assert_eq!(format_duration(-n, 0), "-838:59:58");
+        assert_eq!(format_duration(1_500_000_000, 1), "00:00:01.5");
+    }
+
+    #[test]
+    fn names_are_quoted_and_type_names_follow_binary_flag() {
+        let t = TableSchema { schema: "d`b".into(), name: "t".into(), ..Default::default() };
+        assert_eq!(t.quoted_name(), "`d``b`.`t`");
+        let mut c = Column { tp: mysql_type::BLOB, ..Default::default() };
+        assert_eq!(c.type_name(), "text");
+        c.binary = true;
+        assert_eq!(c.type_name(), "blob");
+        c.tp = mysql_type::STRING;
+        assert_eq!(c.type_name(), "binary");
+    }
+}
