@@ -1,4 +1,180 @@
 //! Pump's storage: a durable, fsync-batched, CRC-checked segment log with a commit-ts index.
 //!
-//! The on-disk format is documented in `FORMAT.md` beside this crate.
+//! [`Store::append`] writes a binlog record and resolves once it is durable: one background writer
+//! thread takes every queued append, writes them with one `write` and one `fdatasync` (group commit; a
+//! lone writer never waits for a batch to fill). A sorter matches each Commit with the Prewrites before it
+//! and keeps the sorted watermark [`Store::max_commit_ts`] (upstream `maxCommitTS`, spec §6).
+//! [`Store::pull`] streams committed transactions in strictly increasing commit_ts order, each joined with
+//! its Prewrite's bytes, reading the log sequentially and tailing it live.
+//!
+//! The on-disk format is documented in `FORMAT.md` beside this crate; [`format`] holds its codec.
 #![warn(missing_docs)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub mod format;
+mod reader;
+mod resolver;
+mod sorter;
+mod store;
+
+pub use format::DecodeError;
+pub use resolver::{Resolution, Resolver, TimeoutResolver};
+pub use store::Store;
+
+/// Store configuration. `Default` gives upstream's defaults.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Directory that holds the segments (created if missing; locked while open).
+    pub dir: PathBuf,
+    /// `[storage] sync-log`: fdatasync every batch before acknowledging it (default true).
+    pub sync_log: bool,
+    /// A segment is sealed and a new one started once it reaches this many bytes (default 512 MiB).
+    /// A segment can exceed it by one batch; records never span segments.
+    pub segment_size: u64,
+    /// How long an unmatched Prewrite may wait (measured from its start_ts's physical time) before the
+    /// default resolver treats it as rolled back and counts it as lost (default 600 s).
+    pub max_txn_timeout: Duration,
+    /// `[storage] stop-write-at-available-space`: refuse every non-fake binlog while the filesystem
+    /// has at most this many bytes available (default 10 GiB).
+    pub stop_write_at_available_space: u64,
+    /// Upper bound of bytes taken into one group-commit batch (default 8 MiB).
+    pub max_batch_bytes: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            dir: PathBuf::from("data.pump/store"),
+            sync_log: true,
+            segment_size: 512 << 20,
+            max_txn_timeout: Duration::from_secs(600),
+            stop_write_at_available_space: 10 << 30,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+/// The kind of a stored binlog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// A P-binlog (its payload carries the prewrite value).
+    Prewrite,
+    /// A C-binlog.
+    Commit,
+    /// A rollback of a prewritten transaction; it settles the Prewrite and is never pulled.
+    Rollback,
+    /// A fake binlog (start_ts == commit_ts): advances the watermark, is pulled, and is accepted even
+    /// below the disk-space threshold.
+    Fake,
+}
+
+/// One binlog to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    /// Kind.
+    pub kind: Kind,
+    /// Transaction start ts.
+    pub start_ts: i64,
+    /// Commit ts (0 for Prewrite and for TiDB's Rollback).
+    pub commit_ts: i64,
+    /// The encoded `binlog.Binlog`; opaque to the store.
+    pub payload: Bytes,
+}
+
+/// A committed transaction (or a fake binlog) as served by [`Store::pull`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Transaction start ts.
+    pub start_ts: i64,
+    /// Commit ts.
+    pub commit_ts: i64,
+    /// [`Kind::Commit`] or [`Kind::Fake`].
+    pub kind: Kind,
+    /// The Commit (or Fake) record's payload. Empty for a Commit synthesized from a
+    /// [`Resolution::Committed`].
+    pub payload: Bytes,
+    /// The matching Prewrite record's payload; `None` for a Fake, or when the Prewrite is gone (never
+    /// written, or garbage-collected).
+    pub prewrite: Option<Bytes>,
+}
+
+/// Counters and gauges for metrics; see [`Store::stats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Appends acknowledged since open.
+    pub appends: u64,
+    /// Group-commit batches written since open.
+    pub batches: u64,
+    /// fdatasync calls since open.
+    pub fsyncs: u64,
+    /// Bytes written to segments since open (records, headers, footers).
+    pub bytes_written: u64,
+    /// Segment files on disk.
+    pub segments: u64,
+    /// Bytes of all segment files on disk.
+    pub disk_bytes: u64,
+    /// Torn or corrupt tails truncated at open.
+    pub torn_tail_truncations: u64,
+    /// Prewrites given up as rolled back without knowing (`binlog_pump_loss_binlog_count`).
+    pub loss_count: u64,
+    /// Write or fsync failures (the store refuses writes after the first one).
+    pub write_errors: u64,
+    /// Prewrites still waiting for their Commit.
+    pub pending_prewrites: u64,
+    /// The sorted watermark.
+    pub max_commit_ts: i64,
+    /// The GC ts.
+    pub gc_ts: i64,
+    /// Bytes available on the store's filesystem at the last check.
+    pub available_space: u64,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A segment that must be intact (not the torn tail of the last one) fails to decode.
+    #[error("corrupt segment {path} at offset {offset}: {reason}")]
+    Corrupt {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte offset of the damage.
+        offset: u64,
+        /// What is wrong.
+        reason: DecodeError,
+    },
+    /// Another process holds the directory's lock.
+    #[error("store directory {0} is locked by another process")]
+    Locked(PathBuf),
+    /// An earlier write or fsync failed; the store refuses writes until it is reopened.
+    #[error("store refuses writes after an earlier write failure (reopen to recover): {0}")]
+    Poisoned(String),
+    /// The filesystem is below `stop-write-at-available-space` (upstream's message).
+    #[error("no available space, available: {available}, StopWriteAtAvailableSpace: {threshold}")]
+    NoSpace {
+        /// Bytes available.
+        available: u64,
+        /// The configured threshold.
+        threshold: u64,
+    },
+    /// A payload larger than the format allows.
+    #[error("record of {0} bytes is larger than the 1 GiB limit")]
+    TooLarge(usize),
+    /// The store was closed.
+    #[error("store is closed")]
+    Closed,
+}

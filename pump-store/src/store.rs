@@ -1,0 +1,941 @@
+//! The store: open and recovery, the group-commit writer thread, GC, lookups and stats.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+use crate::format::{
+    self, BODY_FIXED_LEN, Footer, HEADER_LEN, IndexEntry, Loc, MAX_BODY_LEN, RecordKind, RecordRef, TRAILER_LEN,
+};
+use crate::resolver::{Resolution, Resolver, TimeoutResolver};
+use crate::sorter::Sorter;
+use crate::{Committed, Kind, Record, StoreConfig, StoreError, StoreStats};
+
+/// A new sparse-index entry is added at the first record at least this far past the previous entry.
+pub(crate) const INDEX_EVERY: u64 = 64 << 10;
+/// Name of the lock file inside the store directory.
+const LOCK_FILE: &str = "LOCK";
+/// Name of the file that persists the GC ts.
+const GC_TS_FILE: &str = "GC_TS";
+/// A Prewrite waits this long before the resolver is first asked about it (upstream: 1 s).
+const RESOLVE_AFTER: Duration = Duration::from_secs(1);
+
+/// The file name of segment `seq`.
+pub(crate) fn seg_path(dir: &Path, seq: u64) -> PathBuf {
+    dir.join(format!("{seq:016}.seg"))
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+    move |source| StoreError::Io { op, path: path.to_path_buf(), source }
+}
+
+/// What the store knows about one segment without reading it.
+#[derive(Debug, Clone)]
+pub(crate) struct SegMeta {
+    pub(crate) sealed: bool,
+    /// End of the data records: the footer's offset when sealed, the durable end when active.
+    pub(crate) data_end: u64,
+    pub(crate) file_len: u64,
+    /// Smallest lookup key: start_ts of a Prewrite, commit_ts of a Commit or Fake.
+    pub(crate) min_ts: i64,
+    /// Largest start_ts or commit_ts.
+    pub(crate) max_ts: i64,
+    pub(crate) max_commit: i64,
+    pub(crate) records: u64,
+    pub(crate) index: Vec<IndexEntry>,
+    /// From the footer: (watermark at seal, replay_from).
+    pub(crate) seal: Option<(i64, u64)>,
+}
+
+impl SegMeta {
+    fn new() -> SegMeta {
+        SegMeta {
+            sealed: false,
+            data_end: HEADER_LEN as u64,
+            file_len: HEADER_LEN as u64,
+            min_ts: i64::MAX,
+            max_ts: i64::MIN,
+            max_commit: i64::MIN,
+            records: 0,
+            index: Vec::new(),
+            seal: None,
+        }
+    }
+
+    fn from_footer(f: &Footer, file_len: u64) -> SegMeta {
+        SegMeta {
+            sealed: true,
+            data_end: f.data_end,
+            file_len,
+            min_ts: f.min_ts,
+            max_ts: f.max_ts,
+            max_commit: f.max_commit,
+            records: f.records,
+            index: f.index.clone(),
+            seal: Some((f.seal_watermark, f.replay_from)),
+        }
+    }
+
+    /// Accounts for a durable record of `len` bytes at `off`.
+    fn observe(&mut self, off: u64, kind: RecordKind, start_ts: i64, commit_ts: i64, len: u64) {
+        if self.index.last().is_none_or(|e| off - e.off >= INDEX_EVERY) {
+            self.index.push(IndexEntry { off, prefix_max_commit: self.max_commit });
+        }
+        match kind {
+            RecordKind::Prewrite => self.min_ts = self.min_ts.min(start_ts),
+            RecordKind::Commit | RecordKind::Fake => {
+                self.min_ts = self.min_ts.min(commit_ts);
+                self.max_commit = self.max_commit.max(commit_ts);
+            }
+            RecordKind::Rollback | RecordKind::Footer => {}
+        }
+        self.max_ts = self.max_ts.max(start_ts).max(commit_ts);
+        self.records += 1;
+        self.data_end = off + len;
+    }
+
+    fn footer(&self, seal_watermark: i64, replay_from: u64) -> Footer {
+        Footer {
+            seal_watermark,
+            replay_from,
+            min_ts: self.min_ts,
+            max_ts: self.max_ts,
+            max_commit: self.max_commit,
+            records: self.records,
+            data_end: self.data_end,
+            index: self.index.clone(),
+        }
+    }
+}
+
+/// Everything behind the store's one lock.
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) sorter: Sorter,
+    pub(crate) metas: BTreeMap<u64, SegMeta>,
+    /// End of the durable log; every record before it is readable, and every Commit with
+    /// commit_ts <= the sorter's watermark lies before it.
+    pub(crate) durable_end: Loc,
+    pub(crate) gc_ts: i64,
+    pub(crate) closed: bool,
+    /// Bumped whenever readers may have something new.
+    pub(crate) version: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    appends: AtomicU64,
+    batches: AtomicU64,
+    fsyncs: AtomicU64,
+    bytes_written: AtomicU64,
+    truncations: AtomicU64,
+    loss: AtomicU64,
+    write_errors: AtomicU64,
+}
+
+/// State shared by the handle, the writer, the resolver and the readers.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) state: Mutex<State>,
+    pub(crate) cv: Condvar,
+    counters: Counters,
+    poisoned: Mutex<Option<String>>,
+    avail: AtomicU64,
+    _lock: File,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state is still the best we have.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn poison(&self, why: String) {
+        tracing::error!(dir = %self.cfg.dir.display(), "pump-store refuses writes until reopened: {why}");
+        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(why);
+        }
+    }
+
+    fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn refresh_space(&self) {
+        self.avail.store(available_space(&self.cfg.dir), Ordering::Relaxed);
+    }
+}
+
+fn available_space(dir: &Path) -> u64 {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "statvfs failed, not enforcing the space limit: {e}");
+            u64::MAX
+        }
+    }
+}
+
+enum Msg {
+    Append(Record, oneshot::Sender<Result<(), StoreError>>),
+    Close(oneshot::Sender<()>),
+}
+
+/// A handle to an open store. Clone it freely; the store closes (flushing every queued append) when
+/// [`Store::close`] is called or the last handle is dropped.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.inner.shared.cfg.dir).finish()
+    }
+}
+
+struct Inner {
+    tx: Option<mpsc::Sender<Msg>>,
+    shared: Arc<Shared>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        let mut st = self.shared.lock();
+        st.closed = true;
+        st.version += 1;
+        self.shared.cv.notify_all();
+    }
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `cfg.dir` with the default [`TimeoutResolver`].
+    /// Recovers from a crash: truncates a torn or corrupt tail of the last segment (logged and
+    /// counted), then replays the records the sorter had not released. Blocks while it reads.
+    pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
+        let resolver = TimeoutResolver { timeout: cfg.max_txn_timeout };
+        Store::open_with_resolver(cfg, Arc::new(resolver))
+    }
+
+    /// Like [`Store::open`] with a custom [`Resolver`] for unmatched Prewrites.
+    pub fn open_with_resolver(cfg: StoreConfig, resolver: Arc<dyn Resolver>) -> Result<Store, StoreError> {
+        let (shared, writer) = recover(cfg)?;
+        let shared = Arc::new(shared);
+        let (tx, rx) = mpsc::channel();
+        let w_shared = shared.clone();
+        let writer_thread = std::thread::Builder::new()
+            .name("pump-store-writer".into())
+            .spawn(move || writer.run(w_shared, rx))
+            .map_err(io_err("spawn writer thread", &shared.cfg.dir))?;
+        let inner = Arc::new(Inner { tx: Some(tx), shared: shared.clone(), writer: Some(writer_thread) });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("pump-store-resolver".into())
+            .spawn(move || resolve_loop(weak, resolver))
+            .map_err(io_err("spawn resolver thread", &shared.cfg.dir))?;
+        Ok(Store { inner })
+    }
+
+    /// Appends one binlog; resolves once it is durable (fdatasynced when `sync_log`). Concurrent appends
+    /// share one write and one fdatasync. A record with start_ts == 0 and commit_ts == 0 is upstream's
+    /// health probe: it is accepted and not stored.
+    pub async fn append(&self, rec: Record) -> Result<(), StoreError> {
+        match self.submit(rec, true)? {
+            None => Ok(()),
+            Some(rx) => rx.await.map_err(|_| StoreError::Closed)?,
+        }
+    }
+
+    /// [`Store::append`] for threads outside an async runtime.
+    pub fn append_blocking(&self, rec: Record) -> Result<(), StoreError> {
+        match self.submit(rec, true)? {
+            None => Ok(()),
+            Some(rx) => rx.blocking_recv().map_err(|_| StoreError::Closed)?,
+        }
+    }
+
+    /// Queues `rec` for the writer; `check_space` is false for the resolver's own records, which must
+    /// get through to unblock the sorter.
+    fn submit(
+        &self,
+        rec: Record,
+        check_space: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<(), StoreError>>>, StoreError> {
+        if rec.start_ts == 0 && rec.commit_ts == 0 {
+            return Ok(None);
+        }
+        if rec.payload.len() > MAX_BODY_LEN - BODY_FIXED_LEN {
+            return Err(StoreError::TooLarge(rec.payload.len()));
+        }
+        let shared = &self.inner.shared;
+        if let Some(why) = shared.poisoned() {
+            return Err(StoreError::Poisoned(why));
+        }
+        if check_space && rec.kind != Kind::Fake {
+            let available = shared.avail.load(Ordering::Relaxed);
+            let threshold = shared.cfg.stop_write_at_available_space;
+            if available <= threshold {
+                return Err(StoreError::NoSpace { available, threshold });
+            }
+        }
+        let (tx, rx) = oneshot::channel();
+        let sender = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(Msg::Append(rec, tx)).map_err(|_| StoreError::Closed)?;
+        Ok(Some(rx))
+    }
+
+    /// The sorted watermark (upstream `maxCommitTS`): every committed transaction with a commit_ts at
+    /// or below it is complete in the log.
+    pub fn max_commit_ts(&self) -> i64 {
+        self.inner.shared.lock().sorter.watermark()
+    }
+
+    /// Streams committed transactions and fake binlogs with `commit_ts > after_commit_ts` (clamped up to
+    /// the GC ts) in strictly increasing commit_ts order, never beyond [`Store::max_commit_ts`]; then
+    /// tails the log live. Rolled-back transactions are skipped. Ends when the store closes.
+    pub fn pull(
+        &self,
+        after_commit_ts: i64,
+    ) -> impl futures::Stream<Item = Result<Committed, StoreError>> + Send + 'static + use<> {
+        crate::reader::pull(self.inner.shared.clone(), after_commit_ts)
+    }
+
+    /// Raises the GC ts to `ts` (persisted) if it is above the current one and below the watermark (as
+    /// upstream), then deletes sealed segments whose every ts is at or below
+    /// `ts - max_txn_timeout` (in TSO units) and that hold nothing the sorter still waits for.
+    pub fn gc(&self, ts: i64) {
+        let shared = &self.inner.shared;
+        let victims = {
+            let mut st = shared.lock();
+            if ts <= st.gc_ts || st.sorter.watermark() <= ts {
+                return;
+            }
+            st.gc_ts = ts;
+            if let Err(e) = write_gc_ts(&shared.cfg.dir, ts) {
+                tracing::error!("persisting gc ts {ts}: {e}");
+            }
+            let margin = (shared.cfg.max_txn_timeout.as_millis() as i64) << 18;
+            let threshold = ts.saturating_sub(margin);
+            let active = st.durable_end.seq;
+            let keep_from = st.sorter.oldest_seq().unwrap_or(active).min(active);
+            let victims: Vec<u64> = st
+                .metas
+                .range(..keep_from)
+                .filter(|(_, m)| m.sealed && m.max_ts <= threshold)
+                .map(|(s, _)| *s)
+                .collect();
+            for s in &victims {
+                st.metas.remove(s);
+            }
+            victims
+        };
+        for seq in victims {
+            let path = seg_path(&shared.cfg.dir, seq);
+            match fs::remove_file(&path) {
+                Ok(()) => tracing::info!(path = %path.display(), "gc removed segment"),
+                Err(e) => tracing::error!(path = %path.display(), "gc could not remove segment: {e}"),
+            }
+        }
+    }
+
+    /// The GC ts.
+    pub fn gc_ts(&self) -> i64 {
+        self.inner.shared.lock().gc_ts
+    }
+
+    /// Looks up a stored record by key (upstream `ts:` keys): a Prewrite by its start_ts, a Commit or
+    /// Fake by its commit_ts. Scans only segments whose ts range holds `ts`; meant for debugging.
+    pub fn get(&self, ts: i64) -> Result<Option<Record>, StoreError> {
+        let shared = &self.inner.shared;
+        let candidates: Vec<(u64, u64)> = {
+            let st = shared.lock();
+            st.metas
+                .iter()
+                .filter(|(_, m)| m.min_ts <= ts && ts <= m.max_ts)
+                .map(|(s, m)| (*s, m.data_end))
+                .collect()
+        };
+        for (seq, end) in candidates {
+            let path = seg_path(&shared.cfg.dir, seq);
+            let file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err("open", &path)(e)),
+            };
+            let mut found = None;
+            crate::reader::read_records(&file, &path, seq, HEADER_LEN as u64, end, |_, r| {
+                let hit = match r.kind {
+                    RecordKind::Prewrite => r.start_ts == ts,
+                    RecordKind::Commit | RecordKind::Fake => r.commit_ts == ts,
+                    _ => false,
+                };
+                if hit {
+                    found = Some(to_record(&r));
+                }
+                found.is_none()
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
+        }
+        Ok(None)
+    }
+
+    /// Counters and gauges for metrics.
+    pub fn stats(&self) -> StoreStats {
+        let shared = &self.inner.shared;
+        let c = &shared.counters;
+        let st = shared.lock();
+        StoreStats {
+            appends: c.appends.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            segments: st.metas.len() as u64,
+            disk_bytes: st.metas.values().map(|m| m.file_len).sum(),
+            torn_tail_truncations: c.truncations.load(Ordering::Relaxed),
+            loss_count: c.loss.load(Ordering::Relaxed),
+            write_errors: c.write_errors.load(Ordering::Relaxed),
+            pending_prewrites: st.sorter.pending_len() as u64,
+            max_commit_ts: st.sorter.watermark(),
+            gc_ts: st.gc_ts,
+            available_space: shared.avail.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Flushes every queued append, stops the writer and ends every pull stream. Appends after this
+    /// fail with [`StoreError::Closed`].
+    pub async fn close(self) {
+        let (tx, rx) = oneshot::channel();
+        if let Some(sender) = self.inner.tx.as_ref()
+            && sender.send(Msg::Close(tx)).is_ok()
+        {
+            let _ = rx.await;
+        }
+    }
+}
+
+pub(crate) fn to_record(r: &RecordRef<'_>) -> Record {
+    let kind = match r.kind {
+        RecordKind::Prewrite => Kind::Prewrite,
+        RecordKind::Commit => Kind::Commit,
+        RecordKind::Rollback | RecordKind::Footer => Kind::Rollback,
+        RecordKind::Fake => Kind::Fake,
+    };
+    Record { kind, start_ts: r.start_ts, commit_ts: r.commit_ts, payload: Bytes::copy_from_slice(r.payload) }
+}
+
+fn record_kind(k: Kind) -> RecordKind {
+    match k {
+        Kind::Prewrite => RecordKind::Prewrite,
+        Kind::Commit => RecordKind::Commit,
+        Kind::Rollback => RecordKind::Rollback,
+        Kind::Fake => RecordKind::Fake,
+    }
+}
+
+/// Feeds one durable record to the sorter.
+fn feed(sorter: &mut Sorter, loc: Loc, kind: RecordKind, start_ts: i64, commit_ts: i64, now: Instant) {
+    match kind {
+        RecordKind::Prewrite => sorter.prewrite(start_ts, loc, now),
+        RecordKind::Commit | RecordKind::Fake => sorter.commit(start_ts, commit_ts, loc.seq),
+        RecordKind::Rollback => sorter.rollback(start_ts),
+        RecordKind::Footer => {}
+    }
+}
+
+fn read_gc_ts(dir: &Path) -> Result<i64, StoreError> {
+    let path = dir.join(GC_TS_FILE);
+    match fs::read_to_string(&path) {
+        Ok(s) => s.trim().parse::<i64>().map_err(|e| StoreError::Io {
+            op: "parse gc ts",
+            path,
+            source: io::Error::new(io::ErrorKind::InvalidData, e),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_err("read", &path)(e)),
+    }
+}
+
+fn write_gc_ts(dir: &Path, ts: i64) -> io::Result<()> {
+    let tmp = dir.join(format!("{GC_TS_FILE}.tmp"));
+    let mut f = File::create(&tmp)?;
+    io::Write::write_all(&mut f, format!("{ts}\n").as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, dir.join(GC_TS_FILE))?;
+    File::open(dir)?.sync_all()
+}
+
+fn list_segments(dir: &Path) -> Result<Vec<u64>, StoreError> {
+    let mut seqs = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err("read dir", dir))? {
+        let entry = entry.map_err(io_err("read dir", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if let Some(stem) = name.strip_suffix(".seg")
+            && stem.len() == 16
+            && let Ok(seq) = stem.parse::<u64>()
+        {
+            seqs.push(seq);
+        }
+    }
+    seqs.sort_unstable();
+    Ok(seqs)
+}
+
+/// Reads the footer of a sealed segment from its tail, without scanning it.
+fn read_seal(path: &Path) -> Result<(Footer, u64), StoreError> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    let corrupt = |offset: u64, reason| StoreError::Corrupt { path: path.to_path_buf(), offset, reason };
+    if len < (HEADER_LEN + TRAILER_LEN) as u64 {
+        return Err(corrupt(0, format::DecodeError::Short { need: HEADER_LEN + TRAILER_LEN, have: len as usize }));
+    }
+    let mut trailer = [0u8; TRAILER_LEN];
+    file.read_exact_at(&mut trailer, len - TRAILER_LEN as u64).map_err(io_err("read", path))?;
+    if trailer[8..] != format::TRAILER_MAGIC {
+        return Err(corrupt(len - TRAILER_LEN as u64, format::DecodeError::BadMagic));
+    }
+    let mut off_b = [0u8; 8];
+    off_b.copy_from_slice(&trailer[..8]);
+    let footer_off = u64::from_le_bytes(off_b);
+    if footer_off < HEADER_LEN as u64 || footer_off >= len - TRAILER_LEN as u64 {
+        return Err(corrupt(len - TRAILER_LEN as u64, format::DecodeError::BadFooter("footer offset out of range")));
+    }
+    let mut tail = vec![0u8; (len - footer_off) as usize];
+    file.read_exact_at(&mut tail, footer_off).map_err(io_err("read", path))?;
+    let footer = format::decode_seal(&tail, footer_off, len).map_err(|e| corrupt(footer_off, e))?;
+    let mut header = [0u8; HEADER_LEN];
+    file.read_exact_at(&mut header, 0).map_err(io_err("read", path))?;
+    format::decode_header(&header).map_err(|e| corrupt(0, e))?;
+    Ok((footer, len))
+}
+
+fn create_segment(dir: &Path, seq: u64) -> Result<File, StoreError> {
+    let path = seg_path(dir, seq);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .map_err(io_err("create", &path))?;
+    file.write_all_at(&format::encode_header(seq), 0).map_err(io_err("write header", &path))?;
+    file.sync_all().map_err(io_err("fsync", &path))?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync dir", dir))?;
+    Ok(file)
+}
+
+/// Opens the directory and rebuilds the in-memory state; returns it and the writer for the active segment.
+fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
+    let dir = cfg.dir.clone();
+    fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
+    let lock_path = dir.join(LOCK_FILE);
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(io_err("open", &lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(dir)),
+        Err(fs::TryLockError::Error(e)) => return Err(io_err("lock", &lock_path)(e)),
+    }
+    let gc_ts = read_gc_ts(&dir)?;
+    let counters = Counters::default();
+    let mut metas = BTreeMap::new();
+    let seqs = list_segments(&dir)?;
+    // Images of segments read in full, kept for the replay below.
+    let mut images: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
+    let (active_seq, active_file) = match seqs.split_last() {
+        None => {
+            metas.insert(1, SegMeta::new());
+            (1, create_segment(&dir, 1)?)
+        }
+        Some((&last, sealed)) => {
+            for &seq in sealed {
+                let path = seg_path(&dir, seq);
+                match read_seal(&path) {
+                    Ok((f, len)) => {
+                        metas.insert(seq, SegMeta::from_footer(&f, len));
+                    }
+                    Err(seal_err) => {
+                        // Not sealed: only acceptable if every byte is a valid record.
+                        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+                        let scan = format::scan_segment(&bytes);
+                        if let Some(stop) = scan.stop {
+                            return Err(StoreError::Corrupt { path, offset: stop.offset, reason: stop.reason });
+                        }
+                        tracing::warn!(path = %path.display(), "segment is not sealed ({seal_err}); scanned it");
+                        let mut m = SegMeta::new();
+                        for (off, r) in &scan.records {
+                            m.observe(*off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64);
+                        }
+                        m.sealed = true;
+                        m.file_len = bytes.len() as u64;
+                        drop(scan);
+                        metas.insert(seq, m);
+                        images.insert(seq, bytes);
+                    }
+                }
+            }
+            let path = seg_path(&dir, last);
+            let bytes = fs::read(&path).map_err(io_err("read", &path))?;
+            let scan = format::scan_segment(&bytes);
+            match &scan.header {
+                Ok(h) if h.seq != last => {
+                    return Err(StoreError::Corrupt {
+                        path,
+                        offset: 16,
+                        reason: format::DecodeError::BadFooter("segment header names another sequence number"),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), offset = 0, "segment header torn ({e}); starting the segment afresh");
+                    counters.truncations.fetch_add(1, Ordering::Relaxed);
+                    drop(scan);
+                    let file = create_segment(&dir, last)?;
+                    metas.insert(last, SegMeta::new());
+                    images.insert(last, format::encode_header(last).to_vec());
+                    return finish(cfg, lock, gc_ts, counters, metas, images, last, file);
+                }
+            }
+            if let Some(f) = &scan.footer {
+                metas.insert(last, SegMeta::from_footer(f, bytes.len() as u64));
+                drop(scan);
+                let next = last + 1;
+                metas.insert(next, SegMeta::new());
+                images.insert(next, format::encode_header(next).to_vec());
+                (next, create_segment(&dir, next)?)
+            } else {
+                let mut m = SegMeta::new();
+                for (off, r) in &scan.records {
+                    m.observe(*off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64);
+                }
+                let valid = scan.valid_len;
+                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err("open", &path))?;
+                if let Some(stop) = &scan.stop {
+                    tracing::warn!(
+                        path = %path.display(),
+                        offset = stop.offset,
+                        dropped_bytes = bytes.len() as u64 - valid,
+                        "truncating torn or corrupt tail: {}",
+                        stop.reason
+                    );
+                    counters.truncations.fetch_add(1, Ordering::Relaxed);
+                    file.set_len(valid).map_err(io_err("truncate", &path))?;
+                    file.sync_all().map_err(io_err("fsync", &path))?;
+                }
+                m.file_len = valid;
+                drop(scan);
+                let mut bytes = bytes;
+                bytes.truncate(valid as usize);
+                metas.insert(last, m);
+                images.insert(last, bytes);
+                (last, file)
+            }
+        }
+    };
+    finish(cfg, lock, gc_ts, counters, metas, images, active_seq, active_file)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn finish(
+    cfg: StoreConfig,
+    lock: File,
+    gc_ts: i64,
+    counters: Counters,
+    metas: BTreeMap<u64, SegMeta>,
+    mut images: BTreeMap<u64, Vec<u8>>,
+    active_seq: u64,
+    active_file: File,
+) -> Result<(Shared, Writer), StoreError> {
+    let dir = cfg.dir.clone();
+    // Replay: from the last footer's replay_from (the oldest record its sorter had not released), with
+    // the watermark it had then.
+    let (w0, from) = metas
+        .values()
+        .rev()
+        .find_map(|m| m.seal)
+        .unwrap_or((0, metas.keys().next().copied().unwrap_or(active_seq)));
+    let mut sorter = Sorter::new(w0);
+    let now = Instant::now();
+    let replay: Vec<u64> = metas.range(from..).map(|(s, _)| *s).collect();
+    for seq in replay {
+        let bytes = match images.remove(&seq) {
+            Some(b) => b,
+            None => {
+                let path = seg_path(&dir, seq);
+                fs::read(&path).map_err(io_err("read", &path))?
+            }
+        };
+        let scan = format::scan_segment(&bytes);
+        for (off, r) in &scan.records {
+            feed(&mut sorter, Loc { seq, off: *off }, r.kind, r.start_ts, r.commit_ts, now);
+        }
+    }
+    sorter.drain();
+    let active_len = metas.get(&active_seq).map(|m| m.data_end).unwrap_or(HEADER_LEN as u64);
+    let state = State {
+        sorter,
+        metas,
+        durable_end: Loc { seq: active_seq, off: active_len },
+        gc_ts,
+        closed: false,
+        version: 0,
+    };
+    let shared = Shared {
+        avail: AtomicU64::new(available_space(&dir)),
+        cfg,
+        state: Mutex::new(state),
+        cv: Condvar::new(),
+        counters,
+        poisoned: Mutex::new(None),
+        _lock: lock,
+    };
+    let writer = Writer { file: active_file, seq: active_seq, len: active_len, buf: Vec::new() };
+    Ok((shared, writer))
+}
+
+/// The group-commit writer: owns the active segment file.
+struct Writer {
+    file: File,
+    seq: u64,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+type Reply = oneshot::Sender<Result<(), StoreError>>;
+
+impl Writer {
+    fn run(mut self, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
+        let mut last_space = Instant::now();
+        let mut close_reply = None;
+        'outer: loop {
+            let first = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(m) => m,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    shared.refresh_space();
+                    last_space = Instant::now();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            let mut batch: Vec<(Record, Reply)> = Vec::new();
+            let mut bytes = 0usize;
+            let mut next = Some(first);
+            while let Some(m) = next.take() {
+                match m {
+                    Msg::Append(r, tx) => {
+                        bytes += format::encoded_len(r.payload.len());
+                        batch.push((r, tx));
+                    }
+                    Msg::Close(tx) => {
+                        close_reply = Some(tx);
+                        break;
+                    }
+                }
+                if bytes < shared.cfg.max_batch_bytes {
+                    next = rx.try_recv().ok();
+                }
+            }
+            if !batch.is_empty() {
+                self.write_batch(&shared, batch);
+            }
+            if last_space.elapsed() >= Duration::from_secs(1) {
+                shared.refresh_space();
+                last_space = Instant::now();
+            }
+            if close_reply.is_some() {
+                break 'outer;
+            }
+        }
+        // Anything still queued after a close is refused.
+        drop(rx);
+        let mut st = shared.lock();
+        st.closed = true;
+        st.version += 1;
+        shared.cv.notify_all();
+        drop(st);
+        if let Some(tx) = close_reply {
+            let _ = tx.send(());
+        }
+    }
+
+    fn write_batch(&mut self, shared: &Shared, batch: Vec<(Record, Reply)>) {
+        if let Some(why) = shared.poisoned() {
+            for (_, tx) in batch {
+                let _ = tx.send(Err(StoreError::Poisoned(why.clone())));
+            }
+            return;
+        }
+        if self.len >= shared.cfg.segment_size
+            && let Err(e) = self.rotate(shared)
+        {
+            shared.poison(e.to_string());
+            for (_, tx) in batch {
+                let _ = tx.send(Err(StoreError::Poisoned(e.to_string())));
+            }
+            return;
+        }
+        self.buf.clear();
+        let mut observed = Vec::with_capacity(batch.len());
+        {
+            let mut st = shared.lock();
+            let now = Instant::now();
+            for (rec, _) in &batch {
+                let off = self.len + self.buf.len() as u64;
+                let kind = record_kind(rec.kind);
+                let prewrite_at = if kind == RecordKind::Commit {
+                    st.sorter.prewrite_loc(rec.start_ts).unwrap_or_default()
+                } else {
+                    Loc::default()
+                };
+                let before = self.buf.len();
+                format::encode_record(
+                    &mut self.buf,
+                    &RecordRef { kind, start_ts: rec.start_ts, commit_ts: rec.commit_ts, prewrite_at, payload: &rec.payload },
+                );
+                let loc = Loc { seq: self.seq, off };
+                feed(&mut st.sorter, loc, kind, rec.start_ts, rec.commit_ts, now);
+                observed.push((off, kind, rec.start_ts, rec.commit_ts, (self.buf.len() - before) as u64));
+            }
+        }
+        let path = seg_path(&shared.cfg.dir, self.seq);
+        let mut res = self.file.write_all_at(&self.buf, self.len).map_err(|e| ("write", e));
+        if res.is_ok() && shared.cfg.sync_log {
+            res = self.file.sync_data().map_err(|e| ("fdatasync", e));
+        }
+        if let Err((op, e)) = res {
+            let msg = format!("{op} {}: {e}", path.display());
+            shared.poison(msg.clone());
+            for (_, tx) in batch {
+                let _ = tx.send(Err(StoreError::Io { op, path: path.clone(), source: io::Error::new(e.kind(), msg.clone()) }));
+            }
+            return;
+        }
+        self.len += self.buf.len() as u64;
+        {
+            let mut st = shared.lock();
+            if let Some(m) = st.metas.get_mut(&self.seq) {
+                for (off, kind, s, c, len) in observed {
+                    m.observe(off, kind, s, c, len);
+                }
+                m.file_len = self.len;
+            }
+            st.durable_end = Loc { seq: self.seq, off: self.len };
+            st.sorter.drain();
+            st.version += 1;
+            shared.cv.notify_all();
+        }
+        let c = &shared.counters;
+        c.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        c.batches.fetch_add(1, Ordering::Relaxed);
+        if shared.cfg.sync_log {
+            c.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        c.bytes_written.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
+        for (_, tx) in batch {
+            let _ = tx.send(Ok(()));
+        }
+    }
+
+    /// Seals the active segment (footer + trailer, fsynced) and starts the next one.
+    fn rotate(&mut self, shared: &Shared) -> Result<(), StoreError> {
+        let dir = &shared.cfg.dir;
+        let path = seg_path(dir, self.seq);
+        let footer = {
+            let st = shared.lock();
+            let meta = st.metas.get(&self.seq).cloned().unwrap_or_else(SegMeta::new);
+            meta.footer(st.sorter.watermark(), st.sorter.oldest_seq().unwrap_or(self.seq + 1))
+        };
+        let seal = format::encode_seal(&footer);
+        self.file.write_all_at(&seal, self.len).map_err(io_err("write footer", &path))?;
+        self.file.sync_data().map_err(io_err("fsync", &path))?;
+        let sealed_len = self.len + seal.len() as u64;
+        let next = self.seq + 1;
+        let file = create_segment(dir, next)?;
+        {
+            let mut st = shared.lock();
+            if let Some(m) = st.metas.get_mut(&self.seq) {
+                m.sealed = true;
+                m.file_len = sealed_len;
+                m.seal = Some((footer.seal_watermark, footer.replay_from));
+            }
+            st.metas.insert(next, SegMeta::new());
+            st.durable_end = Loc { seq: next, off: HEADER_LEN as u64 };
+            st.version += 1;
+            shared.cv.notify_all();
+        }
+        shared
+            .counters
+            .bytes_written
+            .fetch_add((seal.len() + HEADER_LEN) as u64, Ordering::Relaxed);
+        self.file = file;
+        self.seq = next;
+        self.len = HEADER_LEN as u64;
+        Ok(())
+    }
+}
+
+/// Asks the resolver about Prewrites the sorter is stuck on and writes what it learns as records.
+fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let Some(inner) = inner.upgrade() else { return };
+        let store = Store { inner };
+        let due = {
+            let mut st = store.inner.shared.lock();
+            if st.closed {
+                return;
+            }
+            st.sorter.due_for_resolve(Instant::now(), RESOLVE_AFTER)
+        };
+        for start_ts in due {
+            let rec = match resolver.resolve(start_ts) {
+                Resolution::Unknown => continue,
+                Resolution::Committed(commit_ts) => {
+                    tracing::info!(start_ts, commit_ts, "resolver: prewrite committed; writing its commit");
+                    Record { kind: Kind::Commit, start_ts, commit_ts, payload: Bytes::new() }
+                }
+                Resolution::RolledBack => {
+                    tracing::info!(start_ts, "resolver: prewrite rolled back");
+                    Record { kind: Kind::Rollback, start_ts, commit_ts: 0, payload: Bytes::new() }
+                }
+                Resolution::Lost => {
+                    tracing::warn!(start_ts, "no commit for prewrite within max-txn-timeout; treating it as rolled back (binlog lost)");
+                    store.inner.shared.counters.loss.fetch_add(1, Ordering::Relaxed);
+                    Record { kind: Kind::Rollback, start_ts, commit_ts: 0, payload: Bytes::new() }
+                }
+            };
+            let res = match store.submit(rec, false) {
+                Ok(Some(rx)) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            };
+            if let Err(e) = res {
+                tracing::error!(start_ts, "resolver could not write its resolution: {e}");
+            }
+        }
+        // The handle drops here; if it was the last one the store closes.
+    }
+}
