@@ -438,6 +438,39 @@ pub fn scan_segment(b: &[u8]) -> Scan<'_> {
     scan
 }
 
+/// The fuzz oracle: scans `b` as a segment image and panics if any invariant breaks: every returned
+/// record re-encodes to exactly the bytes at its offset (so its CRC holds), records are contiguous from
+/// the header to `valid_len`, and a reported footer decodes from the tail. A scan itself never panics.
+/// Used by `fuzz/` and by the stable regression test over a mutated corpus.
+pub fn check_scan_invariants(b: &[u8]) {
+    let scan = scan_segment(b);
+    if scan.header.is_err() {
+        assert!(scan.records.is_empty() && scan.valid_len == 0 && scan.footer.is_none());
+        return;
+    }
+    let mut next = HEADER_LEN as u64;
+    for (off, r) in &scan.records {
+        assert_eq!(*off, next, "records not contiguous");
+        let mut enc = Vec::new();
+        encode_record(&mut enc, r);
+        let at = *off as usize;
+        assert_eq!(&b[at..at + enc.len()], &enc[..], "returned record differs from its bytes");
+        let (again, used) = decode_record(&b[at..]).expect("a returned record decodes again");
+        assert_eq!((again, used), (*r, enc.len()));
+        assert_ne!(r.kind, RecordKind::Footer, "footer returned as data");
+        next += enc.len() as u64;
+    }
+    assert_eq!(scan.valid_len, next, "valid_len is not the end of the last record");
+    assert!(scan.valid_len as usize <= b.len());
+    if let Some(f) = &scan.footer {
+        assert_eq!(f.data_end, scan.valid_len);
+        assert_eq!(decode_seal(&b[next as usize..], next, b.len() as u64).as_ref(), Ok(f));
+        assert!(scan.stop.is_none());
+    } else if (scan.valid_len as usize) < b.len() {
+        assert!(scan.stop.is_some(), "bytes left over without a reason");
+    }
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
