@@ -17,6 +17,7 @@ use bytes::Bytes;
 
 pub mod format;
 mod reader;
+pub mod recovery_check;
 mod resolver;
 mod sorter;
 mod store;

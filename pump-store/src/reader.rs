@@ -127,7 +127,7 @@ impl Reader {
         };
         loop {
             if let Err(err) = self.read_until(e) {
-                let _ = self.tx.blocking_send(Err(err));
+                let _ = self.send(Err(err));
                 return;
             }
             while self.heap.peek().is_some_and(|p| p.0.commit_ts <= w) {
@@ -136,7 +136,7 @@ impl Reader {
                     continue;
                 }
                 self.last = p.commit_ts;
-                if self.tx.blocking_send(Ok(p.item)).is_err() {
+                if !self.send(Ok(p.item)) {
                     return;
                 }
             }
@@ -153,6 +153,24 @@ impl Reader {
             w = st.sorter.watermark();
             e = st.durable_end;
             ver = st.version;
+        }
+    }
+
+    /// Hands an item to the stream; false once the stream is gone or the store closed. Never blocks
+    /// forever on a consumer that stopped polling, so a closed store lets its readers go.
+    fn send(&self, mut item: Result<Committed, StoreError>) -> bool {
+        loop {
+            match self.tx.try_send(item) {
+                Ok(()) => return true,
+                Err(mpsc::error::TrySendError::Closed(_)) => return false,
+                Err(mpsc::error::TrySendError::Full(back)) => {
+                    if self.shared.lock().closed {
+                        return false;
+                    }
+                    item = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
         }
     }
 

@@ -151,7 +151,9 @@ pub(crate) struct Shared {
     counters: Counters,
     poisoned: Mutex<Option<String>>,
     avail: AtomicU64,
-    _lock: File,
+    /// Test hook: the next batch write fails as if the disk had failed.
+    #[cfg(test)]
+    fail_next_write: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -710,18 +712,21 @@ fn finish(
         cv: Condvar::new(),
         counters,
         poisoned: Mutex::new(None),
-        _lock: lock,
+        #[cfg(test)]
+        fail_next_write: std::sync::atomic::AtomicBool::new(false),
     };
-    let writer = Writer { file: active_file, seq: active_seq, len: active_len, buf: Vec::new() };
+    let writer = Writer { file: active_file, seq: active_seq, len: active_len, buf: Vec::new(), _lock: lock };
     Ok((shared, writer))
 }
 
-/// The group-commit writer: owns the active segment file.
+/// The group-commit writer: owns the active segment file and the directory lock (released when the
+/// writer stops, so a closed store can be reopened at once).
 struct Writer {
     file: File,
     seq: u64,
     len: u64,
     buf: Vec<u8>,
+    _lock: File,
 }
 
 type Reply = oneshot::Sender<Result<(), StoreError>>;
@@ -769,8 +774,9 @@ impl Writer {
                 break 'outer;
             }
         }
-        // Anything still queued after a close is refused.
+        // Anything still queued after a close is refused; the file and the lock are released.
         drop(rx);
+        drop(self);
         let mut st = shared.lock();
         st.closed = true;
         st.version += 1;
@@ -822,6 +828,10 @@ impl Writer {
         }
         let path = seg_path(&shared.cfg.dir, self.seq);
         let mut res = self.file.write_all_at(&self.buf, self.len).map_err(|e| ("write", e));
+        #[cfg(test)]
+        if shared.fail_next_write.swap(false, Ordering::SeqCst) {
+            res = Err(("write", io::Error::other("injected failure")));
+        }
         if res.is_ok() && shared.cfg.sync_log {
             res = self.file.sync_data().map_err(|e| ("fdatasync", e));
         }
@@ -937,5 +947,49 @@ fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
             }
         }
         // The handle drops here; if it was the last one the store closes.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path) -> StoreConfig {
+        StoreConfig { dir: dir.to_path_buf(), stop_write_at_available_space: 0, ..StoreConfig::default() }
+    }
+
+    fn fake(ts: i64) -> Record {
+        Record { kind: Kind::Fake, start_ts: ts, commit_ts: ts, payload: Bytes::from_static(b"f") }
+    }
+
+    #[test]
+    fn after_a_failed_write_the_store_refuses_writes_until_reopened() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(cfg(dir.path())).unwrap();
+        store.append_blocking(fake(10)).unwrap();
+        store.inner.shared.fail_next_write.store(true, Ordering::SeqCst);
+        let err = store.append_blocking(fake(11)).unwrap_err();
+        assert!(matches!(err, StoreError::Io { op: "write", .. }), "{err}");
+        let err = store.append_blocking(fake(12)).unwrap_err();
+        assert!(matches!(err, StoreError::Poisoned(_)), "{err}");
+        assert_eq!(store.stats().write_errors, 1);
+        assert_eq!(store.max_commit_ts(), 10, "a failed write never advances the watermark");
+        drop(store);
+        let store = Store::open(cfg(dir.path())).unwrap();
+        store.append_blocking(fake(13)).unwrap();
+        assert_eq!(store.max_commit_ts(), 13);
+        assert_eq!(store.get(10).unwrap().map(|r| r.commit_ts), Some(10));
+    }
+
+    #[test]
+    fn close_releases_the_directory_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(cfg(dir.path())).unwrap();
+        let keep = store.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(store.close());
+        let again = Store::open(cfg(dir.path())).unwrap();
+        drop(keep);
+        again.append_blocking(fake(5)).unwrap();
     }
 }

@@ -1,0 +1,110 @@
+//! A writer process killed with SIGKILL at random moments: every append it saw acknowledged must be
+//! there after reopening, every time.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use pump_store::{Kind, Record, Store, StoreConfig};
+
+const DIR_ENV: &str = "PUMP_STORE_KILL9_DIR";
+
+fn cfg(dir: &std::path::Path) -> StoreConfig {
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        stop_write_at_available_space: 0,
+        segment_size: 64 << 10,
+        ..StoreConfig::default()
+    }
+}
+
+/// The child: appends from 8 concurrent tasks forever, printing `ACK <ts>` after each acknowledgement.
+/// Does nothing unless started by the parent test.
+#[test]
+fn kill9_child() {
+    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async move {
+        let store = Store::open(cfg(std::path::Path::new(&dir))).unwrap();
+        let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
+        let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
+        let mut tasks = Vec::new();
+        for t in 0..8u8 {
+            let store = store.clone();
+            let next = next.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let ts = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let payload = Bytes::from(vec![t; 100 + (ts % 900) as usize]);
+                    store.append(Record { kind: Kind::Fake, start_ts: ts, commit_ts: ts, payload }).await.unwrap();
+                    println!("ACK {ts}");
+                }
+            }));
+        }
+        // The tasks never end; the parent kills this process.
+        futures::future::join_all(tasks).await;
+    });
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut acked: HashSet<i64> = HashSet::new();
+    let mut seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    for round in 0..6 {
+        let mut child = Command::new(&exe)
+            .args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
+            .env(DIR_ENV, dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(ts) = line.strip_prefix("ACK ").and_then(|t| t.parse::<i64>().ok()) {
+                    let _ = tx.send(ts);
+                }
+            }
+        });
+        // Wait for the first acknowledgement, then a random 20..300 ms more.
+        let first = rx.recv_timeout(Duration::from_secs(30)).expect("child never acknowledged an append");
+        acked.insert(first);
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        std::thread::sleep(Duration::from_millis(20 + seed % 280));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        reader.join().unwrap();
+        acked.extend(rx.try_iter());
+
+        let store = Store::open(cfg(dir.path())).unwrap();
+        let wm = store.max_commit_ts();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let found: HashSet<i64> = rt.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            let mut s = Box::pin(store.pull(0));
+            let mut seen = HashSet::new();
+            while let Some(item) = tokio::time::timeout_at(deadline.into(), s.next()).await.expect("pull stalled") {
+                let item = item.unwrap();
+                assert_eq!(item.payload.len(), 100 + (item.commit_ts % 900) as usize, "damaged payload");
+                seen.insert(item.commit_ts);
+                if item.commit_ts == wm {
+                    break;
+                }
+            }
+            seen
+        });
+        let missing: Vec<_> = acked.difference(&found).take(5).collect();
+        assert!(missing.is_empty(), "round {round}: acknowledged but lost: {missing:?} ({} acked)", acked.len());
+        drop(store);
+    }
+}
