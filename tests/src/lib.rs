@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod nodes;
+
 /// A child process that is killed with SIGKILL and reaped when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -420,10 +422,13 @@ impl Cluster {
     }
 }
 
-/// Path of one of our workspace binaries (built by cargo for this test run).
+/// Path of one of our workspace binaries: beside the running executable, or one level up when the caller
+/// is a test in `target/<profile>/deps`.
 pub fn our_binary(name: &str) -> PathBuf {
-    // Integration tests run from target/<profile>/deps; binaries sit one level up.
     let exe = std::env::current_exe().expect("current exe");
-    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let mut dir = exe.parent().expect("exe dir").to_path_buf();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.pop();
+    }
     dir.join(name)
 }
