@@ -46,8 +46,11 @@ struct Args {
     #[arg(long, default_value_t = 6)]
     tables: usize,
     /// Transactions per second across all threads (0 = as fast as it goes).
-    #[arg(long, default_value_t = 0)]
-    rate: u64,
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// One DDL (add/drop column or index, truncate, rename...) every this many transactions (0 = none).
+    #[arg(long, default_value_t = 100)]
+    ddl_every: u64,
     /// How long to wait for the drainer to catch up after the workload stops.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     catch_up_timeout: Duration,
@@ -85,7 +88,6 @@ fn main() -> Result<()> {
     step(3, "starting the TiDB stand-in (upstream truth in MariaDB, binlogs through the pumps)");
     let status_port = free_port();
     let standin_log = root.join("standin.log");
-    let summary_path = root.join("standin-summary.json");
     let mut cmd = Command::new(binary("standin")?);
     cmd.arg(format!("--pd-urls={etcd}"))
         .arg(format!("--upstream={up}"))
@@ -94,8 +96,9 @@ fn main() -> Result<()> {
         .arg(format!("--threads={}", args.threads))
         .arg(format!("--tables={}", args.tables))
         .arg(format!("--rate={}", args.rate))
-        .arg(format!("--summary-json={}", summary_path.display()))
-        .arg("--no-progress");
+        .arg(format!("--ddl-every={}", args.ddl_every))
+        // The summary goes to stdout as one JSON line; the status API stays up for the drainer.
+        .args(["--json", "--serve"]);
     let mut standin = Proc::spawn("standin", cmd, &standin_log)?;
     tests::wait_until("the stand-in's status API", Duration::from_secs(30), || {
         std::net::TcpStream::connect(("127.0.0.1", status_port)).is_ok()
@@ -121,7 +124,13 @@ fn main() -> Result<()> {
     let mut lags = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
     let bar = ProgressBar::new_spinner();
     bar.set_style(ProgressStyle::with_template("{spinner} {elapsed:>4} {msg}")?);
-    while standin.is_running() {
+    let summary = loop {
+        if let Some(summary) = standin_summary(&standin_log) {
+            break summary;
+        }
+        if !standin.is_running() {
+            bail!("the stand-in exited\n{}", standin.log_tail());
+        }
         let line = rt.block_on(progress_line(&etcd, drainer.port, &mut lags));
         bar.set_message(line);
         bar.tick();
@@ -132,12 +141,8 @@ fn main() -> Result<()> {
         if !drainer.is_running() {
             bail!("the drainer exited\n{}", std::fs::read_to_string(drainer.log()).unwrap_or_default());
         }
-    }
+    };
     bar.finish_and_clear();
-    let summary: serde_json::Value = std::fs::read(&summary_path)
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .with_context(|| format!("the stand-in left no summary\n{}", standin.log_tail()))?;
     println!("workload: {summary}");
 
     step(6, "waiting for the drainer to catch up");
@@ -188,6 +193,7 @@ fn main() -> Result<()> {
         }
     }
     drainer.signal_and_wait(15, Duration::from_secs(20));
+    standin.kill();
 
     step(8, "verifying: downstream vs upstream");
     let report = rt.block_on(verify(&up, &down))?;
@@ -201,8 +207,9 @@ fn main() -> Result<()> {
         lags.len()
     );
     let secs = args.duration.as_secs_f64().max(0.001);
-    let txns = summary.get("txns").and_then(|v| v.as_f64()).unwrap_or(0.0);
-    let rows = summary.get("rows").and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let num = |k: &str| summary.get(k).and_then(|v| v.as_f64()).unwrap_or(0.0);
+    let txns = num("txns");
+    let rows = num("rows_inserted") + num("rows_updated") + num("rows_deleted");
     println!("throughput: {:.0} txns/s, {:.0} rows/s upstream over {secs:.0} s", txns / secs, rows / secs);
     if args.keep {
         let kept = root.clone();
@@ -215,6 +222,15 @@ fn main() -> Result<()> {
     } else {
         bail!("RESULT: downstream differs from upstream (see above)")
     }
+}
+
+/// The stand-in's `{"standin": {...}}` summary line, once it has printed it.
+fn standin_summary(log: &Path) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines()
+        .filter(|l| l.starts_with("{\"standin\""))
+        .find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|mut v| v.get_mut("standin").map(serde_json::Value::take))
 }
 
 fn step(n: usize, what: &str) {
