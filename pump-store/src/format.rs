@@ -255,6 +255,9 @@ pub struct IndexEntry {
     pub off: u64,
     /// Largest commit_ts of any Commit or Fake record before `off` in this segment (`i64::MIN` if none).
     pub prefix_max_commit: i64,
+    /// A watermark all of whose Commits lie before `off` (the sorted watermark when the record at `off`
+    /// was written; `i64::MIN` if unknown). A reader that has passed `off` may emit up to it.
+    pub safe_watermark: i64,
 }
 
 /// The footer of a sealed segment: summary and sparse index, so opening and seeking need no scan.
@@ -279,11 +282,12 @@ pub struct Footer {
 }
 
 const FOOTER_FIXED: usize = 8 * 7 + 4;
+const INDEX_ENTRY_LEN: usize = 24;
 
 impl Footer {
     /// Encodes the footer payload.
     pub fn encode(&self) -> Vec<u8> {
-        let mut v = Vec::with_capacity(FOOTER_FIXED + 16 * self.index.len());
+        let mut v = Vec::with_capacity(FOOTER_FIXED + INDEX_ENTRY_LEN * self.index.len());
         v.extend_from_slice(&self.seal_watermark.to_le_bytes());
         v.extend_from_slice(&self.replay_from.to_le_bytes());
         v.extend_from_slice(&self.min_ts.to_le_bytes());
@@ -295,6 +299,7 @@ impl Footer {
         for e in &self.index {
             v.extend_from_slice(&e.off.to_le_bytes());
             v.extend_from_slice(&e.prefix_max_commit.to_le_bytes());
+            v.extend_from_slice(&e.safe_watermark.to_le_bytes());
         }
         v
     }
@@ -305,14 +310,18 @@ impl Footer {
             return Err(DecodeError::Short { need: FOOTER_FIXED, have: b.len() });
         }
         let n = u32_at(b, 56) as usize;
-        let need = FOOTER_FIXED + n.saturating_mul(16);
+        let need = FOOTER_FIXED + n.saturating_mul(INDEX_ENTRY_LEN);
         if b.len() != need {
             return Err(DecodeError::BadFooter("index length does not match the payload size"));
         }
         let mut index = Vec::with_capacity(n);
         for i in 0..n {
-            let at = FOOTER_FIXED + 16 * i;
-            index.push(IndexEntry { off: u64_at(b, at), prefix_max_commit: i64_at(b, at + 8) });
+            let at = FOOTER_FIXED + INDEX_ENTRY_LEN * i;
+            index.push(IndexEntry {
+                off: u64_at(b, at),
+                prefix_max_commit: i64_at(b, at + 8),
+                safe_watermark: i64_at(b, at + 16),
+            });
         }
         let f = Footer {
             seal_watermark: i64_at(b, 0),
@@ -542,7 +551,7 @@ mod tests {
             max_commit: 2,
             records: 2,
             data_end,
-            index: vec![IndexEntry { off: HEADER_LEN as u64, prefix_max_commit: i64::MIN }],
+            index: vec![IndexEntry { off: HEADER_LEN as u64, prefix_max_commit: i64::MIN, safe_watermark: 0 }],
         };
         let mut sealed = full;
         sealed.extend(encode_seal(&footer));

@@ -94,6 +94,8 @@ struct Reader {
     prewrites: HashMap<i64, Bytes>,
     heap: BinaryHeap<Reverse<Pending>>,
     order: u64,
+    /// The stream's consumer went away.
+    gone: bool,
     file: Option<(u64, File)>,
     pfile: Option<(u64, File)>,
 }
@@ -109,6 +111,7 @@ impl Reader {
             prewrites: HashMap::new(),
             heap: BinaryHeap::new(),
             order: 0,
+            gone: false,
             file: None,
             pfile: None,
         }
@@ -130,15 +133,8 @@ impl Reader {
                 let _ = self.send(Err(err));
                 return;
             }
-            while self.heap.peek().is_some_and(|p| p.0.commit_ts <= w) {
-                let Some(Reverse(p)) = self.heap.pop() else { break };
-                if p.commit_ts <= self.last {
-                    continue;
-                }
-                self.last = p.commit_ts;
-                if !self.send(Ok(p.item)) {
-                    return;
-                }
+            if self.gone || !self.emit_upto(w) {
+                return;
             }
             let mut st = shared.lock();
             loop {
@@ -174,15 +170,38 @@ impl Reader {
         }
     }
 
+    /// Emits, in order, every heap entry with commit_ts <= `bound`; false once the consumer is gone.
+    fn emit_upto(&mut self, bound: i64) -> bool {
+        while self.heap.peek().is_some_and(|p| p.0.commit_ts <= bound) {
+            let Some(Reverse(p)) = self.heap.pop() else { break };
+            if p.commit_ts <= self.last {
+                continue;
+            }
+            self.last = p.commit_ts;
+            if !self.send(Ok(p.item)) {
+                self.gone = true;
+                return false;
+            }
+        }
+        true
+    }
+
     fn read_until(&mut self, e: Loc) -> Result<(), StoreError> {
-        while self.pos < e {
-            let (seq, end) = {
+        while self.pos < e && !self.gone {
+            let (seq, end, mut checkpoints) = {
                 let st = self.shared.lock();
                 let Some((&seq, m)) = st.metas.range(self.pos.seq..).next() else { return Ok(()) };
                 if seq != self.pos.seq {
                     self.pos = Loc { seq, off: HEADER_LEN as u64 };
                 }
-                (seq, if seq == e.seq { e.off } else { m.data_end })
+                let end = if seq == e.seq { e.off } else { m.data_end };
+                // Index entries inside the range to read: passing one lets the heap drain up to its
+                // safe watermark, which keeps the heap small during a long catch-up.
+                let from = m.index.partition_point(|x| x.off < self.pos.off);
+                let to = m.index.partition_point(|x| x.off < end);
+                let cps: std::collections::VecDeque<(u64, i64)> =
+                    m.index[from..to].iter().map(|x| (x.off, x.safe_watermark)).collect();
+                (seq, end, cps)
             };
             if self.pos.off < end {
                 let path = seg_path(&self.shared.cfg.dir, seq);
@@ -198,7 +217,13 @@ impl Reader {
                     }
                 }
                 let Some((_, file)) = self.file.take() else { continue };
-                let res = read_records(&file, &path, seq, self.pos.off, end, |_, r| {
+                let res = read_records(&file, &path, seq, self.pos.off, end, |loc, r| {
+                    while checkpoints.front().is_some_and(|c| c.0 <= loc.off) {
+                        let Some((_, safe)) = checkpoints.pop_front() else { break };
+                        if !self.emit_upto(safe) {
+                            return false;
+                        }
+                    }
                     self.take(&r);
                     true
                 });

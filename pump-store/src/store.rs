@@ -86,9 +86,10 @@ impl SegMeta {
     }
 
     /// Accounts for a durable record of `len` bytes at `off`.
-    fn observe(&mut self, off: u64, kind: RecordKind, start_ts: i64, commit_ts: i64, len: u64) {
+    /// `safe_watermark`: every Commit at or below it lies before `off`.
+    fn observe(&mut self, off: u64, kind: RecordKind, start_ts: i64, commit_ts: i64, len: u64, safe_watermark: i64) {
         if self.index.last().is_none_or(|e| off - e.off >= INDEX_EVERY) {
-            self.index.push(IndexEntry { off, prefix_max_commit: self.max_commit });
+            self.index.push(IndexEntry { off, prefix_max_commit: self.max_commit, safe_watermark });
         }
         match kind {
             RecordKind::Prewrite => self.min_ts = self.min_ts.min(start_ts),
@@ -589,7 +590,8 @@ fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
                         tracing::warn!(path = %path.display(), "segment is not sealed ({seal_err}); scanned it");
                         let mut m = SegMeta::new();
                         for (off, r) in &scan.records {
-                            m.observe(*off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64);
+                            let len = format::encoded_len(r.payload.len()) as u64;
+                            m.observe(*off, r.kind, r.start_ts, r.commit_ts, len, i64::MIN);
                         }
                         m.sealed = true;
                         m.file_len = bytes.len() as u64;
@@ -629,10 +631,8 @@ fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
                 images.insert(next, format::encode_header(next).to_vec());
                 (next, create_segment(&dir, next)?)
             } else {
+                // Its meta is rebuilt during the replay, which knows the watermarks.
                 let mut m = SegMeta::new();
-                for (off, r) in &scan.records {
-                    m.observe(*off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64);
-                }
                 let valid = scan.valid_len;
                 let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err("open", &path))?;
                 if let Some(stop) = &scan.stop {
@@ -666,7 +666,7 @@ fn finish(
     lock: File,
     gc_ts: i64,
     counters: Counters,
-    metas: BTreeMap<u64, SegMeta>,
+    mut metas: BTreeMap<u64, SegMeta>,
     mut images: BTreeMap<u64, Vec<u8>>,
     active_seq: u64,
     active_file: File,
@@ -691,8 +691,19 @@ fn finish(
             }
         };
         let scan = format::scan_segment(&bytes);
+        let rebuild = seq == active_seq && metas.get(&seq).is_some_and(|m| !m.sealed);
+        let mut m = SegMeta::new();
         for (off, r) in &scan.records {
+            let safe = sorter.watermark();
             feed(&mut sorter, Loc { seq, off: *off }, r.kind, r.start_ts, r.commit_ts, now);
+            sorter.drain();
+            if rebuild {
+                m.observe(*off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64, safe);
+            }
+        }
+        if rebuild {
+            m.file_len = m.data_end;
+            metas.insert(seq, m);
         }
     }
     sorter.drain();
@@ -808,6 +819,8 @@ impl Writer {
         {
             let mut st = shared.lock();
             let now = Instant::now();
+            // The watermark published with the durable end where this batch starts.
+            let safe = st.sorter.watermark();
             for (rec, _) in &batch {
                 let off = self.len + self.buf.len() as u64;
                 let kind = record_kind(rec.kind);
@@ -823,7 +836,7 @@ impl Writer {
                 );
                 let loc = Loc { seq: self.seq, off };
                 feed(&mut st.sorter, loc, kind, rec.start_ts, rec.commit_ts, now);
-                observed.push((off, kind, rec.start_ts, rec.commit_ts, (self.buf.len() - before) as u64));
+                observed.push((off, kind, rec.start_ts, rec.commit_ts, (self.buf.len() - before) as u64, safe));
             }
         }
         let path = seg_path(&shared.cfg.dir, self.seq);
@@ -847,8 +860,8 @@ impl Writer {
         {
             let mut st = shared.lock();
             if let Some(m) = st.metas.get_mut(&self.seq) {
-                for (off, kind, s, c, len) in observed {
-                    m.observe(off, kind, s, c, len);
+                for (off, kind, s, c, len, safe) in observed {
+                    m.observe(off, kind, s, c, len, safe);
                 }
                 m.file_len = self.len;
             }

@@ -33,7 +33,7 @@ fn valid_segment(sealed: bool) -> Vec<u8> {
             max_commit: 2021,
             records: 24,
             data_end: v.len() as u64,
-            index: vec![IndexEntry { off: first, prefix_max_commit: i64::MIN }],
+            index: vec![IndexEntry { off: first, prefix_max_commit: i64::MIN, safe_watermark: 0 }],
         };
         let seal = format::encode_seal(&footer);
         v.extend(seal);

@@ -336,3 +336,39 @@ async fn gc_drops_old_sealed_segments_and_clamps_pulls() {
     assert_eq!(store.gc_ts(), gc);
     assert_eq!(store.stats().segments, after.segments);
 }
+
+#[tokio::test]
+async fn a_long_catch_up_across_index_entries_keeps_commit_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(cfg(dir.path())).unwrap();
+    let base = tso(0);
+    let n = 1500i64;
+    let filler = "y".repeat(300);
+    for k in 0..n {
+        // Two txns whose Commits arrive in the reverse of their commit_ts order.
+        let (a, b) = (base + 100 * k, base + 100 * k + 10);
+        store.append(p(a, &format!("pa{k}{filler}"))).await.unwrap();
+        store.append(p(b, &format!("pb{k}{filler}"))).await.unwrap();
+        store.append(c(b, b + 30, &format!("cb{k}"))).await.unwrap();
+        store.append(c(a, a + 20, &format!("ca{k}"))).await.unwrap();
+    }
+    store.close().await;
+    let store = Store::open(cfg(dir.path())).unwrap();
+    for after in [0, base + 100 * 700 + 20] {
+        let first = if after == 0 { 0 } else { 1401 };
+        let want = (2 * n - first) as usize;
+        let got = take(&store, after, want).await;
+        for (j, g) in got.iter().enumerate() {
+            let idx = first + j as i64;
+            let k = idx / 2;
+            let (start, commit, name) = if idx % 2 == 0 {
+                (base + 100 * k, base + 100 * k + 20, format!("ca{k}"))
+            } else {
+                (base + 100 * k + 10, base + 100 * k + 40, format!("cb{k}"))
+            };
+            assert_eq!((g.start_ts, g.commit_ts), (start, commit), "item {j}");
+            assert_eq!(g.payload, name);
+            assert!(g.prewrite.as_ref().unwrap().starts_with(if idx % 2 == 0 { b"pa" } else { b"pb" }));
+        }
+    }
+}
