@@ -531,6 +531,97 @@ fn read_seal(path: &Path) -> Result<(Footer, u64), StoreError> {
     Ok((footer, len))
 }
 
+/// What [`scan_file`] found: the same answer as [`format::scan_segment`] on the whole file, read in chunks.
+struct FileScan {
+    header: Result<format::SegmentHeader, format::DecodeError>,
+    valid_len: u64,
+    footer: Option<Footer>,
+    stop: Option<format::ScanStop>,
+    file_len: u64,
+}
+
+/// Scans a segment file in 1 MiB chunks (bounded memory), calling `f` for every valid data record.
+/// Agrees with [`format::scan_segment`] on the whole image; `recovery_check` cross-checks the two.
+fn scan_file(path: &Path, mut f: impl FnMut(u64, &RecordRef<'_>)) -> Result<FileScan, StoreError> {
+    const CHUNK: usize = 1 << 20;
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    let read = |buf: &mut [u8], at: u64| file.read_exact_at(buf, at).map_err(io_err("read", path));
+    let mut scan = FileScan {
+        header: Err(format::DecodeError::Short { need: HEADER_LEN, have: len as usize }),
+        valid_len: 0,
+        footer: None,
+        stop: None,
+        file_len: len,
+    };
+    let mut header = vec![0u8; (len as usize).min(HEADER_LEN)];
+    read(&mut header, 0)?;
+    scan.header = format::decode_header(&header);
+    if let Err(e) = &scan.header {
+        scan.stop = Some(format::ScanStop { offset: 0, reason: e.clone() });
+        return Ok(scan);
+    }
+    let mut buf: Vec<u8> = Vec::new();
+    let mut buf_off = HEADER_LEN as u64;
+    let mut filled = HEADER_LEN as u64;
+    loop {
+        let mut consumed = 0usize;
+        let mut bad = None;
+        let mut footer_at = None;
+        loop {
+            match format::decode_record(&buf[consumed..]) {
+                Ok((r, _)) if r.kind == RecordKind::Footer => {
+                    footer_at = Some(buf_off + consumed as u64);
+                    break;
+                }
+                Ok((r, used)) => {
+                    f(buf_off + consumed as u64, &r);
+                    consumed += used;
+                }
+                Err(format::DecodeError::Short { .. }) => break,
+                Err(e) => {
+                    bad = Some((buf_off + consumed as u64, e));
+                    break;
+                }
+            }
+        }
+        if let Some(off) = footer_at {
+            let mut tail = vec![0u8; (len - off) as usize];
+            read(&mut tail, off)?;
+            match format::decode_seal(&tail, off, len) {
+                Ok(foot) => scan.footer = Some(foot),
+                Err(e) => scan.stop = Some(format::ScanStop { offset: off, reason: e }),
+            }
+            scan.valid_len = off;
+            return Ok(scan);
+        }
+        if let Some((off, e)) = bad {
+            scan.valid_len = off;
+            scan.stop = Some(format::ScanStop { offset: off, reason: e });
+            return Ok(scan);
+        }
+        buf.drain(..consumed);
+        buf_off += consumed as u64;
+        if filled >= len {
+            scan.valid_len = buf_off;
+            if !buf.is_empty() {
+                let reason = format::decode_record(&buf).err().unwrap_or(format::DecodeError::Short { need: format::FRAME_LEN, have: 0 });
+                scan.stop = Some(format::ScanStop { offset: buf_off, reason });
+            }
+            return Ok(scan);
+        }
+        let need = match format::frame_body_len(&buf) {
+            Ok(Some(l)) => (format::FRAME_LEN + l).saturating_sub(buf.len()),
+            _ => 0,
+        };
+        let n = (CHUNK.max(need) as u64).min(len - filled) as usize;
+        let old = buf.len();
+        buf.resize(old + n, 0);
+        read(&mut buf[old..], filled)?;
+        filled += n as u64;
+    }
+}
+
 fn create_segment(dir: &Path, seq: u64) -> Result<File, StoreError> {
     let path = seg_path(dir, seq);
     let file = OpenOptions::new()
@@ -566,8 +657,6 @@ fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
     let counters = Counters::default();
     let mut metas = BTreeMap::new();
     let seqs = list_segments(&dir)?;
-    // Images of segments read in full, kept for the replay below.
-    let mut images: BTreeMap<u64, Vec<u8>> = BTreeMap::new();
     let (active_seq, active_file) = match seqs.split_last() {
         None => {
             metas.insert(1, SegMeta::new());
@@ -582,28 +671,23 @@ fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
                     }
                     Err(seal_err) => {
                         // Not sealed: only acceptable if every byte is a valid record.
-                        let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-                        let scan = format::scan_segment(&bytes);
+                        let mut m = SegMeta::new();
+                        let scan = scan_file(&path, |off, r| {
+                            let len = format::encoded_len(r.payload.len()) as u64;
+                            m.observe(off, r.kind, r.start_ts, r.commit_ts, len, i64::MIN);
+                        })?;
                         if let Some(stop) = scan.stop {
                             return Err(StoreError::Corrupt { path, offset: stop.offset, reason: stop.reason });
                         }
                         tracing::warn!(path = %path.display(), "segment is not sealed ({seal_err}); scanned it");
-                        let mut m = SegMeta::new();
-                        for (off, r) in &scan.records {
-                            let len = format::encoded_len(r.payload.len()) as u64;
-                            m.observe(*off, r.kind, r.start_ts, r.commit_ts, len, i64::MIN);
-                        }
                         m.sealed = true;
-                        m.file_len = bytes.len() as u64;
-                        drop(scan);
+                        m.file_len = scan.file_len;
                         metas.insert(seq, m);
-                        images.insert(seq, bytes);
                     }
                 }
             }
             let path = seg_path(&dir, last);
-            let bytes = fs::read(&path).map_err(io_err("read", &path))?;
-            let scan = format::scan_segment(&bytes);
+            let scan = scan_file(&path, |_, _| {})?;
             match &scan.header {
                 Ok(h) if h.seq != last => {
                     return Err(StoreError::Corrupt {
@@ -616,30 +700,24 @@ fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
                 Err(e) => {
                     tracing::warn!(path = %path.display(), offset = 0, "segment header torn ({e}); starting the segment afresh");
                     counters.truncations.fetch_add(1, Ordering::Relaxed);
-                    drop(scan);
                     let file = create_segment(&dir, last)?;
                     metas.insert(last, SegMeta::new());
-                    images.insert(last, format::encode_header(last).to_vec());
-                    return finish(cfg, lock, gc_ts, counters, metas, images, last, file);
+                    return finish(cfg, lock, gc_ts, counters, metas, last, file);
                 }
             }
             if let Some(f) = &scan.footer {
-                metas.insert(last, SegMeta::from_footer(f, bytes.len() as u64));
-                drop(scan);
+                metas.insert(last, SegMeta::from_footer(f, scan.file_len));
                 let next = last + 1;
                 metas.insert(next, SegMeta::new());
-                images.insert(next, format::encode_header(next).to_vec());
                 (next, create_segment(&dir, next)?)
             } else {
-                // Its meta is rebuilt during the replay, which knows the watermarks.
-                let mut m = SegMeta::new();
                 let valid = scan.valid_len;
                 let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err("open", &path))?;
                 if let Some(stop) = &scan.stop {
                     tracing::warn!(
                         path = %path.display(),
                         offset = stop.offset,
-                        dropped_bytes = bytes.len() as u64 - valid,
+                        dropped_bytes = scan.file_len - valid,
                         "truncating torn or corrupt tail: {}",
                         stop.reason
                     );
@@ -647,27 +725,21 @@ fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
                     file.set_len(valid).map_err(io_err("truncate", &path))?;
                     file.sync_all().map_err(io_err("fsync", &path))?;
                 }
-                m.file_len = valid;
-                drop(scan);
-                let mut bytes = bytes;
-                bytes.truncate(valid as usize);
-                metas.insert(last, m);
-                images.insert(last, bytes);
+                // Its meta is rebuilt during the replay, which knows the watermarks.
+                metas.insert(last, SegMeta::new());
                 (last, file)
             }
         }
     };
-    finish(cfg, lock, gc_ts, counters, metas, images, active_seq, active_file)
+    finish(cfg, lock, gc_ts, counters, metas, active_seq, active_file)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn finish(
     cfg: StoreConfig,
     lock: File,
     gc_ts: i64,
     counters: Counters,
     mut metas: BTreeMap<u64, SegMeta>,
-    mut images: BTreeMap<u64, Vec<u8>>,
     active_seq: u64,
     active_file: File,
 ) -> Result<(Shared, Writer), StoreError> {
@@ -683,24 +755,17 @@ fn finish(
     let now = Instant::now();
     let replay: Vec<u64> = metas.range(from..).map(|(s, _)| *s).collect();
     for seq in replay {
-        let bytes = match images.remove(&seq) {
-            Some(b) => b,
-            None => {
-                let path = seg_path(&dir, seq);
-                fs::read(&path).map_err(io_err("read", &path))?
-            }
-        };
-        let scan = format::scan_segment(&bytes);
         let rebuild = seq == active_seq && metas.get(&seq).is_some_and(|m| !m.sealed);
         let mut m = SegMeta::new();
-        for (off, r) in &scan.records {
+        let path = seg_path(&dir, seq);
+        scan_file(&path, |off, r| {
             let safe = sorter.watermark();
-            feed(&mut sorter, Loc { seq, off: *off }, r.kind, r.start_ts, r.commit_ts, now);
+            feed(&mut sorter, Loc { seq, off }, r.kind, r.start_ts, r.commit_ts, now);
             sorter.drain();
             if rebuild {
-                m.observe(*off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64, safe);
+                m.observe(off, r.kind, r.start_ts, r.commit_ts, format::encoded_len(r.payload.len()) as u64, safe);
             }
-        }
+        })?;
         if rebuild {
             m.file_len = m.data_end;
             metas.insert(seq, m);

@@ -1,6 +1,7 @@
 //! pump-store side by side with its baselines, in one process run.
 //!
-//! `store [SECONDS_PER_CASE] [DIR]` (defaults: 2 s, a temp dir under the current directory).
+//! `store [SECONDS_PER_CASE] [ROUNDS] [DIR]` (defaults: 2 s, 3 rounds, `target/bench-store`). Each
+//! case runs every system once per round, in turn, and reports medians over the rounds.
 //!
 //! * Durable appends, for 1, 8 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
 //!   - ours: `Store::append_blocking` (group commit: one write + one fdatasync per batch);
@@ -152,27 +153,68 @@ fn fresh(root: &Path, name: &str) -> Result<PathBuf> {
     Ok(d)
 }
 
-fn appends(root: &Path, dur: Duration) -> Result<()> {
-    println!("# durable appends: {} s per system and case", dur.as_secs_f64());
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Medians over the rounds of one system in one case.
+#[derive(Default)]
+struct Medians {
+    ops: Vec<f64>,
+    mibs: Vec<f64>,
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+    p999: Vec<f64>,
+}
+
+impl Medians {
+    fn add(&mut self, r: &Run) {
+        self.ops.push(r.ops_per_sec());
+        self.mibs.push(r.mib_per_sec());
+        self.p50.push(r.p(0.5));
+        self.p99.push(r.p(0.99));
+        self.p999.push(r.p(0.999));
+    }
+    fn ops(&self) -> f64 {
+        median(self.ops.clone())
+    }
+    fn mibs(&self) -> f64 {
+        median(self.mibs.clone())
+    }
+    fn p99(&self) -> f64 {
+        median(self.p99.clone())
+    }
+}
+
+fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
+    println!("# durable appends: {} s per system, case and round; medians of {rounds} rounds", dur.as_secs_f64());
     for &payload in &[256usize, 1024, 16384] {
         for &writers in &[1usize, 8, 64] {
             let case = format!("store_append_{writers}w_{payload}B");
-            let (ours, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur)?;
-            let naive = run_std_fsync_each(&fresh(root, "std")?, writers, payload, dur)?;
-            let raft = run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?;
-            let device = run_device_raw(&fresh(root, "raw")?, avg_batch as usize, dur)?;
+            let (mut ours, mut naive, mut raft, mut device) =
+                (Medians::default(), Medians::default(), Medians::default(), Medians::default());
+            let mut batches = Vec::new();
+            for _ in 0..rounds {
+                let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur)?;
+                ours.add(&o);
+                batches.push(avg_batch);
+                naive.add(&run_std_fsync_each(&fresh(root, "std")?, writers, payload, dur)?);
+                raft.add(&run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?);
+                device.add(&run_device_raw(&fresh(root, "raw")?, avg_batch as usize, dur)?);
+            }
             println!(
-                "{case}: ours {:.0}/s p50 {} p99 {} p999 {} µs (avg batch {:.0} B) | std_fsync_each {:.0}/s p99 {} | raft_engine {:.0}/s p99 {} | device_raw {:.1} MiB/s fdatasync p99 {} µs",
-                ours.ops_per_sec(), ours.p(0.5), ours.p(0.99), ours.p(0.999), avg_batch,
-                naive.ops_per_sec(), naive.p(0.99), raft.ops_per_sec(), raft.p(0.99),
-                device.mib_per_sec(), device.p(0.99)
+                "{case}: ours {:.0}/s p50 {:.0} p99 {:.0} p999 {:.0} µs (avg batch {:.0} B) | std_fsync_each {:.0}/s p99 {:.0} | raft_engine {:.0}/s p99 {:.0} | device_raw {:.2} MiB/s fdatasync p99 {:.0} µs",
+                ours.ops(), median(ours.p50.clone()), ours.p99(), median(ours.p999.clone()), median(batches),
+                naive.ops(), naive.p99(), raft.ops(), raft.p99(), device.mibs(), device.p99()
             );
-            Comparison::higher_is_better(&format!("{case}_ops"), ours.ops_per_sec(), naive.ops_per_sec(), "std_fsync_each", "appends/s").print();
-            Comparison::higher_is_better(&format!("{case}_ops"), ours.ops_per_sec(), raft.ops_per_sec(), "raft_engine", "appends/s").print();
-            Comparison::lower_is_better(&format!("{case}_p99"), ours.p(0.99), raft.p(0.99), "raft_engine", "µs").print();
-            Comparison::lower_is_better(&format!("{case}_p99"), ours.p(0.99), naive.p(0.99), "std_fsync_each", "µs").print();
-            // Durable payload bandwidth against the raw device at ours' batch size (ratio ≤ 1 by nature).
-            Comparison::higher_is_better(&format!("{case}_mibs"), ours.mib_per_sec(), device.mib_per_sec(), "device_raw", "MiB/s (ours: payload)").print();
+            Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), naive.ops(), "std_fsync_each", "appends/s").print();
+            Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), raft.ops(), "raft_engine", "appends/s").print();
+            Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), raft.p99(), "raft_engine", "µs").print();
+            Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), naive.p99(), "std_fsync_each", "µs").print();
+            Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), device.p99(), "device_raw_fdatasync", "µs").print();
+            // Durable payload bandwidth against the raw device at ours' batch size.
+            Comparison::higher_is_better(&format!("{case}_mibs"), ours.mibs(), device.mibs(), "device_raw", "MiB/s (ours: payload)").print();
         }
     }
     Ok(())
@@ -261,12 +303,13 @@ fn catch_up(root: &Path) -> Result<()> {
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let secs: f64 = args.next().map(|s| s.parse()).transpose().context("SECONDS_PER_CASE")?.unwrap_or(2.0);
+    let rounds: usize = args.next().map(|s| s.parse()).transpose().context("ROUNDS")?.unwrap_or(3);
     let root = match args.next() {
         Some(d) => PathBuf::from(d),
         None => std::env::current_dir()?.join("target").join("bench-store"),
     };
     std::fs::create_dir_all(&root)?;
-    appends(&root, Duration::from_secs_f64(secs))?;
+    appends(&root, Duration::from_secs_f64(secs), rounds)?;
     catch_up(&root)?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
