@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+pub mod e2e;
 pub mod nodes;
 
 /// A child process that is killed with SIGKILL and reaped when dropped.
