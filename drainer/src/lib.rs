@@ -5,9 +5,22 @@
 //! - [`proto`]: the sink messages (`slave.binlog` for Kafka, `pb_binlog` for files).
 //! - [`txn`]: the decoded transaction model every sink consumes.
 //! - [`sink`]: the [`sink::Sink`] trait the syncer drives.
+//! - [`config`], [`flags`]: drainer.toml and the command line.
+//! - [`checkpoint`]: the `savepoint` file and the start ts.
+//! - [`filter`]: do/ignore schema and table filters.
+//! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
+//! - [`pumps`]: pump discovery (the collector) and one reader per pump.
+//! - [`metrics`]: Prometheus metrics with upstream's names.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
+pub mod config;
+pub mod filter;
+pub mod flags;
+pub mod merge;
+pub mod metrics;
+pub mod pumps;
 pub mod proto;
 pub mod sink;
 pub mod txn;

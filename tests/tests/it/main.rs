@@ -6,6 +6,7 @@ mod ctl_nodes;
 mod ctl_status;
 mod ctl_tls;
 mod ctl_util;
+mod drainer_cli;
 mod harness_services;
 mod node_registry;
 mod tso_etcd;

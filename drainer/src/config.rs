@@ -1,0 +1,1029 @@
+//! `drainer.toml`: every key of upstream's drainer config with its default, parsed strictly, plus ours
+//! (`[syncer] schema-source`).
+//!
+//! Parsing is two steps: [`check_keys`] walks the TOML tree against [`KNOWN_KEYS`] and names the first
+//! unknown key with the nearest valid one; then serde fills [`Config`] (types checked there), and
+//! [`Config::adjust`] applies upstream's derived defaults (environment for `[syncer.to]`, `pb` → `file`,
+//! the file sink's directory) and validates.
+//!
+//! Sinks read their own keys from [`ToConfig`] (`[syncer.to]`) and [`CheckpointConfig`]
+//! (`[syncer.to.checkpoint]`); the drainer core never interprets sink keys beyond the defaults.
+//!
+//! Precedence (see [`crate::flags`]): command-line flag > `BINLOG_SERVER_*` environment variable >
+//! file > default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Default listen address (upstream's flag default is the host's IP; we pick loopback).
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8249";
+/// Default `pd-urls`.
+pub const DEFAULT_PD_URLS: &str = "http://127.0.0.1:2379";
+/// Default `data-dir`.
+pub const DEFAULT_DATA_DIR: &str = "data.drainer";
+/// Default `ignore-schemas`.
+pub const DEFAULT_IGNORE_SCHEMAS: &str = "INFORMATION_SCHEMA,PERFORMANCE_SCHEMA,mysql";
+
+/// Every key a drainer.toml may hold, dotted by section. Sections (tables and arrays of tables) end
+/// with `.`; `*` stands for any name (free-form maps such as `[syncer.to.params]`).
+pub const KNOWN_KEYS: &[&str] = &[
+    "addr",
+    "advertise-addr",
+    "node-id",
+    "data-dir",
+    "detect-interval",
+    "pd-urls",
+    "log-file",
+    "log-level",
+    "initial-commit-ts",
+    "synced-check-time",
+    "compressor",
+    "security.",
+    "security.ssl-ca",
+    "security.ssl-cert",
+    "security.ssl-key",
+    "security.cert-allowed-cn",
+    "syncer.",
+    "syncer.schema-source",
+    "syncer.sql-mode",
+    "syncer.ignore-txn-commit-ts",
+    "syncer.ignore-schemas",
+    "syncer.ignore-table.",
+    "syncer.ignore-table.db-name",
+    "syncer.ignore-table.tbl-name",
+    "syncer.replicate-do-db",
+    "syncer.replicate-do-table.",
+    "syncer.replicate-do-table.db-name",
+    "syncer.replicate-do-table.tbl-name",
+    "syncer.txn-batch",
+    "syncer.worker-count",
+    "syncer.sync-ddl",
+    "syncer.loopback-control",
+    "syncer.channel-id",
+    "syncer.db-type",
+    "syncer.enable-dispatch",
+    "syncer.disable-dispatch",
+    "syncer.enable-detect",
+    "syncer.disable-detect",
+    "syncer.safe-mode",
+    "syncer.load-schema-snapshot",
+    "syncer.case-sensitive",
+    "syncer.table-migrate-rule.",
+    "syncer.table-migrate-rule.binlog-filter-rule",
+    "syncer.table-migrate-rule.source.",
+    "syncer.table-migrate-rule.source.schema",
+    "syncer.table-migrate-rule.source.table",
+    "syncer.table-migrate-rule.target.",
+    "syncer.table-migrate-rule.target.schema",
+    "syncer.table-migrate-rule.target.table",
+    "syncer.binlog-filter-rule.",
+    "syncer.binlog-filter-rule.*.",
+    "syncer.binlog-filter-rule.*.ignore-event",
+    "syncer.binlog-filter-rule.*.ignore-sql",
+    "syncer.relay.",
+    "syncer.relay.log-dir",
+    "syncer.relay.max-file-size",
+    "syncer.to.",
+    "syncer.to.host",
+    "syncer.to.user",
+    "syncer.to.password",
+    "syncer.to.encrypted_password",
+    "syncer.to.sync-mode",
+    "syncer.to.port",
+    "syncer.to.read-timeout",
+    "syncer.to.merge",
+    "syncer.to.params.",
+    "syncer.to.params.*",
+    "syncer.to.security.",
+    "syncer.to.security.ssl-ca",
+    "syncer.to.security.ssl-cert",
+    "syncer.to.security.ssl-key",
+    "syncer.to.security.cert-allowed-cn",
+    "syncer.to.checkpoint.",
+    "syncer.to.checkpoint.type",
+    "syncer.to.checkpoint.schema",
+    "syncer.to.checkpoint.table",
+    "syncer.to.checkpoint.host",
+    "syncer.to.checkpoint.user",
+    "syncer.to.checkpoint.password",
+    "syncer.to.checkpoint.encrypted_password",
+    "syncer.to.checkpoint.port",
+    "syncer.to.checkpoint.oracle-service-name",
+    "syncer.to.checkpoint.oracle-connect-string",
+    "syncer.to.checkpoint.security.",
+    "syncer.to.checkpoint.security.ssl-ca",
+    "syncer.to.checkpoint.security.ssl-cert",
+    "syncer.to.checkpoint.security.ssl-key",
+    "syncer.to.checkpoint.security.cert-allowed-cn",
+    "syncer.to.dir",
+    "syncer.to.compression",
+    "syncer.to.retention-time",
+    "syncer.to.time-limit",
+    "syncer.to.size-limit",
+    "syncer.to.zookeeper-addrs",
+    "syncer.to.kafka-addrs",
+    "syncer.to.kafka-version",
+    "syncer.to.kafka-max-messages",
+    "syncer.to.kafka-max-message-size",
+    "syncer.to.kafka-client-id",
+    "syncer.to.topic-name",
+    "syncer.to.oracle-service-name",
+    "syncer.to.oracle-connect-string",
+];
+
+/// Why a config could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not TOML, or a value has the wrong type.
+    #[error("config file {}: {message}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// A key that drainer does not know.
+    #[error(
+        "config file {}: contained unknown configuration options: {key}{}",
+        path.display(),
+        suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
+    )]
+    UnknownKey {
+        /// The file.
+        path: PathBuf,
+        /// The dotted key.
+        key: String,
+        /// The nearest valid key, if one is close.
+        suggestion: Option<String>,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid {key}: {reason}")]
+    Invalid {
+        /// The key (or flag) name.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// The drainer configuration, with upstream's keys and defaults.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Listen address for the Cistern gRPC service and the HTTP API.
+    pub addr: String,
+    /// Address registered in etcd; defaults to `addr`.
+    pub advertise_addr: String,
+    /// Node id; default `hostname:port` of `addr`.
+    pub node_id: String,
+    /// Data directory (holds `savepoint` for file/kafka sinks).
+    pub data_dir: PathBuf,
+    /// Seconds between scans of etcd for pumps.
+    pub detect_interval: u64,
+    /// PD (or plain etcd) endpoints, comma separated.
+    pub pd_urls: String,
+    /// Log file (empty: stderr).
+    pub log_file: String,
+    /// Log level: debug, info, warn, error, fatal.
+    pub log_level: String,
+    /// Where to start when there is no checkpoint; -1 = the current TSO.
+    pub initial_commit_ts: i64,
+    /// Minutes without anything to sync after which `/status` reports `Synced: true`.
+    pub synced_check_time: u64,
+    /// Compression between pump and drainer: "" or "gzip".
+    pub compressor: String,
+    /// TLS for gRPC, HTTP and etcd.
+    pub security: Security,
+    /// `[syncer]`.
+    pub syncer: SyncerConfig,
+    /// Flag-only (`-cache-binlog-count`): capacity of the syncer input queue, in batches.
+    #[serde(skip)]
+    pub cache_binlog_count: usize,
+    /// Flag-only: Prometheus push gateway address (empty: no push).
+    #[serde(skip)]
+    pub metrics_addr: String,
+    /// Flag-only: seconds between pushes to the gateway.
+    #[serde(skip)]
+    pub metrics_interval: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            addr: DEFAULT_ADDR.into(),
+            advertise_addr: String::new(),
+            node_id: String::new(),
+            data_dir: DEFAULT_DATA_DIR.into(),
+            detect_interval: 5,
+            pd_urls: DEFAULT_PD_URLS.into(),
+            log_file: String::new(),
+            log_level: "info".into(),
+            initial_commit_ts: -1,
+            synced_check_time: 5,
+            compressor: String::new(),
+            security: Security::default(),
+            syncer: SyncerConfig::default(),
+            cache_binlog_count: 8,
+            metrics_addr: String::new(),
+            metrics_interval: 15,
+        }
+    }
+}
+
+/// `[security]` (also `[syncer.to.security]`): TLS. Off unless `ssl-ca` is set.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Security {
+    /// CA that signs peers' certificates.
+    pub ssl_ca: String,
+    /// This node's certificate.
+    pub ssl_cert: String,
+    /// This node's private key.
+    pub ssl_key: String,
+    /// If non-empty, only clients whose certificate Common Name is listed are accepted.
+    pub cert_allowed_cn: Vec<String>,
+}
+
+impl Security {
+    /// Whether TLS is on.
+    pub fn enabled(&self) -> bool {
+        !self.ssl_ca.is_empty()
+    }
+}
+
+/// A `{db-name, tbl-name}` pair of `[[syncer.replicate-do-table]]` / `[[syncer.ignore-table]]`. A name
+/// starting with `~` is a regular expression.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableName {
+    /// Database name or `~regex`.
+    pub db_name: String,
+    /// Table name or `~regex`.
+    pub tbl_name: String,
+}
+
+/// `{schema, table}` of a table-migrate rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaTable {
+    /// Schema name or pattern.
+    pub schema: String,
+    /// Table name or pattern.
+    pub table: String,
+}
+
+/// `[[syncer.table-migrate-rule]]` (parsed; routing is not implemented).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableMigrateRule {
+    /// Names of `[syncer.binlog-filter-rule.<name>]` rules that apply.
+    pub binlog_filter_rule: Vec<String>,
+    /// The upstream tables.
+    pub source: SchemaTable,
+    /// The downstream table.
+    pub target: SchemaTable,
+}
+
+/// `[syncer.binlog-filter-rule.<name>]` (parsed; not applied yet).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BinlogFilterRule {
+    /// Event types to drop.
+    pub ignore_event: Vec<String>,
+    /// SQL patterns to drop.
+    pub ignore_sql: Vec<String>,
+}
+
+/// `[syncer.relay]` (parsed; the relay log is not implemented).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RelayConfig {
+    /// Relay log directory ("" = off).
+    pub log_dir: String,
+    /// Maximum relay file size in bytes.
+    pub max_file_size: i64,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        Self { log_dir: String::new(), max_file_size: 10 * 1024 * 1024 }
+    }
+}
+
+/// `[syncer]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SyncerConfig {
+    /// Ours: where table schemas come from, `http://host:port` of a TiDB status API.
+    pub schema_source: String,
+    /// sql_mode for the parser and the downstream session (unset: none).
+    pub sql_mode: Option<String>,
+    /// Commit timestamps whose transactions are skipped.
+    pub ignore_txn_commit_ts: Vec<i64>,
+    /// Comma-separated schemas to ignore.
+    pub ignore_schemas: String,
+    /// Tables to ignore.
+    pub ignore_table: Vec<TableName>,
+    /// Schemas to replicate (`~` = regex); empty = all.
+    pub replicate_do_db: Vec<String>,
+    /// Tables to replicate; empty = all.
+    pub replicate_do_table: Vec<TableName>,
+    /// Statements per downstream transaction.
+    pub txn_batch: usize,
+    /// Downstream concurrency (flag `-c`).
+    pub worker_count: usize,
+    /// Replicate DDL.
+    pub sync_ddl: bool,
+    /// Loopback control (mark and drop our own writes).
+    pub loopback_control: bool,
+    /// Channel id for loopback control.
+    pub channel_id: i64,
+    /// mysql, tidb, file (alias pb), kafka, oracle.
+    pub db_type: String,
+    /// Split transactions across workers.
+    pub enable_dispatch: Option<bool>,
+    /// Negation of `enable-dispatch` (wins when set).
+    pub disable_dispatch: Option<bool>,
+    /// Causality detection between workers.
+    pub enable_detect: Option<bool>,
+    /// Negation of `enable-detect` (wins when set).
+    pub disable_detect: Option<bool>,
+    /// Safe mode: UPDATE as DELETE + REPLACE, INSERT as REPLACE.
+    pub safe_mode: bool,
+    /// Upstream: load the schema snapshot at the checkpoint instead of the whole DDL history.
+    pub load_schema_snapshot: bool,
+    /// Case-sensitive names in binlog-filter / router rules.
+    pub case_sensitive: bool,
+    /// Table routing rules.
+    pub table_migrate_rule: Vec<TableMigrateRule>,
+    /// Named binlog-filter rules.
+    pub binlog_filter_rule: BTreeMap<String, BinlogFilterRule>,
+    /// The relay log.
+    pub relay: RelayConfig,
+    /// `[syncer.to]`: the sink.
+    pub to: ToConfig,
+}
+
+impl Default for SyncerConfig {
+    fn default() -> Self {
+        Self {
+            schema_source: String::new(),
+            sql_mode: None,
+            ignore_txn_commit_ts: Vec::new(),
+            ignore_schemas: DEFAULT_IGNORE_SCHEMAS.into(),
+            ignore_table: Vec::new(),
+            replicate_do_db: Vec::new(),
+            replicate_do_table: Vec::new(),
+            txn_batch: 20,
+            worker_count: 16,
+            sync_ddl: true,
+            loopback_control: false,
+            channel_id: 0,
+            db_type: "mysql".into(),
+            enable_dispatch: None,
+            disable_dispatch: None,
+            enable_detect: None,
+            disable_detect: None,
+            safe_mode: false,
+            load_schema_snapshot: false,
+            case_sensitive: false,
+            table_migrate_rule: Vec::new(),
+            binlog_filter_rule: BTreeMap::new(),
+            relay: RelayConfig::default(),
+            to: ToConfig::default(),
+        }
+    }
+}
+
+impl SyncerConfig {
+    /// Whether transactions are split across workers (`disable-dispatch` wins over `enable-dispatch`).
+    pub fn dispatch(&self) -> bool {
+        match (self.disable_dispatch, self.enable_dispatch) {
+            (Some(d), _) => !d,
+            (None, Some(e)) => e,
+            (None, None) => true,
+        }
+    }
+
+    /// Whether causality detection is on (`disable-detect` wins over `enable-detect`).
+    pub fn detect(&self) -> bool {
+        match (self.disable_detect, self.enable_detect) {
+            (Some(d), _) => !d,
+            (None, Some(e)) => e,
+            (None, None) => true,
+        }
+    }
+
+    /// `ignore-schemas` split on commas, trimmed, empty entries dropped.
+    pub fn ignore_schema_list(&self) -> Vec<String> {
+        self.ignore_schemas.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from).collect()
+    }
+}
+
+/// `[syncer.to]`: the downstream. Which keys matter depends on `db-type`; each sink reads its own.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ToConfig {
+    /// MySQL/TiDB host (env `MYSQL_HOST`, else `localhost`).
+    pub host: String,
+    /// MySQL/TiDB user (env `MYSQL_USER`, else `root`).
+    pub user: String,
+    /// MySQL/TiDB password (env `MYSQL_PSWD` when empty).
+    pub password: String,
+    /// Encrypted password (`binlogctl -cmd encrypt`); overrides `password`.
+    #[serde(rename = "encrypted_password")]
+    pub encrypted_password: String,
+    /// 1 = full columns, 2 = partial columns.
+    pub sync_mode: i64,
+    /// MySQL/TiDB port (env `MYSQL_PORT`, else 3306).
+    pub port: u16,
+    /// Read timeout, a Go duration ("1m").
+    pub read_timeout: String,
+    /// Merge multi-row statements.
+    pub merge: bool,
+    /// Session variables for the downstream connection.
+    pub params: BTreeMap<String, String>,
+    /// TLS to the downstream.
+    pub security: Security,
+    /// `[syncer.to.checkpoint]`.
+    pub checkpoint: CheckpointConfig,
+    /// File sink: directory of the binlog files (default: `data-dir`).
+    pub dir: String,
+    /// File sink (seed guide): output compression, "" or "gzip".
+    pub compression: String,
+    /// File sink: days to keep files (0 = forever).
+    pub retention_time: i64,
+    /// Flash (removed upstream; accepted and ignored so old configs load).
+    pub time_limit: String,
+    /// Flash (removed upstream; accepted and ignored so old configs load).
+    pub size_limit: String,
+    /// Kafka (deprecated upstream): ZooKeeper addresses.
+    pub zookeeper_addrs: String,
+    /// Kafka brokers (env `KAFKA_ADDRS`, else `127.0.0.1:9092`).
+    pub kafka_addrs: String,
+    /// Kafka protocol version.
+    pub kafka_version: String,
+    /// Kafka producer batch size in messages.
+    pub kafka_max_messages: i64,
+    /// Largest Kafka message in bytes.
+    pub kafka_max_message_size: i64,
+    /// Kafka client id.
+    pub kafka_client_id: String,
+    /// Kafka topic (default `<cluster id>_obinlog`).
+    pub topic_name: String,
+    /// Oracle (not supported by us).
+    pub oracle_service_name: String,
+    /// Oracle (not supported by us).
+    pub oracle_connect_string: String,
+}
+
+impl Default for ToConfig {
+    fn default() -> Self {
+        Self {
+            host: String::new(),
+            user: String::new(),
+            password: String::new(),
+            encrypted_password: String::new(),
+            sync_mode: 0,
+            port: 0,
+            read_timeout: "1m".into(),
+            merge: false,
+            params: BTreeMap::new(),
+            security: Security::default(),
+            checkpoint: CheckpointConfig::default(),
+            dir: String::new(),
+            compression: String::new(),
+            retention_time: 0,
+            time_limit: String::new(),
+            size_limit: String::new(),
+            zookeeper_addrs: String::new(),
+            kafka_addrs: String::new(),
+            kafka_version: "0.8.2.0".into(),
+            kafka_max_messages: 1024,
+            kafka_max_message_size: 1 << 30,
+            kafka_client_id: String::new(),
+            topic_name: String::new(),
+            oracle_service_name: String::new(),
+            oracle_connect_string: String::new(),
+        }
+    }
+}
+
+/// `[syncer.to.checkpoint]`: where a MySQL/TiDB checkpoint lives (defaults follow `[syncer.to]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CheckpointConfig {
+    /// mysql, tidb, oracle; empty = follow `db-type`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Checkpoint schema (default `tidb_binlog`).
+    pub schema: String,
+    /// Checkpoint table (default `checkpoint`).
+    pub table: String,
+    /// Host (default 127.0.0.1).
+    pub host: String,
+    /// User (default root).
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Encrypted password; overrides `password`.
+    #[serde(rename = "encrypted_password")]
+    pub encrypted_password: String,
+    /// Port (default 3306).
+    pub port: u16,
+    /// Oracle (not supported by us).
+    pub oracle_service_name: String,
+    /// Oracle (not supported by us).
+    pub oracle_connect_string: String,
+    /// TLS.
+    pub security: Security,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self {
+            kind: String::new(),
+            schema: "tidb_binlog".into(),
+            table: "checkpoint".into(),
+            host: String::new(),
+            user: String::new(),
+            password: String::new(),
+            encrypted_password: String::new(),
+            port: 0,
+            oracle_service_name: String::new(),
+            oracle_connect_string: String::new(),
+            security: Security::default(),
+        }
+    }
+}
+
+/// The sink kinds drainer knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbType {
+    /// MySQL or MariaDB.
+    Mysql,
+    /// TiDB (MySQL protocol).
+    Tidb,
+    /// Local protobuf files (`file`, alias `pb`).
+    File,
+    /// Kafka.
+    Kafka,
+}
+
+impl DbType {
+    /// Parses a `db-type` value.
+    pub fn parse(s: &str) -> Result<Self, ConfigError> {
+        match s {
+            "mysql" => Ok(DbType::Mysql),
+            "tidb" => Ok(DbType::Tidb),
+            "file" | "pb" => Ok(DbType::File),
+            "kafka" => Ok(DbType::Kafka),
+            "flash" => Err(invalid("db-type", "\"flash\" is no longer supported")),
+            "oracle" => Err(invalid("db-type", "\"oracle\" is not supported by this drainer")),
+            other => Err(invalid(
+                "db-type",
+                format!("{other:?} is not one of mysql, tidb, file, pb, kafka"),
+            )),
+        }
+    }
+
+    /// Whether the drainer's `savepoint` file is the checkpoint (file and kafka sinks).
+    pub fn uses_file_checkpoint(self) -> bool {
+        matches!(self, DbType::File | DbType::Kafka)
+    }
+}
+
+/// Levenshtein distance, for suggesting the nearest key.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The known key nearest to `key` (dotted), if it is close enough to be a likely typo.
+pub fn suggest(key: &str) -> Option<String> {
+    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+    KNOWN_KEYS
+        .iter()
+        .filter(|k| !k.contains('*'))
+        .map(|k| k.trim_end_matches('.'))
+        .map(|k| (edit_distance(&norm(key), &norm(k)), k))
+        .filter(|(d, k)| *d <= 3.max(k.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.to_owned())
+}
+
+fn known(k: &str) -> bool {
+    KNOWN_KEYS.contains(&k)
+}
+
+/// Checks every key of `table` (at dotted `prefix`, `*` for free names) against [`KNOWN_KEYS`];
+/// `shown` is the same prefix with the real names, for the error.
+fn check_table(table: &toml::Table, prefix: &str, shown: &str, path: &Path) -> Result<(), ConfigError> {
+    for (k, v) in table {
+        let (full, full_shown) = (format!("{prefix}{k}"), format!("{shown}{k}"));
+        let wild = format!("{prefix}*");
+        let section = if known(&format!("{full}.")) {
+            Some(full.clone())
+        } else if known(&format!("{wild}.")) {
+            Some(wild.clone())
+        } else {
+            None
+        };
+        if let Some(sec) = section {
+            match v {
+                toml::Value::Table(t) => {
+                    check_table(t, &format!("{sec}."), &format!("{full_shown}."), path)?;
+                    continue;
+                }
+                toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
+                    for item in items {
+                        if let toml::Value::Table(t) = item {
+                            check_table(t, &format!("{sec}."), &format!("{full_shown}."), path)?;
+                        }
+                    }
+                    continue;
+                }
+                // a section given a plain value: serde reports the type error
+                _ => continue,
+            }
+        }
+        if known(&full) || known(&wild) {
+            continue;
+        }
+        return Err(ConfigError::UnknownKey { path: path.into(), suggestion: suggest(&full_shown), key: full_shown });
+    }
+    Ok(())
+}
+
+/// Checks every key of a parsed drainer.toml against [`KNOWN_KEYS`].
+pub fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
+    check_table(table, "", "", path)
+}
+
+impl Config {
+    /// Parses drainer.toml text (`path` only names the file in errors). Defaults fill missing keys;
+    /// [`Config::adjust`] is not applied yet (flags come first).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let table: toml::Table =
+            text.parse().map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        check_keys(&table, path)?;
+        Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+    }
+
+    /// Reads and parses a drainer.toml.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// The sink kind (`pb` is `file`).
+    pub fn db_type(&self) -> Result<DbType, ConfigError> {
+        DbType::parse(&self.syncer.db_type)
+    }
+
+    /// Applies upstream's derived defaults and validates. `env` reads an environment variable (so tests
+    /// can pass their own).
+    pub fn adjust(&mut self, env: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        let addr = self.addr.trim().trim_start_matches("http://").trim_start_matches("https://").to_owned();
+        if addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none() {
+            return Err(invalid("addr", format!("{:?} is not host:port", self.addr)));
+        }
+        self.addr = addr;
+        if self.advertise_addr.is_empty() {
+            self.advertise_addr = self.addr.clone();
+        }
+        self.advertise_addr =
+            self.advertise_addr.trim().trim_start_matches("http://").trim_start_matches("https://").to_owned();
+        let adv_host = self.advertise_addr.rsplit_once(':').map(|(h, _)| h).unwrap_or("");
+        if adv_host.is_empty() || adv_host == "0.0.0.0" {
+            return Err(invalid(
+                "advertise-addr",
+                format!("{:?}: the host must be an address others can reach (not empty or 0.0.0.0)", self.advertise_addr),
+            ));
+        }
+        pump::etcd::parse_pd_urls(&self.pd_urls).map_err(|e| invalid("pd-urls", e.to_string()))?;
+        if self.detect_interval == 0 {
+            return Err(invalid("detect-interval", "must be greater than 0"));
+        }
+        if !matches!(self.compressor.as_str(), "" | "gzip") {
+            return Err(invalid("compressor", format!("{:?}: only \"gzip\" is supported", self.compressor)));
+        }
+        if self.initial_commit_ts < -1 {
+            return Err(invalid("initial-commit-ts", format!("{} (must be -1 or a TSO)", self.initial_commit_ts)));
+        }
+        if self.cache_binlog_count == 0 {
+            return Err(invalid("cache-binlog-count", "must be greater than 0"));
+        }
+        let db = self.db_type()?;
+        if self.syncer.db_type == "pb" {
+            self.syncer.db_type = "file".into();
+        }
+        if self.syncer.worker_count == 0 {
+            return Err(invalid("worker-count", "must be greater than 0"));
+        }
+        if self.syncer.txn_batch == 0 {
+            return Err(invalid("txn-batch", "must be greater than 0"));
+        }
+        let to = &mut self.syncer.to;
+        match db {
+            DbType::Mysql | DbType::Tidb => {
+                if to.host.is_empty() {
+                    to.host = env("MYSQL_HOST").unwrap_or_else(|| "localhost".into());
+                }
+                if to.port == 0 {
+                    to.port = match env("MYSQL_PORT") {
+                        Some(p) => p.parse().map_err(|_| invalid("syncer.to.port", format!("MYSQL_PORT={p:?}")))?,
+                        None => 3306,
+                    };
+                }
+                if to.user.is_empty() {
+                    to.user = env("MYSQL_USER").unwrap_or_else(|| "root".into());
+                }
+                if to.password.is_empty() {
+                    to.password = env("MYSQL_PSWD").unwrap_or_default();
+                }
+            }
+            DbType::File => {
+                if to.dir.is_empty() {
+                    to.dir = self.data_dir.to_string_lossy().into_owned();
+                }
+            }
+            DbType::Kafka => {
+                if to.kafka_addrs.is_empty() {
+                    to.kafka_addrs = env("KAFKA_ADDRS").unwrap_or_else(|| "127.0.0.1:9092".into());
+                }
+                if to.kafka_max_messages <= 0 {
+                    to.kafka_max_messages = 1024;
+                }
+            }
+        }
+        if !matches!(to.compression.as_str(), "" | "gzip") {
+            return Err(invalid("syncer.to.compression", format!("{:?}: only \"gzip\" is supported", to.compression)));
+        }
+        let ck = &mut to.checkpoint;
+        if !matches!(ck.kind.as_str(), "" | "mysql" | "tidb") {
+            return Err(invalid(
+                "syncer.to.checkpoint.type",
+                format!("{:?}: must be mysql or tidb (or empty to follow db-type)", ck.kind),
+            ));
+        }
+        if ck.host.is_empty() {
+            ck.host = "127.0.0.1".into();
+        }
+        if ck.port == 0 {
+            ck.port = 3306;
+        }
+        if ck.user.is_empty() {
+            ck.user = "root".into();
+        }
+        for (i, re) in self.syncer.replicate_do_db.iter().enumerate() {
+            check_pattern("replicate-do-db", re).map_err(|r| invalid("replicate-do-db", format!("entry {i}: {r}")))?;
+        }
+        for t in self.syncer.replicate_do_table.iter().chain(&self.syncer.ignore_table) {
+            check_pattern("db-name", &t.db_name).map_err(|r| invalid("syncer table filter", r))?;
+            check_pattern("tbl-name", &t.tbl_name).map_err(|r| invalid("syncer table filter", r))?;
+        }
+        if !self.syncer.schema_source.is_empty() {
+            let s = &self.syncer.schema_source;
+            if !(s.starts_with("http://") || s.starts_with("https://")) {
+                return Err(invalid(
+                    "schema-source",
+                    format!("{s:?}: expected http://host:port of a TiDB status API"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The file checkpoint's path, `<data-dir>/savepoint`.
+    pub fn savepoint_path(&self) -> PathBuf {
+        self.data_dir.join("savepoint")
+    }
+}
+
+fn check_pattern(what: &str, p: &str) -> Result<(), String> {
+    if let Some(re) = p.strip_prefix('~') {
+        regex::Regex::new(re).map_err(|e| format!("{what} {p:?} is not a valid regular expression: {e}"))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<Config, ConfigError> {
+        Config::parse(s, Path::new("d.toml"))
+    }
+
+    #[test]
+    fn defaults_match_upstream() {
+        let c = parse("").unwrap();
+        assert_eq!(c.detect_interval, 5);
+        assert_eq!(c.data_dir, PathBuf::from("data.drainer"));
+        assert_eq!(c.initial_commit_ts, -1);
+        assert_eq!(c.synced_check_time, 5);
+        assert_eq!(c.syncer.txn_batch, 20);
+        assert_eq!(c.syncer.worker_count, 16);
+        assert!(c.syncer.sync_ddl);
+        assert_eq!(c.syncer.db_type, "mysql");
+        assert_eq!(c.syncer.ignore_schemas, DEFAULT_IGNORE_SCHEMAS);
+        assert!(c.syncer.dispatch() && c.syncer.detect());
+        assert_eq!(c.syncer.to.kafka_version, "0.8.2.0");
+        assert_eq!(c.syncer.to.read_timeout, "1m");
+        assert_eq!(c.syncer.to.checkpoint.schema, "tidb_binlog");
+        assert_eq!(c.syncer.relay.max_file_size, 10485760);
+        assert_eq!(c.cache_binlog_count, 8);
+    }
+
+    #[test]
+    fn every_section_and_key_of_the_sample_parses() {
+        let text = r#"
+addr = "127.0.0.1:8249"
+advertise-addr = "10.0.0.1:8249"
+node-id = "d1"
+data-dir = "dd"
+detect-interval = 10
+pd-urls = "http://127.0.0.1:2379"
+log-file = "drainer.log"
+log-level = "debug"
+initial-commit-ts = 42
+synced-check-time = 3
+compressor = "gzip"
+[security]
+ssl-ca = "ca.pem"
+ssl-cert = "c.pem"
+ssl-key = "k.pem"
+cert-allowed-cn = ["a"]
+[syncer]
+schema-source = "http://127.0.0.1:10080"
+sql-mode = "STRICT_TRANS_TABLES"
+ignore-txn-commit-ts = [1, 2]
+ignore-schemas = "a,b"
+replicate-do-db = ["~^b.*", "s1"]
+txn-batch = 5
+worker-count = 3
+sync-ddl = false
+loopback-control = true
+channel-id = 1
+db-type = "pb"
+disable-dispatch = true
+enable-detect = false
+safe-mode = true
+load-schema-snapshot = false
+case-sensitive = true
+[[syncer.replicate-do-table]]
+db-name = "test"
+tbl-name = "~^a.*"
+[[syncer.ignore-table]]
+db-name = "test"
+tbl-name = "log"
+[[syncer.table-migrate-rule]]
+binlog-filter-rule = ["r1"]
+source = { schema = "s", table = "t" }
+target = { schema = "s2", table = "t2" }
+[syncer.binlog-filter-rule.r1]
+ignore-event = ["delete"]
+ignore-sql = ["^DROP"]
+[syncer.relay]
+log-dir = "relay"
+max-file-size = 100
+[syncer.to]
+host = "h"
+user = "u"
+password = "p"
+encrypted_password = ""
+sync-mode = 1
+port = 3307
+read-timeout = "2m"
+merge = true
+dir = "bin"
+compression = ""
+time-limit = "30s"
+size-limit = "100000"
+retention-time = 7
+zookeeper-addrs = "z"
+kafka-addrs = "k:9092"
+kafka-version = "2.0.0"
+kafka-max-messages = 10
+kafka-max-message-size = 100
+kafka-client-id = "c"
+topic-name = "t"
+oracle-service-name = ""
+oracle-connect-string = ""
+[syncer.to.params]
+time_zone = "+08:00"
+[syncer.to.security]
+ssl-ca = ""
+[syncer.to.checkpoint]
+type = "mysql"
+schema = "cs"
+table = "ct"
+host = "ch"
+user = "cu"
+password = "cp"
+port = 3308
+[syncer.to.checkpoint.security]
+ssl-ca = ""
+"#;
+        let mut c = parse(text).unwrap();
+        c.adjust(|_| None).unwrap();
+        assert_eq!(c.syncer.db_type, "file");
+        assert_eq!(c.syncer.replicate_do_table[0].tbl_name, "~^a.*");
+        assert_eq!(c.syncer.ignore_table[0].tbl_name, "log");
+        assert_eq!(c.syncer.to.params["time_zone"], "+08:00");
+        assert_eq!(c.syncer.to.checkpoint.port, 3308);
+        assert_eq!(c.syncer.binlog_filter_rule["r1"].ignore_event, ["delete"]);
+        assert!(!c.syncer.dispatch() && !c.syncer.detect());
+        assert_eq!(c.syncer.schema_source, "http://127.0.0.1:10080");
+        assert_eq!(c.syncer.ignore_txn_commit_ts, [1, 2]);
+    }
+
+    #[test]
+    fn unknown_keys_name_the_key_and_the_nearest_valid_one() {
+        let e = parse("detect-intervall = 3").unwrap_err().to_string();
+        assert!(e.contains("unknown configuration options: detect-intervall"), "{e}");
+        assert!(e.contains("did you mean \"detect-interval\""), "{e}");
+        let e = parse("[syncer]\ntxn_batch = 3").unwrap_err().to_string();
+        assert!(e.contains("syncer.txn_batch") && e.contains("\"syncer.txn-batch\""), "{e}");
+        let e = parse("[syncer.to]\nkafka-adrs = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("syncer.to.kafka-adrs") && e.contains("\"syncer.to.kafka-addrs\""), "{e}");
+        let e = parse("[[syncer.ignore-table]]\ndb-name = \"a\"\ntable = \"b\"").unwrap_err().to_string();
+        assert!(e.contains("syncer.ignore-table.table"), "{e}");
+        let e = parse("[syncer.binlog-filter-rule.x]\nignore-events = []").unwrap_err().to_string();
+        assert!(e.contains("syncer.binlog-filter-rule.x.ignore-events"), "{e}");
+        let e = parse("zzzzzzzzzzzzzz = 1").unwrap_err().to_string();
+        assert!(e.contains("zzzzzzzzzzzzzz") && !e.contains("did you mean"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_bad_values_are_named() {
+        let e = parse("detect-interval = \"x\"").unwrap_err().to_string();
+        assert!(e.contains("detect-interval"), "{e}");
+        let mut c = parse("[syncer]\ndb-type = \"flash\"").unwrap();
+        assert!(c.adjust(|_| None).unwrap_err().to_string().contains("no longer supported"));
+        let mut c = parse("compressor = \"zstd\"").unwrap();
+        assert!(c.adjust(|_| None).unwrap_err().to_string().contains("compressor"));
+        let mut c = parse("[syncer]\nreplicate-do-db = [\"~(\"]").unwrap();
+        assert!(c.adjust(|_| None).unwrap_err().to_string().contains("regular expression"));
+        let mut c = parse("advertise-addr = \"0.0.0.0:8249\"").unwrap();
+        assert!(c.adjust(|_| None).unwrap_err().to_string().contains("advertise-addr"));
+        let mut c = parse("[syncer]\nschema-source = \"127.0.0.1:10080\"").unwrap();
+        assert!(c.adjust(|_| None).unwrap_err().to_string().contains("schema-source"));
+    }
+
+    #[test]
+    fn sink_defaults_come_from_the_environment() {
+        let mut c = parse("").unwrap();
+        c.adjust(|k| match k {
+            "MYSQL_HOST" => Some("db1".into()),
+            "MYSQL_PORT" => Some("3310".into()),
+            "MYSQL_PSWD" => Some("pw".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((c.syncer.to.host.as_str(), c.syncer.to.port), ("db1", 3310));
+        assert_eq!((c.syncer.to.user.as_str(), c.syncer.to.password.as_str()), ("root", "pw"));
+        let mut c = parse("data-dir = \"dd\"\n[syncer]\ndb-type = \"file\"").unwrap();
+        c.adjust(|_| None).unwrap();
+        assert_eq!(c.syncer.to.dir, "dd");
+        let mut c = parse("[syncer]\ndb-type = \"kafka\"").unwrap();
+        c.adjust(|k| (k == "KAFKA_ADDRS").then(|| "b:1".to_string())).unwrap();
+        assert_eq!(c.syncer.to.kafka_addrs, "b:1");
+        assert_eq!(c.advertise_addr, DEFAULT_ADDR);
+    }
+
+    #[test]
+    fn deploy_example_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/drainer.toml");
+        let mut c = Config::from_file(&path).unwrap();
+        c.adjust(|_| None).unwrap();
+        assert_eq!(c.detect_interval, 10);
+        assert_eq!(c.syncer.db_type, "mysql");
+    }
+}

@@ -1,0 +1,450 @@
+//! The merge: many per-pump streams, each in increasing commit ts, into one strictly increasing stream.
+//!
+//! # Hand-over
+//! Each pump reader owns a [`SourceSender`]: it pushes whole *batches* (`Vec<T>`) into a bounded
+//! single-producer queue, so there is one queue operation per batch, not per binlog. The [`Merger`]
+//! keeps each source's current batch as a deque and a min-heap of the sources' heads keyed by commit
+//! ts; emitting one item is a heap pop plus (usually) a heap push of the same source's next head.
+//!
+//! # Rules
+//! - An item is emitted only when every *included* source has a head, and it is the minimum of them:
+//!   each pump streams in increasing commit ts, so nothing smaller can still come from any source.
+//! - Commit ts strictly increases: an item equal to the last emitted one is a duplicate and dropped
+//!   ([`Merger::duplicates`]); a smaller one is disorder, dropped and counted ([`Merger::disorder`]).
+//! - Fake binlogs (start ts = commit ts) are ordinary items here; they keep every source producing, so
+//!   the minimum keeps moving when a pump is idle.
+//! - A source whose queue is closed (its reader ended: the pump went offline) is removed once drained.
+//!
+//! # Paused and dead pumps
+//! Upstream blocks the whole merge on a source until it yields an item, so a paused pump stalls the
+//! drainer until it is online (or offline) again. We do better where it is safe: a reader may mark its
+//! source *excludable* ([`SourceSender::set_excludable`]) when the pump is `paused` or `offline` in etcd
+//! **and** the reader has already received everything up to the `maxCommitTS` the pump registered.
+//! Such a source has nothing more it could send without first coming back online, so the merge skips it
+//! while its queue is empty and carries on with the others. The flag is set only after the last batch is
+//! queued (release/acquire), so a skipped source never hides a queued item. When the pump comes back the
+//! reader clears the flag and the source is required again from its next item on. A pump that is
+//! `online` in etcd but silent (crashed, unreachable) still blocks the merge, as upstream: skipping it
+//! could reorder its binlogs behind later ones. Caveat: a transaction whose commit binlog reaches a pump
+//! only after the pump resumes, with a commit ts below what the drainer emitted meanwhile, shows up as
+//! disorder (counted and logged), as it would upstream after an offline/online cycle.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Notify, mpsc};
+
+/// Something the merge can order.
+pub trait Ordered {
+    /// The commit ts.
+    fn commit_ts(&self) -> i64;
+}
+
+impl Ordered for i64 {
+    fn commit_ts(&self) -> i64 {
+        *self
+    }
+}
+
+/// Shared between a source's reader and the merger.
+#[derive(Debug, Default)]
+struct SourceCtl {
+    excludable: AtomicBool,
+}
+
+/// The producer side of one source: the pump reader holds it.
+#[derive(Debug)]
+pub struct SourceSender<T> {
+    tx: mpsc::Sender<Vec<T>>,
+    ctl: Arc<SourceCtl>,
+    wake: Arc<Notify>,
+}
+
+/// The merger went away (drainer shutting down).
+#[derive(Debug, thiserror::Error)]
+#[error("the merge has stopped")]
+pub struct MergeClosed;
+
+impl<T> SourceSender<T> {
+    /// Queues one batch (waits while the queue is full: backpressure). Empty batches are not sent.
+    pub async fn send(&self, batch: Vec<T>) -> Result<(), MergeClosed> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.tx.send(batch).await.map_err(|_| MergeClosed)
+    }
+
+    /// Marks the source as skippable while it has nothing queued (see the module docs for when a
+    /// reader may do this), or required again.
+    pub fn set_excludable(&self, on: bool) {
+        if self.ctl.excludable.swap(on, Ordering::AcqRel) != on {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Whether the source is currently marked excludable.
+    pub fn excludable(&self) -> bool {
+        self.ctl.excludable.load(Ordering::Acquire)
+    }
+}
+
+/// A new source for the merger: its id (the pump's node id) and queue.
+#[derive(Debug)]
+pub struct Source<T> {
+    id: String,
+    rx: mpsc::Receiver<Vec<T>>,
+    ctl: Arc<SourceCtl>,
+}
+
+impl<T> Source<T> {
+    /// The source's id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Creates a source: the sender for its reader and the receiving end for [`Merger::add_source`].
+/// `capacity` is the queue length in batches; `wake` is the merger's [`Merger::waker`].
+pub fn source<T>(id: impl Into<String>, capacity: usize, wake: Arc<Notify>) -> (SourceSender<T>, Source<T>) {
+    let (tx, rx) = mpsc::channel(capacity.max(1));
+    let ctl = Arc::new(SourceCtl::default());
+    (SourceSender { tx, ctl: ctl.clone(), wake }, Source { id: id.into(), rx, ctl })
+}
+
+struct Slot<T> {
+    id: String,
+    rx: mpsc::Receiver<Vec<T>>,
+    ctl: Arc<SourceCtl>,
+    buf: VecDeque<T>,
+}
+
+/// What [`Merger::next`] found.
+#[derive(Debug, PartialEq)]
+pub enum Step<T> {
+    /// The next item in commit-ts order.
+    Item(T),
+    /// Source (by id) has no queued item and is required: wait for it ([`Merger::wait`]).
+    Wait(String),
+    /// No source is required right now (none, or all excluded and drained).
+    Idle,
+}
+
+enum Refill {
+    Got,
+    Excluded,
+    Closed,
+    Pending,
+}
+
+/// The k-way merge. Single consumer; see the module docs for the rules.
+pub struct Merger<T> {
+    slots: Vec<Option<Slot<T>>>,
+    heap: BinaryHeap<Reverse<(i64, usize)>>,
+    /// Slots with no head in the heap.
+    waiting: Vec<usize>,
+    last_ts: i64,
+    disorder: u64,
+    duplicates: u64,
+    wake: Arc<Notify>,
+}
+
+impl<T> std::fmt::Debug for Merger<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ids: Vec<&str> = self.slots.iter().flatten().map(|s| s.id.as_str()).collect();
+        f.debug_struct("Merger").field("sources", &ids).field("last_ts", &self.last_ts).finish()
+    }
+}
+
+impl<T: Ordered> Merger<T> {
+    /// A merger that emits only items with commit ts greater than `last_ts` (the checkpoint).
+    pub fn new(last_ts: i64) -> Self {
+        Merger {
+            slots: Vec::new(),
+            heap: BinaryHeap::new(),
+            waiting: Vec::new(),
+            last_ts,
+            disorder: 0,
+            duplicates: 0,
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// The notifier sources must be created with ([`source`]).
+    pub fn waker(&self) -> Arc<Notify> {
+        self.wake.clone()
+    }
+
+    /// The commit ts of the last emitted item (initially the checkpoint).
+    pub fn last_ts(&self) -> i64 {
+        self.last_ts
+    }
+
+    /// Items dropped because they were below the last emitted ts.
+    pub fn disorder(&self) -> u64 {
+        self.disorder
+    }
+
+    /// Items dropped because they equalled the last emitted ts.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// Ids of the current sources.
+    pub fn source_ids(&self) -> Vec<String> {
+        self.slots.iter().flatten().map(|s| s.id.clone()).collect()
+    }
+
+    /// Adds a source; from now on nothing is emitted until it has a head (or is excluded).
+    pub fn add_source(&mut self, src: Source<T>) {
+        let slot = Slot { id: src.id, rx: src.rx, ctl: src.ctl, buf: VecDeque::new() };
+        let idx = match self.slots.iter().position(Option::is_none) {
+            Some(i) => {
+                self.slots[i] = Some(slot);
+                i
+            }
+            None => {
+                self.slots.push(Some(slot));
+                self.slots.len() - 1
+            }
+        };
+        self.waiting.push(idx);
+    }
+
+    fn refill(&mut self, idx: usize) -> Refill {
+        let Some(slot) = self.slots[idx].as_mut() else { return Refill::Closed };
+        if let Some(head) = slot.buf.front() {
+            self.heap.push(Reverse((head.commit_ts(), idx)));
+            return Refill::Got;
+        }
+        // Read the flag before polling: a reader sets it only after queueing its last batch.
+        let excludable = slot.ctl.excludable.load(Ordering::Acquire);
+        match slot.rx.try_recv() {
+            Ok(batch) => {
+                slot.buf = VecDeque::from(batch);
+                match slot.buf.front() {
+                    Some(head) => {
+                        self.heap.push(Reverse((head.commit_ts(), idx)));
+                        Refill::Got
+                    }
+                    None => Refill::Pending,
+                }
+            }
+            Err(mpsc::error::TryRecvError::Empty) if excludable => Refill::Excluded,
+            Err(mpsc::error::TryRecvError::Empty) => Refill::Pending,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                self.slots[idx] = None;
+                Refill::Closed
+            }
+        }
+    }
+
+    /// The next step; never blocks.
+    pub fn next(&mut self) -> Step<T> {
+        loop {
+            let mut i = 0;
+            while i < self.waiting.len() {
+                let idx = self.waiting[i];
+                match self.refill(idx) {
+                    Refill::Got | Refill::Closed => {
+                        self.waiting.swap_remove(i);
+                    }
+                    Refill::Excluded => i += 1,
+                    Refill::Pending => {
+                        let id = self.slots[idx].as_ref().map(|s| s.id.clone()).unwrap_or_default();
+                        return Step::Wait(id);
+                    }
+                }
+            }
+            let Some(Reverse((ts, idx))) = self.heap.pop() else { return Step::Idle };
+            let Some(slot) = self.slots[idx].as_mut() else { continue };
+            let Some(item) = slot.buf.pop_front() else { continue };
+            match slot.buf.front() {
+                Some(next) => self.heap.push(Reverse((next.commit_ts(), idx))),
+                None => self.waiting.push(idx),
+            }
+            if ts < self.last_ts {
+                self.disorder += 1;
+                continue;
+            }
+            if ts == self.last_ts {
+                self.duplicates += 1;
+                continue;
+            }
+            self.last_ts = ts;
+            return Step::Item(item);
+        }
+    }
+
+    /// Waits until the source `id` (from [`Step::Wait`]) has a batch, or anything else changes (a
+    /// source's excludable flag, [`Merger::waker`] notified). Returns at once if `id` is gone.
+    pub async fn wait(&mut self, id: &str) {
+        let Some(idx) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.id == id)) else { return };
+        let wake = self.wake.clone();
+        let Some(slot) = self.slots[idx].as_mut() else { return };
+        tokio::select! {
+            batch = slot.rx.recv() => match batch {
+                Some(b) => slot.buf.extend(b),
+                None => {} // closed: the next refill removes it
+            },
+            _ = wake.notified() => {}
+        }
+    }
+
+    /// Waits for any change: a flag flip or a [`Merger::waker`] notification.
+    pub async fn wait_any(&self) {
+        self.wake.notified().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn drain(m: &mut Merger<i64>) -> (Vec<i64>, Step<i64>) {
+        let mut out = Vec::new();
+        loop {
+            match m.next() {
+                Step::Item(x) => out.push(x),
+                other => return (out, other),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn merges_in_order_and_waits_for_every_source() {
+        let mut m = Merger::new(0);
+        let (a, sa) = source("a", 4, m.waker());
+        let (b, sb) = source("b", 4, m.waker());
+        m.add_source(sa);
+        m.add_source(sb);
+        a.send(vec![1, 4, 6]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        assert!(out.is_empty());
+        assert_eq!(step, Step::Wait("b".into()));
+        b.send(vec![2, 3, 7]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        assert_eq!(out, [1, 2, 3, 4, 6]);
+        assert_eq!(step, Step::Wait("a".into()));
+        drop(a); // pump a offline: its reader ends
+        let (out, step) = drain(&mut m);
+        assert_eq!(out, [7]);
+        assert_eq!(step, Step::Wait("b".into()));
+        assert_eq!(m.source_ids(), ["b"]);
+    }
+
+    #[tokio::test]
+    async fn equal_ts_is_deduplicated_and_lower_ts_is_disorder() {
+        let mut m = Merger::new(5);
+        let (a, sa) = source("a", 4, m.waker());
+        let (b, sb) = source("b", 4, m.waker());
+        m.add_source(sa);
+        m.add_source(sb);
+        a.send(vec![3, 6, 8, 8]).await.unwrap();
+        b.send(vec![5, 6, 9]).await.unwrap();
+        drop((a, b));
+        let (out, step) = drain(&mut m);
+        assert_eq!(out, [6, 8, 9]);
+        assert_eq!(step, Step::Idle);
+        assert_eq!(m.duplicates(), 3); // 5 (= checkpoint), 6, 8
+        assert_eq!(m.disorder(), 1); // 3
+    }
+
+    #[tokio::test]
+    async fn an_excludable_source_is_skipped_only_when_drained() {
+        let mut m = Merger::new(0);
+        let (a, sa) = source("a", 4, m.waker());
+        let (p, sp) = source("paused", 4, m.waker());
+        m.add_source(sa);
+        m.add_source(sp);
+        p.send(vec![2, 10]).await.unwrap();
+        p.set_excludable(true); // paused, everything up to its maxCommitTS (10) queued
+        a.send(vec![1, 3, 11, 12]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        // 10 is still queued, so 11 waits for nothing but a's next item.
+        assert_eq!(out, [1, 2, 3, 10, 11, 12]);
+        assert_eq!(step, Step::Wait("a".into()));
+        // Back online: required again, the merge waits for it.
+        p.set_excludable(false);
+        a.send(vec![20]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        assert!(out.is_empty());
+        assert_eq!(step, Step::Wait("paused".into()));
+        p.send(vec![15]).await.unwrap();
+        let (out, _) = drain(&mut m);
+        assert_eq!(out, [15]);
+    }
+
+    #[tokio::test]
+    async fn a_required_source_that_stays_silent_blocks_the_merge() {
+        let mut m = Merger::new(0);
+        let (a, sa) = source("a", 4, m.waker());
+        let (_silent, ss) = source::<i64>("silent", 4, m.waker());
+        m.add_source(sa);
+        m.add_source(ss);
+        a.send(vec![1, 2, 3]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        assert!(out.is_empty());
+        assert_eq!(step, Step::Wait("silent".into()));
+    }
+
+    #[tokio::test]
+    async fn wait_returns_when_the_awaited_source_sends_or_a_flag_flips() {
+        let mut m = Merger::new(0);
+        let (a, sa) = source("a", 4, m.waker());
+        m.add_source(sa);
+        assert_eq!(m.next(), Step::Wait("a".into()));
+        let h = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            a.set_excludable(true);
+            a
+        });
+        tokio::time::timeout(std::time::Duration::from_secs(5), m.wait("a")).await.unwrap();
+        let a = h.await.unwrap();
+        assert_eq!(m.next(), Step::Idle);
+        a.set_excludable(false);
+        let h = tokio::spawn(async move {
+            a.send(vec![4]).await.unwrap();
+            a
+        });
+        assert_eq!(m.next(), Step::Wait("a".into()));
+        tokio::time::timeout(std::time::Duration::from_secs(5), m.wait("a")).await.unwrap();
+        let _a = h.await.unwrap();
+        assert_eq!(m.next(), Step::Item(4));
+    }
+
+    proptest! {
+        #[test]
+        fn output_is_the_sorted_dedup_union(
+            streams in proptest::collection::vec(proptest::collection::btree_set(1i64..500, 0..60), 1..6),
+            batch in 1usize..7,
+            start in 0i64..50,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(async {
+                let mut m = Merger::new(start);
+                let mut senders = Vec::new();
+                for (i, _) in streams.iter().enumerate() {
+                    let (tx, rx) = source(format!("s{i}"), 1024, m.waker());
+                    m.add_source(rx);
+                    senders.push(tx);
+                }
+                for (tx, s) in senders.iter().zip(&streams) {
+                    let v: Vec<i64> = s.iter().copied().collect();
+                    for chunk in v.chunks(batch) {
+                        tx.send(chunk.to_vec()).await.unwrap();
+                    }
+                }
+                drop(senders);
+                let (out, step) = drain(&mut m);
+                prop_assert_eq!(step, Step::Idle);
+                let want: std::collections::BTreeSet<i64> =
+                    streams.iter().flatten().copied().filter(|&x| x > start).collect();
+                prop_assert_eq!(out, want.into_iter().collect::<Vec<_>>());
+                Ok(())
+            })?;
+        }
+    }
+}
