@@ -28,17 +28,28 @@ pub(crate) fn pull(
     shared: Arc<Shared>,
     after: i64,
 ) -> impl futures::Stream<Item = Result<Committed, StoreError>> + Send + 'static {
-    let (tx, mut rx) = mpsc::channel(256);
+    // Items travel in batches so a fast catch-up pays one wake-up per batch, not per binlog.
+    let (tx, mut rx) = mpsc::channel::<Vec<Result<Committed, StoreError>>>(8);
     let dir = shared.cfg.dir.clone();
     let spawned = std::thread::Builder::new().name("pump-store-pull".into()).spawn({
         let tx = tx.clone();
         move || Reader::new(shared, after, tx).run()
     });
     if let Err(source) = spawned {
-        let _ = tx.try_send(Err(StoreError::Io { op: "spawn pull thread", path: dir, source }));
+        let _ = tx.try_send(vec![Err(StoreError::Io { op: "spawn pull thread", path: dir, source })]);
     }
     drop(tx);
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    let mut buf = std::collections::VecDeque::new();
+    futures::stream::poll_fn(move |cx| loop {
+        if let Some(item) = buf.pop_front() {
+            return std::task::Poll::Ready(Some(item));
+        }
+        match rx.poll_recv(cx) {
+            std::task::Poll::Ready(Some(batch)) => buf.extend(batch),
+            std::task::Poll::Ready(None) => return std::task::Poll::Ready(None),
+            std::task::Poll::Pending => return std::task::Poll::Pending,
+        }
+    })
 }
 
 /// Where a pull must start so that it sees every Commit or Fake with commit_ts > `after`.
@@ -85,7 +96,9 @@ impl Ord for Pending {
 
 struct Reader {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Result<Committed, StoreError>>,
+    tx: mpsc::Sender<Vec<Result<Committed, StoreError>>>,
+    /// Items emitted but not yet handed to the stream.
+    out: Vec<Result<Committed, StoreError>>,
     after: i64,
     /// Last commit_ts emitted (or the start).
     last: i64,
@@ -101,10 +114,11 @@ struct Reader {
 }
 
 impl Reader {
-    fn new(shared: Arc<Shared>, after: i64, tx: mpsc::Sender<Result<Committed, StoreError>>) -> Reader {
+    fn new(shared: Arc<Shared>, after: i64, tx: mpsc::Sender<Vec<Result<Committed, StoreError>>>) -> Reader {
         Reader {
             shared,
             tx,
+            out: Vec::new(),
             after,
             last: after,
             pos: Loc::default(),
@@ -130,10 +144,11 @@ impl Reader {
         };
         loop {
             if let Err(err) = self.read_until(e) {
-                let _ = self.send(Err(err));
+                self.out.push(Err(err));
+                let _ = self.flush();
                 return;
             }
-            if self.gone || !self.emit_upto(w) {
+            if self.gone || !self.emit_upto(w) || !self.flush() {
                 return;
             }
             let mut st = shared.lock();
@@ -152,18 +167,22 @@ impl Reader {
         }
     }
 
-    /// Hands an item to the stream; false once the stream is gone or the store closed. Never blocks
+    /// Hands the emitted items to the stream; false once the stream is gone or the store closed. Never blocks
     /// forever on a consumer that stopped polling, so a closed store lets its readers go.
-    fn send(&self, mut item: Result<Committed, StoreError>) -> bool {
+    fn flush(&mut self) -> bool {
+        if self.out.is_empty() {
+            return true;
+        }
+        let mut batch = std::mem::take(&mut self.out);
         loop {
-            match self.tx.try_send(item) {
+            match self.tx.try_send(batch) {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 Err(mpsc::error::TrySendError::Full(back)) => {
                     if self.shared.lock().closed {
                         return false;
                     }
-                    item = back;
+                    batch = back;
                     std::thread::sleep(Duration::from_millis(1));
                 }
             }
@@ -178,7 +197,8 @@ impl Reader {
                 continue;
             }
             self.last = p.commit_ts;
-            if !self.send(Ok(p.item)) {
+            self.out.push(Ok(p.item));
+            if self.out.len() >= 256 && !self.flush() {
                 self.gone = true;
                 return false;
             }
