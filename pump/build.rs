@@ -1,4 +1,12 @@
-//! Generates `binlog` (Binlog, Pump, Cistern) from our own .proto files.
+//! Generates `binlog` (Binlog, Pump, Cistern) from our own .proto files, and records the git commit
+//! for `pump -V`.
+use std::process::Command;
+
+fn git(args: &[&str]) -> Option<String> {
+    let out = Command::new("git").args(args).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protos = ["proto/binlog.proto", "proto/pump.proto", "proto/cistern.proto"];
     for p in protos {
@@ -8,5 +16,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_protos(&protos, &["proto"])?;
+
+    let hash = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "None".into());
+    println!("cargo:rustc-env=PUMP_GIT_HASH={hash}");
+    // Re-run when HEAD moves (the HEAD file, and the branch ref it points at).
+    for p in [git(&["rev-parse", "--git-path", "HEAD"]), git(&["rev-parse", "--symbolic-full-name", "HEAD"])
+        .and_then(|r| git(&["rev-parse", "--git-path", &r]))]
+    .into_iter()
+    .flatten()
+    .filter(|p| std::path::Path::new(p).exists())
+    {
+        println!("cargo:rerun-if-changed={p}");
+    }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! - [`node`]: node JSON, states, keys, the etcd [`node::Registry`], node ids.
 //! - [`tso`]: cluster id and the linearizable TSO allocator on a plain etcd.
 //! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
+//! - `server` (feature `server`): the Pump server behind the `pump` binary.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -16,4 +17,6 @@ pub mod etcd;
 pub mod goflags;
 pub mod node;
 pub mod proto;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod tso;

@@ -9,4 +9,8 @@ mod ctl_util;
 mod drainer_cli;
 mod harness_services;
 mod node_registry;
+mod pump_config;
+mod pump_server;
+mod pump_states;
+mod pump_util;
 mod tso_etcd;

@@ -1,0 +1,402 @@
+//! The running pump: its store, its registration in etcd and its state machine, and the background
+//! loops (heartbeat, fake binlogs, GC, disk space).
+//!
+//! # States
+//! `online` at start. `pause` (HTTP, SIGINT, SIGTERM) → `pausing` → `paused`, then the process exits.
+//! `close` (HTTP) → `closing`, wait until every non-offline drainer's `maxCommitTS` reaches our max
+//! commit ts (writing a fake binlog every second so that their merges move on) → `offline`, exit.
+//! An action is accepted only while `online`.
+//!
+//! **Invariant:** etcd writes of our status are serialized (`publish_lock`); once the final state
+//! (`paused`/`offline`) is written, no heartbeat writes again.
+//! **Invariant:** a Prewrite is stored only while `online`; Commits, Rollbacks and fakes are stored in
+//! any state until the process exits, so a transaction whose P was accepted can always finish.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use super::store::{Kind, Record, Store};
+use tokio::sync::watch;
+
+use super::binlogs::{self, WriteKind};
+use super::config::Config;
+use super::metrics::Metrics;
+use crate::node::{NodeKind, NodeState, NodeStatus, Registry};
+use crate::tso::{self, TsoSource};
+
+/// What a `pause`/`close` request or a signal asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// → pausing → paused.
+    Pause,
+    /// → closing → offline.
+    Close,
+}
+
+/// Why a write was refused; the text is what the client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Wrong cluster id.
+    #[error("cluster ID are mismatch, {got} vs {want}")]
+    ClusterId {
+        /// From the request.
+        got: u64,
+        /// Ours.
+        want: u64,
+    },
+    /// The payload is not a `binlog.Binlog`.
+    #[error("unmarshal binlog payload: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// A Prewrite (or probe) while not online.
+    #[error("no online: {0}")]
+    NotOnline(NodeState),
+    /// The disk is (nearly) full.
+    #[error("no available space, available: {available}, StopWriteAtAvailableSpace: {limit}")]
+    NoSpace {
+        /// Free bytes.
+        available: u64,
+        /// `stop-write-at-available-space`.
+        limit: u64,
+    },
+    /// The store refused or failed.
+    #[error("storage: {0}")]
+    Store(String),
+}
+
+/// The pump's shared state (one per process, behind an `Arc`).
+pub struct Core {
+    /// The validated config.
+    pub cfg: Config,
+    /// Our node id.
+    pub node_id: String,
+    /// The cluster id every request must carry.
+    pub cluster_id: u64,
+    /// The etcd registry.
+    pub registry: Registry,
+    /// Where timestamps come from.
+    pub tso: TsoSource,
+    /// The binlog store.
+    pub store: Store,
+    /// Metrics.
+    pub metrics: Metrics,
+    state: Mutex<NodeState>,
+    publish_lock: tokio::sync::Mutex<bool>,
+    last_tso: Mutex<(u64, Instant)>,
+    wrote: AtomicBool,
+    available: AtomicU64,
+    gc_running: AtomicBool,
+    stop_tx: watch::Sender<Option<Stop>>,
+}
+
+impl std::fmt::Debug for Core {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Core({})", self.node_id)
+    }
+}
+
+/// How long GC keeps binlogs beyond `gc`, as upstream (10 minutes).
+pub const GC_SAFE_MARGIN: Duration = Duration::from_secs(600);
+
+impl Core {
+    /// Assembles the core; `first_ts` is a fresh ts from the TSO.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: Config,
+        node_id: String,
+        registry: Registry,
+        tso: TsoSource,
+        store: Store,
+        metrics: Metrics,
+        first_ts: u64,
+    ) -> (Arc<Self>, watch::Receiver<Option<Stop>>) {
+        let (stop_tx, stop_rx) = watch::channel(None);
+        let core = Core {
+            cluster_id: tso.cluster_id(),
+            cfg,
+            node_id,
+            registry,
+            tso,
+            store,
+            metrics,
+            state: Mutex::new(NodeState::Online),
+            publish_lock: tokio::sync::Mutex::new(false),
+            last_tso: Mutex::new((first_ts, Instant::now())),
+            wrote: AtomicBool::new(false),
+            available: AtomicU64::new(u64::MAX),
+            gc_running: AtomicBool::new(false),
+            stop_tx,
+        };
+        (Arc::new(core), stop_rx)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> NodeState {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set_state_mem(&self, s: NodeState) {
+        *self.state.lock().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// An approximate current ts: the last TSO ts plus the wall time since (upstream's `updateTS`).
+    pub fn approx_ts(&self) -> u64 {
+        let (ts, at) = *self.last_tso.lock().unwrap_or_else(|e| e.into_inner());
+        tso::advance(ts, at.elapsed())
+    }
+
+    /// A fresh ts from the TSO (also refreshes the base of [`Core::approx_ts`]).
+    pub async fn fresh_ts(&self) -> Result<u64, tso::TsoError> {
+        let ts = self.tso.get_ts().await?;
+        *self.last_tso.lock().unwrap_or_else(|e| e.into_inner()) = (ts, Instant::now());
+        Ok(ts)
+    }
+
+    /// Our status as registered in etcd.
+    pub fn status(&self) -> NodeStatus {
+        let mut st = NodeStatus::new(&self.node_id, &self.cfg.advertise_addr, self.state());
+        st.max_commit_ts = self.store.max_commit_ts();
+        st.update_ts = self.approx_ts() as i64;
+        st
+    }
+
+    /// Writes our status to etcd (create or update). Returns false if the final state was already
+    /// written and this write was skipped.
+    pub async fn publish(&self) -> Result<bool, crate::node::RegistryError> {
+        let done = self.publish_lock.lock().await;
+        if *done {
+            return Ok(false);
+        }
+        let st = self.status();
+        self.metrics.max_commit_ts.set(tso::physical_ms(st.max_commit_ts.max(0) as u64) as i64);
+        self.registry.update_node(NodeKind::Pump, &st).await?;
+        Ok(true)
+    }
+
+    /// Records `state` and writes it to etcd as the last write of this process.
+    pub async fn publish_final(&self, state: NodeState) -> Result<(), crate::node::RegistryError> {
+        let mut done = self.publish_lock.lock().await;
+        self.set_state_mem(state);
+        let st = self.status();
+        self.registry.update_node(NodeKind::Pump, &st).await?;
+        *done = true;
+        Ok(())
+    }
+
+    /// Moves to `state` and writes it to etcd.
+    pub async fn set_state(&self, state: NodeState) -> Result<(), crate::node::RegistryError> {
+        self.set_state_mem(state);
+        self.publish().await.map(|_| ())
+    }
+
+    /// Asks the pump to pause or close. Accepted only while online; the state moves to pausing or
+    /// closing at once, the rest happens in [`super::run`].
+    pub fn request_stop(&self, stop: Stop) -> Result<(), String> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if *st != NodeState::Online {
+            return Err(format!("node {} is {}, not online; only an online pump can be paused or closed", self.node_id, *st));
+        }
+        *st = match stop {
+            Stop::Pause => NodeState::Pausing,
+            Stop::Close => NodeState::Closing,
+        };
+        drop(st);
+        self.stop_tx.send_replace(Some(stop));
+        Ok(())
+    }
+
+    /// The WriteBinlog path: checks, then a durable append.
+    pub async fn write_binlog(&self, cluster_id: u64, payload: Bytes) -> Result<(), WriteError> {
+        if cluster_id != self.cluster_id {
+            return Err(WriteError::ClusterId { got: cluster_id, want: self.cluster_id });
+        }
+        let b = binlogs::classify(&payload)?;
+        if b.is_prewrite_type {
+            let st = self.state();
+            if st != NodeState::Online {
+                return Err(WriteError::NotOnline(st));
+            }
+        }
+        let kind = match b.kind {
+            WriteKind::Probe => return Ok(()),
+            WriteKind::Prewrite => Kind::Prewrite,
+            WriteKind::Commit => Kind::Commit,
+            WriteKind::Rollback => Kind::Rollback,
+            WriteKind::Fake => Kind::Fake,
+        };
+        if kind != Kind::Fake {
+            let available = self.available.load(Ordering::Relaxed);
+            let limit = self.cfg.storage.stop_write_at_available_space.0;
+            if available <= limit {
+                return Err(WriteError::NoSpace { available, limit });
+            }
+        }
+        self.append(kind, b.start_ts, b.commit_ts, payload).await?;
+        if kind != Kind::Fake {
+            self.wrote.store(true, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn append(&self, kind: Kind, start_ts: i64, commit_ts: i64, payload: Bytes) -> Result<(), WriteError> {
+        let started = Instant::now();
+        let size = payload.len();
+        let res = self.store.append(Record { kind, start_ts, commit_ts, payload }).await;
+        let took = started.elapsed();
+        self.metrics.write_duration.with_label_values(&["single"]).observe(took.as_secs_f64());
+        self.metrics.write_size.with_label_values(&["single"]).observe(size as f64);
+        if took.as_secs_f64() > self.cfg.storage.slow_write_threshold {
+            tracing::warn!(?took, size, start_ts, commit_ts, "slow write");
+        }
+        res.map_err(|e| {
+            self.metrics.storage_errors.with_label_values(&["write_binlog"]).inc();
+            WriteError::Store(e.to_string())
+        })
+    }
+
+    /// Writes a fake binlog with a fresh ts and returns the ts.
+    pub async fn write_fake(&self) -> Result<i64, WriteError> {
+        let ts = self.fresh_ts().await.map_err(|e| WriteError::Store(format!("getting a ts: {e}")))? as i64;
+        self.append(Kind::Fake, ts, ts, Bytes::from(binlogs::fake_binlog(ts))).await?;
+        Ok(ts)
+    }
+
+    /// Every `gen-binlog-interval`: a fake binlog if nothing was written since the last tick.
+    pub async fn fake_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.gen_binlog_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if self.wrote.swap(false, Ordering::Relaxed) {
+                continue;
+            }
+            if let Err(e) = self.write_fake().await {
+                tracing::warn!(error = %e, "writing a fake binlog");
+            }
+        }
+    }
+
+    /// Every `heartbeat-interval`: our status to etcd.
+    pub async fn heartbeat_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(self.cfg.heartbeat_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.publish().await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => tracing::warn!(error = %e, "heartbeat to etcd failed"),
+            }
+        }
+    }
+
+    /// Every second: free and total bytes of the data dir's file system.
+    pub async fn disk_loop(self: Arc<Self>) {
+        loop {
+            self.refresh_disk();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+
+    /// Reads the data dir's file system usage now.
+    pub fn refresh_disk(&self) {
+        match rustix::fs::statvfs(&self.cfg.data_dir) {
+            Ok(s) => {
+                let available = s.f_bavail.saturating_mul(s.f_frsize);
+                let capacity = s.f_blocks.saturating_mul(s.f_frsize);
+                self.available.store(available, Ordering::Relaxed);
+                self.metrics.storage_size.with_label_values(&["available"]).set(available as i64);
+                self.metrics.storage_size.with_label_values(&["capacity"]).set(capacity as i64);
+            }
+            Err(e) => tracing::warn!(error = %e, dir = %self.cfg.data_dir.display(), "statvfs of data-dir"),
+        }
+    }
+
+    /// The GC ts for now: `now - gc`, but never above what every non-offline drainer has consumed.
+    /// Returns `None` when there is nothing to collect.
+    pub async fn gc_target(&self) -> Option<i64> {
+        let keep = self.cfg.gc.0 + GC_SAFE_MARGIN;
+        let by_time = tso::compose(tso::now_ms().saturating_sub(keep.as_millis() as u64), 0) as i64;
+        let drainers = match self.registry.list(NodeKind::Drainer).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "GC: listing drainers failed; skipping this round");
+                return None;
+            }
+        };
+        let consumed = drainers.iter().filter(|d| d.state != NodeState::Offline).map(|d| d.max_commit_ts).min();
+        let target = consumed.map_or(by_time, |c| c.min(by_time));
+        (target > self.store.gc_ts() && self.store.max_commit_ts() > target).then_some(target)
+    }
+
+    /// One GC round; false if a round is already running.
+    pub async fn gc_once(self: &Arc<Self>) -> bool {
+        if self.gc_running.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Some(ts) = me.gc_target().await {
+                me.metrics.gc_ts.set(tso::physical_ms(ts as u64) as i64);
+                tracing::info!(gc_ts = ts, "GC");
+                let store_me = me.clone();
+                let res = tokio::task::spawn_blocking(move || store_me.store.gc(ts)).await;
+                match res {
+                    Ok(Ok(_)) => me.metrics.done_gc_ts.set(tso::physical_ms(ts as u64) as i64),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "GC failed"),
+                    Err(e) => tracing::warn!(error = %e, "GC task failed"),
+                }
+            }
+            me.gc_running.store(false, Ordering::Release);
+        });
+        true
+    }
+
+    /// Every hour: a GC round.
+    pub async fn gc_loop(self: Arc<Self>) {
+        loop {
+            self.gc_once().await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+        }
+    }
+
+    /// Closing: waits until every non-offline drainer has consumed everything we stored, writing a
+    /// fake binlog every second so that their merges (and checkpoints) move past our last binlog.
+    pub async fn wait_safe_to_offline(&self) {
+        let target = loop {
+            match self.write_fake().await {
+                Ok(ts) => break ts.max(self.store.max_commit_ts()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "closing: writing a fake binlog failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        };
+        while self.store.max_commit_ts() < target {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracing::info!(target, "closing: waiting for every non-offline drainer to reach our max commit ts");
+        loop {
+            match self.registry.list(NodeKind::Drainer).await {
+                Ok(drainers) => {
+                    let behind: Vec<_> = drainers
+                        .iter()
+                        .filter(|d| d.state != NodeState::Offline && d.max_commit_ts < target)
+                        .map(|d| format!("{} ({}, at {})", d.node_id, d.state, d.max_commit_ts))
+                        .collect();
+                    if behind.is_empty() {
+                        return;
+                    }
+                    tracing::info!(?behind, target, "closing: drainers still behind");
+                }
+                Err(e) => tracing::warn!(error = %e, "closing: listing drainers failed"),
+            }
+            if let Err(e) = self.write_fake().await {
+                tracing::warn!(error = %e, "closing: writing a fake binlog failed");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The Pump server (feature `server`): config and flags, the gRPC `binlog.Pump` service and the HTTP
+//! API on one port, the etcd registration and state machine, fake binlogs, GC and metrics.
+//!
+//! # Layout
+//! - [`config`]: pump.toml keys and defaults, strict parsing.
+//! - [`flags`]: the command line (Go-style flags, `PUMP_*` environment).
+//! - [`binlogs`]: classifying written binlogs, fake binlogs, joining C with P.
+//! - [`metrics`]: Prometheus metrics with upstream's names.
+//! - [`core`]: the running pump: store, registration, states, heartbeat, fake binlogs, GC.
+//! - [`grpc`]: `binlog.Pump` (WriteBinlog, PullBinlogs).
+//! - [`http`]: the HTTP API.
+//! - [`serve`]: one port for both (content-type dispatch, TLS), and the unix socket.
+//! - [`tls`]: the rustls server config and `cert-allowed-cn`.
+//! - [`notify`]: `Cistern.Notify` to online drainers at start.
+//! - [`logging`]: tracing setup.
+
+pub mod binlogs;
+pub mod config;
+pub mod core;
+pub mod flags;
+pub mod grpc;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod notify;
+pub mod serve;
+pub mod store;
+pub mod tls;
+
+/// The release version printed by `-V`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The git commit the binary was built from (`None` outside a git checkout).
+pub const GIT_HASH: &str = env!("PUMP_GIT_HASH");
+
+/// The text `-V` prints.
+pub fn version_text() -> String {
+    format!("Release Version: v{VERSION}\nGit Commit Hash: {GIT_HASH}\nBuild With: Rust (tidb-binlog-rs pump)\n")
+}
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::{TcpListener, UnixListener};
+
+use self::config::Config;
+use self::core::{Core, Stop};
+use crate::etcd::EtcdConfig;
+use crate::node::{NodeKind, NodeState, Registry};
+use crate::proto::pump_server::PumpServer;
+use crate::tso::TsoSource;
+
+fn opt_path(s: &str) -> Option<std::path::PathBuf> {
+    (!s.is_empty()).then(|| s.into())
+}
+
+/// The etcd connection settings for `cfg` (TLS from `[security]`).
+pub fn etcd_config(cfg: &Config) -> Result<EtcdConfig, crate::etcd::ConnectError> {
+    Ok(EtcdConfig {
+        endpoints: crate::etcd::parse_pd_urls(&cfg.pd_urls)?,
+        ssl_ca: opt_path(&cfg.security.ssl_ca),
+        ssl_cert: opt_path(&cfg.security.ssl_cert),
+        ssl_key: opt_path(&cfg.security.ssl_key),
+        connect_timeout: Some(Duration::from_secs(5)),
+        request_timeout: Some(Duration::from_secs(10)),
+    })
+}
+
+/// The store settings for `cfg`.
+pub fn store_config(cfg: &Config) -> store::StoreConfig {
+    store::StoreConfig {
+        dir: cfg.data_dir.clone(),
+        sync_log: cfg.storage.sync_log,
+        stop_write_at_available_space: cfg.storage.stop_write_at_available_space.0,
+        ..store::StoreConfig::default()
+    }
+}
+
+async fn signal() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return "SIGINT";
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    }
+}
+
+/// Runs the pump until it is paused or closed (by HTTP or a signal); returns after writing its final
+/// state to etcd.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    tracing::info!(version = VERSION, git = GIT_HASH, ?cfg, "pump starting");
+    std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data-dir {}", cfg.data_dir.display()))?;
+    let node_id = crate::node::pump_node_id(&cfg.data_dir, Some(&cfg.node_id), &cfg.addr)?;
+
+    let client = crate::etcd::connect(&etcd_config(&cfg)?).await?;
+    let tso = TsoSource::connect(client.clone(), &cfg.pd_urls).await?;
+    let registry = Registry::new(client);
+    let first_ts = tso.get_ts().await.context("getting a ts from the TSO")?;
+    let store = store::Store::open(store_config(&cfg))
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
+    let metrics = metrics::Metrics::new().context("registering metrics")?;
+
+    let listener = TcpListener::bind(&cfg.addr).await.with_context(|| format!("listening on addr {}", cfg.addr))?;
+    let tls = if cfg.security.enabled() {
+        Some(serve::Tls {
+            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(&cfg.security)?),
+            allowed_cn: Arc::new(cfg.security.cert_allowed_cn.clone()),
+        })
+    } else {
+        None
+    };
+    let max_msg = usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX);
+    let (core, mut stop_rx) = Core::new(cfg, node_id.clone(), registry.clone(), tso, store, metrics, first_ts);
+    core.refresh_disk();
+
+    let pump_svc = PumpServer::new(grpc::PumpService::new(core.clone()))
+        .max_decoding_message_size(max_msg)
+        .max_encoding_message_size(usize::MAX);
+    let app = serve::App {
+        grpc: tonic::service::Routes::new(pump_svc).into_axum_router(),
+        http: http::router(core.clone()),
+    };
+    let mut tasks = vec![tokio::spawn(serve::serve_tcp(listener, tls, app.clone()))];
+    if !core.cfg.socket.is_empty() {
+        let path = std::path::Path::new(&core.cfg.socket);
+        if path.exists() {
+            let _ = std::fs::remove_file(path);
+        }
+        let ul = UnixListener::bind(path).with_context(|| format!("listening on socket {}", path.display()))?;
+        tasks.push(tokio::spawn(serve::serve_unix(ul, app)));
+    }
+
+    let prev = registry.get(NodeKind::Pump, &node_id).await?.map(|s| s.state);
+    core.publish().await.context("registering in etcd")?;
+    tracing::info!(node_id, previous = ?prev, addr = %core.cfg.addr, advertise = %core.cfg.advertise_addr, "pump online");
+    if prev.is_none_or(|s| s == NodeState::Offline) {
+        tokio::spawn(notify::notify_drainers(core.clone()));
+    }
+    let heartbeat = tokio::spawn(core.clone().heartbeat_loop());
+    tasks.push(tokio::spawn(core.clone().fake_loop()));
+    tasks.push(tokio::spawn(core.clone().gc_loop()));
+    tasks.push(tokio::spawn(core.clone().disk_loop()));
+
+    tokio::select! {
+        sig = signal() => {
+            tracing::info!(signal = sig, "got a signal; pausing");
+            if let Err(e) = core.request_stop(Stop::Pause) {
+                tracing::info!("{e}");
+            }
+        }
+        _ = stop_rx.wait_for(Option::is_some) => {}
+    }
+    let stop = stop_rx.borrow().unwrap_or(Stop::Pause);
+    if let Err(e) = core.publish().await {
+        tracing::warn!(error = %e, state = %core.state(), "recording the state in etcd");
+    }
+    let end = match stop {
+        Stop::Pause => NodeState::Paused,
+        Stop::Close => {
+            tokio::select! {
+                _ = core.wait_safe_to_offline() => NodeState::Offline,
+                sig = signal() => {
+                    tracing::warn!(signal = sig, "signal while closing: stopping as paused, not offline");
+                    NodeState::Paused
+                }
+            }
+        }
+    };
+    for t in &tasks {
+        t.abort();
+    }
+    core.publish_final(end).await.with_context(|| format!("recording state {end} in etcd"))?;
+    heartbeat.abort();
+    tracing::info!(state = %end, "pump stopped");
+    Ok(())
+}
