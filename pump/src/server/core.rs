@@ -13,6 +13,7 @@
 //! any state until the process exits, so a transaction whose P was accepted can always finish.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -52,16 +53,8 @@ pub enum WriteError {
     /// A Prewrite (or probe) while not online.
     #[error("no online: {0}")]
     NotOnline(NodeState),
-    /// The disk is (nearly) full.
-    #[error("no available space, available: {available}, StopWriteAtAvailableSpace: {limit}")]
-    NoSpace {
-        /// Free bytes.
-        available: u64,
-        /// `stop-write-at-available-space`.
-        limit: u64,
-    },
-    /// The store refused or failed.
-    #[error("storage: {0}")]
+    /// The store refused (e.g. `no available space, ...` below `stop-write-at-available-space`) or failed.
+    #[error("{0}")]
     Store(String),
 }
 
@@ -85,8 +78,9 @@ pub struct Core {
     publish_lock: tokio::sync::Mutex<bool>,
     last_tso: Mutex<(u64, Instant)>,
     wrote: AtomicBool,
-    available: AtomicU64,
     gc_running: AtomicBool,
+    seen_loss: AtomicU64,
+    seen_write_errors: AtomicU64,
     stop_tx: watch::Sender<Option<Stop>>,
 }
 
@@ -95,9 +89,6 @@ impl std::fmt::Debug for Core {
         write!(f, "Core({})", self.node_id)
     }
 }
-
-/// How long GC keeps binlogs beyond `gc`, as upstream (10 minutes).
-pub const GC_SAFE_MARGIN: Duration = Duration::from_secs(600);
 
 impl Core {
     /// Assembles the core; `first_ts` is a fresh ts from the TSO.
@@ -124,8 +115,9 @@ impl Core {
             publish_lock: tokio::sync::Mutex::new(false),
             last_tso: Mutex::new((first_ts, Instant::now())),
             wrote: AtomicBool::new(false),
-            available: AtomicU64::new(u64::MAX),
             gc_running: AtomicBool::new(false),
+            seen_loss: AtomicU64::new(0),
+            seen_write_errors: AtomicU64::new(0),
             stop_tx,
         };
         (Arc::new(core), stop_rx)
@@ -225,13 +217,6 @@ impl Core {
             WriteKind::Rollback => Kind::Rollback,
             WriteKind::Fake => Kind::Fake,
         };
-        if kind != Kind::Fake {
-            let available = self.available.load(Ordering::Relaxed);
-            let limit = self.cfg.storage.stop_write_at_available_space.0;
-            if available <= limit {
-                return Err(WriteError::NoSpace { available, limit });
-            }
-        }
         self.append(kind, b.start_ts, b.commit_ts, payload).await?;
         if kind != Kind::Fake {
             self.wrote.store(true, Ordering::Relaxed);
@@ -292,32 +277,40 @@ impl Core {
         }
     }
 
-    /// Every second: free and total bytes of the data dir's file system.
-    pub async fn disk_loop(self: Arc<Self>) {
+    /// Every second: storage gauges and counters from the store and the file system.
+    pub async fn metrics_loop(self: Arc<Self>) {
         loop {
-            self.refresh_disk();
+            self.refresh_metrics();
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 
-    /// Reads the data dir's file system usage now.
-    pub fn refresh_disk(&self) {
+    /// Copies the store's stats and the data dir's file system usage into the metrics.
+    pub fn refresh_metrics(&self) {
+        let st = self.store.stats();
+        let m = &self.metrics;
+        m.max_commit_ts.set(tso::physical_ms(st.max_commit_ts.max(0) as u64) as i64);
+        m.done_gc_ts.set(tso::physical_ms(st.gc_ts.max(0) as u64) as i64);
+        let seen = self.seen_loss.swap(st.loss_count, Ordering::Relaxed);
+        m.loss_binlog.inc_by(st.loss_count.saturating_sub(seen));
+        let seen = self.seen_write_errors.swap(st.write_errors, Ordering::Relaxed);
+        m.storage_errors.with_label_values(&["write_binlog_batch"]).inc_by(st.write_errors.saturating_sub(seen));
         match rustix::fs::statvfs(&self.cfg.data_dir) {
             Ok(s) => {
                 let available = s.f_bavail.saturating_mul(s.f_frsize);
                 let capacity = s.f_blocks.saturating_mul(s.f_frsize);
-                self.available.store(available, Ordering::Relaxed);
-                self.metrics.storage_size.with_label_values(&["available"]).set(available as i64);
-                self.metrics.storage_size.with_label_values(&["capacity"]).set(capacity as i64);
+                m.storage_size.with_label_values(&["available"]).set(available as i64);
+                m.storage_size.with_label_values(&["capacity"]).set(capacity as i64);
             }
             Err(e) => tracing::warn!(error = %e, dir = %self.cfg.data_dir.display(), "statvfs of data-dir"),
         }
     }
 
     /// The GC ts for now: `now - gc`, but never above what every non-offline drainer has consumed.
-    /// Returns `None` when there is nothing to collect.
+    /// Returns `None` when there is nothing to collect. (The store keeps a further
+    /// `max_txn_timeout`, 10 minutes, below it, as upstream.)
     pub async fn gc_target(&self) -> Option<i64> {
-        let keep = self.cfg.gc.0 + GC_SAFE_MARGIN;
+        let keep = self.cfg.gc.0;
         let by_time = tso::compose(tso::now_ms().saturating_sub(keep.as_millis() as u64), 0) as i64;
         let drainers = match self.registry.list(NodeKind::Drainer).await {
             Ok(d) => d,
@@ -341,12 +334,9 @@ impl Core {
             if let Some(ts) = me.gc_target().await {
                 me.metrics.gc_ts.set(tso::physical_ms(ts as u64) as i64);
                 tracing::info!(gc_ts = ts, "GC");
-                let store_me = me.clone();
-                let res = tokio::task::spawn_blocking(move || store_me.store.gc(ts)).await;
-                match res {
-                    Ok(Ok(_)) => me.metrics.done_gc_ts.set(tso::physical_ms(ts as u64) as i64),
-                    Ok(Err(e)) => tracing::warn!(error = %e, "GC failed"),
-                    Err(e) => tracing::warn!(error = %e, "GC task failed"),
+                let store = me.store.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || store.gc(ts)).await {
+                    tracing::warn!(error = %e, "GC task failed");
                 }
             }
             me.gc_running.store(false, Ordering::Release);

@@ -106,7 +106,7 @@ async fn debug_binlog(State(core): State<Arc<Core>>, Path(ts): Path<String>) -> 
         return (StatusCode::BAD_REQUEST, format!("invalid ts {ts:?}\n")).into_response();
     };
     let item = match core.store.get(ts) {
-        Ok(Some(b)) => b,
+        Ok(Some(r)) => r.payload,
         Ok(None) => return (StatusCode::NOT_FOUND, format!("no binlog stored under ts {ts}\n")).into_response(),
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, format!("reading ts {ts}: {e}\n")).into_response(),
     };

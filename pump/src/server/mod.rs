@@ -66,10 +66,13 @@ pub fn etcd_config(cfg: &Config) -> Result<EtcdConfig, crate::etcd::ConnectError
     })
 }
 
+/// The store's folder inside `data-dir` (beside `.node`).
+pub const STORE_DIR: &str = "store";
+
 /// The store settings for `cfg`.
 pub fn store_config(cfg: &Config) -> store::StoreConfig {
     store::StoreConfig {
-        dir: cfg.data_dir.clone(),
+        dir: cfg.data_dir.join(STORE_DIR),
         sync_log: cfg.storage.sync_log,
         stop_write_at_available_space: cfg.storage.stop_write_at_available_space.0,
         ..store::StoreConfig::default()
@@ -117,7 +120,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let max_msg = usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX);
     let (core, mut stop_rx) = Core::new(cfg, node_id.clone(), registry.clone(), tso, store, metrics, first_ts);
-    core.refresh_disk();
+    core.refresh_metrics();
 
     let pump_svc = PumpServer::new(grpc::PumpService::new(core.clone()))
         .max_decoding_message_size(max_msg)
@@ -145,7 +148,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let heartbeat = tokio::spawn(core.clone().heartbeat_loop());
     tasks.push(tokio::spawn(core.clone().fake_loop()));
     tasks.push(tokio::spawn(core.clone().gc_loop()));
-    tasks.push(tokio::spawn(core.clone().disk_loop()));
+    tasks.push(tokio::spawn(core.clone().metrics_loop()));
 
     tokio::select! {
         sig = signal() => {
@@ -175,6 +178,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     for t in &tasks {
         t.abort();
     }
+    core.store.clone().close().await;
     core.publish_final(end).await.with_context(|| format!("recording state {end} in etcd"))?;
     heartbeat.abort();
     tracing::info!(state = %end, "pump stopped");

@@ -6,7 +6,7 @@ use std::time::Duration;
 use pump::node::{NodeKind, NodeState, NodeStatus};
 
 use crate::ctl_util::Env;
-use crate::pump_util::{cluster_id, commit, http, prewrite, start_pump, start_pump_on, tso, wait_state, write};
+use crate::pump_util::{cluster_id, commit, http, prewrite, pull_until, start_pump, start_pump_on, tso, wait_state, write};
 
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
@@ -49,12 +49,16 @@ fn binlogctl_pause_then_restart_keeps_id_and_data_then_offline() {
     assert_eq!(paused.state, NodeState::Paused);
     assert!(paused.max_commit_ts >= commit_ts, "{paused:?}");
 
-    // Restart with a different -node-id: the id pinned in <data-dir>/.node wins.
+    // Restart with a different -node-id: the id pinned in <data-dir>/.node wins; the binlog is still there.
     let mut pump = start_pump_on(&url, &dir, port, &["-node-id", "pump-b"]);
     assert_eq!(pump.node_id, "pump-a");
     assert_eq!(env.node(NodeKind::Pump, "pump-a").state, NodeState::Online);
-    // TODO(pump-store): with the durable store the binlog written before the pause is pulled back here.
-    let _ = (cid, start);
+    rt.block_on(async {
+        let mut c = pump.client().await;
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == commit_ts)).await;
+        let b = got.iter().find(|b| b.commit_ts() == commit_ts).unwrap();
+        assert_eq!((b.start_ts(), b.prewrite_value()), (start, &b"kept"[..]));
+    });
 
     // A non-offline drainer that has not consumed our binlogs holds the pump in closing.
     let mut drainer = NodeStatus::new("d1", "127.0.0.1:1", NodeState::Online);
