@@ -30,6 +30,12 @@ pub fn start_pump(etcd_url: &str, data_dir: &Path, extra: &[&str]) -> PumpNode {
 pub fn start_pump_on(etcd_url: &str, data_dir: &Path, port: u16, extra: &[&str]) -> PumpNode {
     let addr = format!("127.0.0.1:{port}");
     let mut cmd = Command::new(our_binary("pump"));
+    if !extra.contains(&"-config") {
+        // Tests must not depend on the machine's free disk: stop writing only below 1 MiB.
+        let cfg = data_dir.with_extension("toml");
+        std::fs::write(&cfg, "[storage]\nstop-write-at-available-space = \"1 MiB\"\n").unwrap();
+        cmd.arg("-config").arg(cfg);
+    }
     cmd.args(["-addr", &addr, "-pd-urls", etcd_url, "-heartbeat-interval", "1", "-fake-binlog-interval", "1"])
         .arg("-data-dir")
         .arg(data_dir)
