@@ -7,6 +7,7 @@ mod ctl_status;
 mod ctl_tls;
 mod ctl_util;
 mod drainer_cli;
+mod fault;
 mod harness_services;
 mod node_registry;
 mod pump_config;
