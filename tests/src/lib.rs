@@ -228,9 +228,13 @@ impl MariaDb {
     pub fn start(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let install = find_binary("mariadb-install-db", &[PathBuf::from("/usr/bin")])?;
+        // Each instance gets its own tmpdir: many servers start at once in tests, and a shared /tmp
+        // made bootstraps fail on each other's temp tables.
+        std::fs::create_dir_all(dir.join("tmp"))?;
         let out = Command::new(install)
             .args(["--no-defaults", "--user=root", "--auth-root-authentication-method=normal"])
             .args(["--skip-test-db", "--innodb-log-file-size=8M"])
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--datadir={}", dir.join("data").display()))
             .output()
             .context("running mariadb-install-db")?;
@@ -250,6 +254,7 @@ impl MariaDb {
         cmd.args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--innodb-log-file-size=8M"])
             .arg(format!("--datadir={}", dir.join("data").display()))
             .arg(format!("--socket={}", dir.join("s.sock").display()))
+            .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg(format!("--log-error={}", dir.join("err.log").display()))
             .arg(format!("--port={port}"));
