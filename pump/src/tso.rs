@@ -34,8 +34,9 @@ pub const PD_CLUSTER_ID_KEY: &str = "/pd/cluster_id";
 pub const LOGICAL_BITS: u32 = 18;
 /// Most requests served by one allocation round.
 pub const MAX_BATCH: usize = 1 << 14;
-/// CAS attempts per round before giving up (only under heavy contention from other processes).
-const MAX_CAS_ATTEMPTS: usize = 64;
+/// CAS attempts per round before giving up (only under heavy contention from other processes). Losers
+/// back off for a random, growing time (up to 32 ms), so 256 attempts span seconds, not microseconds.
+const MAX_CAS_ATTEMPTS: usize = 256;
 
 /// Makes a ts from a physical time in ms and a logical counter (`oracle.ComposeTS`).
 pub fn compose(physical_ms: u64, logical: u64) -> u64 {
@@ -243,7 +244,12 @@ fn parse_value(v: &[u8]) -> Result<u64, TsoError> {
 /// One round: allocates `n` consecutive ts and returns the first.
 async fn allocate(client: &Client, seen: &mut Option<Seen>, n: u64) -> Result<u64, TsoError> {
     let mut kv = client.kv_client();
-    for _ in 0..MAX_CAS_ATTEMPTS {
+    for attempt in 0..MAX_CAS_ATTEMPTS {
+        if attempt > 0 {
+            // Processes that lost the same race would otherwise retry in lockstep and lose again.
+            let cap_us = 500u64 << attempt.min(6);
+            tokio::time::sleep(Duration::from_micros(rand::random_range(0..cap_us))).await;
+        }
         let cur = match *seen {
             Some(s) => s,
             None => {
