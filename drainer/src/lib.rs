@@ -11,10 +11,15 @@
 //! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
 //! - [`pumps`]: pump discovery (the collector) and one reader per pump.
 //! - [`metrics`]: Prometheus metrics with upstream's names.
+//! - [`binlogfile`]: the file sink's on-disk records (framing, file names), shared with Reparo.
+//! - [`consumer`]: reads the Kafka sink's topic back as whole transactions.
+//! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod binlogfile;
 pub mod checkpoint;
+pub mod consumer;
 pub mod config;
 pub mod filter;
 pub mod flags;
@@ -22,5 +27,6 @@ pub mod merge;
 pub mod metrics;
 pub mod pumps;
 pub mod proto;
+pub mod reparo;
 pub mod sink;
 pub mod txn;

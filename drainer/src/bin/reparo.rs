@@ -1,5 +1,81 @@
-//! The `reparo` binary.
-fn main() {
-    eprintln!("reparo: not built yet");
-    std::process::exit(2);
+//! `reparo`: replays the drainer's file-sink output into MySQL/TiDB (`-dest-type mysql`) or prints it.
+//! Flags are upstream's (single- or double-dash, `Reparo_` environment variables); see
+//! `drainer::reparo::config`.
+#![forbid(unsafe_code)]
+
+use std::process::ExitCode;
+
+use drainer::reparo::{self, Config, DestType, Flags};
+
+fn main() -> ExitCode {
+    let flags = match Flags::parse_from_args(std::env::args_os()) {
+        Ok(f) => f,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if flags.version {
+        println!("Release Version: {}", env!("CARGO_PKG_VERSION"));
+        println!("Binary: reparo (tidb-binlog-rs)");
+        return ExitCode::SUCCESS;
+    }
+    let cfg = match Config::resolve(flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("reparo: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_log(&cfg) {
+        eprintln!("reparo: error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("reparo: error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(&cfg)) {
+        Ok(s) => {
+            tracing::info!(files = s.files, records = s.records, applied = s.applied, last_ts = s.last_ts, "reparo: done");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("reparo: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_log(cfg: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
+        .map_err(|e| anyhow::anyhow!("bad log-level {:?}: {e}", cfg.log_level))?;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
+    match &cfg.log_file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| anyhow::anyhow!("opening log-file {}: {e}", path.display()))?;
+            builder.with_writer(std::sync::Mutex::new(f)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+async fn run(cfg: &Config) -> anyhow::Result<reparo::Summary> {
+    Ok(match cfg.dest_type {
+        DestType::Print => {
+            let mut dest = reparo::print::PrintSink::new(std::io::BufWriter::new(std::io::stdout()));
+            reparo::replay(cfg, &mut dest).await?
+        }
+        DestType::Memory => reparo::replay(cfg, &mut reparo::print::MemorySink::default()).await?,
+        DestType::Mysql => anyhow::bail!("dest-type mysql: the MySQL loader is not built yet; use -dest-type print"),
+    })
 }

@@ -15,6 +15,9 @@ use std::sync::Arc;
 
 use crate::txn::Item;
 
+pub mod file;
+pub mod kafka;
+
 /// A failure inside a sink.
 #[derive(Debug, thiserror::Error)]
 #[error("{sink} sink: {source}")]
