@@ -9,6 +9,7 @@
 //! - [`tso`]: cluster id and the linearizable TSO allocator on a plain etcd.
 //! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
 //! - `server` (feature `server`): the Pump server behind the `pump` binary.
+//! - [`tidb`]: TiDB's datum codec, old row format, DECIMAL/time/JSON encodings and schema JSON models.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -19,4 +20,5 @@ pub mod node;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod server;
+pub mod tidb;
 pub mod tso;
