@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+pub mod standin;
+
 /// One side-by-side comparison, printed as the JSON line fixed in `shared/spec/extensions.md`.
 #[derive(Debug, Serialize)]
 pub struct Comparison {

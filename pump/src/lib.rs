@@ -9,10 +9,12 @@
 //! - [`tso`]: cluster id and the linearizable TSO allocator on a plain etcd.
 //! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
 //! - `server` (feature `server`): the Pump server behind the `pump` binary.
+//! - [`client`]: the pump client TiDB embeds (discovery, range/hash, P and C to one pump, fail-over, probes).
 //! - [`tidb`]: TiDB's datum codec, old row format, DECIMAL/time/JSON encodings and schema JSON models.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod client;
 pub mod encrypt;
 pub mod etcd;
 pub mod goflags;

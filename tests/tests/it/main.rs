@@ -1,5 +1,6 @@
 //! One test binary for all process-level tests; modules are named `area_behaviour`.
 
+mod client_pumps;
 mod ctl_diff;
 mod ctl_meta;
 mod ctl_nodes;
@@ -17,4 +18,5 @@ mod pump_states;
 mod pump_util;
 mod reparo_files;
 mod sink_items;
+mod standin_pumps;
 mod tso_etcd;
