@@ -39,7 +39,7 @@ use pump::client::{ClientConfig, PumpsClient, WriteOutcome};
 use pump::node::Registry;
 use pump::proto::{Binlog, BinlogType, MutationType, PrewriteValue, TableMutation};
 use pump::tidb::codec::{Datum, Handle, record_key};
-use pump::tidb::model::{EXTRA_HANDLE_ID, Job, TableInfo, flag, tp};
+use pump::tidb::model::{EXTRA_HANDLE_ID, Job, TableInfo, action, flag, schema_state, tp};
 use pump::tidb::row::{encode_insert_row, encode_row, encode_update_row};
 use pump::tidb::value::{Value, flatten, is_string_type};
 use pump::tso::TsoSource;
@@ -179,6 +179,8 @@ pub struct Summary {
     pub binlogs: u64,
     /// DDL jobs run.
     pub ddl_jobs: u64,
+    /// DDL transactions sent (jobs, plus DROP COLUMN's DeleteOnly binlog).
+    pub ddl_binlogs: u64,
     /// Errors: failed binlog writes, failed commits, failed DDL.
     pub errors: u64,
     /// C-binlogs that could not be written (the transaction is committed upstream).
@@ -202,6 +204,7 @@ struct Counters {
     deleted: AtomicU64,
     binlogs: AtomicU64,
     ddl: AtomicU64,
+    ddl_binlogs: AtomicU64,
     errors: AtomicU64,
     c_failures: AtomicU64,
     pumps: Mutex<BTreeMap<String, u64>>,
@@ -403,6 +406,7 @@ pub async fn run(cfg: Config) -> Result<(Summary, Option<tokio::task::JoinHandle
         rows_deleted: c.deleted.load(Ordering::Relaxed),
         binlogs: c.binlogs.load(Ordering::Relaxed),
         ddl_jobs: c.ddl.load(Ordering::Relaxed),
+        ddl_binlogs: c.ddl_binlogs.load(Ordering::Relaxed),
         errors: c.errors.load(Ordering::Relaxed),
         commit_binlog_failures: c.c_failures.load(Ordering::Relaxed),
         elapsed_secs: elapsed.as_secs_f64(),
@@ -591,7 +595,7 @@ async fn worker(ctx: Arc<Ctx>, mut rng: SmallRng, base_txns: u64) {
                 }
             };
             if let Some(step) = step {
-                run_ddl_step(&ctx, step).await;
+                run_ddl_step(&ctx, step - 1).await;
             }
         }
     }
@@ -1041,14 +1045,9 @@ async fn run_ddl_step(ctx: &Arc<Ctx>, step: u64) {
     }
 }
 
-/// Runs one DDL alone: plans the job, executes it upstream, writes the DDL binlog, records the job.
-async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
-    let _excl = ctx.ddl_lock.write().await;
-    let start_ts = ctx.tso.get_ts().await?;
-    let mut job = ctx.catalog.write().map_err(|_| anyhow!("catalog poisoned"))?.plan(&op, start_ts)?;
-    let mut conn = ctx.pool.get_conn().await?;
-    conn.query_drop(job.query.as_str()).await.with_context(|| format!("upstream DDL {:?}", job.query))?;
-    let p = Binlog {
+/// The P-binlog of a DDL transaction: no rows, the job id, its query and schema state.
+fn ddl_binlog(job: &Job, start_ts: u64, state: u8) -> Binlog {
+    Binlog {
         tp: Some(BinlogType::Prewrite as i32),
         start_ts: Some(start_ts as i64),
         commit_ts: Some(0),
@@ -1057,8 +1056,29 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
         prewrite_value: None,
         ddl_query: Some(job.query.clone().into_bytes()),
         ddl_job_id: Some(job.id),
-        ddl_schema_state: Some(i32::from(job.schema_state)),
-    };
+        ddl_schema_state: Some(i32::from(state)),
+    }
+}
+
+/// Runs one DDL alone: plans the job, executes it upstream, writes the DDL binlog, records the job.
+async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
+    let _excl = ctx.ddl_lock.write().await;
+    let start_ts = ctx.tso.get_ts().await?;
+    let mut job = ctx.catalog.write().map_err(|_| anyhow!("catalog poisoned"))?.plan(&op, start_ts)?;
+    if job.job_type == action::DROP_COLUMN {
+        // TiDB also writes a binlog when the dropped column reaches DeleteOnly (drainer then knows
+        // that rows may lack the column until the job is done).
+        let ts = ctx.tso.get_ts().await?;
+        let pre = ddl_binlog(&job, ts, schema_state::DELETE_ONLY);
+        let out = ctx.client.write_binlog(&pre).await.with_context(|| format!("DeleteOnly binlog of job {}", job.id))?;
+        ctx.counters.wrote(&out);
+        ctx.counters.ddl_binlogs.fetch_add(1, Ordering::Relaxed);
+        let cts = ctx.tso.get_ts().await?;
+        spawn_commit(ctx, pre, cts, out).await;
+    }
+    let mut conn = ctx.pool.get_conn().await?;
+    conn.query_drop(job.query.as_str()).await.with_context(|| format!("upstream DDL {:?}", job.query))?;
+    let p = ddl_binlog(&job, start_ts, job.schema_state);
     let out = ctx.client.write_binlog(&p).await.with_context(|| format!("DDL binlog of job {}", job.id));
     let out = match out {
         Ok(o) => o,
@@ -1069,6 +1089,7 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
         }
     };
     ctx.counters.wrote(&out);
+    ctx.counters.ddl_binlogs.fetch_add(1, Ordering::Relaxed);
     let commit_ts = ctx.tso.get_ts().await?;
     if let Some(info) = job.binlog.as_mut() {
         info.finished_ts = commit_ts;

@@ -11,6 +11,7 @@
 //! - [`decimal`]: [`Decimal`] and MySQL `decimal2bin`/`bin2decimal`.
 //! - [`time`]: packed DATE/DATETIME/TIMESTAMP ([`Time`]) and TIME durations.
 //! - [`json`]: TiDB binary JSON ([`Json`]) to and from `serde_json` and TiDB's text rendering.
+//! - [`mutation`]: a `TableMutation` decoded into row changes with a `TableInfo`, as drainer does.
 //! - [`model`]: the JSON models and the MySQL type, flag, action and state numbers.
 //!
 //! Every decoder takes untrusted bytes: malformed input is a [`CodecError`] naming the offset and the
@@ -20,6 +21,7 @@ pub mod codec;
 pub mod decimal;
 pub mod json;
 pub mod model;
+pub mod mutation;
 pub mod row;
 pub mod time;
 pub mod value;

@@ -3,7 +3,7 @@
 //! replaying the binlogs in commit-ts order gives exactly the upstream's final rows; the status API
 //! serves the DDL history and schemas as TiDB does.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::process::Stdio;
 use std::time::Duration;
@@ -11,10 +11,9 @@ use std::time::Duration;
 use mysql_async::prelude::Queryable;
 use prost::Message;
 use pump::node::Registry;
-use pump::proto::{Binlog, BinlogType, MutationType, PrewriteValue};
-use pump::tidb::codec::Datum;
+use pump::proto::{Binlog, BinlogType, PrewriteValue};
 use pump::tidb::model::{Job, TableInfo, tp};
-use pump::tidb::row::{decode_insert_row, decode_row, decode_update_row};
+use pump::tidb::mutation::{RowChange, decode_mutation};
 use pump::tidb::value::{Value, flatten, is_string_type, unflatten};
 use tests::Cluster;
 
@@ -93,7 +92,7 @@ async fn a_pump_dies_mid_run_and_every_committed_txn_keeps_p_and_c_on_one_pump()
     let mut on_survivors = 0;
     let upstream_commits = log.iter().filter(|l| l["outcome"] == "committed" || l["outcome"] == "commit_binlog_failed").count();
     let n = |k: &str| s[k].as_u64().unwrap();
-    assert_eq!(upstream_commits as u64, n("txns") + n("seed_txns") + n("ddl_jobs"), "one log line per upstream commit: {s}");
+    assert_eq!(upstream_commits as u64, n("txns") + n("seed_txns") + n("ddl_binlogs"), "one log line per upstream commit: {s}");
     for l in &log {
         if l["outcome"] != "committed" {
             continue;
@@ -133,18 +132,12 @@ async fn a_pump_dies_mid_run_and_every_committed_txn_keeps_p_and_c_on_one_pump()
     assert!(s["commit_binlog_failures"].as_u64().unwrap() <= 4, "{s}");
 }
 
-/// A row as (column id -> datum), keyed by its handle bytes.
-type Rows = BTreeMap<Vec<u8>, BTreeMap<i64, Datum>>;
+/// Rows of one table as drainer's MySQL sink sees them: full value lists.
+type Rows = Vec<Vec<(i64, Value)>>;
 
-fn handle_key(d: &[Datum]) -> Vec<u8> {
-    let mut k = Vec::new();
-    for x in d {
-        pump::tidb::codec::encode_key(&mut k, x);
-    }
-    k
-}
-
-/// Replays the committed binlogs in commit-ts order into rows per table id (current ids only).
+/// Replays the committed binlogs in commit-ts order into rows per (current) table id, decoding with
+/// `pump::tidb::mutation` as drainer does. Updates and deletes must find a row equal to their old
+/// image, the way a sink's `WHERE` on all columns would.
 fn replay(binlogs: &[Binlog], tables: &HashMap<i64, TableInfo>) -> HashMap<i64, Rows> {
     let mut p: HashMap<i64, &Binlog> = HashMap::new();
     let mut c: Vec<&Binlog> = Vec::new();
@@ -168,61 +161,24 @@ fn replay(binlogs: &[Binlog], tables: &HashMap<i64, TableInfo>) -> HashMap<i64, 
         for m in &pv.mutations {
             let Some(t) = tables.get(&m.table_id()) else { continue };
             let rows = out.entry(t.id).or_default();
-            let handle_len = if t.is_common_handle { t.primary_index().unwrap().idx_cols.len() } else { 1 };
-            let (mut i, mut u, mut d) = (0, 0, 0);
-            for s in m.sequence() {
-                match s {
-                    MutationType::Insert => {
-                        let (h, cols) = decode_insert_row(&m.inserted_rows[i], handle_len).unwrap();
-                        i += 1;
-                        let mut row: BTreeMap<i64, Datum> = cols.into_iter().collect();
-                        if let Some(pk) = t.pk_handle_column() {
-                            row.insert(pk.id, h[0].clone());
-                        }
-                        if t.is_common_handle {
-                            for (ic, hd) in t.primary_index().unwrap().idx_cols.iter().zip(&h) {
-                                row.entry(t.cols[ic.offset as usize].id).or_insert_with(|| hd.clone());
-                            }
-                        }
-                        rows.insert(handle_key(&h), row);
+            // Rows written before a later ADD COLUMN lack it: defaults fill them, as drainer allows
+            // for binlogs older than the table's last DDL.
+            for change in decode_mutation(t, m, true).unwrap() {
+                match change {
+                    RowChange::Insert { new } => rows.push(new),
+                    RowChange::Update { old, new } => {
+                        let i = rows.iter().position(|r| *r == old).expect("the old image of an update is a current row");
+                        rows[i] = new;
                     }
-                    MutationType::Update => {
-                        let (old, new) = decode_update_row(&m.updated_rows[u]).unwrap();
-                        u += 1;
-                        assert_eq!(old.len(), new.len());
-                        let (ok, nk) = (key_of(t, &old), key_of(t, &new));
-                        assert_eq!(ok, nk, "the workload never changes keys");
-                        let row = rows.get_mut(&ok).expect("updated row exists in the replay");
-                        for (id, v) in new {
-                            if id != -1 {
-                                row.insert(id, v);
-                            }
-                        }
+                    RowChange::Delete { old } => {
+                        let i = rows.iter().position(|r| *r == old).expect("a deleted row is a current row");
+                        rows.remove(i);
                     }
-                    MutationType::DeleteRow => {
-                        let old = decode_row(&m.deleted_rows[d]).unwrap();
-                        d += 1;
-                        assert!(rows.remove(&key_of(t, &old)).is_some(), "deleted row exists in the replay");
-                    }
-                    other => panic!("unexpected mutation {other:?}"),
                 }
             }
         }
     }
     out
-}
-
-/// The handle bytes of a full row (update/delete image).
-fn key_of(t: &TableInfo, row: &[(i64, Datum)]) -> Vec<u8> {
-    let get = |id: i64| row.iter().find(|(c, _)| *c == id).map(|(_, d)| d.clone()).unwrap();
-    if let Some(pk) = t.pk_handle_column() {
-        return handle_key(&[Datum::I64(get(pk.id).as_i64().unwrap())]);
-    }
-    if t.is_common_handle {
-        let ds: Vec<Datum> = t.primary_index().unwrap().idx_cols.iter().map(|ic| get(t.cols[ic.offset as usize].id)).collect();
-        return handle_key(&ds);
-    }
-    handle_key(&[get(-1)])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -232,7 +188,7 @@ async fn binlogs_replayed_in_commit_order_equal_the_upstream_rows() {
     let status = format!("127.0.0.1:{port}");
     let mut child = standin(
         &run,
-        &["--tables", "4", "--rows", "20", "--threads", "4", "--txns", "150", "--duration", "0", "--ddl-every", "30"],
+        &["--tables", "4", "--rows", "20", "--threads", "4", "--txns", "150", "--duration", "0", "--ddl-every", "20"],
     )
     .args(["--status-addr", &status, "--serve", "--large-row-every", "10", "--large-row-bytes", "70000"])
     .args(["--large-txn-every", "40", "--large-txn-rows", "60"])
@@ -287,6 +243,22 @@ async fn binlogs_replayed_in_commit_order_equal_the_upstream_rows() {
     for p in &run.pumps {
         all.extend(p.binlogs());
     }
+    // DDL binlogs carry the job id and query of a history job; DROP COLUMN also sends DeleteOnly (1).
+    let jobs: HashMap<i64, &Job> = history.iter().map(|j| (j.id, j)).collect();
+    let ddl: Vec<&Binlog> = all.iter().filter(|b| b.tp() == BinlogType::Prewrite && b.ddl_job_id() > 0).collect();
+    assert_eq!(ddl.len() as u64, s["ddl_binlogs"].as_u64().unwrap());
+    for b in &ddl {
+        let j = jobs[&b.ddl_job_id()];
+        assert_eq!(b.ddl_query(), j.query.as_bytes());
+        assert!(b.prewrite_value.is_none());
+    }
+    assert!(
+        ddl.iter().any(|b| b.ddl_schema_state() == 1 && jobs[&b.ddl_job_id()].job_type == pump::tidb::model::action::DROP_COLUMN),
+        "a DeleteOnly binlog of a DROP COLUMN job"
+    );
+    for kind in [5u8, 6, 7, 8, 11, 14] {
+        assert!(history.iter().any(|j| j.job_type == kind), "a job of type {kind} ran");
+    }
     let by_id: HashMap<i64, TableInfo> = tables.iter().map(|t| (t.id, t.clone())).collect();
     let replayed = replay(&all, &by_id);
     let pool = mysql_async::Pool::new(
@@ -300,11 +272,11 @@ async fn binlogs_replayed_in_commit_order_equal_the_upstream_rows() {
         let list: Vec<String> = cols.iter().map(|c| format!("`{}`", c.name.o)).collect();
         let rows: Vec<mysql_async::Row> =
             conn.query(format!("SELECT {} FROM standin.`{}`", list.join(", "), t.name.o)).await.unwrap();
-        let got = replayed.get(&t.id).cloned().unwrap_or_default();
-        assert_eq!(got.len(), rows.len(), "row count of {}", t.name.o);
-        let mut want: Vec<BTreeMap<i64, Value>> = Vec::new();
+        let mut have = replayed.get(&t.id).cloned().unwrap_or_default();
+        assert_eq!(have.len(), rows.len(), "row count of {}", t.name.o);
+        let mut want: Rows = Vec::new();
         for r in rows {
-            let mut m = BTreeMap::new();
+            let mut m = Vec::new();
             for (i, c) in cols.iter().enumerate() {
                 let v = match r.as_ref(i).unwrap() {
                     mysql_async::Value::NULL => Value::Null,
@@ -321,26 +293,11 @@ async fn binlogs_replayed_in_commit_order_equal_the_upstream_rows() {
                     other => panic!("{other:?}"),
                 };
                 // Normalise through the datum form (JSON key order, FLOAT widening).
-                m.insert(c.id, unflatten(&flatten(&v), &c.field_type).unwrap());
+                m.push((c.id, unflatten(&flatten(&v), &c.field_type).unwrap()));
             }
             want.push(m);
         }
-        let mut have: Vec<BTreeMap<i64, Value>> = got
-            .values()
-            .map(|row| {
-                cols.iter()
-                    .map(|c| {
-                        // A column added after the row was written takes its origin default, as drainer does.
-                        let v = match row.get(&c.id) {
-                            Some(d) => unflatten(d, &c.field_type).unwrap(),
-                            None => Value::default_for_missing(c).unwrap(),
-                        };
-                        (c.id, v)
-                    })
-                    .collect()
-            })
-            .collect();
-        let key = |m: &BTreeMap<i64, Value>| format!("{m:?}");
+        let key = |m: &Vec<(i64, Value)>| format!("{m:?}");
         want.sort_by_key(key);
         have.sort_by_key(key);
         assert!(want == have, "table {}: replayed rows differ from the upstream", t.name.o);
