@@ -13,6 +13,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+pub mod mysql;
+
 use crate::txn::Item;
 
 pub mod file;

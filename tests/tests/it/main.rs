@@ -11,6 +11,7 @@ mod drainer_cli;
 mod fault;
 mod harness_services;
 mod kafka_sink;
+mod mysql_sink;
 mod node_registry;
 mod pump_config;
 mod pump_server;

@@ -1,0 +1,431 @@
+//! Turning queued items into downstream transactions: causality, dispatch to workers, statement
+//! merging and packing into multi-statement packets, with the checkpoint statements each
+//! transaction must carry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::MysqlError;
+use super::checkpoint::{Applied, CheckpointCfg};
+use super::sql::{Dialect, Lits, TablePlan, stable_hash};
+use crate::txn::{Body, Item, RowChange};
+
+/// What the build needs to know.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    /// Connections a batch may be split over (1 = no dispatch).
+    pub workers: usize,
+    /// Causality detection (conflicting keys never go to different workers in one batch).
+    pub detect: bool,
+    /// One downstream transaction per upstream transaction (`disable-dispatch`).
+    pub per_txn: bool,
+    /// INSERT → REPLACE, UPDATE → DELETE + REPLACE.
+    pub safe: bool,
+    /// Row changes per batch.
+    pub batch_rows: usize,
+    /// Bytes per statement (multi-row INSERT, merged DELETE).
+    pub stmt_bytes: usize,
+    /// Bytes per multi-statement packet.
+    pub packet_bytes: usize,
+    /// Literal formatting.
+    pub dialect: Dialect,
+}
+
+/// One row change, formatted.
+#[derive(Debug)]
+pub(crate) enum Op {
+    Insert(Lits),
+    Update(Lits, Lits),
+    Delete(Lits),
+}
+
+#[derive(Debug)]
+struct Change {
+    plan: usize,
+    ts: i64,
+    op: Op,
+}
+
+/// One downstream transaction: packets sent in order (the first begins it, the last commits it).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct TxnSql {
+    pub packets: Vec<String>,
+    /// The highest commit ts it covers.
+    pub ts: i64,
+}
+
+/// What one connection runs for a batch.
+#[derive(Debug, Clone)]
+pub(crate) struct PartPlan {
+    pub worker: usize,
+    pub txns: Vec<TxnSql>,
+}
+
+/// One batch: applied by `parts` in parallel; done when all parts committed.
+#[derive(Debug, Clone)]
+pub(crate) struct GroupPlan {
+    /// How many of the input items (from the front) it covers.
+    pub n_items: usize,
+    /// Its highest commit ts.
+    pub max_ts: i64,
+    /// The highest schema version of its items.
+    pub schema_version: i64,
+    /// Non-empty parts.
+    pub parts: Vec<PartPlan>,
+    /// The ts it writes into upstream's checkpoint row, if it writes it.
+    pub global_ts: Option<i64>,
+}
+
+/// Table plans keyed by the item's `Arc<TableSchema>` address.
+pub(crate) type Plans = HashMap<usize, (usize, Arc<crate::txn::TableSchema>)>;
+
+/// Splits `items` (none is a DDL) into batches.
+///
+/// `prev_durable` is the ts everything before `items` is durable at; `applied` the checkpoint state
+/// (`None`: no checkpoint is kept).
+pub(crate) fn build(
+    items: &[Arc<Item>],
+    plans: &Plans,
+    table_plans: &[TablePlan],
+    s: &Settings,
+    ckpt: Option<(&CheckpointCfg, &Applied)>,
+    mut prev_durable: i64,
+    mut schema_version: i64,
+) -> Result<Vec<GroupPlan>, MysqlError> {
+    let n = s.workers.max(1);
+    let mut groups = Vec::new();
+    let mut g = Builder::new(n);
+    for item in items {
+        let changes = item_changes(item, plans, table_plans, s.dialect, ckpt.map(|c| c.1))?;
+        let recovering = ckpt.is_some_and(|(_, a)| item.commit_ts <= a.max());
+        if g.items > 0 && (g.rows + changes.len() > s.batch_rows.max(1)) {
+            groups.push(g.finish(table_plans, s, ckpt.map(|c| c.0), &mut prev_durable, &mut schema_version)?);
+            g = Builder::new(n);
+        }
+        let single = n == 1 || s.per_txn || recovering;
+        if single {
+            if !g.single && g.rows > 0 {
+                groups.push(g.finish(table_plans, s, ckpt.map(|c| c.0), &mut prev_durable, &mut schema_version)?);
+                g = Builder::new(n);
+            }
+            g.single = true;
+        } else if !g.place(&changes, s.detect) {
+            if g.rows > 0 {
+                groups.push(g.finish(table_plans, s, ckpt.map(|c| c.0), &mut prev_durable, &mut schema_version)?);
+                g = Builder::new(n);
+            }
+            if !g.place(&changes, s.detect) {
+                // The item conflicts with itself across workers: apply this batch on one connection.
+                g.single = true;
+            }
+        }
+        if g.single {
+            g.parts[0].extend(changes.into_iter().map(|(_, _, c)| c));
+        } else {
+            for (hash, _, c) in changes {
+                g.parts[(hash % n as u64) as usize].push(c);
+            }
+        }
+        g.items += 1;
+        g.rows = g.parts.iter().map(Vec::len).sum();
+        g.max_ts = g.max_ts.max(item.commit_ts);
+        g.schema_version = g.schema_version.max(item.schema_version);
+        if g.items > 0 && g.rows >= s.batch_rows.max(1) {
+            groups.push(g.finish(table_plans, s, ckpt.map(|c| c.0), &mut prev_durable, &mut schema_version)?);
+            g = Builder::new(n);
+        }
+    }
+    if g.items > 0 {
+        groups.push(g.finish(table_plans, s, ckpt.map(|c| c.0), &mut prev_durable, &mut schema_version)?);
+    }
+    Ok(groups)
+}
+
+/// The item's row changes not yet applied: `(worker hash, causality keys, change)`.
+fn item_changes(
+    item: &Item,
+    plans: &Plans,
+    table_plans: &[TablePlan],
+    d: Dialect,
+    applied: Option<&Applied>,
+) -> Result<Vec<(u64, Vec<String>, Change)>, MysqlError> {
+    let Body::Dml(tables) = &item.body else {
+        return Ok(vec![]);
+    };
+    let mut out = Vec::new();
+    for tc in tables {
+        let Some(&(pi, _)) = plans.get(&(Arc::as_ptr(&tc.table) as usize)) else {
+            return Err(MysqlError::Internal(format!("no plan for table {}", tc.table.quoted_name())));
+        };
+        let plan = &table_plans[pi];
+        let bad = |e: String| MysqlError::BadValue { commit_ts: item.commit_ts, table: plan.quoted.clone(), why: e };
+        for rc in &tc.rows {
+            let mut keys = Vec::new();
+            let op = match rc {
+                RowChange::Insert(r) => {
+                    let l = plan.lits(r, d).map_err(bad)?;
+                    plan.causality_keys(&l, &mut keys);
+                    Op::Insert(l)
+                }
+                RowChange::Delete(r) => {
+                    let l = plan.lits(r, d).map_err(bad)?;
+                    plan.causality_keys(&l, &mut keys);
+                    Op::Delete(l)
+                }
+                RowChange::Update { old, new } => {
+                    let o = plan.lits(old, d).map_err(bad)?;
+                    let n = plan.lits(new, d).map_err(bad)?;
+                    plan.causality_keys(&o, &mut keys);
+                    plan.causality_keys(&n, &mut keys);
+                    Op::Update(o, n)
+                }
+            };
+            let hash = stable_hash(&keys[0]);
+            if applied.is_some_and(|a| a.skip(item.commit_ts, hash)) {
+                continue;
+            }
+            out.push((hash, keys, Change { plan: pi, ts: item.commit_ts, op }));
+        }
+    }
+    Ok(out)
+}
+
+struct Builder {
+    n: usize,
+    single: bool,
+    parts: Vec<Vec<Change>>,
+    keys: HashMap<String, usize>,
+    items: usize,
+    rows: usize,
+    max_ts: i64,
+    schema_version: i64,
+}
+
+impl Builder {
+    fn new(n: usize) -> Self {
+        Builder {
+            n,
+            single: false,
+            parts: (0..n).map(|_| Vec::new()).collect(),
+            keys: HashMap::new(),
+            items: 0,
+            rows: 0,
+            max_ts: 0,
+            schema_version: 0,
+        }
+    }
+
+    /// Assigns each change to `hash % n`; false (and nothing recorded) when a key is already
+    /// assigned to another worker in this batch. Rewrites the first tuple field to the worker.
+    fn place(&mut self, changes: &[(u64, Vec<String>, Change)], detect: bool) -> bool {
+        if self.single {
+            return true;
+        }
+        let mut added: HashMap<&str, usize> = HashMap::new();
+        for (hash, keys, _) in changes {
+            let w = (*hash % self.n as u64) as usize;
+            if detect {
+                for k in keys {
+                    let owner = self.keys.get(k.as_str()).or_else(|| added.get(k.as_str())).copied();
+                    if owner.is_some_and(|o| o != w) {
+                        return false;
+                    }
+                    added.insert(k, w);
+                }
+            }
+        }
+        let added: Vec<(String, usize)> = added.into_iter().map(|(k, w)| (k.to_string(), w)).collect();
+        self.keys.extend(added);
+        true
+    }
+
+    fn finish(
+        self,
+        plans: &[TablePlan],
+        s: &Settings,
+        ckpt: Option<&CheckpointCfg>,
+        prev_durable: &mut i64,
+        schema_version: &mut i64,
+    ) -> Result<GroupPlan, MysqlError> {
+        *schema_version = (*schema_version).max(self.schema_version);
+        let sv = *schema_version;
+        let busy: Vec<(usize, Vec<Change>)> =
+            self.parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
+        let parallel = busy.len() > 1;
+        let mut parts = Vec::new();
+        for (i, (w, changes)) in busy.into_iter().enumerate() {
+            let mut txns = Vec::new();
+            if s.per_txn {
+                // One downstream transaction per upstream transaction, each with its checkpoint.
+                let mut start = 0;
+                while start < changes.len() {
+                    let ts = changes[start].ts;
+                    let end = start + changes[start..].iter().take_while(|c| c.ts == ts).count();
+                    let ck: Vec<String> = ckpt.map(|c| c.global_sql(ts, sv, false)).into_iter().collect();
+                    txns.push(pack(statements(&changes[start..end], plans, s)?, ck, ts, s.packet_bytes));
+                    start = end;
+                }
+            } else {
+                let mut ck = Vec::new();
+                if let Some(c) = ckpt {
+                    if parallel {
+                        ck.push(c.worker_sql(w, self.n, self.max_ts));
+                        if i == 0 && *prev_durable > 0 {
+                            ck.push(c.global_sql(*prev_durable, sv, false));
+                        }
+                    } else {
+                        ck.push(c.global_sql(self.max_ts, sv, false));
+                    }
+                }
+                txns.push(pack(statements(&changes, plans, s)?, ck, self.max_ts, s.packet_bytes));
+            }
+            parts.push(PartPlan { worker: if self.single { 0 } else { w }, txns });
+        }
+        let global_ts = match (ckpt, parts.is_empty(), parallel) {
+            (None, _, _) | (_, true, _) => None,
+            (Some(_), false, false) => Some(self.max_ts),
+            (Some(_), false, true) => (*prev_durable > 0).then_some(*prev_durable),
+        };
+        *prev_durable = self.max_ts;
+        Ok(GroupPlan { n_items: self.items, max_ts: self.max_ts, schema_version: sv, parts, global_ts })
+    }
+}
+
+/// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets.
+fn pack(stmts: Vec<String>, ckpt: Vec<String>, ts: i64, packet_bytes: usize) -> TxnSql {
+    let mut packets = Vec::new();
+    let mut cur = String::from("BEGIN");
+    for st in stmts.into_iter().chain(ckpt) {
+        if cur.len() + st.len() + 1 > packet_bytes && !cur.is_empty() {
+            packets.push(std::mem::take(&mut cur));
+        }
+        if !cur.is_empty() {
+            cur.push(';');
+        }
+        cur.push_str(&st);
+    }
+    if !cur.is_empty() {
+        cur.push(';');
+    }
+    cur.push_str("COMMIT");
+    packets.push(cur);
+    TxnSql { packets, ts }
+}
+
+enum Open<'a> {
+    None,
+    Insert { plan: usize, mask: Vec<bool>, replace: bool, sql: String },
+    Delete { plan: usize, key: usize, rows: Vec<&'a Lits> },
+}
+
+/// The statements for a run of changes, in order; consecutive inserts into one table with the same
+/// columns share a multi-row INSERT/REPLACE, consecutive deletes by the same unique key share one
+/// DELETE.
+fn statements(changes: &[Change], plans: &[TablePlan], s: &Settings) -> Result<Vec<String>, MysqlError> {
+    let mut out = Vec::new();
+    let mut open = Open::None;
+    for ch in changes {
+        let plan = &plans[ch.plan];
+        let bad = |e: String| MysqlError::BadValue { commit_ts: ch.ts, table: plan.quoted.clone(), why: e };
+        match &ch.op {
+            Op::Insert(row) => insert(&mut out, &mut open, ch.plan, plans, row, s.safe, s.stmt_bytes),
+            Op::Delete(row) => delete(&mut out, &mut open, ch.plan, plans, row, s.stmt_bytes).map_err(bad)?,
+            // A row with columns not carried cannot be re-inserted whole: it stays an UPDATE.
+            Op::Update(old, new) if s.safe && new.iter().zip(&plan.cols).all(|(l, c)| l.is_some() || !c.write) => {
+                delete(&mut out, &mut open, ch.plan, plans, old, s.stmt_bytes).map_err(bad)?;
+                insert(&mut out, &mut open, ch.plan, plans, new, true, s.stmt_bytes);
+            }
+            Op::Update(old, new) => {
+                close(&mut out, &mut open, plans);
+                let mut sql = String::new();
+                if plan.push_update(&mut sql, old, new).map_err(bad)? {
+                    out.push(sql);
+                }
+            }
+        }
+    }
+    close(&mut out, &mut open, plans);
+    Ok(out)
+}
+
+fn insert(
+    out: &mut Vec<String>,
+    open: &mut Open<'_>,
+    pi: usize,
+    plans: &[TablePlan],
+    row: &Lits,
+    replace: bool,
+    cap: usize,
+) {
+    let plan = &plans[pi];
+    let mask = TablePlan::mask(row);
+    if let Open::Insert { plan: p, mask: m, replace: r, sql } = open
+        && *p == pi
+        && *m == mask
+        && *r == replace
+        && sql.len() < cap
+    {
+        sql.push(',');
+        TablePlan::push_values(sql, row);
+        return;
+    }
+    let mut sql = String::new();
+    plan.push_insert_head(&mut sql, &mask, replace);
+    TablePlan::push_values(&mut sql, row);
+    let prev = std::mem::replace(open, Open::Insert { plan: pi, mask, replace, sql });
+    flush_open(out, prev, plans);
+}
+
+fn delete<'a>(
+    out: &mut Vec<String>,
+    open: &mut Open<'a>,
+    pi: usize,
+    plans: &[TablePlan],
+    row: &'a Lits,
+    cap: usize,
+) -> Result<(), String> {
+    let plan = &plans[pi];
+    let Some(key) = plan.usable_key(row) else {
+        close(out, open, plans);
+        let mut sql = String::new();
+        plan.push_delete(&mut sql, row)?;
+        out.push(sql);
+        return Ok(());
+    };
+    if let Open::Delete { plan: p, key: k, rows } = open
+        && *p == pi
+        && *k == key
+        && rows.len() * 32 < cap
+    {
+        rows.push(row);
+        return Ok(());
+    }
+    let prev = std::mem::replace(open, Open::Delete { plan: pi, key, rows: vec![row] });
+    flush_open(out, prev, plans);
+    Ok(())
+}
+
+fn close(out: &mut Vec<String>, open: &mut Open<'_>, plans: &[TablePlan]) {
+    let prev = std::mem::replace(open, Open::None);
+    flush_open(out, prev, plans);
+}
+
+fn flush_open(out: &mut Vec<String>, open: Open<'_>, plans: &[TablePlan]) {
+    match open {
+        Open::None => {}
+        Open::Insert { sql, .. } => out.push(sql),
+        Open::Delete { plan, key, rows } => {
+            let p = &plans[plan];
+            let mut sql = String::new();
+            if rows.len() == 1 {
+                // a usable key exists, so this cannot fail
+                if p.push_delete(&mut sql, rows[0]).is_ok() {
+                    out.push(sql);
+                }
+            } else {
+                p.push_delete_many(&mut sql, key, &rows);
+                out.push(sql);
+            }
+        }
+    }
+}

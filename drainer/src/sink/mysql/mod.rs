@@ -1,0 +1,1030 @@
+//! The MySQL/TiDB sink (`db-type = "mysql"` / `"tidb"`), also Reparo's loader.
+//!
+//! [`MysqlSink::connect`] opens the downstream, creates and reads the checkpoint, and starts one
+//! background task (the *coordinator*) that owns the downstream connections. [`Sink::write`] queues
+//! an item (waiting while the queued items exceed the memory quota); the coordinator takes everything
+//! queued so far as one *batch* (no timers: while a batch runs, the next one accumulates), splits it
+//! over `worker-count` connections by key hash, and applies each part as one downstream transaction
+//! of multi-row INSERT/REPLACE, merged DELETE, UPDATE … LIMIT 1 statements sent several per packet.
+//!
+//! # Exactly-once
+//! With a checkpoint configured, every downstream transaction carries the checkpoint of what it
+//! applies, so a crash at any point neither loses nor repeats a row change:
+//! - a batch applied by one connection ends with upstream's row
+//!   `REPLACE INTO tidb_binlog.checkpoint VALUES(<cluster>, '{"commitTS": <batch max ts>, ..}')`;
+//! - a batch split over several connections: each part ends with its worker row
+//!   `(cluster, w, n, <batch max ts>)` in `tidb_binlog.checkpoint_workers`; the first part also moves
+//!   upstream's row to the previous batch's ts (a batch starts only after the previous one committed,
+//!   and the coordinator writes upstream's row on its own when it goes idle or on flush).
+//!   A row change goes to worker `stable_hash(first causality key) % n`, which depends only on the
+//!   change, so after a crash the rows say exactly which changes of the interrupted batch are in:
+//!   [`MysqlSink::load_checkpoint`] returns the lowest worker ts, and items up to the highest are
+//!   replayed on one connection, skipping the changes whose worker already committed them.
+//! - After a lost connection the same rows are re-read, so a retried COMMIT whose first attempt
+//!   did succeed is not applied twice.
+//! - DDL cannot share a transaction in MySQL (it commits implicitly): pending DML is committed
+//!   first, the DDL runs, then upstream's row moves to the DDL's ts in its own transaction. A crash
+//!   between the two re-runs the DDL, and the "already exists / does not exist" errors ignored as
+//!   upstream does make that harmless for CREATE/DROP/ADD/RENAME; a DDL that is not idempotent
+//!   (e.g. `ALTER TABLE .. AUTO_INCREMENT`-style rewrites are, TRUNCATE is as no DML follows it yet)
+//!   is the only window.
+//! - It is not exactly-once when the downstream tables are not transactional (MyISAM) or without a
+//!   checkpoint (`checkpoint: None`, Reparo): then upstream's safe mode is the tool, and
+//!   `safe_mode_after_start` forces it for the first minutes after a start, as upstream does.
+//!   With a checkpoint that automatic safe mode is off: replays are filtered exactly instead.
+//!
+//! # Time zone
+//! TIMESTAMP values arrive in UTC. Without `time_zone` in `params` the session zone is set to
+//! `'+00:00'` and UTC text is sent (exact). With one, the session uses it and each TIMESTAMP literal
+//! is converted by the server (`CONVERT_TZ`), so its zone rules apply (ambiguous DST hours are
+//! ambiguous there too). `SYSTEM`/`Local` are rejected, as upstream.
+
+mod batch;
+mod checkpoint;
+mod sql;
+mod table;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+pub use checkpoint::CheckpointCfg;
+
+use self::batch::{GroupPlan, PartPlan, Plans, Settings};
+use self::checkpoint::Applied;
+use self::sql::{Dialect, TablePlan};
+use super::{Sink, SinkError};
+use crate::txn::{Body, Ddl, Item, Value, quote_ident};
+
+/// How to reach and write the downstream (`[syncer.to]`, `[syncer]` keys), shared by the drainer and
+/// Reparo.
+#[derive(Debug, Clone)]
+pub struct MysqlSinkConfig {
+    /// Host (`[syncer.to] host`).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// User.
+    pub user: String,
+    /// Password (already decrypted).
+    pub password: String,
+    /// `[syncer.to.params]`: session variables (`time_zone` among them, see the module docs).
+    pub params: Vec<(String, String)>,
+    /// `[syncer] sql-mode`: the session's sql_mode when set.
+    pub sql_mode: Option<String>,
+    /// `safe-mode`: INSERT → REPLACE, UPDATE → DELETE + REPLACE.
+    pub safe_mode: bool,
+    /// Upstream forces safe mode this long after a start; used only without a checkpoint.
+    pub safe_mode_after_start: Duration,
+    /// `txn-batch` (20): with `worker-count`, sizes a batch (see `batch_rows`).
+    pub txn_batch: usize,
+    /// `worker-count` (16): connections a batch is split over.
+    pub worker_count: usize,
+    /// `disable-dispatch`: one downstream transaction per upstream transaction, one connection.
+    pub disable_dispatch: bool,
+    /// `disable-detect`: no causality detection (conflicting rows may then reorder across workers).
+    pub disable_detect: bool,
+    /// Set the TiDB session variables upstream sets (`db-type = "tidb"`); unknown ones are ignored.
+    pub tidb: bool,
+    /// Where the checkpoint lives; `None` keeps none (Reparo).
+    pub checkpoint: Option<CheckpointCfg>,
+    /// Row changes per batch; 0 = `txn_batch × worker_count × 32`.
+    pub batch_rows: usize,
+    /// Bytes of queued items `write` accepts before it waits (backpressure).
+    pub memory_quota: usize,
+    /// How long the downstream may keep failing (connection errors, deadlocks) before the sink gives up.
+    pub retry_for: Duration,
+}
+
+impl Default for MysqlSinkConfig {
+    fn default() -> Self {
+        MysqlSinkConfig {
+            host: "127.0.0.1".into(),
+            port: 3306,
+            user: "root".into(),
+            password: String::new(),
+            params: vec![],
+            sql_mode: None,
+            safe_mode: false,
+            safe_mode_after_start: Duration::from_secs(300),
+            txn_batch: 20,
+            worker_count: 16,
+            disable_dispatch: false,
+            disable_detect: false,
+            tidb: false,
+            checkpoint: Some(CheckpointCfg::default()),
+            batch_rows: 0,
+            memory_quota: 256 << 20,
+            retry_for: Duration::from_secs(600),
+        }
+    }
+}
+
+/// MySQL sink errors.
+#[derive(Debug, thiserror::Error)]
+pub enum MysqlError {
+    /// Bad configuration.
+    #[error("config: {0}")]
+    Config(String),
+    /// The downstream refused the login.
+    #[error("the downstream {addr} refused user {user:?}: {message} (check [syncer.to] user and password)")]
+    Auth {
+        /// host:port.
+        addr: String,
+        /// User name.
+        user: String,
+        /// Server message.
+        message: String,
+    },
+    /// A query failed.
+    #[error("{what}: {source}")]
+    Query {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// A table the items write to does not exist downstream.
+    #[error("table {table} does not exist in the downstream (create it, or its database, there first)")]
+    NoTable {
+        /// `` `db`.`t` ``.
+        table: String,
+    },
+    /// A value cannot be written.
+    #[error("txn at commit ts {commit_ts}, table {table}: {why}")]
+    BadValue {
+        /// The item's commit ts.
+        commit_ts: i64,
+        /// The table.
+        table: String,
+        /// Why.
+        why: String,
+    },
+    /// The downstream rejected row changes (type mismatch, missing column, ...).
+    #[error("the downstream rejected txns with commit ts {first}..={last}: {source}")]
+    Rejected {
+        /// Lowest commit ts in the failed transaction.
+        first: i64,
+        /// Highest.
+        last: i64,
+        /// The server's error.
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The downstream rejected a DDL.
+    #[error(
+        "the downstream rejected the DDL at commit ts {commit_ts} ({query}): {message}; \
+         to skip it, add {commit_ts} to [syncer] ignore-txn-commit-ts"
+    )]
+    DdlRejected {
+        /// The DDL's commit ts.
+        commit_ts: i64,
+        /// The DDL text.
+        query: String,
+        /// Server message.
+        message: String,
+    },
+    /// The downstream kept failing for longer than `retry_for`.
+    #[error("the downstream {addr} kept failing for {secs}s, giving up: {last}")]
+    Unavailable {
+        /// host:port.
+        addr: String,
+        /// Seconds spent retrying.
+        secs: u64,
+        /// The last error.
+        last: String,
+    },
+    /// Another sink holds this sink's named lock.
+    #[error(
+        "another MySQL sink holds lock {lock:?} (is a second drainer for this cluster writing to this downstream?)"
+    )]
+    Busy {
+        /// The lock name.
+        lock: String,
+    },
+    /// The checkpoint row is unreadable.
+    #[error("checkpoint {table}: {why}")]
+    Checkpoint {
+        /// The table.
+        table: String,
+        /// Why.
+        why: String,
+    },
+    /// The sink stopped after an earlier error.
+    #[error("stopped: {0}")]
+    Stopped(String),
+    /// A bug.
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+impl MysqlError {
+    fn query(what: impl Into<String>, source: mysql_async::Error) -> Self {
+        MysqlError::Query { what: what.into(), source }
+    }
+}
+
+/// Errors worth retrying: the connection, deadlocks, lock waits, a server going down.
+fn retryable(e: &mysql_async::Error) -> bool {
+    match e {
+        mysql_async::Error::Server(s) => {
+            matches!(s.code, 1040 | 1053 | 1205 | 1213 | 1317 | 1927 | 2006 | 2013 | 8002 | 9007)
+        }
+        mysql_async::Error::Io(_) | mysql_async::Error::Driver(_) => true,
+        _ => false,
+    }
+}
+
+fn server_code(e: &mysql_async::Error) -> Option<u16> {
+    match e {
+        mysql_async::Error::Server(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Upstream's ignorable DDL errors: database/table/column/index already exists or does not exist.
+fn ignorable_ddl_error(code: u16) -> bool {
+    matches!(code, 1007 | 1008 | 1049 | 1050 | 1051 | 1054 | 1060 | 1061 | 1091 | 1146 | 1176 | 1831)
+}
+
+enum Fail {
+    Retry(mysql_async::Error),
+    Fatal(MysqlError),
+}
+
+impl From<MysqlError> for Fail {
+    fn from(e: MysqlError) -> Self {
+        Fail::Fatal(e)
+    }
+}
+
+/// A session's facts learned at connect.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    dialect: Dialect,
+    max_packet: usize,
+}
+
+fn addr(cfg: &MysqlSinkConfig) -> String {
+    format!("{}:{}", cfg.host, cfg.port)
+}
+
+fn time_zone(cfg: &MysqlSinkConfig) -> Result<Option<String>, MysqlError> {
+    let Some((_, v)) = cfg.params.iter().find(|(k, _)| k.eq_ignore_ascii_case("time_zone")) else {
+        return Ok(None);
+    };
+    let v = v.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+    if v.eq_ignore_ascii_case("SYSTEM") || v.eq_ignore_ascii_case("Local") {
+        return Err(MysqlError::Config(format!("[syncer.to.params] time_zone = {v:?} is not allowed; name a zone")));
+    }
+    Ok(Some(v))
+}
+
+fn is_utc(zone: &str) -> bool {
+    matches!(zone, "+00:00" | "-00:00" | "+0:00" | "UTC" | "utc" | "Etc/UTC" | "GMT")
+}
+
+/// The named lock connection `worker` holds while it lives (so a restarted sink waits until every
+/// connection of a crashed one has finished its last transaction before reading the checkpoint).
+fn lock_name(ck: &CheckpointCfg, worker: usize) -> String {
+    let name = format!("{}.{}:{}:{worker}", ck.schema, ck.table, ck.cluster_id);
+    let cut = name.char_indices().rev().nth(63).map_or(0, |(i, _)| i);
+    name[cut..].to_string()
+}
+
+/// Takes (or, with `release`, takes and drops) the named lock; waits up to 60 s.
+async fn take_lock(conn: &mut Conn, name: &str, release: bool) -> Result<(), Fail> {
+    let mut q = String::new();
+    sql::push_quoted(&mut q, name, Dialect::default());
+    match conn.query_first::<Option<i64>, _>(format!("SELECT GET_LOCK({q}, 60)")).await {
+        Ok(Some(Some(1))) => {}
+        Ok(_) => {
+            return Err(Fail::Fatal(MysqlError::Busy { lock: name.to_string() }));
+        }
+        Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
+        Err(e) => {
+            return Err(Fail::Fatal(MysqlError::query(format!("taking lock {name}"), e)));
+        }
+    }
+    if release && let Err(e) = conn.query_drop(format!("DO RELEASE_LOCK({q})")).await {
+        return Err(if retryable(&e) { Fail::Retry(e) } else { Fail::Fatal(MysqlError::query("releasing a lock", e)) });
+    }
+    Ok(())
+}
+
+/// Opens one session for connection `worker`: login, time zone, sql_mode, params, TiDB variables,
+/// and (with a checkpoint) the connection's named lock.
+async fn open(cfg: &MysqlSinkConfig, worker: usize) -> Result<(Conn, Session), Fail> {
+    let opts = OptsBuilder::default()
+        .ip_or_hostname(cfg.host.clone())
+        .tcp_port(cfg.port)
+        .user(Some(cfg.user.clone()))
+        .pass(Some(cfg.password.clone()))
+        .prefer_socket(false)
+        .tcp_nodelay(true)
+        .stmt_cache_size(0);
+    let mut conn = match Conn::new(opts).await {
+        Ok(c) => c,
+        Err(mysql_async::Error::Server(s)) if matches!(s.code, 1044 | 1045 | 1698) => {
+            return Err(Fail::Fatal(MysqlError::Auth { addr: addr(cfg), user: cfg.user.clone(), message: s.message }));
+        }
+        Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
+        Err(e) => {
+            return Err(Fail::Fatal(MysqlError::query(format!("connecting to {}", addr(cfg)), e)));
+        }
+    };
+    let zone = time_zone(cfg)?;
+    let mut setup = Vec::new();
+    let mut q = String::new();
+    sql::push_quoted(&mut q, zone.as_deref().unwrap_or("+00:00"), Dialect::default());
+    setup.push(format!("SET SESSION time_zone = {q}"));
+    if let Some(mode) = &cfg.sql_mode {
+        let mut q = String::new();
+        sql::push_quoted(&mut q, mode, Dialect::default());
+        setup.push(format!("SET SESSION sql_mode = {q}"));
+    }
+    for (k, v) in cfg.params.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("time_zone")) {
+        if !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(Fail::Fatal(MysqlError::Config(format!("[syncer.to.params] {k:?} is not a variable name"))));
+        }
+        let v = v.trim().trim_matches('\'');
+        let val = if v.parse::<f64>().is_ok() {
+            v.to_string()
+        } else {
+            let mut q = String::new();
+            sql::push_quoted(&mut q, v, Dialect::default());
+            q
+        };
+        setup.push(format!("SET SESSION {k} = {val}"));
+    }
+    for st in &setup {
+        if let Err(e) = conn.query_drop(st).await {
+            if retryable(&e) {
+                return Err(Fail::Retry(e));
+            }
+            return Err(Fail::Fatal(MysqlError::Config(format!("{st}: {e}"))));
+        }
+    }
+    if cfg.tidb {
+        for st in [
+            "SET SESSION allow_auto_random_explicit_insert = 1",
+            "SET SESSION tidb_txn_mode = 'optimistic'",
+            "SET SESSION tidb_placement_mode = 'ignore'",
+        ] {
+            match conn.query_drop(st).await {
+                Ok(()) => {}
+                Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
+                Err(_) => {} // unknown to this server: ignored, as upstream
+            }
+        }
+    }
+    let facts: Option<(String, u64)> = match conn.query_first("SELECT @@SESSION.sql_mode, @@max_allowed_packet").await {
+        Ok(r) => r,
+        Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
+        Err(e) => {
+            return Err(Fail::Fatal(MysqlError::query("reading the session's sql_mode", e)));
+        }
+    };
+    let (mode, max_packet) = facts.unwrap_or_default();
+    if let Some(ck) = &cfg.checkpoint {
+        take_lock(&mut conn, &lock_name(ck, worker), false).await?;
+    }
+    let dialect = Dialect {
+        backslash_escapes: !mode.to_ascii_uppercase().contains("NO_BACKSLASH_ESCAPES"),
+        convert_timestamps: zone.as_deref().is_some_and(|z| !is_utc(z)),
+    };
+    Ok((conn, Session { dialect, max_packet: max_packet.max(1 << 20) as usize }))
+}
+
+/// Retries with backoff while the downstream is unavailable, up to `cfg.retry_for` since `since`.
+async fn backoff(
+    cfg: &MysqlSinkConfig,
+    since: &mut Option<(Instant, u32)>,
+    e: &mysql_async::Error,
+) -> Result<(), MysqlError> {
+    let (start, n) = since.get_or_insert((Instant::now(), 0));
+    let waited = start.elapsed();
+    if waited >= cfg.retry_for {
+        return Err(MysqlError::Unavailable { addr: addr(cfg), secs: waited.as_secs(), last: e.to_string() });
+    }
+    let pause = Duration::from_millis(100u64 << (*n).min(5)).min(Duration::from_secs(3));
+    *n += 1;
+    tracing::warn!(target: "drainer::sink::mysql", error = %e, retry_in = ?pause, "downstream failed, retrying");
+    tokio::time::sleep(pause).await;
+    Ok(())
+}
+
+async fn open_retrying(cfg: &MysqlSinkConfig) -> Result<(Conn, Session), MysqlError> {
+    let mut since = None;
+    loop {
+        match open(cfg, 0).await {
+            Ok(c) => return Ok(c),
+            Err(Fail::Fatal(e)) => return Err(e),
+            Err(Fail::Retry(e)) => backoff(cfg, &mut since, &e).await?,
+        }
+    }
+}
+
+enum Msg {
+    Item(Arc<Item>, tokio::sync::OwnedSemaphorePermit),
+    Flush { consistent: bool, reply: oneshot::Sender<Result<i64, String>> },
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    durable: AtomicI64,
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    fn fail(&self, e: &MysqlError) {
+        let mut g = self.error.lock().unwrap_or_else(|p| p.into_inner());
+        g.get_or_insert_with(|| e.to_string());
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The MySQL/TiDB sink; see the module docs.
+#[derive(Debug)]
+pub struct MysqlSink {
+    tx: Option<mpsc::UnboundedSender<Msg>>,
+    quota: Arc<Semaphore>,
+    quota_units: u32,
+    shared: Arc<Shared>,
+    resume: Option<i64>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl MysqlSink {
+    /// Connects (retrying while the downstream is unreachable, up to `retry_for`), creates and reads
+    /// the checkpoint, and starts applying. Must run inside a Tokio runtime.
+    pub async fn connect(cfg: MysqlSinkConfig) -> Result<MysqlSink, MysqlError> {
+        if cfg.worker_count == 0 || cfg.txn_batch == 0 {
+            return Err(MysqlError::Config("worker-count and txn-batch must be at least 1".into()));
+        }
+        time_zone(&cfg)?;
+        let (mut conn, session) = open_retrying(&cfg).await?;
+        let mut applied = Applied::default();
+        if let Some(ck) = &cfg.checkpoint {
+            let tq = format!("{}.{}", quote_ident(&ck.schema), quote_ident(&ck.table));
+            conn.query_drop(ck.create_sql())
+                .await
+                .map_err(|e| MysqlError::Checkpoint { table: tq.clone(), why: format!("creating it: {e}") })?;
+            // Wait until every connection of an earlier run has ended (its last transaction is
+            // committed or rolled back) before reading what is applied.
+            let stored_n: Option<Option<i64>> = conn
+                .query_first(ck.max_workers_sql())
+                .await
+                .map_err(|e| MysqlError::Checkpoint { table: tq.clone(), why: e.to_string() })?;
+            let n = (stored_n.flatten().unwrap_or(0).max(0) as usize).max(cfg.worker_count);
+            for w in 1..n {
+                match take_lock(&mut conn, &lock_name(ck, w), true).await {
+                    Ok(()) => {}
+                    Err(Fail::Fatal(e)) => return Err(e),
+                    Err(Fail::Retry(e)) => {
+                        return Err(MysqlError::query("waiting for an earlier run's connections", e));
+                    }
+                }
+            }
+            applied = ck
+                .load(&mut conn)
+                .await
+                .map_err(|e| MysqlError::Checkpoint { table: tq.clone(), why: e.to_string() })?;
+        }
+        let resume = (cfg.checkpoint.is_some() && applied.found && applied.resume() > 0).then(|| applied.resume());
+        let shared = Arc::new(Shared::default());
+        shared.durable.store(resume.unwrap_or(0), Ordering::SeqCst);
+        let quota_units = (cfg.memory_quota >> 10).clamp(1, u32::MAX as usize >> 4) as u32;
+        let quota = Arc::new(Semaphore::new(quota_units as usize));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let workers = if cfg.disable_dispatch { 1 } else { cfg.worker_count };
+        let mut conns: Vec<Option<Conn>> = (0..workers).map(|_| None).collect();
+        conns[0] = Some(conn);
+        let coord = Coordinator {
+            started: Instant::now(),
+            durable: resume.unwrap_or(0),
+            global_written: applied.global,
+            schema_version: applied.schema_version,
+            applied,
+            cfg,
+            session,
+            conns,
+            cache: table::Cache::default(),
+            shared: shared.clone(),
+            since: None,
+        };
+        let task = tokio::spawn(coord.run(rx));
+        Ok(MysqlSink { tx: Some(tx), quota, quota_units, shared, resume, task: Some(task) })
+    }
+
+    /// Flushes, writes the checkpoint with `consistent = true` (a clean shutdown) and stops.
+    pub async fn close(mut self) -> Result<i64, SinkError> {
+        let ts = self.flush_inner(true).await?;
+        self.tx.take();
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+        Ok(ts)
+    }
+
+    fn stopped(&self) -> SinkError {
+        SinkError::new(
+            "mysql",
+            MysqlError::Stopped(self.shared.error().unwrap_or_else(|| "the sink task ended".into())),
+        )
+    }
+
+    async fn flush_inner(&mut self, consistent: bool) -> Result<i64, SinkError> {
+        let (reply, rx) = oneshot::channel();
+        let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
+        tx.send(Msg::Flush { consistent, reply }).map_err(|_| self.stopped())?;
+        match rx.await {
+            Ok(Ok(ts)) => Ok(ts),
+            Ok(Err(e)) => Err(SinkError::new("mysql", MysqlError::Stopped(e))),
+            Err(_) => Err(self.stopped()),
+        }
+    }
+}
+
+impl Drop for MysqlSink {
+    fn drop(&mut self) {
+        // Dropping the sender ends the coordinator after what is queued; abort instead so that a
+        // dropped sink stops at once (a crash, as far as the downstream can tell).
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Approximate bytes an item holds.
+fn item_bytes(item: &Item) -> usize {
+    fn value(v: &Option<Value>) -> usize {
+        24 + match v {
+            Some(Value::Bytes(b)) => b.len(),
+            Some(Value::Decimal(s) | Value::Json(s)) => s.len(),
+            Some(Value::Enum { name, .. }) => name.len(),
+            Some(Value::Set { names, .. }) => names.len(),
+            _ => 0,
+        }
+    }
+    let mut n = 128;
+    match &item.body {
+        Body::Dml(ts) => {
+            for t in ts {
+                for r in &t.rows {
+                    n += match r {
+                        crate::txn::RowChange::Insert(r) | crate::txn::RowChange::Delete(r) => {
+                            r.iter().map(value).sum::<usize>()
+                        }
+                        crate::txn::RowChange::Update { old, new } => {
+                            old.iter().map(value).sum::<usize>() + new.iter().map(value).sum::<usize>()
+                        }
+                    };
+                }
+            }
+        }
+        Body::Ddl(d) => n += d.query.len(),
+        Body::Empty => {}
+    }
+    n
+}
+
+impl Sink for MysqlSink {
+    async fn load_checkpoint(&mut self) -> Result<Option<i64>, SinkError> {
+        Ok(self.resume)
+    }
+
+    async fn write(&mut self, item: Arc<Item>) -> Result<(), SinkError> {
+        if self.shared.error().is_some() {
+            return Err(self.stopped());
+        }
+        let units = ((item_bytes(&item) >> 10) as u32).clamp(1, self.quota_units);
+        let permit = self.quota.clone().acquire_many_owned(units).await.map_err(|_| self.stopped())?;
+        let tx = self.tx.as_ref().ok_or_else(|| self.stopped())?;
+        tx.send(Msg::Item(item, permit)).map_err(|_| self.stopped())
+    }
+
+    fn durable_ts(&self) -> i64 {
+        self.shared.durable.load(Ordering::SeqCst)
+    }
+
+    async fn flush(&mut self) -> Result<i64, SinkError> {
+        self.flush_inner(false).await
+    }
+}
+
+/// The background task that owns the connections and applies batches.
+struct Coordinator {
+    cfg: MysqlSinkConfig,
+    session: Session,
+    conns: Vec<Option<Conn>>,
+    cache: table::Cache,
+    applied: Applied,
+    shared: Arc<Shared>,
+    started: Instant,
+    durable: i64,
+    global_written: i64,
+    schema_version: i64,
+    since: Option<(Instant, u32)>,
+}
+
+type Queued = (Arc<Item>, tokio::sync::OwnedSemaphorePermit);
+
+impl Coordinator {
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let cap = self.batch_rows();
+        let mut next: Option<Msg> = None;
+        loop {
+            let msg = match next.take() {
+                Some(m) => m,
+                None => match rx.try_recv() {
+                    Ok(m) => m,
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        // Idle: bring upstream's checkpoint row up to date.
+                        if let Err(e) = self.write_global(false).await {
+                            self.die(e, &mut rx);
+                            return;
+                        }
+                        match rx.recv().await {
+                            Some(m) => m,
+                            None => break,
+                        }
+                    }
+                },
+            };
+            let res = match msg {
+                Msg::Flush { consistent, reply } => {
+                    let r = self.write_global(consistent).await.map(|()| self.durable);
+                    let failed = r.as_ref().err().map(|e| e.to_string());
+                    let _ = reply.send(r.map_err(|e| e.to_string()));
+                    match failed {
+                        Some(m) => Err(MysqlError::Stopped(m)),
+                        None => Ok(()),
+                    }
+                }
+                Msg::Item(item, permit) => {
+                    if let Body::Ddl(ddl) = &item.body {
+                        let ddl = ddl.clone();
+                        let r = self.apply_ddl(&item, &ddl).await;
+                        drop(permit);
+                        r
+                    } else {
+                        let mut batch: Vec<Queued> = vec![(item, permit)];
+                        let mut rows = row_count(&batch[0].0);
+                        while rows < cap {
+                            match rx.try_recv() {
+                                Ok(Msg::Item(it, p)) if !matches!(it.body, Body::Ddl(_)) => {
+                                    rows += row_count(&it);
+                                    batch.push((it, p));
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        self.apply_batch(batch).await
+                    }
+                }
+            };
+            if let Err(e) = res {
+                self.die(e, &mut rx);
+                return;
+            }
+        }
+    }
+
+    fn die(&mut self, e: MysqlError, rx: &mut mpsc::UnboundedReceiver<Msg>) {
+        tracing::error!(target: "drainer::sink::mysql", error = %e, "mysql sink stopped");
+        self.shared.fail(&e);
+        rx.close();
+        while let Ok(m) = rx.try_recv() {
+            if let Msg::Flush { reply, .. } = m {
+                let _ = reply.send(Err(e.to_string()));
+            }
+        }
+    }
+
+    fn batch_rows(&self) -> usize {
+        if self.cfg.batch_rows > 0 {
+            self.cfg.batch_rows
+        } else {
+            (self.cfg.txn_batch * self.cfg.worker_count * 32).max(64)
+        }
+    }
+
+    fn safe(&self) -> bool {
+        self.cfg.safe_mode || (self.cfg.checkpoint.is_none() && self.started.elapsed() < self.cfg.safe_mode_after_start)
+    }
+
+    async fn conn(&mut self, w: usize) -> Result<&mut Conn, Fail> {
+        if self.conns[w].is_none() {
+            let (c, s) = open(&self.cfg, w).await?;
+            self.session = s;
+            self.conns[w] = Some(c);
+        }
+        Ok(self.conns[w].as_mut().expect("just connected"))
+    }
+
+    fn mark_durable(&mut self, ts: i64) {
+        if ts > self.durable {
+            self.durable = ts;
+            self.shared.durable.store(ts, Ordering::SeqCst);
+        }
+    }
+
+    /// Handles a retryable failure: drops broken connections, waits, re-reads the checkpoint.
+    async fn recover(&mut self, e: mysql_async::Error) -> Result<(), MysqlError> {
+        backoff(&self.cfg, &mut self.since, &e).await?;
+        for c in &mut self.conns {
+            if c.as_ref().is_some_and(|c| c.is_disconnected()) {
+                *c = None;
+            }
+        }
+        if let Some(ck) = self.cfg.checkpoint.clone() {
+            // Every connection first (each waits for its predecessor's session to end), then read.
+            for w in 0..self.conns.len() {
+                match self.conn(w).await {
+                    Ok(_) => {}
+                    Err(Fail::Fatal(e)) => return Err(e),
+                    Err(Fail::Retry(_)) => return Ok(()), // try again on the next round
+                }
+            }
+            let conn = match self.conn(0).await {
+                Ok(c) => c,
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(Fail::Retry(_)) => return Ok(()), // try again on the next round
+            };
+            match ck.load(conn).await {
+                Ok(a) => {
+                    self.global_written = a.global;
+                    self.applied = a;
+                }
+                Err(checkpoint::LoadError::Sql(_)) => self.conns[0] = None,
+                Err(e) => {
+                    return Err(MysqlError::Checkpoint { table: ck.table.clone(), why: e.to_string() });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn plans(&mut self, items: &[Queued]) -> Result<(Plans, Vec<TablePlan>), Fail> {
+        let mut plans = Plans::new();
+        let mut list = Vec::new();
+        let mut by_name: HashMap<(String, String), Arc<table::DownTable>> = HashMap::new();
+        for (item, _) in items {
+            let Body::Dml(tables) = &item.body else {
+                continue;
+            };
+            for tc in tables {
+                let key = Arc::as_ptr(&tc.table) as usize;
+                if plans.contains_key(&key) {
+                    continue;
+                }
+                let name = (tc.table.schema.clone(), tc.table.name.clone());
+                let down = match by_name.get(&name) {
+                    Some(d) => d.clone(),
+                    None => {
+                        self.conn(0).await?;
+                        let conn = self.conns[0].as_mut().expect("connected");
+                        let d = match self.cache.get(conn, &name.0, &name.1).await {
+                            Ok(d) => d,
+                            Err(MysqlError::Query { source, .. }) if retryable(&source) => {
+                                return Err(Fail::Retry(source));
+                            }
+                            Err(e) => return Err(Fail::Fatal(e)),
+                        };
+                        by_name.insert(name, d.clone());
+                        d
+                    }
+                };
+                plans.insert(key, (list.len(), tc.table.clone()));
+                list.push(table::plan(&tc.table, &down));
+            }
+        }
+        Ok((plans, list))
+    }
+
+    async fn apply_batch(&mut self, mut items: Vec<Queued>) -> Result<(), MysqlError> {
+        let mut force_safe = false;
+        loop {
+            match self.try_batch(&mut items, force_safe).await {
+                Ok(()) => {
+                    self.since = None;
+                    return Ok(());
+                }
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(Fail::Retry(e)) => {
+                    self.recover(e).await?;
+                    // Without a checkpoint a retried transaction may already be in: replay it in safe mode.
+                    force_safe = self.cfg.checkpoint.is_none();
+                }
+            }
+        }
+    }
+
+    /// Applies `items` batch by batch; committed items are removed from the front.
+    async fn try_batch(&mut self, items: &mut Vec<Queued>, force_safe: bool) -> Result<(), Fail> {
+        let (plans, list) = self.plans(items).await?;
+        let settings = Settings {
+            workers: self.conns.len(),
+            detect: !self.cfg.disable_detect,
+            per_txn: self.cfg.disable_dispatch,
+            safe: force_safe || self.safe(),
+            batch_rows: self.batch_rows(),
+            stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
+            packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
+            dialect: self.session.dialect,
+        };
+        let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
+        let ck = self.cfg.checkpoint.clone();
+        let groups = batch::build(
+            &arcs,
+            &plans,
+            &list,
+            &settings,
+            ck.as_ref().map(|c| (c, &self.applied)),
+            self.durable,
+            self.schema_version,
+        )?;
+        let mut off = 0;
+        for g in groups {
+            self.run_group(&g, &arcs[off..off + g.n_items]).await?;
+            off += g.n_items;
+            items.drain(..g.n_items);
+            self.schema_version = self.schema_version.max(g.schema_version);
+            if let Some(ts) = g.global_ts {
+                self.global_written = self.global_written.max(ts);
+            }
+            self.applied.advance(g.max_ts);
+            self.mark_durable(g.max_ts);
+        }
+        Ok(())
+    }
+
+    async fn run_group(&mut self, g: &GroupPlan, items: &[Arc<Item>]) -> Result<(), Fail> {
+        let first = items.first().map_or(0, |i| i.commit_ts);
+        for p in &g.parts {
+            self.conn(p.worker).await?;
+        }
+        let mut futs = Vec::new();
+        for p in &g.parts {
+            let conn = self.conns[p.worker].take().expect("connected above");
+            futs.push(run_part(conn, p));
+        }
+        let results = futures::future::join_all(futs).await;
+        let mut fail: Option<Fail> = None;
+        for (p, (conn, r)) in g.parts.iter().zip(results) {
+            self.conns[p.worker] = conn;
+            if let Err(e) = r {
+                let f = if retryable(&e) {
+                    Fail::Retry(e)
+                } else {
+                    Fail::Fatal(MysqlError::Rejected { first, last: g.max_ts, source: e })
+                };
+                if !matches!(fail, Some(Fail::Fatal(_))) {
+                    fail = Some(f);
+                }
+            }
+        }
+        match fail {
+            None => Ok(()),
+            Some(f) => Err(f),
+        }
+    }
+
+    /// Writes upstream's checkpoint row when it lags `durable` (or to mark a clean shutdown).
+    async fn write_global(&mut self, consistent: bool) -> Result<(), MysqlError> {
+        let Some(ck) = self.cfg.checkpoint.clone() else {
+            return Ok(());
+        };
+        if self.global_written >= self.durable && !consistent {
+            return Ok(());
+        }
+        let sql = format!("BEGIN;{};COMMIT", ck.global_sql(self.durable, self.schema_version, consistent));
+        loop {
+            let r = match self.conn(0).await {
+                Ok(c) => c.query_drop(&sql).await.map_err(|e| {
+                    if retryable(&e) {
+                        Fail::Retry(e)
+                    } else {
+                        Fail::Fatal(MysqlError::query("writing the checkpoint", e))
+                    }
+                }),
+                Err(f) => Err(f),
+            };
+            match r {
+                Ok(()) => {
+                    self.since = None;
+                    self.global_written = self.durable;
+                    return Ok(());
+                }
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(Fail::Retry(e)) => {
+                    self.conns[0] = None;
+                    backoff(&self.cfg, &mut self.since, &e).await?;
+                }
+            }
+        }
+    }
+
+    async fn apply_ddl(&mut self, item: &Item, ddl: &Ddl) -> Result<(), MysqlError> {
+        if self.cfg.checkpoint.is_some() && item.commit_ts <= self.applied.global {
+            self.mark_durable(item.commit_ts);
+            return Ok(());
+        }
+        // Pending DML was applied before this message was taken (batches never span a DDL).
+        self.write_global(false).await?;
+        loop {
+            match self.try_ddl(item, ddl).await {
+                Ok(()) => break,
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(Fail::Retry(e)) => {
+                    self.conns[0] = None;
+                    backoff(&self.cfg, &mut self.since, &e).await?;
+                }
+            }
+        }
+        self.since = None;
+        self.cache.clear();
+        self.schema_version = self.schema_version.max(item.schema_version);
+        self.mark_durable(item.commit_ts);
+        self.applied.advance(item.commit_ts);
+        self.write_global(false).await
+    }
+
+    async fn try_ddl(&mut self, item: &Item, ddl: &Ddl) -> Result<(), Fail> {
+        let conn = self.conn(0).await?;
+        let lower = ddl.query.trim_start().to_ascii_lowercase();
+        let creates_db = lower.starts_with("create database") || lower.starts_with("create schema");
+        let rejected = |e: &mysql_async::Error| {
+            let message = match e {
+                mysql_async::Error::Server(s) => format!("error {}: {}", s.code, s.message),
+                e => e.to_string(),
+            };
+            MysqlError::DdlRejected { commit_ts: item.commit_ts, query: ddl.query.clone(), message }
+        };
+        if !ddl.schema.is_empty()
+            && !creates_db
+            && let Err(e) = conn.query_drop(format!("USE {}", quote_ident(&ddl.schema))).await
+        {
+            if retryable(&e) {
+                return Err(Fail::Retry(e));
+            }
+            // Replaying a DROP after its database is gone is fine; anything else is not.
+            if server_code(&e) == Some(1049) && lower.starts_with("drop") {
+                tracing::info!(target: "drainer::sink::mysql", commit_ts = item.commit_ts, query = %ddl.query, "ignoring DDL: database already gone");
+                return Ok(());
+            }
+            return Err(Fail::Fatal(rejected(&e)));
+        }
+        match conn.query_drop(&ddl.query).await {
+            Ok(()) => Ok(()),
+            Err(e) if retryable(&e) => Err(Fail::Retry(e)),
+            Err(e) if server_code(&e).is_some_and(ignorable_ddl_error) => {
+                tracing::info!(target: "drainer::sink::mysql", commit_ts = item.commit_ts, query = %ddl.query, error = %e, "ignoring DDL error, as upstream");
+                Ok(())
+            }
+            Err(e) => Err(Fail::Fatal(rejected(&e))),
+        }
+    }
+}
+
+fn row_count(item: &Item) -> usize {
+    match &item.body {
+        Body::Dml(t) => t.iter().map(|t| t.rows.len()).sum::<usize>().max(1),
+        _ => 1,
+    }
+}
+
+/// Runs one part's transactions on its connection; rolls back on error. Returns the connection
+/// (`None` when it broke).
+async fn run_part(mut conn: Conn, p: &PartPlan) -> (Option<Conn>, Result<(), mysql_async::Error>) {
+    for txn in &p.txns {
+        for packet in &txn.packets {
+            if let Err(e) = conn.query_drop(packet.as_str()).await {
+                tracing::warn!(target: "drainer::sink::mysql", worker = p.worker, commit_ts = txn.ts, error = %e, "downstream transaction failed");
+                if e.is_fatal() || conn.is_disconnected() {
+                    return (None, Err(e));
+                }
+                if conn.query_drop("ROLLBACK").await.is_err() {
+                    return (None, Err(e));
+                }
+                return (Some(conn), Err(e));
+            }
+        }
+    }
+    (Some(conn), Ok(()))
+}

@@ -1,0 +1,146 @@
+//! Downstream table info (as upstream's loader reads it, from `information_schema`), cached per
+//! table and dropped after every DDL, and the [`TablePlan`] that maps an item's columns onto it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Row};
+
+use super::MysqlError;
+use super::sql::{PlanCol, TablePlan, quoted_col};
+use crate::txn::TableSchema;
+
+/// One downstream column.
+#[derive(Debug, Clone)]
+pub(crate) struct DownColumn {
+    pub name: String,
+    /// `information_schema.columns.DATA_TYPE`, lower case.
+    pub data_type: String,
+    /// A generated (virtual or stored) column: never written.
+    pub generated: bool,
+}
+
+impl DownColumn {
+    fn binary_string(&self) -> bool {
+        matches!(self.data_type.as_str(), "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob")
+    }
+}
+
+/// A downstream table as the sink needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct DownTable {
+    pub columns: Vec<DownColumn>,
+    /// Unique keys as column names, PRIMARY first, each in key order.
+    pub unique_keys: Vec<Vec<String>>,
+}
+
+fn text(row: &Row, i: usize) -> String {
+    match row.as_ref(i) {
+        Some(mysql_async::Value::Bytes(b)) => String::from_utf8_lossy(b).into_owned(),
+        Some(mysql_async::Value::Int(n)) => n.to_string(),
+        Some(mysql_async::Value::UInt(n)) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Reads a table's columns and unique keys; `Ok(None)` when the table does not exist.
+pub(crate) async fn fetch(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<DownTable>, mysql_async::Error> {
+    let rows: Vec<Row> = conn
+        .exec(
+            "SELECT COLUMN_NAME, LOWER(DATA_TYPE), EXTRA FROM information_schema.columns \
+             WHERE table_schema = ? AND table_name = ? ORDER BY ORDINAL_POSITION",
+            (schema, table),
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let columns = rows
+        .iter()
+        .map(|r| {
+            let extra = text(r, 2).to_ascii_uppercase();
+            DownColumn {
+                name: text(r, 0),
+                data_type: text(r, 1),
+                generated: extra.contains("GENERATED") || extra.contains("VIRTUAL") || extra.contains("PERSISTENT"),
+            }
+        })
+        .collect();
+    let rows: Vec<Row> = conn
+        .exec(
+            "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.statistics \
+             WHERE table_schema = ? AND table_name = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
+            (schema, table),
+        )
+        .await?;
+    let mut keys: Vec<(String, Vec<String>)> = Vec::new();
+    for r in &rows {
+        let (idx, col) = (text(r, 0), text(r, 1));
+        match keys.iter_mut().find(|(n, _)| *n == idx) {
+            Some((_, cols)) => cols.push(col),
+            None => keys.push((idx, vec![col])),
+        }
+    }
+    // PRIMARY first, the others in name order (stable across runs).
+    keys.sort_by_key(|(n, _)| !n.eq_ignore_ascii_case("PRIMARY"));
+    Ok(Some(DownTable { columns, unique_keys: keys.into_iter().map(|(_, c)| c).collect() }))
+}
+
+/// Builds the plan for writing rows of `up` into `down`: columns matched by name
+/// (case-insensitive), keys from the downstream.
+pub(crate) fn plan(up: &TableSchema, down: &DownTable) -> TablePlan {
+    let cols = up
+        .columns
+        .iter()
+        .map(|c| {
+            let d = down.columns.iter().find(|d| d.name.eq_ignore_ascii_case(&c.name));
+            PlanCol {
+                quoted: quoted_col(&c.name),
+                write: !c.generated && !d.is_some_and(|d| d.generated),
+                binary: d.map_or(c.binary && is_string_tp(c.tp), |d| d.binary_string()),
+            }
+        })
+        .collect::<Vec<_>>();
+    let keys = down
+        .unique_keys
+        .iter()
+        .filter_map(|k| {
+            k.iter().map(|name| up.column_index(name).filter(|&i| cols[i].write)).collect::<Option<Vec<usize>>>()
+        })
+        .collect();
+    TablePlan { quoted: up.quoted_name(), cols, keys }
+}
+
+fn is_string_tp(tp: u8) -> bool {
+    use crate::txn::mysql_type::*;
+    matches!(tp, VARCHAR | VAR_STRING | STRING | TINY_BLOB | MEDIUM_BLOB | LONG_BLOB | BLOB)
+}
+
+/// Downstream table info per `(schema, table)`; cleared after every DDL.
+#[derive(Debug, Default)]
+pub(crate) struct Cache {
+    tables: HashMap<(String, String), Arc<DownTable>>,
+}
+
+impl Cache {
+    /// The table's info, fetched on a miss.
+    pub async fn get(&mut self, conn: &mut Conn, schema: &str, table: &str) -> Result<Arc<DownTable>, MysqlError> {
+        let key = (schema.to_string(), table.to_string());
+        if let Some(t) = self.tables.get(&key) {
+            return Ok(t.clone());
+        }
+        let what = format!("reading the downstream definition of {}", crate::txn::quote_ident(table));
+        let t = fetch(conn, schema, table).await.map_err(|e| MysqlError::query(what, e))?;
+        let t = Arc::new(t.ok_or_else(|| MysqlError::NoTable {
+            table: format!("{}.{}", crate::txn::quote_ident(schema), crate::txn::quote_ident(table)),
+        })?);
+        self.tables.insert(key, t.clone());
+        Ok(t)
+    }
+
+    /// Forgets everything (after a DDL).
+    pub fn clear(&mut self) {
+        self.tables.clear();
+    }
+}
