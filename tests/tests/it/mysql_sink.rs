@@ -567,38 +567,51 @@ pub(crate) async fn assert_workload_applied(c: &mut mysql_async::Conn, schema: &
 fn crashes_at_random_points_neither_lose_nor_repeat_a_change() {
     let cluster = Cluster::builder().downstream_db().start().unwrap();
     let db = cluster.downstream.as_ref().unwrap();
-    let w = workload("crash", 600, 42);
-    rt().block_on(async {
-        let mut c = conn(db).await;
-        create_workload_tables(&mut c, "crash").await;
-        let cfg = MysqlSinkConfig { worker_count: 4, batch_rows: 40, ..sink_cfg(db) };
-        let mut x = 7u64;
-        let mut resumes = Vec::new();
-        for round in 0..8 {
+    // parallel workers (worker rows), and one upstream txn per downstream txn (disable-dispatch)
+    let modes = [
+        ("crash", MysqlSinkConfig { worker_count: 4, batch_rows: 40, ..sink_cfg(db) }),
+        (
+            "crash_serial",
+            MysqlSinkConfig {
+                disable_dispatch: true,
+                checkpoint: Some(CheckpointCfg { cluster_id: 8, ..Default::default() }),
+                ..sink_cfg(db)
+            },
+        ),
+    ];
+    for (schema, cfg) in modes {
+        let w = workload(schema, 600, 42);
+        rt().block_on(async {
+            let mut c = conn(db).await;
+            create_workload_tables(&mut c, schema).await;
+            let mut x = 7u64;
+            let mut resumes = Vec::new();
+            for round in 0..8 {
+                let mut sink = MysqlSink::connect(cfg.clone()).await.unwrap();
+                let resume = sink.load_checkpoint().await.unwrap().unwrap_or(0);
+                resumes.push(resume);
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+                let take = 20 + (x >> 33) as usize % 80;
+                for it in w.items.iter().filter(|i| i.commit_ts > resume).take(take) {
+                    sink.write(it.clone()).await.unwrap();
+                }
+                // let some batches commit and leave others mid-flight, then "crash"
+                tokio::time::sleep(Duration::from_millis((x >> 40) % 15 + round)).await;
+                drop(sink);
+            }
             let mut sink = MysqlSink::connect(cfg.clone()).await.unwrap();
             let resume = sink.load_checkpoint().await.unwrap().unwrap_or(0);
-            resumes.push(resume);
-            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let take = 20 + (x >> 33) as usize % 80;
-            for it in w.items.iter().filter(|i| i.commit_ts > resume).take(take) {
+            for it in w.items.iter().filter(|i| i.commit_ts > resume) {
                 sink.write(it.clone()).await.unwrap();
             }
-            // let some batches commit and leave others mid-flight, then "crash"
-            tokio::time::sleep(Duration::from_millis((x >> 40) % 15 + round)).await;
-            drop(sink);
-        }
-        let mut sink = MysqlSink::connect(cfg.clone()).await.unwrap();
-        let resume = sink.load_checkpoint().await.unwrap().unwrap_or(0);
-        for it in w.items.iter().filter(|i| i.commit_ts > resume) {
-            sink.write(it.clone()).await.unwrap();
-        }
-        let last = w.items.last().unwrap().commit_ts;
-        assert_eq!(sink.flush().await.unwrap(), last);
-        sink.close().await.unwrap();
-        assert!(resumes.windows(2).all(|p| p[0] <= p[1]), "{resumes:?}");
-        assert!(resumes.iter().any(|&r| r > 0), "some rounds committed something: {resumes:?}");
-        assert_workload_applied(&mut c, "crash", &w).await;
-    });
+            let last = w.items.last().unwrap().commit_ts;
+            assert_eq!(sink.flush().await.unwrap(), last);
+            sink.close().await.unwrap();
+            assert!(resumes.windows(2).all(|p| p[0] <= p[1]), "{schema}: {resumes:?}");
+            assert!(resumes.iter().any(|&r| r > 0), "{schema}: some rounds committed something: {resumes:?}");
+            assert_workload_applied(&mut c, schema, &w).await;
+        });
+    }
 }
 
 #[test]

@@ -429,3 +429,176 @@ fn flush_open(out: &mut Vec<String>, open: Open<'_>, plans: &[TablePlan]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sink::mysql::sql::{PlanCol, quoted_col};
+    use crate::txn::{Column, TableChanges, TableSchema, Value};
+
+    fn setup() -> (Arc<TableSchema>, Plans, Vec<TablePlan>) {
+        let col = |n: &str| Column { name: n.into(), ..Default::default() };
+        let t = Arc::new(TableSchema {
+            schema: "d".into(),
+            name: "t".into(),
+            columns: vec![col("id"), col("v")],
+            ..Default::default()
+        });
+        let pc = |n: &str| PlanCol { quoted: quoted_col(n), write: true, binary: false };
+        let plan = TablePlan { quoted: "`d`.`t`".into(), cols: vec![pc("id"), pc("v")], keys: vec![vec![0]] };
+        let mut plans = Plans::new();
+        plans.insert(Arc::as_ptr(&t) as usize, (0, t.clone()));
+        (t, plans, vec![plan])
+    }
+
+    fn row(id: i64) -> Vec<Option<Value>> {
+        vec![Some(Value::Int(id)), Some(Value::Int(id * 10))]
+    }
+
+    fn item(t: &Arc<TableSchema>, ts: i64, rows: Vec<RowChange>) -> Arc<Item> {
+        Arc::new(Item {
+            start_ts: ts - 1,
+            commit_ts: ts,
+            schema_version: 1,
+            body: Body::Dml(vec![TableChanges { table: t.clone(), rows }]),
+        })
+    }
+
+    fn settings(workers: usize) -> Settings {
+        Settings {
+            workers,
+            detect: true,
+            per_txn: false,
+            safe: false,
+            batch_rows: 1000,
+            stmt_bytes: 1 << 20,
+            packet_bytes: 1 << 20,
+            dialect: Dialect::default(),
+        }
+    }
+
+    /// The worker (of `n`) a row with this id hashes to.
+    fn worker_of(plans: &[TablePlan], id: i64, n: u64) -> u64 {
+        let lits = plans[0].lits(&row(id), Dialect::default()).unwrap();
+        let mut keys = vec![];
+        plans[0].causality_keys(&lits, &mut keys);
+        stable_hash(&keys[0]) % n
+    }
+
+    fn all_sql(g: &GroupPlan) -> String {
+        g.parts
+            .iter()
+            .flat_map(|p| p.txns.iter().flat_map(|t| t.packets.iter().cloned()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[test]
+    fn inserts_spread_over_workers_each_part_with_its_worker_row() {
+        let (t, plans, list) = setup();
+        let ck = CheckpointCfg { cluster_id: 1, ..Default::default() };
+        let items = vec![item(&t, 10, (1..=40).map(|i| RowChange::Insert(row(i))).collect())];
+        let gs = build(&items, &plans, &list, &settings(4), Some((&ck, &Applied::default())), 5, 0).unwrap();
+        assert_eq!(gs.len(), 1);
+        let g = &gs[0];
+        assert!(g.parts.len() > 1, "40 keys over 4 workers");
+        assert_eq!(g.global_ts, Some(5), "the first part moves upstream's row to the previous batch");
+        let mut rows = 0;
+        for p in &g.parts {
+            assert_eq!(p.txns.len(), 1);
+            let sql = &p.txns[0].packets.join("");
+            assert!(sql.starts_with("BEGIN;INSERT INTO `d`.`t` (`id`,`v`) VALUES ("), "{sql}");
+            assert!(sql.contains(&ck.worker_sql(p.worker, 4, 10)), "{sql}");
+            assert!(sql.ends_with(";COMMIT"));
+            assert_eq!(sql.matches("INSERT").count(), 1, "one multi-row INSERT per part");
+            rows += sql.matches("),(").count() + 1;
+        }
+        assert_eq!(rows, 40);
+        assert_eq!(all_sql(g).matches(&ck.global_sql(5, 1, false)).count(), 1);
+
+        // one worker: upstream's row at the batch's ts, in the same transaction
+        let gs = build(&items, &plans, &list, &settings(1), Some((&ck, &Applied::default())), 5, 0).unwrap();
+        assert_eq!((gs[0].parts.len(), gs[0].global_ts), (1, Some(10)));
+        assert!(all_sql(&gs[0]).ends_with(&format!("{};COMMIT", ck.global_sql(10, 1, false))));
+    }
+
+    #[test]
+    fn a_key_owned_by_another_worker_ends_the_batch_and_a_self_conflict_runs_on_one_connection() {
+        let (t, plans, list) = setup();
+        let w1 = worker_of(&list, 1, 4);
+        let y = (2..200).find(|&y| worker_of(&list, y, 4) != w1).unwrap();
+        let move_y_to_1 = RowChange::Update { old: row(y), new: row(1) };
+        let items = vec![item(&t, 10, vec![RowChange::Delete(row(1))]), item(&t, 20, vec![move_y_to_1])];
+        let gs = build(&items, &plans, &list, &settings(4), None, 0, 0).unwrap();
+        assert_eq!(gs.iter().map(|g| g.n_items).collect::<Vec<_>>(), vec![1, 1], "conflict on key 1 splits the batch");
+        let mut s = settings(4);
+        s.detect = false;
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        assert_eq!(gs.len(), 1, "without detection they share a batch");
+
+        let items = vec![item(&t, 10, vec![RowChange::Delete(row(1)), RowChange::Update { old: row(y), new: row(1) }])];
+        let gs = build(&items, &plans, &list, &settings(4), None, 0, 0).unwrap();
+        assert_eq!(gs.len(), 1);
+        assert_eq!(gs[0].parts.len(), 1, "a txn conflicting with itself runs in order on one connection");
+        let sql = all_sql(&gs[0]);
+        assert!(sql.find("DELETE").unwrap() < sql.find("UPDATE").unwrap(), "{sql}");
+    }
+
+    #[test]
+    fn a_replay_skips_what_a_worker_committed_and_runs_on_one_connection() {
+        let (t, plans, list) = setup();
+        let ck = CheckpointCfg::default();
+        let w1 = worker_of(&list, 1, 4) as i64;
+        let y = (2..200).find(|&y| worker_of(&list, y, 4) as i64 != w1).unwrap();
+        // worker w1 committed its part of the batch ending at 10; the others did not
+        let applied = Applied::from_rows(5, 0, true, &[(w1, 4, 10)]);
+        let items = vec![
+            item(&t, 10, vec![RowChange::Insert(row(1)), RowChange::Insert(row(y))]),
+            item(&t, 20, vec![RowChange::Insert(row(1000))]),
+        ];
+        let gs = build(&items, &plans, &list, &settings(4), Some((&ck, &applied)), 5, 0).unwrap();
+        assert_eq!(gs[0].parts.len(), 1);
+        let sql = all_sql(&gs[0]);
+        assert!(!sql.contains("(1,10)") && sql.contains(&format!("({y},{})", y * 10)), "{sql}");
+        assert_eq!(gs[0].global_ts, Some(gs[0].max_ts));
+    }
+
+    #[test]
+    fn per_txn_mode_and_safe_mode_shapes() {
+        let (t, plans, list) = setup();
+        let ck = CheckpointCfg::default();
+        let items = vec![
+            item(&t, 10, vec![RowChange::Insert(row(1)), RowChange::Insert(row(2))]),
+            item(
+                &t,
+                20,
+                vec![
+                    RowChange::Delete(row(1)),
+                    RowChange::Delete(row(2)),
+                    RowChange::Update { old: row(3), new: row(4) },
+                ],
+            ),
+        ];
+        let mut s = settings(1);
+        s.per_txn = true;
+        let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 0, 0).unwrap();
+        let txns = &gs[0].parts[0].txns;
+        assert_eq!(txns.len(), 2, "one downstream txn per upstream txn");
+        assert!(txns[0].packets[0].ends_with(&format!("{};COMMIT", ck.global_sql(10, 1, false))));
+        assert_eq!(
+            txns[1].packets[0],
+            format!(
+                "BEGIN;DELETE FROM `d`.`t` WHERE `id` IN (1,2) LIMIT 2;UPDATE `d`.`t` SET `id` = 4,`v` = 40 WHERE `id` = 3 LIMIT 1;{};COMMIT",
+                ck.global_sql(20, 1, false)
+            )
+        );
+        s.safe = true;
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        let txns = &gs[0].parts[0].txns;
+        assert_eq!(txns[0].packets[0], "BEGIN;REPLACE INTO `d`.`t` (`id`,`v`) VALUES (1,10),(2,20);COMMIT");
+        assert_eq!(
+            txns[1].packets[0],
+            "BEGIN;DELETE FROM `d`.`t` WHERE `id` IN (1,2,3) LIMIT 3;REPLACE INTO `d`.`t` (`id`,`v`) VALUES (4,40);COMMIT"
+        );
+    }
+}
