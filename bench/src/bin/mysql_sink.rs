@@ -131,8 +131,11 @@ async fn load_data(c: &mut mysql_async::Conn, table: &str, recs: &[Rec]) -> Resu
     for r in recs {
         tsv.push_str(&format!("{}\t{}\t{}\t{}\n", r.id, r.k, r.c, r.pad));
     }
+    // in 1 MiB chunks: each chunk travels as one packet (max_allowed_packet)
     let data = bytes::Bytes::from(tsv);
-    c.set_infile_handler(async move { Ok(Box::pin(futures::stream::iter([Ok(data)])) as mysql_async::InfileData) });
+    let chunks: Vec<std::io::Result<bytes::Bytes>> =
+        (0..data.len()).step_by(1 << 20).map(|i| Ok(data.slice(i..(i + (1 << 20)).min(data.len())))).collect();
+    c.set_infile_handler(async move { Ok(Box::pin(futures::stream::iter(chunks)) as mysql_async::InfileData) });
     c.query_drop(format!("LOAD DATA LOCAL INFILE 'rows' INTO TABLE b.{table} (id,k,c,pad)")).await?;
     Ok(())
 }
@@ -141,6 +144,8 @@ async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64) -> Result<f64
     let cfg = MysqlSinkConfig {
         port,
         checkpoint: Some(CheckpointCfg { cluster_id, ..Default::default() }),
+        // the defaults (`worker-count` 16, `txn-batch` 20) unless overridden to explore
+        worker_count: std::env::var("SINK_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
         ..Default::default()
     };
     let mut sink = MysqlSink::connect(cfg).await?;
