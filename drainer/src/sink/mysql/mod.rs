@@ -744,40 +744,44 @@ impl Coordinator {
         }
     }
 
-    /// Handles a retryable failure: drops broken connections, waits, re-reads the checkpoint.
-    async fn recover(&mut self, e: mysql_async::Error) -> Result<(), MysqlError> {
-        backoff(&self.cfg, &mut self.since, &e).await?;
-        for c in &mut self.conns {
-            if c.as_ref().is_some_and(|c| c.is_disconnected()) {
-                *c = None;
+    /// Handles a retryable failure: waits, drops broken connections, and re-reads the checkpoint,
+    /// retrying until that read succeeds: a batch is never retried on a guess of what committed.
+    async fn recover(&mut self, mut e: mysql_async::Error) -> Result<(), MysqlError> {
+        loop {
+            backoff(&self.cfg, &mut self.since, &e).await?;
+            for c in &mut self.conns {
+                if c.as_ref().is_some_and(|c| c.is_disconnected()) {
+                    *c = None;
+                }
+            }
+            let Some(ck) = self.cfg.checkpoint.clone() else { return Ok(()) };
+            match self.reload(&ck).await {
+                Ok(()) => return Ok(()),
+                Err(Fail::Fatal(f)) => return Err(f),
+                Err(Fail::Retry(r)) => e = r,
             }
         }
-        if let Some(ck) = self.cfg.checkpoint.clone() {
-            // Every connection first (each waits for its predecessor's session to end), then read.
-            for w in 0..self.conns.len() {
-                match self.conn(w).await {
-                    Ok(_) => {}
-                    Err(Fail::Fatal(e)) => return Err(e),
-                    Err(Fail::Retry(_)) => return Ok(()), // try again on the next round
-                }
-            }
-            let conn = match self.conn(0).await {
-                Ok(c) => c,
-                Err(Fail::Fatal(e)) => return Err(e),
-                Err(Fail::Retry(_)) => return Ok(()), // try again on the next round
-            };
-            match ck.load(conn).await {
-                Ok(a) => {
-                    self.global_written = a.global;
-                    self.applied = a;
-                }
-                Err(checkpoint::LoadError::Sql(_)) => self.conns[0] = None,
-                Err(e) => {
-                    return Err(MysqlError::Checkpoint { table: ck.table.clone(), why: e.to_string() });
-                }
-            }
+    }
+
+    /// Opens every connection (each waits for its predecessor's session to end), then reads what is
+    /// applied.
+    async fn reload(&mut self, ck: &CheckpointCfg) -> Result<(), Fail> {
+        for w in 0..self.conns.len() {
+            self.conn(w).await?;
         }
-        Ok(())
+        let conn = self.conns[0].as_mut().expect("connected above");
+        match ck.load(conn).await {
+            Ok(a) => {
+                self.global_written = a.global;
+                self.applied = a;
+                Ok(())
+            }
+            Err(checkpoint::LoadError::Sql(e)) if retryable(&e) => {
+                self.conns[0] = None;
+                Err(Fail::Retry(e))
+            }
+            Err(e) => Err(Fail::Fatal(MysqlError::Checkpoint { table: ck.table.clone(), why: e.to_string() })),
+        }
     }
 
     async fn plans(&mut self, items: &[Queued]) -> Result<(Plans, Vec<TablePlan>), Fail> {
