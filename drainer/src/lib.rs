@@ -14,6 +14,9 @@
 //! - [`binlogfile`]: the file sink's on-disk records (framing, file names), shared with Reparo.
 //! - [`consumer`]: reads the Kafka sink's topic back as whole transactions.
 //! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
+//! - [`schema`], [`translate`]: table schemas from DDL history; binlog → [`txn::Item`].
+//! - [`syncer`]: translate and sink tasks, checkpoint saving.
+//! - [`server`]: the drainer process: registry, heartbeat, HTTP and Cistern, shutdown.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -26,6 +29,10 @@ pub mod flags;
 pub mod merge;
 pub mod metrics;
 pub mod pumps;
+pub mod schema;
+pub mod server;
+pub mod syncer;
+pub mod translate;
 pub mod proto;
 pub mod reparo;
 pub mod sink;

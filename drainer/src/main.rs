@@ -26,6 +26,25 @@ fn init_logging(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
+#[allow(dead_code)] // until the first sink is wired below
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    tokio::select! {
+        _ = async { match term.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+        _ = async { match int.as_mut() { Some(s) => { s.recv().await; } None => std::future::pending().await } } => {}
+    }
+}
+
+/// Runs the drainer with one sink until a signal, an HTTP pause/close, or an error.
+#[allow(dead_code)] // until the first sink is wired below
+async fn drive<S: drainer::sink::Sink + 'static>(cfg: Config, sink: S) -> Result<()> {
+    let exit = drainer::server::run(cfg, sink, stop_signal()).await?;
+    tracing::info!(state = %exit.state, checkpoint = exit.checkpoint.commit_ts, "drainer exited");
+    Ok(())
+}
+
 async fn run(cfg: Config) -> Result<()> {
     match cfg.db_type()? {
         DbType::Mysql | DbType::Tidb | DbType::File | DbType::Kafka => {

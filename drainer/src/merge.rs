@@ -17,22 +17,27 @@
 //!
 //! # Paused and dead pumps
 //! Upstream blocks the whole merge on a source until it yields an item, so a paused pump stalls the
-//! drainer until it is online (or offline) again. We do better where it is safe: a reader may mark its
-//! source *excludable* ([`SourceSender::set_excludable`]) when the pump is `paused` or `offline` in etcd
-//! **and** the reader has already received everything up to the `maxCommitTS` the pump registered.
-//! Such a source has nothing more it could send without first coming back online, so the merge skips it
-//! while its queue is empty and carries on with the others. The flag is set only after the last batch is
-//! queued (release/acquire), so a skipped source never hides a queued item. When the pump comes back the
-//! reader clears the flag and the source is required again from its next item on. A pump that is
+//! drainer until it is online (or offline) again. We do better where it is safe. A reader may mark its
+//! source *excludable up to a bound* ([`SourceSender::set_exclude_upto`]) when the pump is `paused` in
+//! etcd **and** the reader has received everything up to the `maxCommitTS` the pump registered. The bound
+//! is a TSO taken *before* the etcd read that showed the pump paused: a resumed pump registers `online`
+//! before it accepts a prewrite, and a new transaction's commit ts is allocated after its prewrite, so
+//! everything the pump can carry after resuming has a commit ts above the bound. While its queue is
+//! empty, such a source does not hold back items up to the bound; an item above the bound still waits
+//! for it (and the collector refreshes the bound every `detect-interval`). The bound is set only after
+//! the last batch is queued (release/acquire), so a skipped source never hides a queued item. When the
+//! pump comes back the reader clears the bound and the source is required again. A pump that is
 //! `online` in etcd but silent (crashed, unreachable) still blocks the merge, as upstream: skipping it
-//! could reorder its binlogs behind later ones. Caveat: a transaction whose commit binlog reaches a pump
-//! only after the pump resumes, with a commit ts below what the drainer emitted meanwhile, shows up as
-//! disorder (counted and logged), as it would upstream after an offline/online cycle.
+//! could reorder its binlogs behind later ones. Caveat: a transaction prewritten on the pump *before*
+//! it paused and committed after (TiDB retries the commit binlog on the same pump) can carry a commit ts
+//! below the bound; it shows up as disorder (counted and logged). Our pump avoids it by not pausing with
+//! unmatched prewrites; an upstream pump does not promise that.
 
 use std::cmp::Reverse;
+use std::collections::binary_heap::PeekMut;
 use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
@@ -51,7 +56,8 @@ impl Ordered for i64 {
 /// Shared between a source's reader and the merger.
 #[derive(Debug, Default)]
 struct SourceCtl {
-    excludable: AtomicBool,
+    /// 0: required. Otherwise: skippable while empty, for items with commit ts ≤ this.
+    exclude_upto: AtomicI64,
 }
 
 /// The producer side of one source: the pump reader holds it.
@@ -76,17 +82,18 @@ impl<T> SourceSender<T> {
         self.tx.send(batch).await.map_err(|_| MergeClosed)
     }
 
-    /// Marks the source as skippable while it has nothing queued (see the module docs for when a
-    /// reader may do this), or required again.
-    pub fn set_excludable(&self, on: bool) {
-        if self.ctl.excludable.swap(on, Ordering::AcqRel) != on {
+    /// Marks the source as skippable while it has nothing queued, for items with commit ts ≤ `upto`
+    /// (see the module docs for when a reader may do this); `None` makes it required again.
+    pub fn set_exclude_upto(&self, upto: Option<i64>) {
+        let v = upto.unwrap_or(0).max(0);
+        if self.ctl.exclude_upto.swap(v, Ordering::AcqRel) != v {
             self.wake.notify_one();
         }
     }
 
-    /// Whether the source is currently marked excludable.
-    pub fn excludable(&self) -> bool {
-        self.ctl.excludable.load(Ordering::Acquire)
+    /// The current exclusion bound, if any.
+    pub fn exclude_upto(&self) -> Option<i64> {
+        Some(self.ctl.exclude_upto.load(Ordering::Acquire)).filter(|&v| v > 0)
     }
 }
 
@@ -133,7 +140,7 @@ pub enum Step<T> {
 
 enum Refill {
     Got,
-    Excluded,
+    Excluded(i64),
     Closed,
     Pending,
 }
@@ -219,7 +226,7 @@ impl<T: Ordered> Merger<T> {
             return Refill::Got;
         }
         // Read the flag before polling: a reader sets it only after queueing its last batch.
-        let excludable = slot.ctl.excludable.load(Ordering::Acquire);
+        let bound = slot.ctl.exclude_upto.load(Ordering::Acquire);
         match slot.rx.try_recv() {
             Ok(batch) => {
                 slot.buf = VecDeque::from(batch);
@@ -231,7 +238,7 @@ impl<T: Ordered> Merger<T> {
                     None => Refill::Pending,
                 }
             }
-            Err(mpsc::error::TryRecvError::Empty) if excludable => Refill::Excluded,
+            Err(mpsc::error::TryRecvError::Empty) if bound > 0 => Refill::Excluded(bound),
             Err(mpsc::error::TryRecvError::Empty) => Refill::Pending,
             Err(mpsc::error::TryRecvError::Disconnected) => {
                 self.slots[idx] = None;
@@ -243,6 +250,8 @@ impl<T: Ordered> Merger<T> {
     /// The next step; never blocks.
     pub fn next(&mut self) -> Step<T> {
         loop {
+            // The lowest bound among excluded sources: nothing above it may pass them.
+            let mut bound: Option<(i64, usize)> = None;
             let mut i = 0;
             while i < self.waiting.len() {
                 let idx = self.waiting[i];
@@ -250,19 +259,43 @@ impl<T: Ordered> Merger<T> {
                     Refill::Got | Refill::Closed => {
                         self.waiting.swap_remove(i);
                     }
-                    Refill::Excluded => i += 1,
-                    Refill::Pending => {
-                        let id = self.slots[idx].as_ref().map(|s| s.id.clone()).unwrap_or_default();
-                        return Step::Wait(id);
+                    Refill::Excluded(b) => {
+                        if bound.is_none_or(|(cur, _)| b < cur) {
+                            bound = Some((b, idx));
+                        }
+                        i += 1;
                     }
+                    Refill::Pending => return Step::Wait(self.slot_id(idx)),
                 }
             }
-            let Some(Reverse((ts, idx))) = self.heap.pop() else { return Step::Idle };
-            let Some(slot) = self.slots[idx].as_mut() else { continue };
-            let Some(item) = slot.buf.pop_front() else { continue };
+            let Some(mut top) = self.heap.peek_mut() else {
+                return match bound {
+                    Some((_, idx)) => Step::Wait(self.slot_id(idx)),
+                    None => Step::Idle,
+                };
+            };
+            let Reverse((ts, idx)) = *top;
+            if let Some((b, ex)) = bound
+                && ts > b
+            {
+                drop(top);
+                return Step::Wait(self.slot_id(ex));
+            }
+            let Some(slot) = self.slots[idx].as_mut() else {
+                PeekMut::pop(top);
+                continue;
+            };
+            let Some(item) = slot.buf.pop_front() else {
+                PeekMut::pop(top);
+                continue;
+            };
+            // The same source's next head replaces the top in place: one sift instead of pop + push.
             match slot.buf.front() {
-                Some(next) => self.heap.push(Reverse((next.commit_ts(), idx))),
-                None => self.waiting.push(idx),
+                Some(next) => *top = Reverse((next.commit_ts(), idx)),
+                None => {
+                    PeekMut::pop(top);
+                    self.waiting.push(idx);
+                }
             }
             if ts < self.last_ts {
                 self.disorder += 1;
@@ -275,6 +308,10 @@ impl<T: Ordered> Merger<T> {
             self.last_ts = ts;
             return Step::Item(item);
         }
+    }
+
+    fn slot_id(&self, idx: usize) -> String {
+        self.slots[idx].as_ref().map(|s| s.id.clone()).unwrap_or_default()
     }
 
     /// Waits until the source `id` (from [`Step::Wait`]) has a batch, or anything else changes (a
@@ -360,21 +397,31 @@ mod tests {
         m.add_source(sa);
         m.add_source(sp);
         p.send(vec![2, 10]).await.unwrap();
-        p.set_excludable(true); // paused, everything up to its maxCommitTS (10) queued
+        p.set_exclude_upto(Some(100)); // paused, everything up to its maxCommitTS (10) queued
         a.send(vec![1, 3, 11, 12]).await.unwrap();
         let (out, step) = drain(&mut m);
         // 10 is still queued, so 11 waits for nothing but a's next item.
         assert_eq!(out, [1, 2, 3, 10, 11, 12]);
         assert_eq!(step, Step::Wait("a".into()));
+        // Above the bound the paused source is required again.
+        a.send(vec![99, 101]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        assert_eq!(out, [99]);
+        assert_eq!(step, Step::Wait("paused".into()));
+        p.set_exclude_upto(Some(200)); // a fresher bound from the next scan
+        let (out, step) = drain(&mut m);
+        assert_eq!(out, [101]);
+        assert_eq!(step, Step::Wait("a".into()));
         // Back online: required again, the merge waits for it.
-        p.set_excludable(false);
-        a.send(vec![20]).await.unwrap();
+        p.set_exclude_upto(None);
+        a.send(vec![120]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert!(out.is_empty());
         assert_eq!(step, Step::Wait("paused".into()));
-        p.send(vec![15]).await.unwrap();
-        let (out, _) = drain(&mut m);
-        assert_eq!(out, [15]);
+        p.send(vec![150]).await.unwrap();
+        let (out, step) = drain(&mut m);
+        assert_eq!(out, [120]);
+        assert_eq!(step, Step::Wait("a".into()));
     }
 
     #[tokio::test]
@@ -382,6 +429,7 @@ mod tests {
         let mut m = Merger::new(0);
         let (a, sa) = source("a", 4, m.waker());
         let (_silent, ss) = source::<i64>("silent", 4, m.waker());
+        assert_eq!(_silent.exclude_upto(), None);
         m.add_source(sa);
         m.add_source(ss);
         a.send(vec![1, 2, 3]).await.unwrap();
@@ -398,13 +446,13 @@ mod tests {
         assert_eq!(m.next(), Step::Wait("a".into()));
         let h = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-            a.set_excludable(true);
+            a.set_exclude_upto(Some(10));
             a
         });
         tokio::time::timeout(std::time::Duration::from_secs(5), m.wait("a")).await.unwrap();
         let a = h.await.unwrap();
-        assert_eq!(m.next(), Step::Idle);
-        a.set_excludable(false);
+        assert_eq!(m.next(), Step::Wait("a".into()), "excluded but nothing else to emit: wait on it");
+        a.set_exclude_upto(None);
         let h = tokio::spawn(async move {
             a.send(vec![4]).await.unwrap();
             a

@@ -8,7 +8,8 @@
 //! binlogs in batches (whatever arrived together, up to [`MAX_BATCH`] items) to its merge source. On an
 //! error it waits (1 s, doubling up to 5 s) and pulls again from the last commit ts received. By etcd
 //! state: `online`, `pausing`, `closing` → pull; `paused` → pull only while behind the pump's registered
-//! `maxCommitTS`, and mark the source excludable once caught up (see [`crate::merge`]); `offline` → the
+//! `maxCommitTS`, and once caught up let the merge skip it up to the TSO the collector took before the
+//! scan that saw it paused (see [`crate::merge`]); `offline` → the
 //! reader ends, which removes the source once the merge has drained it. A payload that is not a binlog is
 //! fatal, as upstream.
 
@@ -96,6 +97,17 @@ impl PumpPositions {
     }
 }
 
+/// What a reader knows of its pump: the etcd status, and for a status read by a full scan, a TSO taken
+/// before that read (0 for statuses from watch events): the bound up to which a paused pump may be
+/// skipped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PumpView {
+    /// The pump's status in etcd.
+    pub status: NodeStatus,
+    /// A TSO taken before the read that returned `status` (0 if unknown).
+    pub safe_ts: i64,
+}
+
 /// How readers connect.
 #[derive(Debug, Clone)]
 pub struct ReaderConfig {
@@ -134,30 +146,34 @@ enum SessionEnd {
 /// Pulls from one pump until it goes offline or the merge stops. `status` carries the pump's etcd
 /// status; `last` starts at the commit ts to pull after.
 pub async fn run_reader(
-    mut status: watch::Receiver<NodeStatus>,
+    mut status: watch::Receiver<PumpView>,
     mut last: i64,
     out: SourceSender<Pulled>,
     cfg: ReaderConfig,
     positions: Arc<PumpPositions>,
 ) -> Result<(), ReaderError> {
-    let id = status.borrow().node_id.clone();
+    let id = status.borrow().status.node_id.clone();
     let mut backoff = Duration::from_secs(1);
     loop {
-        let st = status.borrow_and_update().clone();
+        let view = status.borrow_and_update().clone();
+        let st = view.status;
         match st.state {
             NodeState::Offline => {
                 tracing::info!(pump = %id, last, "pump is offline; its reader stops");
                 return Ok(());
             }
             NodeState::Paused if last >= st.max_commit_ts => {
-                out.set_excludable(true);
+                // A view from a watch event carries no bound: keep the last one until the next scan.
+                if view.safe_ts > 0 {
+                    out.set_exclude_upto(Some(view.safe_ts));
+                }
                 if status.changed().await.is_err() {
                     return Ok(());
                 }
                 continue;
             }
-            NodeState::Paused => {}
-            _ => out.set_excludable(false),
+            NodeState::Paused => out.set_exclude_upto(None),
+            _ => out.set_exclude_upto(None),
         }
         match session(&st, &mut status, &mut last, &out, &cfg, &positions).await {
             SessionEnd::StatusChanged => backoff = Duration::from_secs(1),
@@ -177,7 +193,7 @@ pub async fn run_reader(
 
 async fn session(
     st: &NodeStatus,
-    status: &mut watch::Receiver<NodeStatus>,
+    status: &mut watch::Receiver<PumpView>,
     last: &mut i64,
     out: &SourceSender<Pulled>,
     cfg: &ReaderConfig,
@@ -203,7 +219,7 @@ async fn session(
             msg = stream.next() => msg,
             r = status.changed() => {
                 if r.is_err() { return SessionEnd::MergeClosed; }
-                let new = status.borrow().clone();
+                let new = status.borrow().status.clone();
                 // Keep the stream unless the state changed (a heartbeat only moves maxCommitTS/updateTS).
                 if new.state != st.state || new.host != st.host || paused_target.is_some() {
                     return SessionEnd::StatusChanged;
@@ -283,8 +299,9 @@ pub struct Collector {
     positions: Arc<PumpPositions>,
     /// `Cistern.Notify` pokes this.
     notify: Arc<Notify>,
-    readers: HashMap<String, watch::Sender<NodeStatus>>,
+    readers: HashMap<String, watch::Sender<PumpView>>,
     fatal: mpsc::UnboundedSender<ReaderError>,
+    tso: Option<pump::tso::TsoSource>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -314,6 +331,8 @@ pub struct CollectorParts {
     pub notify: Arc<Notify>,
     /// Fatal reader errors go here.
     pub fatal: mpsc::UnboundedSender<ReaderError>,
+    /// The TSO, for the bound up to which paused pumps may be skipped (none: never skipped).
+    pub tso: Option<pump::tso::TsoSource>,
 }
 
 impl Collector {
@@ -330,11 +349,13 @@ impl Collector {
             notify: p.notify,
             readers: HashMap::new(),
             fatal: p.fatal,
+            tso: p.tso,
         }
     }
 
     /// Applies one pump status.
-    fn apply(&mut self, st: NodeStatus) {
+    fn apply(&mut self, st: NodeStatus, safe_ts: i64) {
+        let view = PumpView { status: st.clone(), safe_ts };
         if let Some(tx) = self.readers.get(&st.node_id) {
             if tx.is_closed() {
                 // the reader ended (offline); forget it so a later online starts a new one
@@ -342,8 +363,8 @@ impl Collector {
                 self.positions.remove(&st.node_id);
             } else {
                 tx.send_if_modified(|cur| {
-                    let changed = *cur != st;
-                    *cur = st.clone();
+                    let changed = *cur != view;
+                    *cur = view;
                     changed
                 });
                 return;
@@ -354,7 +375,7 @@ impl Collector {
         }
         let start = self.latest.load(Ordering::Acquire);
         tracing::info!(pump = %st.node_id, host = %st.host, state = %st.state, start, "new pump; pulling");
-        let (tx, rx) = watch::channel(st.clone());
+        let (tx, rx) = watch::channel(view);
         let (sender, source) = merge::source(st.node_id.clone(), SOURCE_QUEUE, self.merge_wake.clone());
         if self.sources.send(source).is_err() {
             return;
@@ -370,10 +391,15 @@ impl Collector {
     }
 
     async fn scan(&mut self) -> Option<i64> {
+        // The TSO first, then the read: a pump seen paused cannot commit anything at or below it later.
+        let safe_ts = match &self.tso {
+            Some(t) => t.get_ts().await.map(|t| t as i64).unwrap_or(0),
+            None => 0,
+        };
         match self.registry.list_with_revision(NodeKind::Pump).await {
             Ok((pumps, rev)) => {
                 for st in pumps {
-                    self.apply(st);
+                    self.apply(st, safe_ts);
                 }
                 Some(rev)
             }
@@ -410,7 +436,7 @@ impl Collector {
                         Ok(Some(events)) => {
                             for e in events {
                                 if let pump::node::NodeEvent::Put(st) = e {
-                                    self.apply(st);
+                                    self.apply(st, 0);
                                 }
                             }
                         }

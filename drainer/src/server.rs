@@ -1,0 +1,409 @@
+//! The drainer process: registry entry and heartbeat, the HTTP API and `binlog.Cistern` on one port,
+//! and the tasks of the pipeline ([`crate::pumps`], [`crate::syncer`]).
+//!
+//! Life cycle: connect etcd (cluster id, TSO) → choose the start ts ([`crate::checkpoint::start_ts`])
+//! → load the DDL history → listen → register `online` (maxCommitTS = checkpoint) → run until a stop
+//! signal (→ `paused`), `PUT /state/<id>/pause` (→ `pausing` → `paused`), `/close` (→ `closing` →
+//! `offline`), or a fatal error (→ `paused`, error returned). On the way out the sink is flushed, a
+//! consistent checkpoint saved, and the final state written with it.
+//!
+//! HTTP (same port as gRPC, which requests with `content-type: application/grpc` reach):
+//! `GET /status` `{"PumpPos":{id:ts},"Synced":bool,"LastTS":ts,"TsMap":""}`, `GET /commit_ts`,
+//! `PUT /state/{id}/{pause|close}`, `GET /metrics`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
+use pump::proto::cistern_server::{Cistern, CisternServer};
+use pump::proto::{DumpBinlogReq, DumpBinlogResp, DumpDdlJobsReq, DumpDdlJobsResp, NotifyReq, NotifyResp};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::checkpoint::{FileCheckpoint, Savepoint, start_ts};
+use crate::config::Config;
+use crate::merge::Merger;
+use crate::metrics::metrics;
+use crate::pumps::{Collector, CollectorParts, PumpPositions, ReaderConfig};
+use crate::sink::{Sink, SinkError};
+use crate::syncer::{Progress, Saver, run_merge, run_sink, run_translate};
+use crate::translate::Translator;
+
+/// Why the drainer stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DrainerError {
+    /// Bad configuration discovered at start.
+    #[error("{0}")]
+    Config(String),
+    /// etcd could not be reached.
+    #[error(transparent)]
+    Etcd(#[from] pump::etcd::ConnectError),
+    /// Cluster id / TSO.
+    #[error(transparent)]
+    Tso(#[from] pump::tso::TsoError),
+    /// The node registry.
+    #[error(transparent)]
+    Registry(#[from] pump::node::RegistryError),
+    /// The checkpoint file.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The sink.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Loading schemas.
+    #[error(transparent)]
+    Schema(#[from] crate::schema::SchemaError),
+    /// Translating a binlog.
+    #[error(transparent)]
+    Translate(#[from] crate::translate::TranslateError),
+    /// A pump reader.
+    #[error(transparent)]
+    Reader(#[from] crate::pumps::ReaderError),
+    /// The syncer.
+    #[error(transparent)]
+    Sync(#[from] crate::syncer::SyncError),
+    /// Listening on `addr`.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The heartbeat failed 20 times in a row.
+    #[error("heartbeat to etcd failed 20 times in a row: {0}")]
+    Heartbeat(String),
+}
+
+/// How the drainer ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    /// The state written to etcd.
+    pub state: NodeState,
+    /// The final checkpoint.
+    pub checkpoint: Savepoint,
+}
+
+/// Actions requested over HTTP.
+#[derive(Debug)]
+enum Action {
+    Pause,
+    Close,
+}
+
+#[derive(Clone)]
+struct Http {
+    node_id: String,
+    progress: Arc<Progress>,
+    positions: Arc<PumpPositions>,
+    synced_check: Duration,
+    actions: mpsc::Sender<(Action, oneshot::Sender<Result<(), String>>)>,
+}
+
+fn json(v: serde_json::Value) -> Response {
+    let body = serde_json::to_string_pretty(&v).unwrap_or_default();
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+async fn status(State(h): State<Http>) -> Response {
+    let idle_ms = pump::tso::now_ms() as i64 - h.progress.last_sync_ms.load(Ordering::Acquire);
+    let synced = idle_ms >= h.synced_check.as_millis() as i64;
+    json(serde_json::json!({
+        "PumpPos": h.positions.snapshot(),
+        "Synced": synced,
+        "LastTS": h.progress.checkpoint(),
+        "TsMap": "",
+    }))
+}
+
+async fn commit_ts(State(h): State<Http>) -> Response {
+    json(serde_json::json!({
+        "message": "get drainer's latest ts success!",
+        "code": 200,
+        "data": {"ts": h.progress.checkpoint()},
+    }))
+}
+
+async fn state(State(h): State<Http>, Path((id, action)): Path<(String, String)>) -> Response {
+    let fail = |msg: String| json(serde_json::json!({"message": msg, "code": 3, "data": null}));
+    if id != h.node_id {
+        return fail(format!("invalid nodeID {id}, this drainer's nodeID is {}", h.node_id));
+    }
+    let a = match action.as_str() {
+        "pause" => Action::Pause,
+        "close" => Action::Close,
+        other => return fail(format!("invalid action {other}")),
+    };
+    let (tx, rx) = oneshot::channel();
+    if h.actions.send((a, tx)).await.is_err() {
+        return fail("drainer is shutting down".into());
+    }
+    match rx.await {
+        Ok(Ok(())) => json(serde_json::json!({"message": format!("apply action {action} success!"), "code": 200, "data": null})),
+        Ok(Err(e)) => fail(e),
+        Err(_) => fail("drainer is shutting down".into()),
+    }
+}
+
+async fn metrics_text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], metrics().render()).into_response()
+}
+
+/// `binlog.Cistern`: only `Notify` does something (rescan pumps now).
+#[derive(Debug, Clone)]
+struct CisternSvc {
+    notify: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl Cistern for CisternSvc {
+    type DumpBinlogStream = futures::stream::Empty<Result<DumpBinlogResp, tonic::Status>>;
+
+    async fn dump_binlog(
+        &self,
+        _req: tonic::Request<DumpBinlogReq>,
+    ) -> Result<tonic::Response<Self::DumpBinlogStream>, tonic::Status> {
+        Err(tonic::Status::unimplemented("DumpBinlog is not supported"))
+    }
+
+    async fn dump_ddl_jobs(
+        &self,
+        _req: tonic::Request<DumpDdlJobsReq>,
+    ) -> Result<tonic::Response<DumpDdlJobsResp>, tonic::Status> {
+        Err(tonic::Status::unimplemented("DumpDDLJobs is not supported"))
+    }
+
+    async fn notify(&self, _req: tonic::Request<NotifyReq>) -> Result<tonic::Response<NotifyResp>, tonic::Status> {
+        self.notify.notify_one();
+        Ok(tonic::Response::new(NotifyResp {}))
+    }
+}
+
+fn reader_tls(cfg: &Config) -> Result<Option<tonic::transport::ClientTlsConfig>, DrainerError> {
+    let s = &cfg.security;
+    if !s.enabled() {
+        return Ok(None);
+    }
+    let read = |what: &str, p: &str| {
+        std::fs::read(p).map_err(|e| DrainerError::Config(format!("reading {what} {p}: {e}")))
+    };
+    let mut tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(read("ssl-ca", &s.ssl_ca)?));
+    if !s.ssl_cert.is_empty() {
+        tls = tls.identity(tonic::transport::Identity::from_pem(read("ssl-cert", &s.ssl_cert)?, read("ssl-key", &s.ssl_key)?));
+    }
+    Ok(Some(tls))
+}
+
+fn etcd_config(cfg: &Config) -> Result<pump::etcd::EtcdConfig, DrainerError> {
+    let mut e = pump::etcd::EtcdConfig::from_pd_urls(&cfg.pd_urls)?;
+    let opt = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
+    e.ssl_ca = opt(&cfg.security.ssl_ca);
+    e.ssl_cert = opt(&cfg.security.ssl_cert);
+    e.ssl_key = opt(&cfg.security.ssl_key);
+    e.request_timeout = Some(Duration::from_secs(10));
+    Ok(e)
+}
+
+/// Runs a drainer with `sink` until `stop` resolves (→ `paused`), an HTTP pause/close, or an error.
+/// `cfg` must have been [`Config::adjust`]ed.
+pub async fn run<S, F>(cfg: Config, mut sink: S, stop: F) -> Result<Exit, DrainerError>
+where
+    S: Sink + 'static,
+    F: Future<Output = ()> + Send,
+{
+    let db_type = cfg.db_type().map_err(|e| DrainerError::Config(e.to_string()))?;
+    let client = pump::etcd::connect(&etcd_config(&cfg)?).await?;
+    let tso = pump::tso::TsoSource::connect(client.clone(), &cfg.pd_urls).await?;
+    let cluster_id = tso.cluster_id();
+    let now_ts = tso.get_ts().await? as i64;
+    let node_id = pump::node::drainer_node_id((!cfg.node_id.is_empty()).then_some(cfg.node_id.as_str()), &cfg.addr)
+        .map_err(|e| DrainerError::Config(e.to_string()))?;
+
+    let file = FileCheckpoint::new(cfg.savepoint_path());
+    let saved = file.load()?;
+    let sink_ts = sink.load_checkpoint().await?;
+    let start = start_ts(sink_ts, saved.as_ref(), db_type.uses_file_checkpoint() || sink_ts.is_none(), cfg.initial_commit_ts, || now_ts);
+    let schema_version = saved.filter(|s| s.commit_ts == start).map(|s| s.schema_version).unwrap_or(0);
+    tracing::info!(node_id, cluster_id, start, schema_version, ?sink_ts, "drainer starting");
+
+    let mut translator = Translator::new(&cfg.syncer, db_type).map_err(|e| DrainerError::Config(e.to_string()))?;
+    translator.init(schema_version).await?;
+
+    let listener = tokio::net::TcpListener::bind(&cfg.addr)
+        .await
+        .map_err(|source| DrainerError::Listen { addr: cfg.addr.clone(), source })?;
+
+    let registry = Registry::new(client.clone());
+    let mut me = NodeStatus::new(node_id.clone(), cfg.advertise_addr.clone(), NodeState::Online);
+    me.max_commit_ts = start;
+    me.update_ts = now_ts;
+    registry.update_node(NodeKind::Drainer, &me).await?;
+
+    let progress = Arc::new(Progress::new(start));
+    let positions = Arc::new(PumpPositions::default());
+    let notify = Arc::new(Notify::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (action_tx, mut action_rx) = mpsc::channel(4);
+
+    // HTTP + gRPC on one port.
+    let http = Http {
+        node_id: node_id.clone(),
+        progress: progress.clone(),
+        positions: positions.clone(),
+        synced_check: Duration::from_secs(cfg.synced_check_time * 60),
+        actions: action_tx,
+    };
+    let grpc = tonic::service::Routes::new(CisternServer::new(CisternSvc { notify: notify.clone() })).into_axum_router();
+    let app = Router::new()
+        .route("/status", get(status))
+        .route("/commit_ts", get(commit_ts))
+        .route("/state/{id}/{action}", put(state))
+        .route("/metrics", get(metrics_text))
+        .with_state(http)
+        .merge(grpc);
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = server_stop.changed().await;
+            })
+            .await;
+    });
+
+    // Pipeline.
+    let merger = Merger::new(start);
+    let latest = Arc::new(AtomicI64::new(start));
+    let (src_tx, src_rx) = mpsc::unbounded_channel();
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+    let collector = Collector::new(CollectorParts {
+        registry: registry.clone(),
+        cfg: ReaderConfig { cluster_id, tls: reader_tls(&cfg)? },
+        detect_interval: Duration::from_secs(cfg.detect_interval),
+        sources: src_tx,
+        merge_wake: merger.waker(),
+        latest: latest.clone(),
+        positions: positions.clone(),
+        notify: notify.clone(),
+        fatal: fatal_tx,
+        tso: Some(tso.clone()),
+    });
+    let collector = tokio::spawn(collector.run());
+    let (merged_tx, merged_rx) = mpsc::channel(4);
+    let merge = tokio::spawn(run_merge(merger, src_rx, merged_tx, latest, stop_rx.clone()));
+    let (items_tx, items_rx) = mpsc::channel(cfg.cache_binlog_count);
+    let mut translate = tokio::spawn(run_translate(translator, merged_rx, items_tx));
+    let saver = Saver::new(file, saved.unwrap_or(Savepoint { consistent: false, commit_ts: start, schema_version }));
+    let mut sink_task = tokio::spawn(run_sink(sink, items_rx, saver, progress.clone(), stop_rx.clone()));
+
+    // Heartbeat.
+    let (hb_err_tx, mut hb_err_rx) = mpsc::channel::<String>(1);
+    let heartbeat = {
+        let (registry, progress, mut me, mut stop) = (registry.clone(), progress.clone(), me.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            let base = Instant::now();
+            let mut fails = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => return,
+                }
+                me.max_commit_ts = progress.checkpoint();
+                me.update_ts = pump::tso::advance(now_ts as u64, base.elapsed()) as i64;
+                match registry.update_node(NodeKind::Drainer, &me).await {
+                    Ok(()) => fails = 0,
+                    Err(e) => {
+                        fails += 1;
+                        tracing::warn!(error = %e, fails, "drainer heartbeat failed");
+                        if fails >= 20 {
+                            let _ = hb_err_tx.send(e.to_string()).await;
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+
+    // Wait for the reason to stop.
+    let mut reply: Option<oneshot::Sender<Result<(), String>>> = None;
+    let mut failure: Option<DrainerError> = None;
+    let mut final_state = NodeState::Paused;
+    let mut sink_done: Option<Result<Savepoint, DrainerError>> = None;
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = &mut stop => tracing::info!("stop requested; pausing"),
+        a = action_rx.recv() => if let Some((a, tx)) = a {
+            let (transient, fin) = match a {
+                Action::Pause => (NodeState::Pausing, NodeState::Paused),
+                Action::Close => (NodeState::Closing, NodeState::Offline),
+            };
+            me.state = transient;
+            me.max_commit_ts = progress.checkpoint();
+            match registry.update_node(NodeKind::Drainer, &me).await {
+                Ok(()) => { final_state = fin; reply = Some(tx); }
+                Err(e) => { let _ = tx.send(Err(e.to_string())); }
+            }
+        },
+        e = fatal_rx.recv() => if let Some(e) = e { failure = Some(e.into()) },
+        r = &mut translate => {
+            failure = match r {
+                Ok(Err(e)) => Some(e.into()),
+                _ => None,
+            }
+        },
+        r = &mut sink_task => {
+            sink_done = Some(match r {
+                Ok(r) => r.map_err(DrainerError::from),
+                Err(e) => Err(DrainerError::Config(format!("sink task panicked: {e}"))),
+            });
+        },
+        e = hb_err_rx.recv() => failure = Some(DrainerError::Heartbeat(e.unwrap_or_default())),
+    }
+    if let Some(e) = &failure {
+        tracing::error!(error = %e, "drainer stopping on error");
+    }
+
+    let _ = stop_tx.send(true);
+    heartbeat.abort();
+    collector.abort();
+    merge.abort();
+    translate.abort();
+    let sink_result = match sink_done {
+        Some(r) => r,
+        None => match sink_task.await {
+            Ok(r) => r.map_err(DrainerError::from),
+            Err(e) => Err(DrainerError::Config(format!("sink task panicked: {e}"))),
+        },
+    };
+    let saved = match sink_result {
+        Ok(sp) => Some(sp),
+        Err(e) => {
+            failure.get_or_insert(e);
+            None
+        }
+    };
+    let _ = server.await;
+    let cp = saved.unwrap_or(Savepoint { consistent: false, commit_ts: progress.checkpoint(), schema_version: 0 });
+    me.state = final_state;
+    me.max_commit_ts = cp.commit_ts;
+    let reg = registry.update_node(NodeKind::Drainer, &me).await;
+    if let Some(tx) = reply {
+        let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    }
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    reg?;
+    tracing::info!(state = %final_state, checkpoint = cp.commit_ts, "drainer stopped");
+    Ok(Exit { state: final_state, checkpoint: cp })
+}

@@ -1,0 +1,389 @@
+//! Turning one merged binlog into a [`txn::Item`](crate::txn::Item).
+//!
+//! - A fake binlog (start ts = commit ts) and a commit ts listed in `ignore-txn-commit-ts` become
+//!   [`Body::Empty`]: nothing to apply, but the checkpoint moves.
+//! - A DDL binlog (`ddl_job_id > 0`): the job is fetched from the schema source, queued and applied up to
+//!   its schema version; it becomes [`Body::Ddl`] with `job.query`, unless it failed (schema version 0),
+//!   is the DeleteOnly step of a DROP COLUMN (the table is marked instead), is a sequence `select setval`,
+//!   is CreateTables for a MySQL/TiDB sink, `sync-ddl` is off, or the filter drops its schema/table; those
+//!   become Empty.
+//! - A DML binlog: the schema is brought to `PrewriteValue.schema_version`, mutations of truncated tables
+//!   and filtered tables are dropped, the rest decoded row by row (insert / update / delete as upstream's
+//!   translator, including the implicit row id, the clustered primary key, the unsigned int handle, and
+//!   default/zero filling when `CanAppendDefaultValue`). A DML whose every mutation was dropped is Empty.
+
+use std::collections::{HashMap, HashSet};
+
+use prost::Message;
+use pump::proto::{Binlog, MutationType, PrewriteValue, TableMutation};
+use pump::tidb::model::{ColumnInfo, TableInfo, action, schema_state};
+use pump::tidb::{CodecError, Datum, Value as TValue};
+
+use crate::config::{DbType, SyncerConfig};
+use crate::filter::Filter;
+use crate::metrics::metrics;
+use crate::schema::{Schema, SchemaError, StatusApi};
+use crate::txn::{Body, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, Value};
+
+/// Why a binlog could not be translated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranslateError {
+    /// Schema tracking or the schema source failed.
+    #[error("commit ts {commit_ts}: {source}")]
+    Schema {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// The cause.
+        source: SchemaError,
+    },
+    /// A DDL or DML arrived but no schema source is configured.
+    #[error(
+        "commit ts {commit_ts}: a {what} binlog needs table schemas, but no schema source is configured \
+         (set [syncer] schema-source = \"http://<tidb>:10080\" or -schema-source)"
+    )]
+    NoSchemaSource {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// "DDL" or "DML".
+        what: &'static str,
+    },
+    /// `prewrite_value` is not a PrewriteValue.
+    #[error("commit ts {commit_ts}: prewrite_value is not a PrewriteValue: {source}")]
+    PrewriteValue {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// The protobuf error.
+        source: prost::DecodeError,
+    },
+    /// A mutation names a table the schema does not have.
+    #[error("commit ts {commit_ts}: table id {table_id} not found at schema version {version}")]
+    TableNotFound {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// The table (or partition) id.
+        table_id: i64,
+        /// The binlog's schema version.
+        version: i64,
+    },
+    /// A row could not be decoded.
+    #[error("commit ts {commit_ts}, table {table} (id {table_id}), {kind} row {index}: {reason}")]
+    Row {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// `schema.table`.
+        table: String,
+        /// The table id.
+        table_id: i64,
+        /// insert / update / delete.
+        kind: &'static str,
+        /// The row's index within its kind.
+        index: usize,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The translator: schema catalog, schema source and filters.
+#[derive(Debug)]
+pub struct Translator {
+    schema: Schema,
+    source: Option<StatusApi>,
+    filter: Filter,
+    ignore_ts: HashSet<i64>,
+    sync_ddl: bool,
+    db_type: DbType,
+}
+
+impl Translator {
+    /// A translator for `[syncer]` (`schema-source` may be empty: then only fake and filtered binlogs
+    /// can be handled).
+    pub fn new(cfg: &SyncerConfig, db_type: DbType) -> Result<Self, regex::Error> {
+        Ok(Translator {
+            schema: Schema::new(),
+            source: (!cfg.schema_source.is_empty()).then(|| StatusApi::new(&cfg.schema_source)),
+            filter: Filter::new(cfg)?,
+            ignore_ts: cfg.ignore_txn_commit_ts.iter().copied().collect(),
+            sync_ddl: cfg.sync_ddl,
+            db_type,
+        })
+    }
+
+    /// Loads the whole DDL history and applies it up to `schema_version` (the checkpoint's).
+    pub async fn init(&mut self, schema_version: i64) -> Result<(), SchemaError> {
+        let Some(src) = &self.source else { return Ok(()) };
+        let jobs = src.all_jobs().await?;
+        tracing::info!(jobs = jobs.len(), schema_version, "loaded DDL history");
+        self.schema.queue_jobs(jobs);
+        self.schema.apply_until(schema_version)
+    }
+
+    /// The schema version applied so far (saved with the checkpoint).
+    pub fn schema_version(&self) -> i64 {
+        self.schema.current_version()
+    }
+
+    /// The catalog.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// Translates one binlog.
+    pub async fn translate(&mut self, b: &Binlog) -> Result<Item, TranslateError> {
+        let (start_ts, commit_ts) = (b.start_ts(), b.commit_ts());
+        let empty = |v| Item { start_ts, commit_ts, schema_version: v, body: Body::Empty };
+        if start_ts == commit_ts {
+            return Ok(empty(0));
+        }
+        if self.ignore_ts.contains(&commit_ts) {
+            tracing::info!(commit_ts, "skipping transaction listed in ignore-txn-commit-ts");
+            return Ok(empty(0));
+        }
+        if b.ddl_job_id() > 0 {
+            return self.ddl(b).await;
+        }
+        let pv = PrewriteValue::decode(b.prewrite_value())
+            .map_err(|source| TranslateError::PrewriteValue { commit_ts, source })?;
+        let version = pv.schema_version();
+        if pv.mutations.is_empty() {
+            return Ok(empty(version));
+        }
+        if self.source.is_none() {
+            return Err(TranslateError::NoSchemaSource { commit_ts, what: "DML" });
+        }
+        self.schema.apply_until(version).map_err(|source| TranslateError::Schema { commit_ts, source })?;
+        let mut changes = Vec::new();
+        for m in &pv.mutations {
+            let id = m.table_id();
+            if self.schema.is_truncated(id) {
+                continue;
+            }
+            let entry = self.schema.table(id).ok_or(TranslateError::TableNotFound { commit_ts, table_id: id, version })?;
+            if entry.info.view.is_some() || self.filter.skip(&entry.schema.schema, &entry.schema.name) {
+                continue;
+            }
+            let can_append = self.schema.can_append_default(id, version);
+            let rows = decode_mutation(m, &entry.info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
+                commit_ts,
+                table: format!("{}.{}", entry.schema.schema, entry.schema.name),
+                table_id: id,
+                kind,
+                index,
+                reason,
+            })?;
+            if !rows.is_empty() {
+                changes.push(TableChanges { table: entry.schema.clone(), rows });
+            }
+        }
+        if changes.is_empty() {
+            return Ok(empty(version));
+        }
+        let ev = &metrics().event;
+        for c in &changes {
+            for r in &c.rows {
+                ev.with_label_values(&[match r {
+                    RowChange::Insert(_) => "Insert",
+                    RowChange::Update { .. } => "Update",
+                    RowChange::Delete(_) => "Delete",
+                }])
+                .inc();
+            }
+        }
+        Ok(Item { start_ts, commit_ts, schema_version: version, body: Body::Dml(changes) })
+    }
+
+    async fn ddl(&mut self, b: &Binlog) -> Result<Item, TranslateError> {
+        let (start_ts, commit_ts, job_id) = (b.start_ts(), b.commit_ts(), b.ddl_job_id());
+        let empty = |v| Item { start_ts, commit_ts, schema_version: v, body: Body::Empty };
+        let Some(src) = &self.source else { return Err(TranslateError::NoSchemaSource { commit_ts, what: "DDL" }) };
+        let job = src.wait_job(job_id, || false).await.map_err(|source| TranslateError::Schema { commit_ts, source })?;
+        let version = job.binlog.as_ref().map(|i| i.schema_version).unwrap_or(0);
+        if b.ddl_schema_state() == i32::from(schema_state::DELETE_ONLY) {
+            if job.job_type == action::DROP_COLUMN {
+                self.schema.mark_dropping_column(job.table_id);
+            }
+            return Ok(empty(version));
+        }
+        if Schema::skip_job(&job) || version == 0 {
+            return Ok(empty(version));
+        }
+        self.schema.queue_jobs([job.clone()]);
+        self.schema.apply_until(version).map_err(|source| TranslateError::Schema { commit_ts, source })?;
+        metrics().event.with_label_values(&["DDL"]).inc();
+        if job.query.trim_start().to_ascii_lowercase().starts_with("select setval") {
+            return Ok(empty(version));
+        }
+        if job.job_type == action::CREATE_TABLES && matches!(self.db_type, DbType::Mysql | DbType::Tidb) {
+            return Ok(empty(version));
+        }
+        let (schema, table) = match self.schema.ddl_target(version) {
+            Some(t) => t.clone(),
+            None => (self.schema.db_name(job.schema_id).unwrap_or_default().to_owned(), String::new()),
+        };
+        if !self.sync_ddl || self.filter.skip(&schema, &table) {
+            return Ok(empty(version));
+        }
+        let table_after = if table.is_empty() { None } else { self.schema.table(job.table_id).map(|e| e.schema.clone()) };
+        let schema = if job.job_type == action::CREATE_SCHEMA { String::new() } else { schema };
+        Ok(Item {
+            start_ts,
+            commit_ts,
+            schema_version: version,
+            body: Body::Ddl(Ddl { schema, table, query: job.query.clone(), job_id, table_after }),
+        })
+    }
+}
+
+type RowErr = (&'static str, usize, String);
+
+/// Converts a decoded TiDB value into the sink-neutral [`Value`].
+pub fn convert(v: TValue) -> Value {
+    let time = |t: pump::tidb::Time, tp: u8, fsp: u8| {
+        Value::Time(MysqlTime {
+            year: t.year,
+            month: t.month,
+            day: t.day,
+            hour: t.hour,
+            minute: t.minute,
+            second: t.second,
+            micro: t.microsecond,
+            tp,
+            fsp,
+        })
+    };
+    use crate::txn::mysql_type as mt;
+    match v {
+        TValue::Null => Value::Null,
+        TValue::Int(i) | TValue::Year(i) => Value::Int(i),
+        TValue::Uint(u) => Value::Uint(u),
+        TValue::Float32(f) => Value::Float(f64::from(f)),
+        TValue::Float64(f) => Value::Float(f),
+        TValue::Decimal(d) => Value::Decimal(d.to_string()),
+        TValue::Bytes(b) => Value::Bytes(b),
+        TValue::Date(t) => time(t, mt::DATE, 0),
+        TValue::DateTime(t, fsp) => time(t, mt::DATETIME, fsp),
+        TValue::Timestamp(t, fsp) => time(t, mt::TIMESTAMP, fsp),
+        TValue::Duration(d) => Value::Duration { nanos: d.nanos, fsp: d.fsp },
+        TValue::Enum(index, name) => Value::Enum { index, name },
+        TValue::Set(bits, names) => Value::Set { bits, names },
+        TValue::Bit(b) => Value::Bit(b.iter().rev().take(8).rev().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))),
+        TValue::Json(j) => Value::Json(j.to_text()),
+    }
+}
+
+struct Cols<'a> {
+    public: Vec<&'a ColumnInfo>,
+    by_id: HashMap<i64, usize>,
+}
+
+impl<'a> Cols<'a> {
+    fn new(t: &'a TableInfo) -> Self {
+        let public = t.public_columns();
+        let by_id = public.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        Cols { public, by_id }
+    }
+
+    fn row(&self, pairs: Vec<(i64, Datum)>) -> Result<(Row, usize), CodecError> {
+        let mut row: Row = vec![None; self.public.len()];
+        let mut known = 0;
+        for (id, d) in pairs {
+            if let Some(&i) = self.by_id.get(&id) {
+                if row[i].is_none() {
+                    known += 1;
+                }
+                row[i] = Some(convert(pump::tidb::unflatten(&d, &self.public[i].field_type)?));
+            }
+        }
+        Ok((row, known))
+    }
+
+    fn fill_missing(&self, row: &mut Row) -> Result<(), CodecError> {
+        for (i, c) in self.public.iter().enumerate() {
+            if row[i].is_none() && !c.is_virtual_generated() {
+                row[i] = Some(convert(TValue::default_for_missing(c)?));
+            }
+        }
+        Ok(())
+    }
+
+    fn writable(&self) -> usize {
+        self.public.iter().filter(|c| !c.is_virtual_generated()).count()
+    }
+}
+
+fn decode_mutation(m: &TableMutation, t: &TableInfo, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
+    let cols = Cols::new(t);
+    let (mut ins, mut upd, mut del) = (0usize, 0usize, 0usize);
+    let mut out = Vec::with_capacity(m.sequence.len());
+    for &seq in &m.sequence {
+        match MutationType::try_from(seq) {
+            Ok(MutationType::Insert) => {
+                let raw = m.inserted_rows.get(ins).ok_or(("insert", ins, "sequence names more rows than inserted_rows holds".into()))?;
+                out.push(RowChange::Insert(decode_insert(raw, t, &cols).map_err(|e| ("insert", ins, e.to_string()))?));
+                ins += 1;
+            }
+            Ok(MutationType::Update) => {
+                let raw = m.updated_rows.get(upd).ok_or(("update", upd, "sequence names more rows than updated_rows holds".into()))?;
+                let (old, new) = decode_update(raw, &cols, can_append).map_err(|e| ("update", upd, e))?;
+                out.push(RowChange::Update { old, new });
+                upd += 1;
+            }
+            Ok(MutationType::DeleteRow) => {
+                let raw = m.deleted_rows.get(del).ok_or(("delete", del, "sequence names more rows than deleted_rows holds".into()))?;
+                let pairs = pump::tidb::decode_row(raw).map_err(|e| ("delete", del, e.to_string()))?;
+                let (row, _) = cols.row(pairs).map_err(|e| ("delete", del, e.to_string()))?;
+                out.push(RowChange::Delete(row));
+                del += 1;
+            }
+            _ => return Err(("sequence", out.len(), format!("unsupported mutation type {seq} (only Insert, Update, DeleteRow)"))),
+        }
+    }
+    Ok(out)
+}
+
+fn decode_insert(raw: &[u8], t: &TableInfo, cols: &Cols<'_>) -> Result<Row, CodecError> {
+    let pk = t.primary_index();
+    let handle_len = if t.is_common_handle { pk.map(|i| i.idx_cols.len()).unwrap_or(1).max(1) } else { 1 };
+    let (handle, pairs) = pump::tidb::decode_insert_row(raw, handle_len)?;
+    let (mut row, _) = cols.row(pairs)?;
+    if t.is_common_handle {
+        if let Some(pk) = pk {
+            for (ic, d) in pk.idx_cols.iter().zip(&handle) {
+                if ic.length != -1 && ic.length != 0 {
+                    continue; // a prefix: the handle holds only part of the value
+                }
+                let Some(i) = cols.public.iter().position(|c| c.name.l == ic.name.l || c.name.o.eq_ignore_ascii_case(&ic.name.o)) else {
+                    continue;
+                };
+                if row[i].is_none() {
+                    row[i] = Some(convert(pump::tidb::unflatten(d, &cols.public[i].field_type)?));
+                }
+            }
+        }
+    } else if t.pk_is_handle
+        && let Some(i) = cols.public.iter().position(|c| c.field_type.is_pri_key())
+        && let Some(h) = handle.first().and_then(Datum::as_i64)
+    {
+        row[i] = Some(if cols.public[i].field_type.is_unsigned() { Value::Uint(h as u64) } else { Value::Int(h) });
+    }
+    cols.fill_missing(&mut row)?;
+    Ok(row)
+}
+
+fn decode_update(raw: &[u8], cols: &Cols<'_>, can_append: bool) -> Result<(Row, Row), String> {
+    let (old, new) = pump::tidb::decode_update_row(raw).map_err(|e| e.to_string())?;
+    let (mut old, n_old) = cols.row(old).map_err(|e| e.to_string())?;
+    let (mut new, n_new) = cols.row(new).map_err(|e| e.to_string())?;
+    if n_old != n_new {
+        return Err(format!("old row has {n_old} known columns, new row {n_new}"));
+    }
+    let want = cols.writable();
+    if n_old < want {
+        if !can_append {
+            return Err(format!("row has {n_old} of the table's {want} writable columns"));
+        }
+        cols.fill_missing(&mut old).map_err(|e| e.to_string())?;
+        cols.fill_missing(&mut new).map_err(|e| e.to_string())?;
+    }
+    Ok((old, new))
+}
