@@ -392,7 +392,6 @@ where
             None
         }
     };
-    let _ = server.await;
     let cp = saved.unwrap_or(Savepoint { consistent: false, commit_ts: progress.checkpoint(), schema_version: 0 });
     me.state = final_state;
     me.max_commit_ts = cp.commit_ts;
@@ -400,6 +399,8 @@ where
     if let Some(tx) = reply {
         let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     }
+    // After the reply: graceful shutdown waits for the request that asked for it.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     if let Some(e) = failure {
         return Err(e);
     }

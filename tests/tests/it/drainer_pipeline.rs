@@ -443,7 +443,23 @@ async fn drainer_filters_tables_and_ts_and_emits_ddl_from_history() {
     let RowChange::Insert(row) = &ch[0].rows[0] else { panic!("insert expected") };
     // w was not in the encoded row: filled with its origin default
     assert_eq!(row[2], Some(Value::Int(7)));
-    let exit = d.stop().await;
+    // PUT /state/<id>/close: closing, then offline with the final checkpoint.
+    let url = format!("http://{}/state/drainer-1/close", d.addr);
+    let Running { stop: _keep, task, .. } = d;
+    let bad: serde_json::Value =
+        reqwest::Client::new().put(format!("http://{}/state/other/close", d_addr(&url))).send().await.unwrap().json().await.unwrap();
+    assert_eq!(bad["code"], 3);
+    let resp: serde_json::Value = reqwest::Client::new().put(&url).send().await.unwrap().json().await.unwrap();
+    assert_eq!(resp["code"], 200, "{resp}");
+    assert_eq!(resp["message"], "apply action close success!");
+    let exit = tokio::time::timeout(Duration::from_secs(20), task).await.unwrap().unwrap().unwrap();
+    assert_eq!(exit.state, NodeState::Offline);
     assert_eq!(exit.checkpoint.commit_ts, 70);
     assert_eq!(exit.checkpoint.schema_version, 4);
+    let me = reg.get(NodeKind::Drainer, "drainer-1").await.unwrap().unwrap();
+    assert_eq!((me.state, me.max_commit_ts), (NodeState::Offline, 70));
+}
+
+fn d_addr(url: &str) -> &str {
+    url.trim_start_matches("http://").split('/').next().unwrap_or_default()
 }
