@@ -1,9 +1,14 @@
-//! The `drainer` binary: flags and drainer.toml → [`drainer::server::run`] with the sink `db-type` names.
+//! The `drainer` binary: flags and drainer.toml → [`drainer::server::run_with`] and the sink `db-type` names.
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use drainer::config::{Config, DbType};
 use drainer::flags::{self, Command, FlagsError};
+use drainer::sink::SinkError;
+use drainer::sink::file::FileSink;
+use drainer::sink::kafka::KafkaSink;
+use drainer::sink::mysql::MysqlSink;
+use drainer::sink::setup;
 
 fn init_logging(cfg: &Config) -> Result<()> {
     let level = match cfg.log_level.to_ascii_lowercase().as_str() {
@@ -26,7 +31,6 @@ fn init_logging(cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-#[allow(dead_code)] // until the first sink is wired below
 async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).ok();
@@ -38,17 +42,39 @@ async fn stop_signal() {
 }
 
 /// Runs the drainer with one sink until a signal, an HTTP pause/close, or an error.
-#[allow(dead_code)] // until the first sink is wired below
-async fn drive<S: drainer::sink::Sink + 'static>(cfg: Config, sink: S) -> Result<()> {
-    let exit = drainer::server::run(cfg, sink, stop_signal()).await?;
+async fn drive<S, M, MF>(cfg: Config, make: M) -> Result<()>
+where
+    S: drainer::sink::Sink + 'static,
+    M: FnOnce(u64) -> MF,
+    MF: std::future::Future<Output = Result<S, SinkError>>,
+{
+    let exit = drainer::server::run_with(cfg, make, stop_signal()).await?;
     tracing::info!(state = %exit.state, checkpoint = exit.checkpoint.commit_ts, "drainer exited");
     Ok(())
 }
 
 async fn run(cfg: Config) -> Result<()> {
     match cfg.db_type()? {
-        DbType::Mysql | DbType::Tidb | DbType::File | DbType::Kafka => {
-            anyhow::bail!("db-type {:?}: this sink is not part of this build yet", cfg.syncer.db_type)
+        DbType::File => {
+            let fc = setup::file_config(&cfg)?;
+            drive(cfg, |_| async move { FileSink::open(fc).map_err(|e| SinkError::new("file", e)) }).await
+        }
+        DbType::Kafka => {
+            let c = cfg.clone();
+            drive(cfg, |cluster_id| async move {
+                let kc = setup::kafka_config(&c, cluster_id).map_err(|e| SinkError::new("kafka", e))?;
+                KafkaSink::connect(kc).await.map_err(|e| SinkError::new("kafka", e))
+            })
+            .await
+        }
+        DbType::Mysql | DbType::Tidb => {
+            setup::mysql_config(&cfg, 0)?; // refuse a bad config before touching etcd
+            let c = cfg.clone();
+            drive(cfg, |cluster_id| async move {
+                let mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
+                MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))
+            })
+            .await
         }
     }
 }

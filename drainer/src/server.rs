@@ -215,15 +215,28 @@ fn etcd_config(cfg: &Config) -> Result<pump::etcd::EtcdConfig, DrainerError> {
 
 /// Runs a drainer with `sink` until `stop` resolves (→ `paused`), an HTTP pause/close, or an error.
 /// `cfg` must have been [`Config::adjust`]ed.
-pub async fn run<S, F>(cfg: Config, mut sink: S, stop: F) -> Result<Exit, DrainerError>
+pub async fn run<S, F>(cfg: Config, sink: S, stop: F) -> Result<Exit, DrainerError>
 where
     S: Sink + 'static,
+    F: Future<Output = ()> + Send,
+{
+    run_with(cfg, |_| async move { Ok(sink) }, stop).await
+}
+
+/// As [`run`], with the sink built by `make` once the cluster id is known (the MySQL checkpoint's row
+/// key and the Kafka topic's default name need it).
+pub async fn run_with<S, M, MF, F>(cfg: Config, make: M, stop: F) -> Result<Exit, DrainerError>
+where
+    S: Sink + 'static,
+    M: FnOnce(u64) -> MF,
+    MF: Future<Output = Result<S, SinkError>>,
     F: Future<Output = ()> + Send,
 {
     let db_type = cfg.db_type().map_err(|e| DrainerError::Config(e.to_string()))?;
     let client = pump::etcd::connect(&etcd_config(&cfg)?).await?;
     let tso = pump::tso::TsoSource::connect(client.clone(), &cfg.pd_urls).await?;
     let cluster_id = tso.cluster_id();
+    let mut sink = make(cluster_id).await?;
     let now_ts = tso.get_ts().await? as i64;
     let node_id = pump::node::drainer_node_id((!cfg.node_id.is_empty()).then_some(cfg.node_id.as_str()), &cfg.addr)
         .map_err(|e| DrainerError::Config(e.to_string()))?;

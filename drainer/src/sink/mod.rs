@@ -19,6 +19,7 @@ use crate::txn::Item;
 
 pub mod file;
 pub mod kafka;
+pub mod setup;
 
 /// A failure inside a sink.
 #[derive(Debug, thiserror::Error)]

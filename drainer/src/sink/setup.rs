@@ -1,0 +1,214 @@
+//! Each sink's settings from drainer.toml: what the `drainer` binary builds its sink from.
+//!
+//! Every sink module takes its own plain config struct; this module is the one place that knows how
+//! `[syncer]` / `[syncer.to]` / `[syncer.to.checkpoint]` keys map onto them, with upstream's defaults and
+//! the refusals our design needs (a checkpoint on a different server than the data cannot be written in
+//! the data's transaction, so it is refused rather than silently losing exactly-once).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{Config, ConfigError, DbType};
+use crate::sink::file::FileSinkConfig;
+use crate::sink::kafka::KafkaConfig;
+use crate::sink::mysql::{CheckpointCfg, MysqlSinkConfig};
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// A password from `password` / `encrypted_password` (the latter wins, as upstream).
+fn password(key: &'static str, plain: &str, encrypted: &str) -> Result<String, ConfigError> {
+    if encrypted.is_empty() {
+        return Ok(plain.to_owned());
+    }
+    pump::encrypt::decrypt(encrypted).map_err(|e| invalid(key, format!("cannot be decrypted: {e}")))
+}
+
+/// The file sink (`db-type = "file"` / `"pb"`): `[syncer.to] dir` (default `data-dir`), `retention-time`.
+pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
+    let to = &cfg.syncer.to;
+    let dir = if to.dir.is_empty() { cfg.data_dir.clone() } else { PathBuf::from(&to.dir) };
+    if to.retention_time < 0 {
+        return Err(invalid("syncer.to.retention-time", format!("{} days (must be 0 or more)", to.retention_time)));
+    }
+    if !to.compression.is_empty() {
+        tracing::warn!(
+            compression = %to.compression,
+            "[syncer.to] compression is not applied by this file sink yet; files are written uncompressed"
+        );
+    }
+    let mut c = FileSinkConfig::new(dir);
+    c.retention_days = to.retention_time as u64;
+    Ok(c)
+}
+
+/// The Kafka sink: `kafka-addrs`, `kafka-version`, `kafka-max-messages`, `kafka-max-message-size`,
+/// `kafka-client-id`, `topic-name` (default `<cluster id>_obinlog`).
+pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, ConfigError> {
+    let to = &cfg.syncer.to;
+    if !to.zookeeper_addrs.is_empty() {
+        tracing::warn!(zookeeper_addrs = %to.zookeeper_addrs, "[syncer.to] zookeeper-addrs is unused: brokers come from kafka-addrs");
+    }
+    if to.kafka_addrs.trim().is_empty() {
+        return Err(invalid("syncer.to.kafka-addrs", "is empty"));
+    }
+    let topic =
+        if to.topic_name.is_empty() { KafkaConfig::default_topic(cluster_id) } else { to.topic_name.clone() };
+    let mut k = KafkaConfig::new(to.kafka_addrs.clone(), topic);
+    if !to.kafka_version.is_empty() {
+        k.version = to.kafka_version.clone();
+    }
+    if to.kafka_max_messages > 0 {
+        k.max_messages = to.kafka_max_messages as usize;
+    }
+    if to.kafka_max_message_size < 0 {
+        return Err(invalid("syncer.to.kafka-max-message-size", format!("{} (must be positive)", to.kafka_max_message_size)));
+    }
+    if to.kafka_max_message_size > 0 {
+        k.max_message_size = to.kafka_max_message_size as usize;
+    }
+    if !to.kafka_client_id.is_empty() {
+        k.client_id = to.kafka_client_id.clone();
+    }
+    Ok(k)
+}
+
+/// The MySQL/TiDB sink: `[syncer.to]` connection and params, `[syncer]` batching and safe mode, and the
+/// checkpoint table, which is written in the same transaction as the data it covers.
+///
+/// `[syncer.to.checkpoint]` with an explicit `type` names its own server (upstream's defaults
+/// 127.0.0.1:3306, root); we accept it only when that is the downstream itself, because a checkpoint
+/// on another server cannot commit atomically with the rows. `schema` and `table` always apply.
+pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, ConfigError> {
+    let db = cfg.db_type()?;
+    let s = &cfg.syncer;
+    let to = &s.to;
+    if to.security.enabled() {
+        return Err(invalid(
+            "syncer.to.security",
+            "TLS to the downstream MySQL/TiDB is not supported by this build yet; remove [syncer.to.security] or use a TLS-terminating proxy",
+        ));
+    }
+    if to.sync_mode == 2 {
+        return Err(invalid("syncer.to.sync-mode", "2 (partial columns) is not supported yet; use 1 or leave it unset"));
+    }
+    let ck = &to.checkpoint;
+    if !ck.kind.is_empty() {
+        let same_host = |a: &str, b: &str| a == b || (is_local(a) && is_local(b));
+        if !same_host(&ck.host, &to.host) || ck.port != to.port {
+            return Err(invalid(
+                "syncer.to.checkpoint",
+                format!(
+                    "the checkpoint is at {}:{} but the data goes to {}:{}; this drainer writes the checkpoint in the \
+                     data's own transaction (exactly-once), so it must live on the downstream: leave [syncer.to.checkpoint] \
+                     type empty (or point host/port at the downstream)",
+                    ck.host, ck.port, to.host, to.port
+                ),
+            ));
+        }
+    }
+    let params = to.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    Ok(MysqlSinkConfig {
+        host: to.host.clone(),
+        port: to.port,
+        user: to.user.clone(),
+        password: password("syncer.to.encrypted_password", &to.password, &to.encrypted_password)?,
+        params,
+        sql_mode: s.sql_mode.clone().filter(|m| !m.is_empty()),
+        safe_mode: s.safe_mode,
+        safe_mode_after_start: Duration::from_secs(300),
+        txn_batch: s.txn_batch,
+        worker_count: s.worker_count,
+        disable_dispatch: !s.dispatch(),
+        disable_detect: !s.detect(),
+        tidb: db == DbType::Tidb,
+        checkpoint: Some(CheckpointCfg { schema: ck.schema.clone(), table: ck.table.clone(), cluster_id }),
+        ..MysqlSinkConfig::default()
+    })
+}
+
+fn is_local(h: &str) -> bool {
+    matches!(h, "127.0.0.1" | "localhost" | "::1" | "[::1]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn cfg(toml: &str) -> Config {
+        let mut c = Config::parse(toml, Path::new("drainer.toml")).unwrap();
+        c.adjust(|_| None).unwrap();
+        c
+    }
+
+    #[test]
+    fn mysql_maps_keys_and_checkpoint_follows_the_downstream() {
+        let c = cfg(r#"
+[syncer]
+db-type = "tidb"
+txn-batch = 7
+worker-count = 3
+disable-dispatch = true
+safe-mode = true
+sql-mode = "STRICT_TRANS_TABLES"
+[syncer.to]
+host = "10.0.0.5"
+port = 4000
+user = "u"
+password = "p"
+[syncer.to.params]
+time_zone = "Asia/Shanghai"
+[syncer.to.checkpoint]
+schema = "ck"
+table = "t"
+"#);
+        let m = mysql_config(&c, 42).unwrap();
+        assert_eq!((m.host.as_str(), m.port, m.user.as_str(), m.password.as_str()), ("10.0.0.5", 4000, "u", "p"));
+        assert_eq!((m.txn_batch, m.worker_count, m.disable_dispatch, m.disable_detect), (7, 3, true, false));
+        assert!(m.safe_mode && m.tidb);
+        assert_eq!(m.sql_mode.as_deref(), Some("STRICT_TRANS_TABLES"));
+        assert_eq!(m.params, vec![("time_zone".to_owned(), "Asia/Shanghai".to_owned())]);
+        let ck = m.checkpoint.unwrap();
+        assert_eq!((ck.schema.as_str(), ck.table.as_str(), ck.cluster_id), ("ck", "t", 42));
+    }
+
+    #[test]
+    fn mysql_refuses_a_checkpoint_on_another_server() {
+        let c = cfg("[syncer.to]\nhost = \"10.0.0.5\"\n[syncer.to.checkpoint]\ntype = \"mysql\"\nhost = \"10.0.0.6\"\n");
+        let e = mysql_config(&c, 1).unwrap_err().to_string();
+        assert!(e.contains("10.0.0.6:3306") && e.contains("10.0.0.5:3306"), "{e}");
+        // Pointing at the downstream itself is fine; localhost and 127.0.0.1 are the same place.
+        let c = cfg("[syncer.to]\nhost = \"localhost\"\n[syncer.to.checkpoint]\ntype = \"mysql\"\n");
+        assert!(mysql_config(&c, 1).is_ok());
+    }
+
+    #[test]
+    fn mysql_decrypts_encrypted_password_and_names_a_bad_one() {
+        let enc = pump::encrypt::encrypt("secret").unwrap();
+        let c = cfg(&format!("[syncer.to]\npassword = \"plain\"\nencrypted_password = \"{enc}\"\n"));
+        assert_eq!(mysql_config(&c, 1).unwrap().password, "secret");
+        let c = cfg("[syncer.to]\nencrypted_password = \"not base64!\"\n");
+        let e = mysql_config(&c, 1).unwrap_err().to_string();
+        assert!(e.contains("encrypted_password"), "{e}");
+    }
+
+    #[test]
+    fn kafka_defaults_topic_to_cluster_id_and_maps_keys() {
+        let c = cfg("[syncer]\ndb-type = \"kafka\"\n[syncer.to]\nkafka-addrs = \"b1:9092,b2:9092\"\nkafka-max-messages = 9\nkafka-client-id = \"me\"\n");
+        let k = kafka_config(&c, 6_789).unwrap();
+        assert_eq!((k.addrs.as_str(), k.topic.as_str(), k.max_messages, k.client_id.as_str()), ("b1:9092,b2:9092", "6789_obinlog", 9, "me"));
+        let c = cfg("[syncer]\ndb-type = \"kafka\"\n[syncer.to]\ntopic-name = \"t1\"\n");
+        assert_eq!(kafka_config(&c, 1).unwrap().topic, "t1");
+    }
+
+    #[test]
+    fn file_dir_defaults_to_data_dir() {
+        let c = cfg("data-dir = \"/var/d\"\n[syncer]\ndb-type = \"file\"\n[syncer.to]\nretention-time = 3\n");
+        let f = file_config(&c).unwrap();
+        assert_eq!((f.dir.as_path(), f.retention_days), (Path::new("/var/d"), 3));
+        let c = cfg("[syncer]\ndb-type = \"pb\"\n[syncer.to]\ndir = \"/x\"\n");
+        assert_eq!(file_config(&c).unwrap().dir, PathBuf::from("/x"));
+    }
+}
