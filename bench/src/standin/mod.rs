@@ -686,7 +686,11 @@ fn updatable(t: &WorkTable, col: &pump::tidb::model::ColumnInfo) -> bool {
 /// Reads one row (all writable columns) and turns it into datums.
 async fn read_row(conn: &mut Conn, t: &WorkTable, where_: &str, for_update: bool) -> Result<Option<Vec<(i64, Datum)>>, TxnError> {
     let cols = t.info.writable_columns();
-    let list: Vec<String> = cols.iter().map(|c| q(&c.name.o)).collect();
+    // FLOAT over the text protocol comes back rounded to 6 significant digits; as DOUBLE it is exact.
+    let list: Vec<String> = cols
+        .iter()
+        .map(|c| if c.field_type.tp == tp::FLOAT { format!("CAST({} AS DOUBLE)", q(&c.name.o)) } else { q(&c.name.o) })
+        .collect();
     let sql = format!(
         "SELECT {} FROM {}.{} WHERE {where_} LIMIT 1{}",
         list.join(", "),

@@ -311,7 +311,12 @@ pub fn random_literal(rng: &mut SmallRng, ft: &FieldType, nullable: bool, large:
                 "f": f64::from(rng.random_range(0..1000)) / 8.0,
                 "a": [rng.random_bool(0.5), null, rng.random::<u32>()],
             });
-            quote(&v.to_string())
+            // Stored as TiDB renders it (`", "`, `": "`, sorted keys, `1.0`), so that the upstream text
+            // is what a TiDB upstream would return and a text comparison with the downstream is fair.
+            match pump::tidb::json::Json::from_serde(&v) {
+                Ok(j) => quote(&j.to_text()),
+                Err(_) => quote(&v.to_string()),
+            }
         }
         _ => "NULL".into(),
     }
