@@ -4,8 +4,6 @@
 //! duplicated (CHECKSUM TABLE and row-level diff, see `tests::e2e`).
 //!
 //! Each test is bounded: a 12 s workload, one fault, at most two minutes to catch up.
-//! Run them with `cargo test -p tests --test it fault -- --ignored` once every part is built; they are
-//! ignored until the whole pipeline has landed and passes them.
 
 use std::time::{Duration, Instant};
 
@@ -60,7 +58,7 @@ fn run_with_fault(
 }
 
 #[test]
-#[ignore = "needs the whole pipeline on main (pump, drainer + MySQL sink, stand-in): issue 10"]
+
 fn kill9_a_pump_and_restart_it_under_load() -> Result<()> {
     run_with_fault(
         |e| {
@@ -72,7 +70,7 @@ fn kill9_a_pump_and_restart_it_under_load() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs the whole pipeline on main (pump, drainer + MySQL sink, stand-in): issue 10"]
+
 fn kill9_the_drainer_and_restart_it_under_load() -> Result<()> {
     run_with_fault(
         |e| {
@@ -84,13 +82,13 @@ fn kill9_the_drainer_and_restart_it_under_load() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs the whole pipeline on main (pump, drainer + MySQL sink, stand-in): issue 10"]
+
 fn restart_etcd_under_load() -> Result<()> {
     run_with_fault(|e| e.cluster.etcd.as_mut().expect("etcd").restart(), |_| Ok(()))
 }
 
 #[test]
-#[ignore = "needs the whole pipeline on main (pump, drainer + MySQL sink, stand-in): issue 10"]
+
 fn restart_the_downstream_mariadb_under_load() -> Result<()> {
     run_with_fault(
         |e| {
@@ -102,7 +100,7 @@ fn restart_the_downstream_mariadb_under_load() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs the whole pipeline on main (pump, drainer + MySQL sink, stand-in): issue 10"]
+
 fn pause_a_pump_with_binlogctl_then_resume_it() -> Result<()> {
     run_with_fault(
         |e| {
@@ -119,7 +117,7 @@ fn pause_a_pump_with_binlogctl_then_resume_it() -> Result<()> {
 }
 
 #[test]
-#[ignore = "needs the whole pipeline on main (pump, drainer + MySQL sink, stand-in): issue 10"]
+
 fn take_a_pump_offline_with_binlogctl() -> Result<()> {
     run_with_fault(
         |e| {
