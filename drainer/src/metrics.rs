@@ -27,7 +27,16 @@ pub struct Metrics {
     pub queue_size: IntGaugeVec,
     /// Ours: TiDB DDL job types the schema tracker does not know, skipped.
     pub unknown_ddl_jobs: IntCounter,
+    /// `binlog_binlogfile_write_binlog_size{label}`: file-sink records (label `local`).
+    pub binlogfile_write_size: HistogramVec,
+    /// `binlog_binlogfile_write_binlog_duration_time{label}`: `write` per record, `sync` per fsync.
+    pub binlogfile_write_duration: HistogramVec,
+    /// `binlog_binlogfile_corruption_binlog_count`: torn or corrupt records cut off at open.
+    pub binlogfile_corruption: IntCounter,
 }
+
+/// `error_count` types, created at zero so that alerts on `increase()` fire on the first error.
+pub const ERROR_TYPES: &[&str] = &["pull_binlog", "unmarshal_binlog", "sink"];
 
 fn opts(name: &str, help: &str) -> Opts {
     Opts::new(name, help).namespace("binlog").subsystem("drainer")
@@ -75,8 +84,31 @@ impl Metrics {
                 "unknown_ddl_jobs_total",
                 "DDL jobs of types this drainer does not know, skipped",
             ))?,
+            binlogfile_write_size: HistogramVec::new(
+                HistogramOpts::new("write_binlog_size", "file sink record size")
+                    .namespace("binlog")
+                    .subsystem("binlogfile")
+                    .buckets(exponential_buckets(16.0, 2.0, 25)?),
+                &["label"],
+            )?,
+            binlogfile_write_duration: HistogramVec::new(
+                HistogramOpts::new("write_binlog_duration_time", "file sink write and fsync time")
+                    .namespace("binlog")
+                    .subsystem("binlogfile")
+                    .buckets(secs.clone()),
+                &["label"],
+            )?,
+            binlogfile_corruption: IntCounter::with_opts(
+                Opts::new("corruption_binlog_count", "corrupt file-sink records cut off").namespace("binlog").subsystem("binlogfile"),
+            )?,
             registry,
         };
+        for t in ERROR_TYPES {
+            m.error_count.with_label_values(&[t]);
+        }
+        for l in ["write", "sync"] {
+            m.binlogfile_write_duration.with_label_values(&[l]);
+        }
         let r = &m.registry;
         r.register(Box::new(m.pump_position.clone()))?;
         r.register(Box::new(m.ddl_jobs_total.clone()))?;
@@ -91,6 +123,9 @@ impl Metrics {
         r.register(Box::new(m.read_binlog_size.clone()))?;
         r.register(Box::new(m.queue_size.clone()))?;
         r.register(Box::new(m.unknown_ddl_jobs.clone()))?;
+        r.register(Box::new(m.binlogfile_write_size.clone()))?;
+        r.register(Box::new(m.binlogfile_write_duration.clone()))?;
+        r.register(Box::new(m.binlogfile_corruption.clone()))?;
         Ok(m)
     }
 

@@ -181,6 +181,7 @@ pub async fn run_reader(
             SessionEnd::Fatal(e) => return Err(e),
             SessionEnd::Error(e) => {
                 tracing::warn!(pump = %id, host = %st.host, last, error = %e, "pulling binlogs failed; retrying");
+                crate::metrics::metrics().error_count.with_label_values(&["pull_binlog"]).inc();
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     r = status.changed() => if r.is_err() { return Ok(()) },

@@ -193,6 +193,10 @@ impl Saver {
     }
 }
 
+fn sink_error() {
+    metrics().error_count.with_label_values(&["sink"]).inc();
+}
+
 /// Feeds the sink and saves checkpoints until the input ends or `stop` fires; then flushes and saves a
 /// consistent checkpoint.
 pub async fn run_sink<S: Sink>(
@@ -223,10 +227,10 @@ pub async fn run_sink<S: Sink>(
                     }
                     saver.written(&item);
                     let t = Instant::now();
-                    sink.write(item).await?;
+                    sink.write(item).await.inspect_err(|_| sink_error())?;
                     exec.observe(t.elapsed().as_secs_f64());
                     if ddl {
-                        let ts = sink.flush().await?;
+                        let ts = sink.flush().await.inspect_err(|_| sink_error())?;
                         saver.save(ts, false)?;
                         progress.checkpoint_ts.store(saver.saved().commit_ts, Ordering::Release);
                     }
@@ -234,7 +238,7 @@ pub async fn run_sink<S: Sink>(
             }
         }
     }
-    let ts = sink.flush().await?;
+    let ts = sink.flush().await.inspect_err(|_| sink_error())?;
     saver.save(ts.max(saver.saved().commit_ts), true)?;
     progress.checkpoint_ts.store(saver.saved().commit_ts, Ordering::Release);
     Ok(saver.saved())

@@ -9,6 +9,7 @@ mod ctl_tls;
 mod ctl_util;
 mod drainer_cli;
 mod fault;
+mod deploy_metrics;
 mod drainer_pipeline;
 mod harness_services;
 mod kafka_sink;

@@ -167,7 +167,11 @@ impl FileSink {
             self.buf.clear();
             let payload = binlog.encode_to_vec();
             binlogfile::encode_record(&payload, &mut self.buf);
+            let t = Instant::now();
             self.out.write_all(&self.buf).map_err(io_err(&self.path))?;
+            let m = crate::metrics::metrics();
+            m.binlogfile_write_duration.with_label_values(&["write"]).observe(t.elapsed().as_secs_f64());
+            m.binlogfile_write_size.with_label_values(&["local"]).observe(self.buf.len() as f64);
             self.offset += self.buf.len() as u64;
             self.dirty = true;
         }
@@ -189,8 +193,13 @@ impl FileSink {
     /// Flushes and fsyncs the current file; everything written is then durable.
     pub fn sync(&mut self) -> Result<i64, FileSinkError> {
         if self.dirty {
+            let t = Instant::now();
             self.out.flush().map_err(io_err(&self.path))?;
             self.out.get_ref().sync_data().map_err(io_err(&self.path))?;
+            crate::metrics::metrics()
+                .binlogfile_write_duration
+                .with_label_values(&["sync"])
+                .observe(t.elapsed().as_secs_f64());
             self.dirty = false;
         }
         self.last_sync = Instant::now();
@@ -249,6 +258,7 @@ fn scan_and_repair(path: &Path) -> Result<(u64, i64), FileSinkError> {
             Err(e) => {
                 let good = r.offset();
                 tracing::warn!(file = %path.display(), offset = good, reason = %e, "file sink: truncating a torn tail");
+                crate::metrics::metrics().binlogfile_corruption.inc();
                 let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
                 f.set_len(good).map_err(io_err(path))?;
                 f.sync_all().map_err(io_err(path))?;

@@ -994,7 +994,10 @@ impl Coordinator {
             }
             return Err(Fail::Fatal(rejected(&e)));
         }
-        match conn.query_drop(&ddl.query).await {
+        let t = std::time::Instant::now();
+        let r = conn.query_drop(&ddl.query).await;
+        crate::metrics::metrics().query_duration_time.with_label_values(&["ddl"]).observe(t.elapsed().as_secs_f64());
+        match r {
             Ok(()) => Ok(()),
             Err(e) if retryable(&e) => Err(Fail::Retry(e)),
             Err(e) if server_code(&e).is_some_and(ignorable_ddl_error) => {
@@ -1016,9 +1019,13 @@ fn row_count(item: &Item) -> usize {
 /// Runs one part's transactions on its connection; rolls back on error. Returns the connection
 /// (`None` when it broke).
 async fn run_part(mut conn: Conn, p: &PartPlan) -> (Option<Conn>, Result<(), mysql_async::Error>) {
+    let dml = crate::metrics::metrics().query_duration_time.with_label_values(&["dml"]);
     for txn in &p.txns {
         for packet in &txn.packets {
-            if let Err(e) = conn.query_drop(packet.as_str()).await {
+            let t = std::time::Instant::now();
+            let r = conn.query_drop(packet.as_str()).await;
+            dml.observe(t.elapsed().as_secs_f64());
+            if let Err(e) = r {
                 tracing::warn!(target: "drainer::sink::mysql", worker = p.worker, commit_ts = txn.ts, error = %e, "downstream transaction failed");
                 if e.is_fatal() || conn.is_disconnected() {
                     return (None, Err(e));
