@@ -115,6 +115,8 @@ pub struct ReaderConfig {
     pub cluster_id: u64,
     /// TLS to pumps (from `[security]`), if on.
     pub tls: Option<ClientTlsConfig>,
+    /// `compressor = "gzip"`: ask pumps to gzip PullBinlogs responses.
+    pub gzip: bool,
 }
 
 async fn connect(host: &str, cfg: &ReaderConfig) -> Result<PumpClient<Channel>, tonic::transport::Error> {
@@ -129,7 +131,8 @@ async fn connect(host: &str, cfg: &ReaderConfig) -> Result<PumpClient<Channel>, 
         ep = ep.tls_config(tls.clone())?;
     }
     let ch = ep.connect().await?;
-    Ok(PumpClient::new(ch).max_decoding_message_size(usize::MAX))
+    let client = PumpClient::new(ch).max_decoding_message_size(usize::MAX);
+    Ok(if cfg.gzip { client.accept_compressed(tonic::codec::CompressionEncoding::Gzip) } else { client })
 }
 
 enum SessionEnd {

@@ -299,7 +299,7 @@ where
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
     let collector = Collector::new(CollectorParts {
         registry: registry.clone(),
-        cfg: ReaderConfig { cluster_id, tls: reader_tls(&cfg)? },
+        cfg: ReaderConfig { cluster_id, tls: reader_tls(&cfg)?, gzip: cfg.compressor == "gzip" },
         detect_interval: Duration::from_secs(cfg.detect_interval),
         sources: src_tx,
         merge_wake: merger.waker(),

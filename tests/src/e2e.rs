@@ -46,6 +46,8 @@ pub struct Options {
     pub ddl_every: u64,
     /// Extra lines for drainer.toml's `[syncer]` section.
     pub syncer_extra: String,
+    /// Extra drainer command-line flags (e.g. `-compressor=gzip`).
+    pub drainer_flags: Vec<String>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             rate: 0.0,
             ddl_every: 100,
             syncer_extra: String::new(),
+            drainer_flags: Vec::new(),
         }
     }
 }
@@ -130,16 +133,13 @@ impl E2e {
         let drainer_dir = root.join("drainer");
         std::fs::create_dir_all(&drainer_dir)?;
         let config = drainer_config(&opts, &cluster, &drainer_dir)?;
-        let drainer = Node::drainer(
-            &drainer_dir,
-            &etcd,
-            "drainer-0",
-            &[
-                format!("-config={}", config.display()),
-                format!("-initial-commit-ts={initial_ts}"),
-                format!("-schema-source=http://127.0.0.1:{status_port}"),
-            ],
-        )?;
+        let mut flags = vec![
+            format!("-config={}", config.display()),
+            format!("-initial-commit-ts={initial_ts}"),
+            format!("-schema-source=http://127.0.0.1:{status_port}"),
+        ];
+        flags.extend(opts.drainer_flags.iter().cloned());
+        let drainer = Node::drainer(&drainer_dir, &etcd, "drainer-0", &flags)?;
         Ok(Self { pumps, drainer, standin, opts, standin_log, rt, cluster })
     }
 

@@ -124,7 +124,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let pump_svc = PumpServer::new(grpc::PumpService::new(core.clone()))
         .max_decoding_message_size(max_msg)
-        .max_encoding_message_size(usize::MAX);
+        .max_encoding_message_size(usize::MAX)
+        // A drainer with `compressor = "gzip"` asks for gzip; others get plain responses.
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
+        .send_compressed(tonic::codec::CompressionEncoding::Gzip);
     let app = serve::App {
         grpc: tonic::service::Routes::new(pump_svc).into_axum_router(),
         http: http::router(core.clone()),

@@ -72,6 +72,7 @@ fn main() -> Result<()> {
         rate: a.rate,
         ddl_every: a.ddl_every,
         syncer_extra: String::new(),
+        drainer_flags: Vec::new(),
     };
     let mut n = 0;
     let mut e2e = E2e::start(opts, |what| {

@@ -11,6 +11,7 @@ mod drainer_cli;
 mod fault;
 mod deploy_metrics;
 mod drainer_pipeline;
+mod e2e_options;
 mod harness_services;
 mod kafka_sink;
 mod mysql_sink;
