@@ -17,6 +17,7 @@ mod kafka_sink;
 mod mysql_sink;
 mod node_registry;
 mod pump_config;
+mod pump_robust;
 mod pump_server;
 mod pump_states;
 mod pump_util;
