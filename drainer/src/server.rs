@@ -203,6 +203,17 @@ fn reader_tls(cfg: &Config) -> Result<Option<tonic::transport::ClientTlsConfig>,
     Ok(Some(tls))
 }
 
+fn server_tls(cfg: &Config) -> Result<Option<pump::server::serve::Tls>, DrainerError> {
+    let s = &cfg.security;
+    let sec = pump::server::config::Security {
+        ssl_ca: s.ssl_ca.clone(),
+        ssl_cert: s.ssl_cert.clone(),
+        ssl_key: s.ssl_key.clone(),
+        cert_allowed_cn: s.cert_allowed_cn.clone(),
+    };
+    pump::server::serve::Tls::from_security(&sec).map_err(|e| DrainerError::Config(format!("[security]: {e}")))
+}
+
 fn etcd_config(cfg: &Config) -> Result<pump::etcd::EtcdConfig, DrainerError> {
     let mut e = pump::etcd::EtcdConfig::from_pd_urls(&cfg.pd_urls)?;
     let opt = |s: &str| (!s.is_empty()).then(|| std::path::PathBuf::from(s));
@@ -276,21 +287,33 @@ where
         actions: action_tx,
     };
     let grpc = tonic::service::Routes::new(CisternServer::new(CisternSvc { notify: notify.clone() })).into_axum_router();
-    let app = Router::new()
+    let api = Router::new()
         .route("/status", get(status))
         .route("/commit_ts", get(commit_ts))
         .route("/state/{id}/{action}", put(state))
         .route("/metrics", get(metrics_text))
-        .with_state(http)
-        .merge(grpc);
+        .with_state(http);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = server_stop.changed().await;
-            })
-            .await;
-    });
+    let server = match server_tls(&cfg)? {
+        // With `[security]`: TLS with client certificates and `cert-allowed-cn`, as the pump.
+        Some(tls) => tokio::spawn(async move {
+            let app = pump::server::serve::App { grpc, http: api };
+            tokio::select! {
+                _ = pump::server::serve::serve_tcp(listener, Some(tls), app) => {}
+                _ = server_stop.changed() => {}
+            }
+            // Requests in flight (the pause/close that asked for the stop) finish on their own tasks.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }),
+        None => tokio::spawn(async move {
+            let app = api.merge(grpc);
+            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.changed().await;
+                })
+                .await;
+        }),
+    };
 
     // Pipeline.
     let merger = Merger::new(start);

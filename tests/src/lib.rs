@@ -19,6 +19,7 @@ use anyhow::{Context, Result, bail};
 
 pub mod e2e;
 pub mod nodes;
+pub mod pki;
 
 /// A child process that is killed with SIGKILL and reaped when dropped.
 #[derive(Debug)]

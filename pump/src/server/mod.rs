@@ -37,7 +37,6 @@ pub fn version_text() -> String {
     format!("Release Version: v{VERSION}\nGit Commit Hash: {GIT_HASH}\nBuild With: Rust (tidb-binlog-rs pump)\n")
 }
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -110,14 +109,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let metrics = metrics::Metrics::new().context("registering metrics")?;
 
     let listener = TcpListener::bind(&cfg.addr).await.with_context(|| format!("listening on addr {}", cfg.addr))?;
-    let tls = if cfg.security.enabled() {
-        Some(serve::Tls {
-            acceptor: tokio_rustls::TlsAcceptor::from(tls::server_config(&cfg.security)?),
-            allowed_cn: Arc::new(cfg.security.cert_allowed_cn.clone()),
-        })
-    } else {
-        None
-    };
+    let tls = serve::Tls::from_security(&cfg.security)?;
     let max_msg = usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX);
     let (core, mut stop_rx) = Core::new(cfg, node_id.clone(), registry.clone(), tso, store, metrics, first_ts);
     core.refresh_metrics();

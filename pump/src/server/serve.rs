@@ -35,6 +35,20 @@ pub struct Tls {
     pub allowed_cn: Arc<Vec<String>>,
 }
 
+impl Tls {
+    /// TLS from `[security]` (client certificates required, `cert-allowed-cn` checked); `None` when
+    /// `ssl-ca` is not set. Shared by the pump and the drainer.
+    pub fn from_security(sec: &super::config::Security) -> Result<Option<Tls>, super::tls::TlsError> {
+        if !sec.enabled() {
+            return Ok(None);
+        }
+        Ok(Some(Tls {
+            acceptor: TlsAcceptor::from(super::tls::server_config(sec)?),
+            allowed_cn: Arc::new(sec.cert_allowed_cn.clone()),
+        }))
+    }
+}
+
 impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Tls(allowed_cn={:?})", self.allowed_cn)

@@ -24,4 +24,5 @@ mod pump_util;
 mod reparo_files;
 mod sink_items;
 mod standin_pumps;
+mod tls_cluster;
 mod tso_etcd;
