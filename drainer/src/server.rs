@@ -315,6 +315,13 @@ where
         }),
     };
 
+    let push = pump::server::push::spawn(
+        &cfg.metrics_addr,
+        Duration::from_secs(cfg.metrics_interval),
+        &node_id,
+        || metrics().render(),
+    );
+
     // Pipeline.
     let merger = Merger::new(start);
     let latest = Arc::new(AtomicI64::new(start));
@@ -434,6 +441,9 @@ where
     let reg = registry.update_node(NodeKind::Drainer, &me).await;
     if let Some(tx) = reply {
         let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+    }
+    if let Some(p) = push {
+        p.abort();
     }
     // After the reply: graceful shutdown waits for the request that asked for it.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

@@ -23,6 +23,7 @@ pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod push;
 pub mod serve;
 pub mod store;
 pub mod tls;
@@ -144,6 +145,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tasks.push(tokio::spawn(core.clone().fake_loop()));
     tasks.push(tokio::spawn(core.clone().gc_loop()));
     tasks.push(tokio::spawn(core.clone().metrics_loop()));
+    let push_core = core.clone();
+    let push_every = Duration::from_secs(core.cfg.metrics_interval);
+    if let Some(t) = push::spawn(&core.cfg.metrics_addr, push_every, &node_id, move || push_core.metrics.render()) {
+        tasks.push(t);
+    }
 
     tokio::select! {
         sig = signal() => {

@@ -21,6 +21,7 @@ mod pump_robust;
 mod pump_server;
 mod pump_states;
 mod pump_util;
+mod pushgateway;
 mod reparo_files;
 mod sink_items;
 mod standin_pumps;
