@@ -192,9 +192,19 @@ impl E2e {
                 return Ok((end_ts, start.elapsed()));
             }
             if start.elapsed() > timeout {
+                // Which pump holds the merge back: each one's registry state and watermark, and its log.
+                let pumps = crate::nodes::list_nodes(&self.etcd_url(), pump::node::NodeKind::Pump).unwrap_or_default();
+                let mut why = String::new();
+                for p in &pumps {
+                    why.push_str(&format!("pump {} {} maxCommitTS {}\n", p.node_id, p.state, p.max_commit_ts));
+                }
+                for p in &self.pumps {
+                    why.push_str(&format!("--- {} ---\n{}\n", p.node_id, log_tail(&p.log())));
+                }
                 bail!(
-                    "the drainer did not reach ts {end_ts} within {timeout:?} (at {ts})\n{}",
-                    log_tail(&self.drainer.log())
+                    "the drainer did not reach ts {end_ts} within {timeout:?} (at {ts})\n{why}--- drainer ---\n{}\n--- stand-in ---\n{}",
+                    log_tail(&self.drainer.log()),
+                    log_tail(&self.standin_log)
                 );
             }
             if !self.drainer.is_running() {

@@ -14,6 +14,11 @@
 //!   `retry > usable pumps`, then try every online pump once. Success records `start_ts -> pump`.
 //! - C/Rollback binlog: to the pump of its P-binlog, retried every [`ClientConfig::commit_retry_interval`]
 //!   for up to [`ClientConfig::commit_retry_for`]; the record is dropped afterwards.
+//! - Beyond upstream: a P-binlog write that failed on a pump in a way that may still have stored it (a
+//!   timeout, a broken call) before it succeeded on another leaves an orphan Prewrite there, which would
+//!   hold that pump's watermark (and every drainer) until the pump gives it up after `max-txn-timeout`
+//!   (upstream asks TiKV instead). Once the transaction's C/Rollback is written, the client sends a
+//!   Rollback for that start_ts to each such pump in the background, retried like a C-binlog.
 //! - Detector: every [`ClientConfig::detect_interval`] an empty `WriteBinlog` to each online pump that
 //!   is marked unusable; success makes it usable again.
 //! - `ignore_error`: a failed P-binlog is reported as [`WriteOutcome::Skipped`] and the client stops
@@ -194,6 +199,10 @@ struct Inner {
     pumps: Mutex<BTreeMap<String, PumpEntry>>,
     /// start_ts of a written P-binlog -> node id of its pump.
     ts_map: Mutex<HashMap<i64, String>>,
+    /// start_ts -> other pumps whose P-binlog write failed in a way that may still have stored it
+    /// (a timeout, a broken connection). They get a Rollback once the transaction's own pump has its
+    /// C/Rollback, so an orphan Prewrite never holds their watermark back.
+    in_doubt: Mutex<HashMap<i64, Vec<String>>>,
     cursor: AtomicUsize,
     disabled: AtomicBool,
 }
@@ -244,6 +253,7 @@ impl PumpsClient {
             cfg,
             pumps: Mutex::new(pumps),
             ts_map: Mutex::new(HashMap::new()),
+            in_doubt: Mutex::new(HashMap::new()),
             cursor: AtomicUsize::new(0),
             disabled: AtomicBool::new(false),
         });
@@ -337,10 +347,12 @@ impl PumpsClient {
         let begin = Instant::now();
         let mut retry = 0usize;
         let mut last = None;
+        let mut doubtful: Vec<String> = Vec::new();
         loop {
             let Some(node_id) = self.select(start_ts, retry) else { break };
             match self.send(&node_id, payload.clone()).await {
                 Ok(()) => {
+                    self.record_in_doubt(start_ts, &node_id, doubtful);
                     self.record(start_ts, &node_id);
                     return Ok(node_id);
                 }
@@ -349,6 +361,9 @@ impl PumpsClient {
                 }
                 Err(e) => {
                     tracing::warn!(pump = %node_id, start_ts, error = %e, retry, "write prewrite binlog failed");
+                    if e.may_have_stored() && !doubtful.contains(&node_id) {
+                        doubtful.push(node_id.clone());
+                    }
                     last = Some((node_id, e.to_string()));
                 }
             }
@@ -365,10 +380,16 @@ impl PumpsClient {
         for node_id in online {
             match self.send(&node_id, payload.clone()).await {
                 Ok(()) => {
+                    self.record_in_doubt(start_ts, &node_id, doubtful);
                     self.record(start_ts, &node_id);
                     return Ok(node_id);
                 }
-                Err(e) => last = Some((node_id, e.to_string())),
+                Err(e) => {
+                    if e.may_have_stored() && !doubtful.contains(&node_id) {
+                        doubtful.push(node_id.clone());
+                    }
+                    last = Some((node_id, e.to_string()))
+                }
             }
             retry += 1;
         }
@@ -394,11 +415,13 @@ impl PumpsClient {
             match self.send(&node_id, payload.clone()).await {
                 Ok(()) => {
                     self.inner.ts_map.lock().unwrap_or_else(|e| e.into_inner()).remove(&start_ts);
+                    self.settle_in_doubt(start_ts);
                     return Ok(node_id);
                 }
                 Err(e) => {
                     if begin.elapsed() >= self.inner.cfg.commit_retry_for {
                         self.inner.ts_map.lock().unwrap_or_else(|e| e.into_inner()).remove(&start_ts);
+                        self.settle_in_doubt(start_ts);
                         return Err(ClientError::WriteFailed {
                             tp: binlog.tp(),
                             start_ts,
@@ -412,6 +435,49 @@ impl PumpsClient {
                 }
             }
         }
+    }
+
+    fn record_in_doubt(&self, start_ts: i64, written_to: &str, mut doubtful: Vec<String>) {
+        doubtful.retain(|n| n != written_to);
+        if !doubtful.is_empty() {
+            self.inner.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).insert(start_ts, doubtful);
+        }
+    }
+
+    /// Sends a Rollback for `start_ts` to every pump that may hold an orphan copy of its P-binlog,
+    /// in the background, retried like a C-binlog. A Rollback for a Prewrite a pump never stored is a
+    /// no-op there.
+    fn settle_in_doubt(&self, start_ts: i64) {
+        let Some(pumps) = self.inner.in_doubt.lock().unwrap_or_else(|e| e.into_inner()).remove(&start_ts) else {
+            return;
+        };
+        let rollback = Binlog {
+            tp: Some(BinlogType::Rollback as i32),
+            start_ts: Some(start_ts),
+            commit_ts: Some(0),
+            ..Binlog::default()
+        }
+        .encode_to_vec();
+        let inner = self.inner.clone();
+        tokio::spawn(async move {
+            for node_id in pumps {
+                let begin = Instant::now();
+                loop {
+                    match send(&inner, &node_id, rollback.clone()).await {
+                        Ok(()) => {
+                            tracing::info!(pump = %node_id, start_ts, "rolled back a possibly orphaned prewrite binlog");
+                            break;
+                        }
+                        Err(SendError::Gone(_)) => break,
+                        Err(e) if begin.elapsed() >= inner.cfg.commit_retry_for => {
+                            tracing::warn!(pump = %node_id, start_ts, error = %e, "giving up rolling back a possibly orphaned prewrite binlog");
+                            break;
+                        }
+                        Err(_) => tokio::time::sleep(inner.cfg.commit_retry_interval).await,
+                    }
+                }
+            }
+        });
     }
 
     fn record(&self, start_ts: i64, node_id: &str) {
@@ -437,6 +503,14 @@ enum SendError {
     Refused(String),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
+}
+
+impl SendError {
+    /// Whether the pump may have stored the binlog despite the error (the request may have reached
+    /// it: a timeout or a broken call), as opposed to a definite refusal or no request at all.
+    fn may_have_stored(&self) -> bool {
+        matches!(self, SendError::Timeout(_) | SendError::Status { .. })
+    }
 }
 
 async fn send(inner: &Inner, node_id: &str, payload: Vec<u8>) -> Result<(), SendError> {

@@ -23,6 +23,9 @@ pub(crate) struct Recorder {
     pub probes: Arc<AtomicUsize>,
     /// When set, every write is refused with an errmsg (as a paused pump refuses P-binlogs).
     pub refuse: Arc<AtomicBool>,
+    /// When set, P-binlogs are stored and then the call fails (a pump that crashed after its fsync,
+    /// before the reply).
+    pub store_then_fail: Arc<AtomicBool>,
     dead: Arc<AtomicBool>,
 }
 
@@ -41,7 +44,11 @@ impl Pump for Recorder {
         }
         if !req.payload.is_empty() {
             let b = Binlog::decode(req.payload.as_slice()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let prewrite = b.tp() == BinlogType::Prewrite;
             self.binlogs.lock().unwrap().push(b);
+            if prewrite && self.store_then_fail.load(Ordering::SeqCst) {
+                return Err(Status::unavailable("connection reset after the write"));
+            }
         }
         Ok(Response::new(WriteBinlogResp { errmsg: String::new() }))
     }
@@ -235,7 +242,10 @@ async fn a_dead_pump_is_skipped_and_revived_by_the_probe() {
     wait_for("pump-2 to be unusable", || !client.pumps().iter().find(|p| p.node_id == "pump-2").unwrap().usable).await;
     pumps[2].rec.refuse.store(false, Ordering::SeqCst);
     wait_for("the probe to revive pump-2", || client.pumps().iter().find(|p| p.node_id == "pump-2").unwrap().usable).await;
-    assert!(pumps[2].rec.probes.load(Ordering::SeqCst) > 0, "revived by an empty-payload probe");
+    // Revived by an empty-payload probe, or by the Rollbacks the client sends for the refused (and so
+    // possibly stored) P-binlogs: either is a successful call to pump-2.
+    let rollbacks = pumps[2].binlogs().iter().filter(|b| b.tp() == BinlogType::Rollback).count();
+    assert!(pumps[2].rec.probes.load(Ordering::SeqCst) > 0 || rollbacks > 0, "revived by a successful call");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -285,4 +295,24 @@ async fn no_pump_and_ignore_error() {
     assert_eq!(lenient.write_binlog(&prewrite(2)).await.unwrap(), WriteOutcome::Skipped);
     assert!(lenient.is_disabled());
     assert_eq!(lenient.write_binlog(&prewrite(3)).await.unwrap(), WriteOutcome::Skipped, "binlog stays off");
+}
+
+/// A pump that stored a P-binlog but failed the call gets a Rollback for it once the transaction's
+/// own pump has the C-binlog: its orphan Prewrite never holds its watermark back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_prewrite_left_by_a_failed_call_is_rolled_back() {
+    let (_cluster, reg, pumps) = setup(2).await;
+    let client = PumpsClient::connect(reg, 1, ClientConfig { strategy: Strategy::Hash, ..fast() }).await.unwrap();
+    // hash: start_ts 100 goes to usable[100 % 2] first: pump-0, which stores it and fails.
+    pumps[0].rec.store_then_fail.store(true, Ordering::SeqCst);
+    let out = client.write_txn(prewrite(100), 101).await.unwrap();
+    assert_eq!(out, WriteOutcome::Written { node_id: "pump-1".into() });
+    assert_eq!(p_and_c(&pumps[1].binlogs()), (vec![100], vec![100]), "P and C on the pump that acknowledged");
+    pumps[0].rec.store_then_fail.store(false, Ordering::SeqCst);
+    wait_for("a Rollback for 100 on pump-0", || {
+        pumps[0].binlogs().iter().any(|b| b.tp() == BinlogType::Rollback && b.start_ts() == 100)
+    })
+    .await;
+    let on0: Vec<(BinlogType, i64)> = pumps[0].binlogs().iter().map(|b| (b.tp(), b.start_ts())).collect();
+    assert_eq!(on0, [(BinlogType::Prewrite, 100), (BinlogType::Rollback, 100)], "no Commit ever goes to pump-0");
 }
