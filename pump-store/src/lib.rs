@@ -1,8 +1,9 @@
 //! Pump's storage: a durable, fsync-batched, CRC-checked segment log with a commit-ts index.
 //!
-//! [`Store::append`] writes a binlog record and resolves once it is durable: one background writer
-//! thread takes every queued append, writes them with one `write` and one `fdatasync` (group commit; a
-//! lone writer never waits for a batch to fill). A sorter matches each Commit with the Prewrites before it
+//! [`Store::append`] writes a binlog record and resolves once it is durable. Appends are group-committed
+//! with a leader/follower barrier: the first appender that finds no write in progress takes every queued
+//! append and writes them with one `write` and one `fdatasync` from its own thread, then wakes the
+//! others (a lone writer never waits for a batch to fill; async appends are led by a background thread). A sorter matches each Commit with the Prewrites before it
 //! and keeps the sorted watermark [`Store::max_commit_ts`] (upstream `maxCommitTS`, spec §6).
 //! [`Store::pull`] streams committed transactions in strictly increasing commit_ts order, each joined with
 //! its Prewrite's bytes, reading the log sequentially and tailing it live.
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
+mod commit;
 pub mod format;
 mod reader;
 pub mod recovery_check;

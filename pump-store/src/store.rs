@@ -6,13 +6,13 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak, mpsc};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
 
+use crate::commit::{self, BatchResult, Queue, Queued};
 use crate::format::{
     self, BODY_FIXED_LEN, Footer, HEADER_LEN, IndexEntry, Loc, MAX_BODY_LEN, RecordKind, RecordRef, TRAILER_LEN,
 };
@@ -152,9 +152,18 @@ pub(crate) struct Shared {
     counters: Counters,
     poisoned: Mutex<Option<String>>,
     avail: AtomicU64,
+    /// The group-commit queue (see `commit`).
+    pub(crate) queue: Mutex<Queue>,
+    /// Wakes the background thread (lead handed to it, close).
+    pub(crate) queue_cv: Condvar,
+    /// The active segment; only the leader touches it. `None` once closed.
+    pub(crate) writer: Mutex<Option<Writer>>,
     /// Test hook: the next batch write fails as if the disk had failed.
     #[cfg(test)]
     fail_next_write: std::sync::atomic::AtomicBool,
+    /// Test hook: the thread that wrote the last batch.
+    #[cfg(test)]
+    last_writer: Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl Shared {
@@ -176,7 +185,7 @@ impl Shared {
         self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn refresh_space(&self) {
+    pub(crate) fn refresh_space(&self) {
         self.avail.store(available_space(&self.cfg.dir), Ordering::Relaxed);
     }
 }
@@ -189,11 +198,6 @@ fn available_space(dir: &Path) -> u64 {
             u64::MAX
         }
     }
-}
-
-enum Msg {
-    Append(Record, oneshot::Sender<Result<(), StoreError>>),
-    Close(oneshot::Sender<()>),
 }
 
 /// A handle to an open store. Clone it freely; the store closes (flushing every queued append) when
@@ -210,15 +214,14 @@ impl std::fmt::Debug for Store {
 }
 
 struct Inner {
-    tx: Option<mpsc::Sender<Msg>>,
     shared: Arc<Shared>,
-    writer: Option<JoinHandle<()>>,
+    background: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        drop(self.tx.take());
-        if let Some(w) = self.writer.take() {
+        drop(commit::close(&self.shared));
+        if let Some(w) = self.background.take() {
             let _ = w.join();
         }
         let mut st = self.shared.lock();
@@ -239,15 +242,13 @@ impl Store {
 
     /// Like [`Store::open`] with a custom [`Resolver`] for unmatched Prewrites.
     pub fn open_with_resolver(cfg: StoreConfig, resolver: Arc<dyn Resolver>) -> Result<Store, StoreError> {
-        let (shared, writer) = recover(cfg)?;
-        let shared = Arc::new(shared);
-        let (tx, rx) = mpsc::channel();
-        let w_shared = shared.clone();
-        let writer_thread = std::thread::Builder::new()
-            .name("pump-store-writer".into())
-            .spawn(move || writer.run(w_shared, rx))
-            .map_err(io_err("spawn writer thread", &shared.cfg.dir))?;
-        let inner = Arc::new(Inner { tx: Some(tx), shared: shared.clone(), writer: Some(writer_thread) });
+        let shared = Arc::new(recover(cfg)?);
+        let bg_shared = shared.clone();
+        let background = std::thread::Builder::new()
+            .name("pump-store-commit".into())
+            .spawn(move || commit::background(bg_shared))
+            .map_err(io_err("spawn commit thread", &shared.cfg.dir))?;
+        let inner = Arc::new(Inner { shared: shared.clone(), background: Some(background) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("pump-store-resolver".into())
@@ -257,30 +258,31 @@ impl Store {
     }
 
     /// Appends one binlog; resolves once it is durable (fdatasynced when `sync_log`). Concurrent appends
-    /// share one write and one fdatasync. A record with start_ts == 0 and commit_ts == 0 is upstream's
+    /// share one write and one fdatasync, issued by the store's background thread so that the caller's
+    /// runtime never blocks on the disk. A record with start_ts == 0 and commit_ts == 0 is upstream's
     /// health probe: it is accepted and not stored.
     pub async fn append(&self, rec: Record) -> Result<(), StoreError> {
-        match self.submit(rec, true)? {
-            None => Ok(()),
-            Some(rx) => rx.await.map_err(|_| StoreError::Closed)?,
-        }
+        let Some(rec) = self.admit(rec, true)? else { return Ok(()) };
+        commit::append_task(&self.inner.shared, rec)?.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::append`] for threads outside an async runtime.
+    /// [`Store::append`] for threads outside an async runtime, and the fastest way in: when no write is
+    /// in progress the calling thread writes and syncs its record itself (with every append queued
+    /// meanwhile), otherwise it waits for the current leader's batch, or is handed the lead.
     pub fn append_blocking(&self, rec: Record) -> Result<(), StoreError> {
-        match self.submit(rec, true)? {
+        self.append_blocking_inner(rec, true)
+    }
+
+    fn append_blocking_inner(&self, rec: Record, check_space: bool) -> Result<(), StoreError> {
+        match self.admit(rec, check_space)? {
             None => Ok(()),
-            Some(rx) => rx.blocking_recv().map_err(|_| StoreError::Closed)?,
+            Some(rec) => commit::append_thread(&self.inner.shared, rec),
         }
     }
 
-    /// Queues `rec` for the writer; `check_space` is false for the resolver's own records, which must
-    /// get through to unblock the sorter.
-    fn submit(
-        &self,
-        rec: Record,
-        check_space: bool,
-    ) -> Result<Option<oneshot::Receiver<Result<(), StoreError>>>, StoreError> {
+    /// Checks `rec` before it is queued; `None` for a health probe. `check_space` is false for the
+    /// resolver's own records, which must get through to unblock the sorter.
+    fn admit(&self, rec: Record, check_space: bool) -> Result<Option<Record>, StoreError> {
         if rec.start_ts == 0 && rec.commit_ts == 0 {
             return Ok(None);
         }
@@ -298,10 +300,7 @@ impl Store {
                 return Err(StoreError::NoSpace { available, threshold });
             }
         }
-        let (tx, rx) = oneshot::channel();
-        let sender = self.inner.tx.as_ref().ok_or(StoreError::Closed)?;
-        sender.send(Msg::Append(rec, tx)).map_err(|_| StoreError::Closed)?;
-        Ok(Some(rx))
+        Ok(Some(rec))
     }
 
     /// The sorted watermark (upstream `maxCommitTS`): every committed transaction with a commit_ts at
@@ -426,12 +425,7 @@ impl Store {
     /// Flushes every queued append, stops the writer and ends every pull stream. Appends after this
     /// fail with [`StoreError::Closed`].
     pub async fn close(self) {
-        let (tx, rx) = oneshot::channel();
-        if let Some(sender) = self.inner.tx.as_ref()
-            && sender.send(Msg::Close(tx)).is_ok()
-        {
-            let _ = rx.await;
-        }
+        let _ = commit::close(&self.inner.shared).await;
     }
 }
 
@@ -638,7 +632,7 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, StoreError> {
 }
 
 /// Opens the directory and rebuilds the in-memory state; returns it and the writer for the active segment.
-fn recover(cfg: StoreConfig) -> Result<(Shared, Writer), StoreError> {
+fn recover(cfg: StoreConfig) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
     let lock_path = dir.join(LOCK_FILE);
@@ -742,7 +736,7 @@ fn finish(
     mut metas: BTreeMap<u64, SegMeta>,
     active_seq: u64,
     active_file: File,
-) -> Result<(Shared, Writer), StoreError> {
+) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     // Replay: from the last footer's replay_from (the oldest record its sorter had not released), with
     // the watermark it had then.
@@ -781,23 +775,28 @@ fn finish(
         closed: false,
         version: 0,
     };
-    let shared = Shared {
+    let writer = Writer { file: active_file, seq: active_seq, len: active_len, buf: Vec::new(), _lock: lock };
+    Ok(Shared {
         avail: AtomicU64::new(available_space(&dir)),
         cfg,
         state: Mutex::new(state),
         cv: Condvar::new(),
         counters,
         poisoned: Mutex::new(None),
+        queue: Mutex::new(Queue::default()),
+        queue_cv: Condvar::new(),
+        writer: Mutex::new(Some(writer)),
         #[cfg(test)]
         fail_next_write: std::sync::atomic::AtomicBool::new(false),
-    };
-    let writer = Writer { file: active_file, seq: active_seq, len: active_len, buf: Vec::new(), _lock: lock };
-    Ok((shared, writer))
+        #[cfg(test)]
+        last_writer: Mutex::new(None),
+    })
 }
 
-/// The group-commit writer: owns the active segment file and the directory lock (released when the
-/// writer stops, so a closed store can be reopened at once).
-struct Writer {
+/// The active segment, written by the current leader: owns the segment file and the directory lock
+/// (released when the store closes, so a closed store can be reopened at once).
+#[derive(Debug)]
+pub(crate) struct Writer {
     file: File,
     seq: u64,
     len: u64,
@@ -805,79 +804,18 @@ struct Writer {
     _lock: File,
 }
 
-type Reply = oneshot::Sender<Result<(), StoreError>>;
-
 impl Writer {
-    fn run(mut self, shared: Arc<Shared>, rx: mpsc::Receiver<Msg>) {
-        let mut last_space = Instant::now();
-        let mut close_reply = None;
-        'outer: loop {
-            let first = match rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(m) => m,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    shared.refresh_space();
-                    last_space = Instant::now();
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => break,
-            };
-            let mut batch: Vec<(Record, Reply)> = Vec::new();
-            let mut bytes = 0usize;
-            let mut next = Some(first);
-            while let Some(m) = next.take() {
-                match m {
-                    Msg::Append(r, tx) => {
-                        bytes += format::encoded_len(r.payload.len());
-                        batch.push((r, tx));
-                    }
-                    Msg::Close(tx) => {
-                        close_reply = Some(tx);
-                        break;
-                    }
-                }
-                if bytes < shared.cfg.max_batch_bytes {
-                    next = rx.try_recv().ok();
-                }
-            }
-            if !batch.is_empty() {
-                self.write_batch(&shared, batch);
-            }
-            if last_space.elapsed() >= Duration::from_secs(1) {
-                shared.refresh_space();
-                last_space = Instant::now();
-            }
-            if close_reply.is_some() {
-                break 'outer;
-            }
-        }
-        // Anything still queued after a close is refused; the file and the lock are released.
-        drop(rx);
-        drop(self);
-        let mut st = shared.lock();
-        st.closed = true;
-        st.version += 1;
-        shared.cv.notify_all();
-        drop(st);
-        if let Some(tx) = close_reply {
-            let _ = tx.send(());
-        }
-    }
-
-    fn write_batch(&mut self, shared: &Shared, batch: Vec<(Record, Reply)>) {
+    /// Writes one batch with one `pwrite` and (with `sync_log`) one `fdatasync`, then publishes it to
+    /// the sorter and the readers. A failure poisons the store.
+    pub(crate) fn write_batch(&mut self, shared: &Shared, batch: &[Queued]) -> BatchResult {
         if let Some(why) = shared.poisoned() {
-            for (_, tx) in batch {
-                let _ = tx.send(Err(StoreError::Poisoned(why.clone())));
-            }
-            return;
+            return BatchResult::Poisoned(why);
         }
         if self.len >= shared.cfg.segment_size
             && let Err(e) = self.rotate(shared)
         {
             shared.poison(e.to_string());
-            for (_, tx) in batch {
-                let _ = tx.send(Err(StoreError::Poisoned(e.to_string())));
-            }
-            return;
+            return BatchResult::Poisoned(e.to_string());
         }
         self.buf.clear();
         let mut observed = Vec::with_capacity(batch.len());
@@ -886,7 +824,7 @@ impl Writer {
             let now = Instant::now();
             // The watermark published with the durable end where this batch starts.
             let safe = st.sorter.watermark();
-            for (rec, _) in &batch {
+            for Queued { rec, .. } in batch {
                 let off = self.len + self.buf.len() as u64;
                 let kind = record_kind(rec.kind);
                 let prewrite_at = if kind == RecordKind::Commit {
@@ -907,6 +845,10 @@ impl Writer {
         let path = seg_path(&shared.cfg.dir, self.seq);
         let mut res = self.file.write_all_at(&self.buf, self.len).map_err(|e| ("write", e));
         #[cfg(test)]
+        {
+            *shared.last_writer.lock().unwrap() = Some(std::thread::current().id());
+        }
+        #[cfg(test)]
         if shared.fail_next_write.swap(false, Ordering::SeqCst) {
             res = Err(("write", io::Error::other("injected failure")));
         }
@@ -916,10 +858,7 @@ impl Writer {
         if let Err((op, e)) = res {
             let msg = format!("{op} {}: {e}", path.display());
             shared.poison(msg.clone());
-            for (_, tx) in batch {
-                let _ = tx.send(Err(StoreError::Io { op, path: path.clone(), source: io::Error::new(e.kind(), msg.clone()) }));
-            }
-            return;
+            return BatchResult::Io { op, path, kind: e.kind(), msg };
         }
         self.len += self.buf.len() as u64;
         {
@@ -942,9 +881,7 @@ impl Writer {
             c.fsyncs.fetch_add(1, Ordering::Relaxed);
         }
         c.bytes_written.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        for (_, tx) in batch {
-            let _ = tx.send(Ok(()));
-        }
+        BatchResult::Ok
     }
 
     /// Seals the active segment (footer + trailer, fsynced) and starts the next one.
@@ -1015,12 +952,7 @@ fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
                     Record { kind: Kind::Rollback, start_ts, commit_ts: 0, payload: Bytes::new() }
                 }
             };
-            let res = match store.submit(rec, false) {
-                Ok(Some(rx)) => rx.blocking_recv().unwrap_or(Err(StoreError::Closed)),
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            };
-            if let Err(e) = res {
+            if let Err(e) = store.append_blocking_inner(rec, false) {
                 tracing::error!(start_ts, "resolver could not write its resolution: {e}");
             }
         }
@@ -1057,6 +989,82 @@ mod tests {
         store.append_blocking(fake(13)).unwrap();
         assert_eq!(store.max_commit_ts(), 13);
         assert_eq!(store.get(10).unwrap().map(|r| r.commit_ts), Some(10));
+    }
+
+    #[test]
+    fn concurrent_appenders_across_a_failed_write_lose_no_acknowledged_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(StoreConfig { segment_size: 16 << 10, ..cfg(dir.path()) }).unwrap();
+        let next = Arc::new(AtomicU64::new(100));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let threads: Vec<_> = (0..8)
+            .map(|_| {
+                let (store, next, tx) = (store.clone(), next.clone(), tx.clone());
+                std::thread::spawn(move || {
+                    let mut acked = Vec::new();
+                    loop {
+                        let ts = next.fetch_add(1, Ordering::SeqCst) as i64;
+                        let rec = Record { kind: Kind::Fake, start_ts: ts, commit_ts: ts, payload: Bytes::from(vec![7u8; 200]) };
+                        match store.append_blocking(rec) {
+                            Ok(()) => {
+                                acked.push(ts);
+                                let _ = tx.send(());
+                            }
+                            Err(first) => {
+                                // Once one append failed, every later one is refused.
+                                let again = store.append_blocking(fake(ts + 1_000_000)).unwrap_err();
+                                assert!(matches!(again, StoreError::Poisoned(_)), "{again}");
+                                return (acked, first);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        drop(tx);
+        for _ in 0..300 {
+            rx.recv().unwrap();
+        }
+        store.inner.shared.fail_next_write.store(true, Ordering::SeqCst);
+        let mut acked = Vec::new();
+        let mut io_errors = 0;
+        for t in threads {
+            let (a, first) = t.join().unwrap();
+            acked.extend(a);
+            if matches!(first, StoreError::Io { op: "write", .. }) {
+                io_errors += 1;
+            } else {
+                assert!(matches!(first, StoreError::Poisoned(_)), "{first}");
+            }
+        }
+        assert!(io_errors >= 1, "the failed batch's appenders see the write error");
+        assert_eq!(store.stats().write_errors, 1);
+        assert!(acked.len() >= 300);
+        drop(store);
+        let store = Store::open(cfg(dir.path())).unwrap();
+        for ts in acked {
+            let got = store.get(ts).unwrap();
+            assert_eq!(got.map(|r| r.payload.len()), Some(200), "acknowledged record {ts} lost");
+        }
+    }
+
+    #[test]
+    fn a_lone_writer_writes_one_batch_per_append_from_its_own_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(cfg(dir.path())).unwrap();
+        for ts in 1..=20 {
+            store.append_blocking(fake(ts)).unwrap();
+        }
+        let st = store.stats();
+        assert_eq!((st.appends, st.batches, st.fsyncs), (20, 20, 20));
+        assert_eq!(store.max_commit_ts(), 20);
+        let me = std::thread::current().id();
+        assert_eq!(*store.inner.shared.last_writer.lock().unwrap(), Some(me), "the appender wrote its own batch");
+        // An async append is written by the store's background thread, never on the runtime's worker.
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        rt.block_on(store.append(fake(21))).unwrap();
+        assert_ne!(*store.inner.shared.last_writer.lock().unwrap(), Some(me));
+        assert_eq!(store.max_commit_ts(), 21);
     }
 
     #[test]

@@ -1,0 +1,308 @@
+//! Group commit with a leader/follower barrier.
+//!
+//! Every append joins one queue. The first appender that finds nobody writing becomes the *leader*: it
+//! takes every queued append (up to `max_batch_bytes`), writes them with one `pwrite` and one
+//! `fdatasync` from its own thread, hands the lead to the next queued thread if more appends arrived
+//! meanwhile, and then wakes the followers of its batch. A lone writer therefore never waits and never
+//! switches threads. Async appenders cannot block their runtime's worker, so when one of them finds no
+//! leader it hands the lead to the store's background thread instead (which also refreshes the free-space
+//! figure and performs the close).
+//!
+//! Invariants: at most one leader at a time (`Queue::leader`); `leader == false` implies an empty queue;
+//! records are written in queue order; an append is answered only after its batch is durable or failed.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::store::Shared;
+use crate::{Record, StoreError};
+
+/// How to tell one appender its result.
+#[derive(Debug)]
+pub(crate) enum Waiter {
+    /// A thread blocked in `append_blocking`; it may be handed the lead.
+    Thread(Arc<Slot>),
+    /// An async caller; it is only ever told its result.
+    Task(oneshot::Sender<Result<(), StoreError>>),
+}
+
+impl Waiter {
+    fn complete(self, res: Result<(), StoreError>) {
+        match self {
+            Waiter::Thread(slot) => slot.set(SlotState::Done(res)),
+            Waiter::Task(tx) => {
+                let _ = tx.send(res);
+            }
+        }
+    }
+}
+
+/// Where a blocked appender waits.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    state: Mutex<SlotState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+enum SlotState {
+    #[default]
+    Waiting,
+    /// The previous leader handed this thread the lead; its record is still queued.
+    Lead,
+    Done(Result<(), StoreError>),
+}
+
+/// What a waiting appender is woken for.
+pub(crate) enum Wake {
+    Lead,
+    Done(Result<(), StoreError>),
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, SlotState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn set(&self, s: SlotState) {
+        *self.lock() = s;
+        self.cv.notify_one();
+    }
+
+    pub(crate) fn wait(&self) -> Wake {
+        let mut st = self.lock();
+        loop {
+            match std::mem::take(&mut *st) {
+                SlotState::Waiting => st = self.cv.wait(st).unwrap_or_else(|e| e.into_inner()),
+                SlotState::Lead => return Wake::Lead,
+                SlotState::Done(r) => return Wake::Done(r),
+            }
+        }
+    }
+}
+
+/// One queued append.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(crate) rec: Record,
+    pub(crate) waiter: Waiter,
+}
+
+/// The commit queue, behind `Shared::queue`.
+#[derive(Debug, Default)]
+pub(crate) struct Queue {
+    pending: VecDeque<Queued>,
+    /// Somebody is leading (writing, or handed the lead and about to).
+    leader: bool,
+    /// The lead was handed to the background thread.
+    kick: bool,
+    /// No new appends are taken.
+    closed: bool,
+    /// The background thread has finished: the active file and the directory lock are released.
+    exited: bool,
+    close_waiters: Vec<oneshot::Sender<()>>,
+}
+
+/// How a batch ended, for every append in it.
+#[derive(Debug, Clone)]
+pub(crate) enum BatchResult {
+    Ok,
+    Poisoned(String),
+    Io { op: &'static str, path: std::path::PathBuf, kind: std::io::ErrorKind, msg: String },
+    Closed,
+}
+
+impl BatchResult {
+    fn to_result(&self) -> Result<(), StoreError> {
+        match self {
+            BatchResult::Ok => Ok(()),
+            BatchResult::Poisoned(why) => Err(StoreError::Poisoned(why.clone())),
+            BatchResult::Io { op, path, kind, msg } => {
+                Err(StoreError::Io { op, path: path.clone(), source: std::io::Error::new(*kind, msg.clone()) })
+            }
+            BatchResult::Closed => Err(StoreError::Closed),
+        }
+    }
+}
+
+impl Shared {
+    pub(crate) fn queue(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Appends from a thread that may block: leads if nobody is writing, else waits as a follower (and
+/// leads if handed the lead). Returns once the record is durable or failed.
+pub(crate) fn append_thread(shared: &Shared, rec: Record) -> Result<(), StoreError> {
+    let slot = Arc::new(Slot::default());
+    {
+        let mut q = shared.queue();
+        if q.closed {
+            return Err(StoreError::Closed);
+        }
+        q.pending.push_back(Queued { rec, waiter: Waiter::Thread(slot.clone()) });
+        if q.leader {
+            drop(q);
+            match slot.wait() {
+                Wake::Done(r) => return r,
+                Wake::Lead => {}
+            }
+        } else {
+            q.leader = true;
+        }
+    }
+    lead(shared, Some(&slot))
+}
+
+/// Queues an append from an async caller; the receiver resolves once it is durable or failed.
+pub(crate) fn append_task(shared: &Shared, rec: Record) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+    let (tx, rx) = oneshot::channel();
+    let mut q = shared.queue();
+    if q.closed {
+        return Err(StoreError::Closed);
+    }
+    q.pending.push_back(Queued { rec, waiter: Waiter::Task(tx) });
+    if !q.leader {
+        q.leader = true;
+        q.kick = true;
+        shared.queue_cv.notify_all();
+    }
+    Ok(rx)
+}
+
+/// Stops taking appends and asks the background thread to finish once the queue is drained.
+/// The receiver resolves when the file and the directory lock are released.
+pub(crate) fn close(shared: &Shared) -> oneshot::Receiver<()> {
+    let (tx, rx) = oneshot::channel();
+    let mut q = shared.queue();
+    q.closed = true;
+    if q.exited {
+        let _ = tx.send(());
+    } else {
+        q.close_waiters.push(tx);
+    }
+    shared.queue_cv.notify_all();
+    rx
+}
+
+/// Takes the next batch off the queue: at least one append, then more while under `max` bytes.
+fn take_batch(q: &mut Queue, max: usize) -> Vec<Queued> {
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    while bytes < max {
+        let Some(item) = q.pending.pop_front() else { break };
+        bytes += crate::format::encoded_len(item.rec.payload.len());
+        batch.push(item);
+    }
+    batch
+}
+
+/// Passes the lead on (the caller holds it and is done): to the first queued blocking appender, else to
+/// the background thread; or gives it up when nothing is queued.
+fn pass_lead(shared: &Shared, q: &mut Queue) {
+    if q.pending.is_empty() {
+        q.leader = false;
+        if q.closed {
+            shared.queue_cv.notify_all();
+        }
+        return;
+    }
+    for item in &q.pending {
+        if let Waiter::Thread(slot) = &item.waiter {
+            slot.set(SlotState::Lead);
+            return;
+        }
+    }
+    q.kick = true;
+    shared.queue_cv.notify_all();
+}
+
+/// Writes batches as the leader. With `own` (a blocking appender), until its own record is written,
+/// then passes the lead on and returns its result; without (the background thread), until the queue is
+/// empty, then gives the lead up.
+fn lead(shared: &Shared, own: Option<&Arc<Slot>>) -> Result<(), StoreError> {
+    loop {
+        let batch = take_batch(&mut shared.queue(), shared.cfg.max_batch_bytes);
+        let res = if batch.is_empty() {
+            BatchResult::Ok
+        } else {
+            let mut w = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+            match w.as_mut() {
+                Some(w) => w.write_batch(shared, &batch),
+                None => BatchResult::Closed,
+            }
+        };
+        let mine = own.and_then(|o| {
+            batch.iter().position(|b| matches!(&b.waiter, Waiter::Thread(s) if Arc::ptr_eq(s, o)))
+        });
+        let done = match own {
+            Some(_) => mine.is_some(),
+            None => batch.is_empty(),
+        };
+        if done {
+            // Hand the lead on before waking the followers, so the next batch starts at once.
+            pass_lead(shared, &mut shared.queue());
+        }
+        let mut own_res = Ok(());
+        for (i, item) in batch.into_iter().enumerate() {
+            if Some(i) == mine {
+                own_res = res.to_result();
+            } else {
+                item.waiter.complete(res.to_result());
+            }
+        }
+        if done {
+            return own_res;
+        }
+    }
+}
+
+/// The background thread: leads for async appenders, refreshes the free-space figure every second, and
+/// on close drains the queue, then releases the active file and the directory lock.
+pub(crate) fn background(shared: Arc<Shared>) {
+    let mut last_space = Instant::now();
+    let mut q = shared.queue();
+    loop {
+        if q.kick {
+            q.kick = false;
+            drop(q);
+            let _ = lead(&shared, None);
+            q = shared.queue();
+            continue;
+        }
+        if q.closed && !q.leader {
+            if q.pending.is_empty() {
+                break;
+            }
+            q.leader = true;
+            q.kick = true;
+            continue;
+        }
+        if last_space.elapsed() >= Duration::from_secs(1) {
+            drop(q);
+            shared.refresh_space();
+            last_space = Instant::now();
+            q = shared.queue();
+            continue;
+        }
+        q = shared.queue_cv.wait_timeout(q, Duration::from_secs(1)).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0);
+    }
+    // Nobody may lead again: the queue is closed and empty.
+    q.leader = true;
+    drop(q);
+    drop(shared.writer.lock().unwrap_or_else(|e| e.into_inner()).take());
+    {
+        let mut st = shared.lock();
+        st.closed = true;
+        st.version += 1;
+        shared.cv.notify_all();
+    }
+    let mut q = shared.queue();
+    q.exited = true;
+    for tx in q.close_waiters.drain(..) {
+        let _ = tx.send(());
+    }
+}
