@@ -82,6 +82,11 @@ impl Node {
         Ok(node)
     }
 
+    /// The process id while it runs.
+    pub fn pid(&mut self) -> Option<u32> {
+        if self.is_running() { self.proc.as_ref().map(Proc::pid) } else { None }
+    }
+
     /// `127.0.0.1:PORT`.
     pub fn addr(&self) -> String {
         format!("127.0.0.1:{}", self.port)
