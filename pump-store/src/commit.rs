@@ -238,15 +238,14 @@ fn lead(shared: &Shared, own: Option<&Arc<Slot>>) -> Result<(), StoreError> {
         let mine = own.and_then(|o| {
             batch.iter().position(|b| matches!(&b.waiter, Waiter::Thread(s) if Arc::ptr_eq(s, o)))
         });
-        let done = match own {
-            Some(_) => mine.is_some(),
-            None => batch.is_empty(),
-        };
+        // With `own`, the batch is never empty before its record was taken (it is queued and only the
+        // leader takes from the queue); stop anyway rather than spin if that were ever broken.
+        let done = batch.is_empty() || mine.is_some();
         if done {
             // Hand the lead on before waking the followers, so the next batch starts at once.
             pass_lead(shared, &mut shared.queue());
         }
-        let mut own_res = Ok(());
+        let mut own_res = if own.is_some() && mine.is_none() { Err(StoreError::Closed) } else { Ok(()) };
         for (i, item) in batch.into_iter().enumerate() {
             if Some(i) == mine {
                 own_res = res.to_result();

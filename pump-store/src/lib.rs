@@ -10,6 +10,7 @@
 //!
 //! The on-disk format is documented in `FORMAT.md` beside this crate; [`format`] holds its codec.
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -18,6 +19,7 @@ use bytes::Bytes;
 
 mod commit;
 pub mod format;
+mod io;
 mod reader;
 pub mod recovery_check;
 mod resolver;
@@ -25,6 +27,7 @@ mod sorter;
 mod store;
 
 pub use format::DecodeError;
+pub use io::IoBackend;
 pub use resolver::{Resolution, Resolver, TimeoutResolver};
 pub use store::Store;
 
@@ -46,6 +49,8 @@ pub struct StoreConfig {
     pub stop_write_at_available_space: u64,
     /// Upper bound of bytes taken into one group-commit batch (default 8 MiB).
     pub max_batch_bytes: usize,
+    /// How a batch is written and synced (default [`IoBackend::Std`]).
+    pub io_backend: IoBackend,
 }
 
 impl Default for StoreConfig {
@@ -57,6 +62,7 @@ impl Default for StoreConfig {
             max_txn_timeout: Duration::from_secs(600),
             stop_write_at_available_space: 10 << 30,
             max_batch_bytes: 8 << 20,
+            io_backend: IoBackend::Std,
         }
     }
 }

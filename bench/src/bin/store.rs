@@ -2,23 +2,28 @@
 //!
 //! `store [SECONDS_PER_CASE] [ROUNDS] [DIR]` (defaults: 2 s, 3 rounds, `target/bench-store`). Each
 //! case runs every system once per round, in turn, and reports medians over the rounds. `store 0` runs
-//! only the catch-up and open comparisons.
+//! only the catch-up, open and recovery comparisons.
 //!
-//! * Durable appends, for 1, 8 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
-//!   - ours: `Store::append_blocking` (group commit: one write + one fdatasync per batch);
-//!   - `std_fsync_each`: a std file behind a mutex, write + fdatasync per append (the naive strawman);
+//! * Durable appends, for 1, 16 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
+//!   - ours: `Store::append_blocking` (leader/follower group commit: one write + one fdatasync per batch,
+//!     issued by the first waiting appender);
+//!   - `std_group_commit`: the strawman, a plain std writer thread fed by a channel that writes every
+//!     queued append with one write + one fdatasync and answers each over a channel of its own;
 //!   - `raft_engine`: `Engine::write(batch, sync = true)` with one `put` per append (its own group commit);
 //!   - `device_raw`: one thread writing + fdatasyncing batches of the size ours averaged, the device's
 //!     durable bandwidth at that batch size.
+//!   - `ours_uring`: the same store with `IoBackend::Uring` (write linked to fdatasync, one syscall);
 //! * Catch-up read: pulling 128 MiB of 1 KiB committed binlogs from the page cache vs reading the same
 //!   segment files with plain 1 MiB `read`s.
 //! * Open (recovery) time of that store vs reading its files once.
+//! * Recovery of a 2 GiB log (1 KiB binlogs, default 512 MiB segments): `Store::open` vs reading every
+//!   file once, and vs raft-engine reopening 2 GiB of 1 KiB entries.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -26,7 +31,7 @@ use bench::Comparison;
 use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
-use pump_store::{Kind, Record, Store, StoreConfig};
+use pump_store::{IoBackend, Kind, Record, Store, StoreConfig};
 
 /// What one system did in one case.
 struct Run {
@@ -86,8 +91,8 @@ fn store_cfg(dir: &Path) -> StoreConfig {
     StoreConfig { dir: dir.to_path_buf(), stop_write_at_available_space: 0, ..StoreConfig::default() }
 }
 
-fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration) -> Result<(Run, f64)> {
-    let store = Store::open(store_cfg(dir))?;
+fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration, io_backend: IoBackend) -> Result<(Run, f64)> {
+    let store = Store::open(StoreConfig { io_backend, ..store_cfg(dir) })?;
     let ts = Arc::new(AtomicI64::new(now_ts()));
     let body = Bytes::from(vec![0x5au8; payload]);
     let s = store.clone();
@@ -101,15 +106,47 @@ fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration) -> Result
     Ok((run, avg_batch))
 }
 
-fn run_std_fsync_each(dir: &Path, writers: usize, payload: usize, dur: Duration) -> Result<Run> {
-    let file = Arc::new(Mutex::new(OpenOptions::new().create(true).append(true).open(dir.join("log"))?));
-    let body = vec![0x5au8; payload + 16];
-    drive(writers, dur, payload, Arc::new(move |_, _| {
-        let mut f = file.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        f.write_all(&body)?;
-        f.sync_data()?;
+/// A request to the strawman's writer thread: the record and where to say it is durable.
+type GroupReq = (Bytes, mpsc::SyncSender<std::io::Result<()>>);
+
+/// The strawman: a plain std thread that takes every queued record, writes them with one `write` and
+/// one `fdatasync`, and answers each caller over its own channel.
+fn run_std_group_commit(dir: &Path, writers: usize, payload: usize, dur: Duration) -> Result<Run> {
+    let mut file = OpenOptions::new().create(true).append(true).open(dir.join("log"))?;
+    let (tx, rx) = mpsc::channel::<GroupReq>();
+    let writer = std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut bytes = first.0.len();
+            let mut batch = vec![first];
+            while bytes < 8 << 20
+                && let Ok(more) = rx.try_recv()
+            {
+                bytes += more.0.len();
+                batch.push(more);
+            }
+            buf.clear();
+            for (rec, _) in &batch {
+                buf.extend_from_slice(&(rec.len() as u64).to_le_bytes());
+                buf.extend_from_slice(&0u64.to_le_bytes()); // a 16-byte frame, as ours has
+                buf.extend_from_slice(rec);
+            }
+            let res = file.write_all(&buf).and_then(|()| file.sync_data());
+            for (_, reply) in batch {
+                let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+            }
+        }
+    });
+    let body = Bytes::from(vec![0x5au8; payload]);
+    let run = drive(writers, dur, payload, Arc::new(move |_, _| {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        tx.send((body.clone(), rtx))?;
+        rrx.recv()??;
         Ok(())
-    }))
+    }));
+    // `drive` dropped the last sender with the closure: the writer ends.
+    writer.join().map_err(|_| anyhow::anyhow!("strawman writer panicked"))?;
+    run
 }
 
 fn run_raft_engine(dir: &Path, writers: usize, payload: usize, dur: Duration) -> Result<Run> {
@@ -191,28 +228,31 @@ impl Medians {
 fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
     println!("# durable appends: {} s per system, case and round; medians of {rounds} rounds", dur.as_secs_f64());
     for &payload in &[256usize, 1024, 16384] {
-        for &writers in &[1usize, 8, 64] {
+        for &writers in &[1usize, 16, 64] {
             let case = format!("store_append_{writers}w_{payload}B");
-            let (mut ours, mut naive, mut raft, mut device) =
-                (Medians::default(), Medians::default(), Medians::default(), Medians::default());
+            let (mut ours, mut uring, mut straw, mut raft, mut device) =
+                (Medians::default(), Medians::default(), Medians::default(), Medians::default(), Medians::default());
             let mut batches = Vec::new();
             for _ in 0..rounds {
-                let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur)?;
+                let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur, IoBackend::Std)?;
                 ours.add(&o);
+                uring.add(&run_ours(&fresh(root, "ours-uring")?, writers, payload, dur, IoBackend::Uring)?.0);
                 batches.push(avg_batch);
-                naive.add(&run_std_fsync_each(&fresh(root, "std")?, writers, payload, dur)?);
+                straw.add(&run_std_group_commit(&fresh(root, "std")?, writers, payload, dur)?);
                 raft.add(&run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?);
                 device.add(&run_device_raw(&fresh(root, "raw")?, avg_batch as usize, dur)?);
             }
             println!(
-                "{case}: ours {:.0}/s p50 {:.0} p99 {:.0} p999 {:.0} µs (avg batch {:.0} B) | std_fsync_each {:.0}/s p99 {:.0} | raft_engine {:.0}/s p99 {:.0} | device_raw {:.2} MiB/s fdatasync p99 {:.0} µs",
+                "{case}: ours {:.0}/s p50 {:.0} p99 {:.0} p999 {:.0} µs (avg batch {:.0} B) | ours_uring {:.0}/s p99 {:.0} | std_group_commit {:.0}/s p99 {:.0} | raft_engine {:.0}/s p50 {:.0} p99 {:.0} | device_raw {:.2} MiB/s fdatasync p99 {:.0} µs",
                 ours.ops(), median(ours.p50.clone()), ours.p99(), median(ours.p999.clone()), median(batches),
-                naive.ops(), naive.p99(), raft.ops(), raft.p99(), device.mibs(), device.p99()
+                uring.ops(), uring.p99(), straw.ops(), straw.p99(), raft.ops(), median(raft.p50.clone()), raft.p99(), device.mibs(), device.p99()
             );
-            Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), naive.ops(), "std_fsync_each", "appends/s").print();
+            Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), straw.ops(), "std_group_commit", "appends/s").print();
+            Comparison::higher_is_better(&format!("{case}_uring_ops"), uring.ops(), ours.ops(), "ours_std", "appends/s").print();
+            Comparison::lower_is_better(&format!("{case}_uring_p99"), uring.p99(), ours.p99(), "ours_std", "µs").print();
             Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), raft.ops(), "raft_engine", "appends/s").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), raft.p99(), "raft_engine", "µs").print();
-            Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), naive.p99(), "std_fsync_each", "µs").print();
+            Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), straw.p99(), "std_group_commit", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), device.p99(), "device_raw_fdatasync", "µs").print();
             // Durable payload bandwidth against the raw device at ours' batch size.
             Comparison::higher_is_better(&format!("{case}_mibs"), ours.mibs(), device.mibs(), "device_raw", "MiB/s (ours: payload)").print();
@@ -301,6 +341,117 @@ fn catch_up(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Appends `total` bytes of 1 KiB fakes to a store in `dir` without syncing (fast setup).
+fn fill_store(dir: &Path, total: u64, segment_size: u64) -> Result<()> {
+    let store = Store::open(StoreConfig { sync_log: false, segment_size, ..store_cfg(dir) })?;
+    let base = now_ts();
+    let body = Bytes::from(vec![0x33u8; 1024]);
+    let n = total / 1024;
+    // Eight threads: the leader/follower path batches them without a runtime.
+    let next = Arc::new(AtomicU64::new(0));
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, next, body) = (store.clone(), next.clone(), body.clone());
+            std::thread::spawn(move || -> Result<()> {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok(());
+                    }
+                    let ts = base + i as i64 + 1;
+                    store.append_blocking(Record { kind: Kind::Fake, start_ts: ts, commit_ts: ts, payload: body.clone() })?;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("fill thread panicked"))??;
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().build()?;
+    rt.block_on(store.close());
+    Ok(())
+}
+
+/// Reads every file under `dir` once with 1 MiB reads; (bytes, seconds).
+fn raw_read(dir: &Path) -> Result<(u64, f64)> {
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_file() {
+            let mut f = File::open(&p)?;
+            loop {
+                let k = f.read(&mut buf)?;
+                if k == 0 {
+                    break;
+                }
+                bytes += k as u64;
+            }
+        }
+    }
+    Ok((bytes, t.elapsed().as_secs_f64()))
+}
+
+/// Recovery of a 2 GiB log: our open against a raw read of every byte and against raft-engine's reopen
+/// of 2 GiB of 1 KiB entries. Page cache warm for all (each was just written and read once).
+fn recovery(root: &Path, rounds: usize) -> Result<()> {
+    let total: u64 = 2 << 30;
+    let ours_dir = fresh(root, "recovery-ours")?;
+    fill_store(&ours_dir, total, 512 << 20)?;
+    let raft_dir = fresh(root, "recovery-raft")?;
+    {
+        let cfg = raft_engine::Config {
+            dir: raft_dir.to_string_lossy().into_owned(),
+            batch_compression_threshold: raft_engine::ReadableSize(0),
+            ..Default::default()
+        };
+        let engine = raft_engine::Engine::open(cfg)?;
+        let body = vec![0x33u8; 1024];
+        let n = total / 1024;
+        let mut k = 0u64;
+        while k < n {
+            let mut b = raft_engine::LogBatch::default();
+            for _ in 0..256 {
+                b.put(1 + k % 64, k.to_be_bytes().to_vec(), body.clone())?;
+                k += 1;
+            }
+            engine.write(&mut b, false)?;
+        }
+        engine.sync()?;
+    }
+    let (mut ours, mut raw, mut raft) = (Vec::new(), Vec::new(), Vec::new());
+    let mut raw_bytes = 0;
+    for _ in 0..rounds {
+        let (b, secs) = raw_read(&ours_dir)?;
+        raw_bytes = b;
+        raw.push(secs);
+        let t = Instant::now();
+        let store = Store::open(store_cfg(&ours_dir))?;
+        ours.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(store.max_commit_ts() > 0, "recovered store is empty");
+        drop(store);
+        let t = Instant::now();
+        let engine = raft_engine::Engine::open(raft_engine::Config {
+            dir: raft_dir.to_string_lossy().into_owned(),
+            ..Default::default()
+        })?;
+        raft.push(t.elapsed().as_secs_f64());
+        drop(engine);
+    }
+    let segs = std::fs::read_dir(&ours_dir)?.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))).count();
+    let (ours, raw, raft) = (median(ours) * 1000.0, median(raw) * 1000.0, median(raft) * 1000.0);
+    println!(
+        "# recovery of a 2 GiB log ({} MiB in {segs} segments of 512 MiB): open {ours:.0} ms | raw read of every byte {raw:.0} ms | raft_engine reopen {raft:.0} ms (medians of {rounds})",
+        raw_bytes >> 20
+    );
+    Comparison::lower_is_better("store_recovery_2GiB", ours, raw, "raw_read_1MiB", "ms").print();
+    Comparison::lower_is_better("store_recovery_2GiB", ours, raft, "raft_engine_reopen", "ms").print();
+    let _ = std::fs::remove_dir_all(&ours_dir);
+    let _ = std::fs::remove_dir_all(&raft_dir);
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let secs: f64 = args.next().map(|s| s.parse()).transpose().context("SECONDS_PER_CASE")?.unwrap_or(2.0);
@@ -314,6 +465,7 @@ fn main() -> Result<()> {
         appends(&root, Duration::from_secs_f64(secs), rounds)?;
     }
     catch_up(&root)?;
+    recovery(&root, rounds)?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())
 }
