@@ -244,7 +244,10 @@ impl E2e {
                         .arg(format!("--kafka-addrs={}", kafka.addr()))
                         .arg(format!("--topic={topic}"))
                         .arg(format!("--apply={}", down.url()))
-                        .arg(format!("--stop-at-ts={end_ts}")),
+                        .arg(format!("--stop-at-ts={end_ts}"))
+                        // The topic carries no watermarks: the drainer has caught up past end_ts, so
+                        // a quiet topic means everything up to it has been applied.
+                        .arg("--idle-timeout=10"),
                     "binlog-consumer",
                 )
             }

@@ -1,16 +1,24 @@
 //! `binlog-consumer`: the seed's "Binlog Slave Client". Reads the Kafka sink's topic (one partition,
-//! assign mode), reassembles chunked transactions, and prints each transaction in commit-ts order.
+//! assign mode), reassembles chunked transactions, and prints each transaction in commit-ts order, or
+//! with `--apply=mysql://user[:password]@host[:port]` applies them to MySQL/TiDB through the drainer's
+//! MySQL sink, exactly once: the checkpoint row `tidb_binlog.consumer_checkpoint` (keyed by the
+//! topic's cluster id) is written with the data, and a restarted consumer resumes after it.
 //!
 //! Flags (single or double dash): `-kafka-addrs`, `-topic`, `-partition`, `-offset` (default: from the
 //! beginning), `-commit-ts` (skip transactions at or below it), `-count` (stop after N transactions),
-//! `-idle-timeout` (seconds; stop after that long without a transaction; 0 = never).
+//! `-idle-timeout` (seconds; stop after that long without a transaction; 0 = never), `-apply`,
+//! `-stop-at-ts` (apply/print transactions up to this commit ts, then exit 0: at a transaction with
+//! this ts, or before the first one past it).
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches, Parser};
-use drainer::consumer::{BinlogConsumer, ConsumerConfig, StartAt, text};
+use anyhow::Context as _;
+use drainer::consumer::{BinlogConsumer, ConsumerConfig, StartAt, Txn, apply, text};
+use drainer::sink::Sink;
+use drainer::sink::mysql::MysqlSink;
 
 /// The command line.
 #[derive(Debug, Parser)]
@@ -37,6 +45,13 @@ struct Flags {
     /// Stop after this many seconds without a transaction (0 = never).
     #[arg(long = "idle-timeout", default_value_t = 0)]
     idle_timeout: u64,
+    /// Apply to this MySQL/TiDB (`mysql://user[:password]@host[:port]`) instead of printing.
+    #[arg(long)]
+    apply: Option<String>,
+    /// Stop once everything up to this commit ts is done: at a transaction with commit ts >= it
+    /// (one past it is not applied). 0 = never.
+    #[arg(long = "stop-at-ts", default_value_t = 0)]
+    stop_at_ts: i64,
 }
 
 fn main() -> ExitCode {
@@ -67,17 +82,54 @@ fn main() -> ExitCode {
     }
 }
 
+/// Where transactions go.
+enum Out {
+    Print(std::io::StdoutLock<'static>),
+    Apply { sink: MysqlSink, addr: String },
+}
+
+impl Out {
+    async fn take(&mut self, txn: &Txn) -> anyhow::Result<()> {
+        use std::io::Write;
+        match self {
+            Out::Print(out) => {
+                out.write_all(text::txn_text(txn).as_bytes())?;
+                out.flush()?;
+            }
+            Out::Apply { sink, addr } => {
+                if let Some(item) = apply::to_item(&txn.binlog)? {
+                    sink.write(std::sync::Arc::new(item)).await.with_context(|| format!("applying to {addr}"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn run(f: Flags) -> anyhow::Result<()> {
-    use std::io::Write;
+    let mut after = f.commit_ts;
+    let mut out = match &f.apply {
+        None => Out::Print(std::io::stdout().lock()),
+        Some(url) => {
+            let cfg = apply::sink_config(url, &f.topic)?;
+            let addr = format!("{}:{}", cfg.host, cfg.port);
+            let mut sink = MysqlSink::connect(cfg).await.with_context(|| format!("--apply {addr}"))?;
+            if let Some(ts) = sink.load_checkpoint().await? {
+                eprintln!("binlog-consumer: {addr} has everything up to commit ts {ts}; resuming after it");
+                after = after.max(ts);
+            }
+            Out::Apply { sink, addr }
+        }
+    };
     let mut c = BinlogConsumer::new(ConsumerConfig {
         addrs: f.kafka_addrs,
         topic: f.topic,
         partition: f.partition,
         start: f.offset.map_or(StartAt::Beginning, StartAt::Offset),
-        after_commit_ts: f.commit_ts,
+        after_commit_ts: after,
     })?;
-    let mut out = std::io::stdout().lock();
-    let mut n = 0;
+    let mut n = 0u64;
+    let mut last_ts = after;
     loop {
         let txn = if f.idle_timeout > 0 {
             match c.next_timeout(Duration::from_secs(f.idle_timeout)).await? {
@@ -87,12 +139,19 @@ async fn run(f: Flags) -> anyhow::Result<()> {
         } else {
             c.next().await?
         };
-        out.write_all(text::txn_text(&txn).as_bytes())?;
-        out.flush()?;
-        n += 1;
-        if f.count > 0 && n >= f.count {
+        if f.stop_at_ts > 0 && txn.commit_ts > f.stop_at_ts {
             break;
         }
+        out.take(&txn).await?;
+        n += 1;
+        last_ts = txn.commit_ts;
+        if (f.count > 0 && n >= f.count) || (f.stop_at_ts > 0 && txn.commit_ts >= f.stop_at_ts) {
+            break;
+        }
+    }
+    if let Out::Apply { sink, addr } = out {
+        let ts = sink.close().await.with_context(|| format!("applying to {addr}"))?;
+        eprintln!("binlog-consumer: applied {n} transactions to {addr}; everything up to commit ts {} is in", ts.max(last_ts));
     }
     Ok(())
 }

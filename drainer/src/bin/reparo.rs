@@ -6,6 +6,7 @@
 use std::process::ExitCode;
 
 use drainer::reparo::{self, Config, DestType, Flags};
+use drainer::sink::mysql::MysqlSink;
 
 fn main() -> ExitCode {
     let flags = match Flags::parse_from_args(std::env::args_os()) {
@@ -76,6 +77,13 @@ async fn run(cfg: &Config) -> anyhow::Result<reparo::Summary> {
             reparo::replay(cfg, &mut dest).await?
         }
         DestType::Memory => reparo::replay(cfg, &mut reparo::print::MemorySink::default()).await?,
-        DestType::Mysql => anyhow::bail!("dest-type mysql: the MySQL loader is not built yet; use -dest-type print"),
+        DestType::Mysql => {
+            use anyhow::Context as _;
+            let db = format!("[dest-db] {}:{}", cfg.dest_db.host, cfg.dest_db.port);
+            let mut dest = MysqlSink::connect(cfg.mysql_sink_config()).await.with_context(|| db.clone())?;
+            let summary = reparo::replay(cfg, &mut dest).await.with_context(|| db.clone())?;
+            dest.close().await.with_context(|| db.clone())?;
+            summary
+        }
     })
 }

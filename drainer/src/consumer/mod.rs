@@ -9,6 +9,7 @@
 //!   a sequence cut short (the producer died mid-transaction and sends it again) is dropped when the
 //!   next sequence or whole message starts.
 
+pub mod apply;
 pub mod text;
 
 use std::time::Duration;

@@ -3,11 +3,13 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use super::filter::{Filter, TableRule};
+use crate::sink::mysql::MysqlSinkConfig;
 use super::ReparoError;
 
 /// The command line. Every value is optional so the TOML file can supply it; the flag wins.
@@ -76,6 +78,9 @@ impl Flags {
         Flags::from_arg_matches(&matches)
     }
 }
+
+/// How long Reparo keeps retrying an unreachable or failing `[dest-db]` before it gives up.
+pub const MYSQL_RETRY_FOR: Duration = Duration::from_secs(15);
 
 /// `[dest-db]`.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -200,6 +205,25 @@ pub fn datetime_to_tso(s: &str) -> Result<i64, ReparoError> {
 }
 
 impl Config {
+    /// The MySQL sink settings for `dest-type = "mysql"`: `[dest-db]`, `safe-mode`, `txn-batch`,
+    /// `worker-count`; no checkpoint (a replay is made idempotent by safe mode, as upstream) and no
+    /// automatic safe mode at start.
+    pub fn mysql_sink_config(&self) -> MysqlSinkConfig {
+        MysqlSinkConfig {
+            host: self.dest_db.host.clone(),
+            port: self.dest_db.port,
+            user: self.dest_db.user.clone(),
+            password: self.dest_db.password.clone(),
+            checkpoint: None,
+            safe_mode: self.safe_mode,
+            safe_mode_after_start: Duration::ZERO,
+            txn_batch: self.txn_batch,
+            worker_count: self.worker_count,
+            retry_for: MYSQL_RETRY_FOR,
+            ..Default::default()
+        }
+    }
+
     /// Resolves flags over the TOML file (if `-config` is given) over the defaults.
     pub fn resolve(flags: Flags) -> Result<Config, ReparoError> {
         let toml_cfg = match &flags.config {

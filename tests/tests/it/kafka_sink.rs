@@ -192,3 +192,80 @@ async fn binlog_consumer_binary_prints_transactions() {
     assert!(text.contains("  insert `db`.`t`: id=1, name='name-1-0 ü', amount='10.00'"), "{text}");
     assert!(text.contains("  update `db`.`t`: id=1, name='name-1-0 ü'"), "{text}");
 }
+
+fn consumer_apply(args: Vec<String>) -> std::process::Output {
+    std::process::Command::new(tests::our_binary("binlog-consumer")).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binlog_consumer_applies_to_mysql_exactly_once_and_resumes() {
+    use crate::reparo_files::{downstream_rows, expected_rows, has_table, mysql_items};
+    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().kafka().downstream_db().start().unwrap()).await.unwrap();
+    let addr = cluster.kafka.as_ref().unwrap().addr();
+    let db = cluster.downstream.as_ref().unwrap();
+    let (mut items, mut live) = mysql_items(30);
+    // A transaction big enough to be chunked.
+    let big: Vec<RowChange> = (10_000..10_300).map(|id| RowChange::Insert(sink_items::row(id, 3))).collect();
+    items.push(sink_items::dml(1_000, big));
+    live.extend((10_000..10_300).map(|id| (id, 3)));
+    let mut sink = KafkaSink::connect(config(&addr)).await.unwrap();
+    for it in &items {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    let topic = sink.topic().to_string();
+    let base = vec![format!("--kafka-addrs={addr}"), format!("-topic={topic}"), format!("--apply={}", db.url())];
+    let with = |extra: &[&str]| base.iter().cloned().chain(extra.iter().map(|s| s.to_string())).collect::<Vec<_>>();
+
+    // Up to ts 150: the DDL and the first 15 transactions.
+    let out = tokio::task::spawn_blocking({
+        let args = with(&["--stop-at-ts=150", "--idle-timeout=20"]);
+        move || consumer_apply(args)
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut c = crate::mysql_sink::conn(db).await;
+    assert_eq!(downstream_rows(&mut c).await, expected_rows(&sink_items::workload(10, 15).1));
+    assert!(!has_table(&mut c, "t2").await);
+
+    // A restart resumes after its checkpoint (no safe mode: a replayed insert would fail) and applies
+    // the rest, the chunked transaction whole.
+    let out = tokio::task::spawn_blocking({
+        let args = with(&["--idle-timeout=3"]);
+        move || consumer_apply(args)
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("up to commit ts 150; resuming"), "{err}");
+    live.sort();
+    assert_eq!(downstream_rows(&mut c).await, expected_rows(&live));
+    assert!(has_table(&mut c, "t2").await);
+
+    // Once more: nothing left to apply.
+    let out = tokio::task::spawn_blocking({
+        let args = with(&["--idle-timeout=2", "--stop-at-ts=5000"]);
+        move || consumer_apply(args)
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("applied 0 transactions"), "{err}");
+    assert_eq!(downstream_rows(&mut c).await, expected_rows(&live));
+
+    // A wrong password is named with the host.
+    let out = tokio::task::spawn_blocking({
+        let args = vec![
+            format!("--kafka-addrs={addr}"),
+            format!("-topic={topic}"),
+            format!("--apply=mysql://root:nope@127.0.0.1:{}", db.port),
+        ];
+        move || consumer_apply(args)
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&format!("127.0.0.1:{}", db.port)), "{err}");
+}

@@ -96,3 +96,145 @@ fn reparo_names_the_file_and_offset_of_a_corrupt_record() {
     assert!(err.contains(name) && err.contains(&format!("crc mismatch at offset {}", offsets[3])), "{err}");
     assert_eq!(commit_lines(&out).len(), 3, "the records before the damage were printed");
 }
+
+/// A downstream row of `db`.`t` as compared: id, name, amount, price, created, data, big, note.
+pub(crate) type TRow = (i64, String, String, f64, String, Vec<u8>, u64, Option<String>);
+
+/// The rows `db`.`t` must hold for the live `(id, version)` pairs of a workload.
+pub(crate) fn expected_rows(live: &[(i64, i64)]) -> Vec<TRow> {
+    use drainer::txn::Value;
+    let text = |v: &Option<Value>| match v {
+        Some(Value::Bytes(b)) => Some(String::from_utf8(b.clone()).unwrap()),
+        Some(Value::Decimal(s)) => Some(s.clone()),
+        Some(Value::Time(t)) => Some(t.to_string()),
+        _ => None,
+    };
+    live.iter()
+        .map(|&(id, v)| {
+            let r = sink_items::row(id, v);
+            let Some(Value::Float(price)) = r[3] else { panic!("price") };
+            let Some(Value::Bytes(data)) = r[5].clone() else { panic!("data") };
+            let Some(Value::Uint(big)) = r[6] else { panic!("big") };
+            (id, text(&r[1]).unwrap(), text(&r[2]).unwrap(), price, text(&r[4]).unwrap(), data, big, text(&r[7]))
+        })
+        .collect()
+}
+
+/// Every row of the downstream `db`.`t`, by id.
+pub(crate) async fn downstream_rows(c: &mut mysql_async::Conn) -> Vec<TRow> {
+    use mysql_async::prelude::Queryable;
+    c.query(
+        "SELECT id, name, CAST(amount AS CHAR), price, CAST(created AS CHAR), data, big, note FROM db.t ORDER BY id",
+    )
+    .await
+    .unwrap()
+}
+
+/// Whether the downstream has table `db`.`name`.
+pub(crate) async fn has_table(c: &mut mysql_async::Conn, name: &str) -> bool {
+    use mysql_async::prelude::Queryable;
+    let n: Option<i64> = c
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'db' AND table_name = ?",
+            (name,),
+        )
+        .await
+        .unwrap();
+    n == Some(1)
+}
+
+/// `create database db`, the table, the workload, then a second table: what the MySQL tests replay.
+pub(crate) fn mysql_items(n: i64) -> (Vec<drainer::txn::Item>, Vec<(i64, i64)>) {
+    let mut create_db = sink_items::ddl(3, "db", "create database db");
+    if let drainer::txn::Body::Ddl(d) = &mut create_db.body {
+        d.table.clear();
+    }
+    let mut items = vec![create_db, sink_items::ddl(5, "db", CREATE_TABLE)];
+    let (work, live) = sink_items::workload(10, n);
+    let last = work.last().unwrap().commit_ts;
+    items.extend(work);
+    items.push(sink_items::ddl(last + 5, "db", "create table t2 (a int primary key)"));
+    (items, live)
+}
+
+fn write_items(dir: &Path, items: &[drainer::txn::Item]) {
+    let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    rt.block_on(async {
+        let mut cfg = FileSinkConfig::new(dir);
+        cfg.max_file_size = 4096;
+        let mut sink = FileSink::open(cfg).unwrap();
+        for it in items {
+            sink.write(Arc::new(it.clone())).await.unwrap();
+        }
+        sink.flush().await.unwrap();
+    });
+}
+
+fn mysql_toml(path: &Path, data_dir: &Path, port: u16, password: &str) {
+    std::fs::write(
+        path,
+        format!(
+            "data-dir = \"{}\"\ndest-type = \"mysql\"\nworker-count = 4\ntxn-batch = 5\n\
+             [dest-db]\nhost = \"127.0.0.1\"\nport = {port}\nuser = \"root\"\npassword = \"{password}\"\n",
+            data_dir.display()
+        ),
+    )
+    .unwrap();
+}
+
+#[test]
+fn reparo_restores_into_mysql_with_a_ts_window_and_replays_safely() {
+    let cluster = tests::Cluster::builder().downstream_db().start().unwrap();
+    let db = cluster.downstream.as_ref().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (items, live) = mysql_items(20);
+    write_items(&data, &items);
+    assert!(drainer::binlogfile::list_files(&data).unwrap().len() >= 2, "rotated files");
+
+    // Unreachable [dest-db]: runs beside the rest (the loader retries for a while first).
+    let dead_cfg = dir.path().join("dead.toml");
+    let dead_port = tests::free_port();
+    mysql_toml(&dead_cfg, &data, dead_port, "");
+    let dead = std::thread::spawn(move || reparo(&["-config", dead_cfg.to_str().unwrap()]));
+
+    let cfg = dir.path().join("reparo.toml");
+    mysql_toml(&cfg, &data, db.port, "");
+    let cfg = cfg.to_str().unwrap();
+    let rt = crate::mysql_sink::rt();
+    let mut c = rt.block_on(crate::mysql_sink::conn(db));
+
+    // A window up to ts 100: the first 10 transactions of the workload, the DDL before them.
+    let out = reparo(&["-config", cfg, "-stop-tso", "100"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let first = sink_items::workload(10, 10).1;
+    assert_eq!(rt.block_on(downstream_rows(&mut c)), expected_rows(&first));
+    assert!(!rt.block_on(has_table(&mut c, "t2")), "the DDL past the window is not applied");
+
+    // Everything, in safe mode, over what the first run applied; then the same again (a restart).
+    for run in 0..2 {
+        let out = reparo(&["-config", cfg, "-safe-mode"]);
+        assert!(out.status.success(), "run {run}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(rt.block_on(downstream_rows(&mut c)), expected_rows(&live), "run {run}");
+        assert!(rt.block_on(has_table(&mut c, "t2")));
+    }
+
+    // Without safe mode a replay over applied rows is refused, naming the transaction.
+    let out = reparo(&["-config", cfg, "-start-tso", "10", "-stop-tso", "10"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("commit ts 10") && err.contains(&format!("127.0.0.1:{}", db.port)), "{err}");
+
+    // A wrong password: a clear error naming the host.
+    let bad = dir.path().join("bad.toml");
+    mysql_toml(&bad, &data, db.port, "wrong");
+    let out = reparo(&["-config", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{}", db.port)) && err.contains("root"), "{err}");
+
+    let out = dead.join().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("127.0.0.1:{dead_port}")), "{err}");
+}
