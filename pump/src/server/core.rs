@@ -352,6 +352,42 @@ impl Core {
         }
     }
 
+    /// Pausing: waits until every Prewrite accepted before the pause has its Commit or Rollback (a
+    /// fake binlog appended now is released only then), at most `limit`. Without this a paused pump
+    /// could hold a transaction's P while TiDB's C is still on its way, and a drainer that goes on
+    /// without the paused pump would pass that transaction's commit ts before it arrives. Returns
+    /// whether everything settled.
+    pub async fn wait_prewrites_settled(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        let target = loop {
+            match self.write_fake().await {
+                Ok(ts) => break ts,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    tracing::warn!(error = %e, "pausing: writing a fake binlog failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "pausing: could not write a fake binlog; pausing without waiting");
+                    return false;
+                }
+            }
+        };
+        while self.store.max_commit_ts() < target {
+            if tokio::time::Instant::now() >= deadline {
+                let pending = self.store.stats().pending_prewrites;
+                tracing::warn!(
+                    pending,
+                    ?limit,
+                    "pausing with prewrites whose commit has not arrived; drainers will get those transactions only \
+                     after this pump is back online"
+                );
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        true
+    }
+
     /// Closing: waits until every non-offline drainer has consumed everything we stored, writing a
     /// fake binlog every second so that their merges (and checkpoints) move past our last binlog.
     pub async fn wait_safe_to_offline(&self) {

@@ -165,7 +165,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         tracing::warn!(error = %e, state = %core.state(), "recording the state in etcd");
     }
     let end = match stop {
-        Stop::Pause => NodeState::Paused,
+        Stop::Pause => {
+            // Commits of prewrites already accepted still come in while pausing (only new
+            // Prewrites are refused); wait for them so the registered max commit ts covers them.
+            tokio::select! {
+                _ = core.wait_prewrites_settled(Duration::from_secs(30)) => {}
+                sig = signal() => tracing::warn!(signal = sig, "signal while pausing: pausing now"),
+            }
+            NodeState::Paused
+        }
         Stop::Close => {
             tokio::select! {
                 _ = core.wait_safe_to_offline() => NodeState::Offline,

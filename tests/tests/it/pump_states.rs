@@ -95,3 +95,33 @@ fn close_over_http_ignores_offline_drainers() {
     assert!(pump.wait_exit_ok(Duration::from_secs(20)), "{}", pump.proc.log_tail());
     assert_eq!(env.node(NodeKind::Pump, &pump.node_id).state, NodeState::Offline);
 }
+
+/// Pausing waits for the commits of prewrites it already accepted: a transaction whose P is on the pump
+/// when `pause-pump` arrives still gets its C in, and the paused pump's registered max commit ts covers
+/// it, so a drainer that goes on without the paused pump never passes that transaction.
+#[test]
+fn pausing_waits_for_commits_of_accepted_prewrites() {
+    let env = Env::start();
+    let url = env.url();
+    let mut pump = start_pump(&url, &env.cluster.dir().join("pump"), &["-node-id", "pump-p"]);
+    let rt = rt();
+    rt.block_on(async {
+        let cid = cluster_id(&url).await;
+        let tso = tso(&url).await;
+        let mut c = pump.client().await;
+        let s = tso.get_ts().await.unwrap() as i64;
+        write(&mut c, cid, prewrite(s, b"in flight")).await.unwrap();
+        let (code, _) = http("PUT", &pump.addr, "/state/pump-p/pause").unwrap();
+        assert_eq!(code, 200);
+        wait_state(&url, "pump-p", NodeState::Pausing, Duration::from_secs(10)).await;
+        // New prewrites are refused while pausing; the pending commit is accepted.
+        let s2 = tso.get_ts().await.unwrap() as i64;
+        assert!(write(&mut c, cid, prewrite(s2, b"new")).await.is_err(), "a prewrite while pausing is refused");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let ct = tso.get_ts().await.unwrap() as i64;
+        write(&mut c, cid, commit(s, ct)).await.unwrap();
+        let paused = wait_state(&url, "pump-p", NodeState::Paused, Duration::from_secs(20)).await;
+        assert!(paused.max_commit_ts >= ct, "the paused pump's max commit ts {} covers the late commit {ct}", paused.max_commit_ts);
+    });
+    assert!(pump.wait_exit_ok(Duration::from_secs(20)), "{}", pump.proc.log_tail());
+}
