@@ -8,7 +8,6 @@
 //! Needs `pump` and `drainer` built in the same profile (`cargo build --release -p pump -p drainer -p bench`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -84,20 +83,20 @@ fn run(txns: u64) -> Result<Outcome> {
     let router = bench::standin::status::router(Arc::new(std::sync::RwLock::new(catalog)));
     rt.spawn(async move { axum::serve(listener, router).await });
 
-    // Fill the pump: 16 writers, each txn a P with one inserted row and its C.
-    let base = Arc::new(AtomicI64::new(rt.block_on(tso.get_ts())? as i64 + (1 << 18)));
+    // Fill the pump: 16 writers, each txn a P with one inserted row and its C; start and commit ts
+    // from the TSO, the commit ts taken after the P is acknowledged, as TiDB does.
     let started = Instant::now();
     let last_commit = rt.block_on(async {
         let per = txns / 16;
         let mut tasks = Vec::new();
         for w in 0..16u64 {
             let n = if w == 15 { txns - per * 15 } else { per };
-            let (addr, base) = (addr.clone(), base.clone());
+            let (addr, tso) = (addr.clone(), tso.clone());
             tasks.push(tokio::spawn(async move {
                 let mut c = PumpClient::connect(format!("http://{addr}")).await?;
                 let mut last = 0i64;
                 for i in 0..n {
-                    let s = base.fetch_add(2, Ordering::Relaxed);
+                    let s = tso.get_ts().await? as i64;
                     let row = (w * 1_000_000_000 + i) as i64;
                     let cols = vec![
                         (1, Datum::I64(row)),
@@ -123,15 +122,18 @@ fn run(txns: u64) -> Result<Outcome> {
                     };
                     let mut cb = p.clone();
                     cb.tp = Some(BinlogType::Commit as i32);
-                    cb.commit_ts = Some(s + 1);
                     cb.prewrite_value = None;
-                    for b in [p, cb] {
-                        let r = c.write_binlog(WriteBinlogReq { cluster_id, payload: b.encode_to_vec() }).await?.into_inner();
-                        if !r.errmsg.is_empty() {
-                            bail!("pump refused: {}", r.errmsg);
-                        }
+                    let r = c.write_binlog(WriteBinlogReq { cluster_id, payload: p.encode_to_vec() }).await?.into_inner();
+                    if !r.errmsg.is_empty() {
+                        bail!("pump refused: {}", r.errmsg);
                     }
-                    last = s + 1;
+                    let commit_ts = tso.get_ts().await? as i64;
+                    cb.commit_ts = Some(commit_ts);
+                    let r = c.write_binlog(WriteBinlogReq { cluster_id, payload: cb.encode_to_vec() }).await?.into_inner();
+                    if !r.errmsg.is_empty() {
+                        bail!("pump refused: {}", r.errmsg);
+                    }
+                    last = last.max(commit_ts);
                 }
                 anyhow::Ok(last)
             }));
@@ -147,19 +149,22 @@ fn run(txns: u64) -> Result<Outcome> {
     // The drainer, from before the first transaction.
     let cfg = root.join("drainer.toml");
     std::fs::write(&cfg, "[syncer]\ndb-type = \"file\"\n")?;
-    let mut drainer = tests::nodes::Node::drainer(
-        &root.join("drainer"),
-        &etcd,
-        "lag-drainer",
-        &[
-            format!("-config={}", cfg.display()),
-            format!("-initial-commit-ts={initial}"),
-            format!("-schema-source=http://{status_addr}"),
-            "-L=warn".into(),
-        ],
-    )?;
-    let pid = drainer.pid().context("drainer pid")?;
-    let daddr = drainer.addr();
+    // Started directly (not through a helper that waits for it to be online), so that sampling and
+    // the clock cover its start-up and the whole catch-up.
+    let port = tests::free_port();
+    let daddr = format!("127.0.0.1:{port}");
+    let mut cmd = std::process::Command::new(tests::our_binary("drainer"));
+    cmd.arg(format!("-config={}", cfg.display()))
+        .arg(format!("-addr={daddr}"))
+        .arg(format!("-advertise-addr={daddr}"))
+        .arg(format!("-data-dir={}", root.join("drainer").join("data").display()))
+        .arg(format!("-pd-urls={etcd}"))
+        .arg("-node-id=lag-drainer")
+        .arg(format!("-initial-commit-ts={initial}"))
+        .arg(format!("-schema-source=http://{status_addr}"))
+        .arg("-L=warn");
+    let drainer = tests::Proc::spawn("drainer", cmd, &root.join("drainer.log"))?;
+    let pid = drainer.pid();
     let started = Instant::now();
     let mut peak = 0u64;
     loop {
@@ -179,7 +184,26 @@ fn run(txns: u64) -> Result<Outcome> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    Ok(Outcome { peak_rss_mib: peak as f64 / 1024.0, catch_up_secs: started.elapsed().as_secs_f64(), txns })
+    let catch_up_secs = started.elapsed().as_secs_f64();
+    // Every transaction was really translated and written, not skipped.
+    let metrics = rt.block_on(http_get(&daddr, "/metrics")).unwrap_or_default();
+    let inserts: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("binlog_drainer_event{type=\"Insert\"}"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    let bytes: u64 = std::fs::read_dir(root.join("drainer").join("data"))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("binlog-"))
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum();
+    eprintln!("  drainer translated {inserts} inserted rows and wrote {:.1} MiB of binlog files", bytes as f64 / (1 << 20) as f64);
+    if inserts as u64 != txns {
+        bail!("the drainer translated {inserts} inserted rows, want {txns}");
+    }
+    Ok(Outcome { peak_rss_mib: peak as f64 / 1024.0, catch_up_secs, txns })
 }
 
 fn main() -> Result<()> {
