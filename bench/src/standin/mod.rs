@@ -455,6 +455,7 @@ async fn setup(ctx: &Arc<Ctx>) -> Result<()> {
     for t in tables.iter().filter(|t| created.contains(&t.info.name.o)) {
         let mut left = ctx.cfg.rows;
         let mut attempts = 0;
+        let mut failures = 0;
         while left > 0 {
             attempts += 1;
             if attempts > 1000 {
@@ -465,7 +466,19 @@ async fn setup(ctx: &Arc<Ctx>) -> Result<()> {
             match dml_txn(ctx, &mut conn, &mut rng, ops, None).await {
                 Ok(_) => left -= n,
                 Err(TxnError::Aborted(e)) => tracing::debug!(error = %e, "seed transaction aborted, retrying"),
-                Err(TxnError::Fatal(e)) => return Err(e).context("seeding rows"),
+                // A failed binlog write or a lost connection on a loaded machine: the transaction
+                // was rolled back upstream; try again a few times before giving up.
+                Err(TxnError::Fatal(e)) => {
+                    failures += 1;
+                    if failures > 20 {
+                        return Err(e).context("seeding rows");
+                    }
+                    tracing::warn!(error = %e, failures, "seed transaction failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    if conn.query_drop("SELECT 1").await.is_err() {
+                        conn = ctx.pool.get_conn().await?;
+                    }
+                }
             }
         }
     }
