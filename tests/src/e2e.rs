@@ -82,11 +82,18 @@ pub struct E2e {
     // Declared last: the services stop after our processes.
     /// The real services (etcd, MariaDB up and down, Tansu for the Kafka sink).
     pub cluster: Cluster,
+    /// One whole cluster at a time in a test process (see [`E2E_SLOT`]); released last.
+    _slot: std::sync::MutexGuard<'static, ()>,
 }
+
+/// Whole-cluster runs in one test process take turns: each is a dozen processes under load, and a
+/// 2-core machine running several at once starves them into timeouts that test nothing.
+static E2E_SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl E2e {
     /// Starts services, pumps, the stand-in's workload and the drainer; `say` hears each step.
     pub fn start(opts: Options, mut say: impl FnMut(&str)) -> Result<Self> {
+        let slot = E2E_SLOT.lock().unwrap_or_else(|p| p.into_inner());
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         say("starting etcd, the upstream and downstream MariaDB");
         let mut builder = Cluster::builder().etcd().upstream_db().downstream_db();
@@ -140,7 +147,7 @@ impl E2e {
         ];
         flags.extend(opts.drainer_flags.iter().cloned());
         let drainer = Node::drainer(&drainer_dir, &etcd, "drainer-0", &flags)?;
-        Ok(Self { pumps, drainer, standin, opts, standin_log, rt, cluster })
+        Ok(Self { pumps, drainer, standin, opts, standin_log, rt, cluster, _slot: slot })
     }
 
     /// The etcd URL (`pd-urls`).
