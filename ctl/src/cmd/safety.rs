@@ -3,7 +3,8 @@
 //! unless `-force` is given.
 //!
 //! The rules come from how the cluster uses the states (spec §7, seed guide "Pump/Drainer state"):
-//! - drainers pull from, and wait for, every pump that is not offline; an offline pump is forgotten;
+//! - drainers pull from, and wait for, every pump that is not offline (a paused one only up to its max
+//!   commit ts); an offline pump is forgotten;
 //! - pumps keep binlogs until every non-offline drainer has consumed them (GC and offline both wait);
 //! - TiDB writes only to online pumps.
 
@@ -42,11 +43,11 @@ pub fn explain(kind: NodeKind, to: NodeState) -> &'static str {
         (NodeKind::Pump, Online) => "TiDB sends binlogs to online pumps and drainers pull from them.",
         (NodeKind::Pump, Pausing) => {
             "A transitional state the pump sets while it shuts down after a pause request; TiDB stops \
-             writing to it and drainers keep waiting for it."
+             writing to it and drainers still pull from it."
         }
         (NodeKind::Pump, Paused) => {
-            "TiDB stops writing to the pump; drainers keep waiting for it (they merge every non-offline \
-             pump), so replication stalls until it is online again. Its binlogs are kept."
+            "TiDB stops writing to the pump. Drainers wait for the binlogs it holds up to its max commit ts, \
+             then go on without it (upstream's drainer stalls until it is back); its binlogs are kept."
         }
         (NodeKind::Pump, Closing) => {
             "A transitional state the pump sets while it waits for every non-offline drainer to consume \

@@ -18,6 +18,10 @@ use crate::output::{age_secs, now_ms};
 /// drainer every 1 s).
 pub const STALE_HEARTBEAT_SECS: i64 = 10;
 
+/// A drainer this far behind the pumps with nothing blocking it is called slow. Its checkpoint trails
+/// what it has written by up to the savepoint interval (3 s) plus a heartbeat, so a few seconds are normal.
+pub const SLOW_SECS: i64 = 10;
+
 /// One node as `status` reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
@@ -114,28 +118,10 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], d
     let mut prows: Vec<Row> = pumps.iter().zip(pump_up).map(|(n, up)| row(NodeKind::Pump, n, up, now)).collect();
     let mut drows: Vec<Row> =
         drainers.iter().zip(drainer_up).map(|(n, up)| row(NodeKind::Drainer, n, up, now)).collect();
-    let live = |r: &&Row| r.node.state != NodeState::Offline;
-
-    // What each non-offline pump does to every drainer: a drainer merges all of them.
-    let mut pump_blockers = Vec::new();
-    for p in prows.iter().filter(live) {
-        let id = &p.node.node_id;
-        if p.node.state != NodeState::Online {
-            pump_blockers.push(format!(
-                "waits for pump {id}, which is {}: the merge needs binlogs or heartbeats from every non-offline pump \
-                 (start it, or take it offline with -cmd offline-pump)",
-                p.node.state
-            ));
-        } else if p.answers == Some(false) {
-            pump_blockers.push(format!("waits for pump {id}, which is online in etcd but does not answer at {}", p.node.host));
-        } else if stale(p) {
-            pump_blockers.push(format!(
-                "waits for pump {id}, whose last heartbeat was {} ago",
-                p.heartbeat_age_secs.map_or("never".into(), |a| format!("{a}s"))
-            ));
-        }
-    }
-    let slowest_pump = prows.iter().filter(live).map(|p| p.node.max_commit_ts).min();
+    // The pumps a drainer pulls from: every non-offline pump but a paused one, which it only drains up
+    // to the maxCommitTS the pump registered (see drainer::merge).
+    let pulled = |r: &&Row| r.node.state != NodeState::Offline && r.node.state != NodeState::Paused;
+    let slowest_pump = prows.iter().filter(pulled).map(|p| p.node.max_commit_ts).min();
 
     for d in drows.iter_mut().filter(|d| d.node.state != NodeState::Offline) {
         let mut why = Vec::new();
@@ -150,10 +136,10 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], d
                 d.heartbeat_age_secs.map_or("never".into(), |a| format!("{a}s"))
             ));
         }
-        if slowest_pump.is_none() {
-            why.push("no non-offline pump is registered: there is nothing to pull".into());
+        why.extend(pump_waits(d, &prows));
+        if slowest_pump.is_none() && why.is_empty() {
+            why.push("no pump is online: there is nothing to pull".into());
         }
-        why.extend(pump_blockers.iter().cloned());
         if why.is_empty()
             && let Some(pos) = &d.pump_pos
         {
@@ -161,12 +147,13 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], d
         }
         if why.is_empty()
             && let Some(p) = slowest_pump
-            && d.node.max_commit_ts < p
         {
             let behind = (crate::output::ts_ms(p) - crate::output::ts_ms(d.node.max_commit_ts)) / 1000;
-            why.push(format!(
-                "behind the pumps by {behind}s but nothing blocks it: the downstream or the drainer is slow (see its metrics)"
-            ));
+            if behind > SLOW_SECS {
+                why.push(format!(
+                    "behind the pumps by {behind}s but nothing blocks it: the downstream or the drainer is slow (see its metrics)"
+                ));
+            }
         }
         d.problems = why;
     }
@@ -189,10 +176,47 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], d
     Report { pumps: prows, drainers: drows, gc_held_by }
 }
 
+/// The pumps that keep drainer `d` from advancing. A pump it pulls from (online, pausing, closing) holds
+/// the merge while it does not answer or its heartbeat is stale. A paused pump holds it only until the
+/// drainer has received everything up to the pump's registered maxCommitTS; after that the merge goes on
+/// without it. What the drainer received is the larger of its `PumpPos` for the pump and its checkpoint.
+fn pump_waits(d: &Row, pumps: &[Row]) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in pumps.iter().filter(|p| p.node.state != NodeState::Offline) {
+        let id = &p.node.node_id;
+        if p.node.state == NodeState::Paused {
+            // Everything up to its checkpoint the drainer has consumed, from every pump.
+            let pos = d.pump_pos.as_ref().and_then(|pos| pos.get(id).copied()).unwrap_or(0);
+            let received = pos.max(d.node.max_commit_ts);
+            if received < p.node.max_commit_ts {
+                out.push(format!(
+                    "waits for pump {id}, which is paused: it holds binlogs up to ts {} and the drainer has received \
+                     up to ts {received}; start the pump so the drainer can pull the rest (if they are not needed, \
+                     -cmd update-pump -state offline -force drops them)",
+                    p.node.max_commit_ts
+                ));
+            }
+        } else if p.answers == Some(false) {
+            out.push(format!(
+                "waits for pump {id}, which is {} in etcd but does not answer at {}",
+                p.node.state, p.node.host
+            ));
+        } else if stale(p) {
+            out.push(format!(
+                "waits for pump {id}, whose last heartbeat was {} ago",
+                p.heartbeat_age_secs.map_or("never".into(), |a| format!("{a}s"))
+            ));
+        }
+    }
+    out
+}
+
 /// From a drainer's `PumpPos`: the pump its merge waits for, if that pump is well behind the newest one
 /// (more than [`STALE_HEARTBEAT_SECS`]) or has sent nothing at all.
 fn merge_wait(pos: &std::collections::BTreeMap<String, i64>, pumps: &[Row]) -> Vec<String> {
-    let live: Vec<&Row> = pumps.iter().filter(|p| p.node.state != NodeState::Offline).collect();
+    // A paused pump sends nothing new: its position stays behind without holding the merge.
+    let live: Vec<&Row> =
+        pumps.iter().filter(|p| !matches!(p.node.state, NodeState::Offline | NodeState::Paused)).collect();
     let mut out: Vec<String> = live
         .iter()
         .filter(|p| !pos.contains_key(&p.node.node_id))
@@ -302,9 +326,13 @@ mod tests {
         let pumps = [node("p1", NodeState::Closing, NOW - 1000, NOW - 1000)];
         let drainers = [node("d1", NodeState::Online, NOW - 30_000, NOW - 200)];
         let r = build(&pumps, &[UP], &drainers, &[UP], NOW);
-        // A closing pump is not online, so it blocks the drainer's merge too.
-        assert!(r.drainers[0].problems[0].contains("which is closing"), "{:?}", r.drainers[0].problems);
+        // A closing pump still serves its binlogs: the drainer pulls from it as from an online one.
+        assert_eq!(r.drainers[0].problems.len(), 1, "{:?}", r.drainers[0].problems);
+        assert!(r.drainers[0].problems[0].contains("behind the pumps by 29s"), "{:?}", r.drainers[0].problems);
         assert!(r.pumps[0].problems[0].contains("waits for drainer d1"), "{:?}", r.pumps[0].problems);
+        // A closing pump that does not answer holds the merge.
+        let r = build(&pumps, &[DOWN], &drainers, &[UP], NOW);
+        assert!(r.drainers[0].problems[0].contains("pump p1, which is closing in etcd but does not answer"), "{:?}", r.drainers[0].problems);
 
         let pumps = [node("p1", NodeState::Online, NOW - 1000, NOW - 1000)];
         let r = build(&pumps, &[UP], &drainers, &[UP], NOW);
@@ -312,6 +340,29 @@ mod tests {
         assert!(r.drainers[0].problems[0].contains("behind the pumps by 29s"), "{:?}", r.drainers[0].problems);
         let caught_up = [node("d1", NodeState::Online, NOW - 1000, NOW - 200)];
         assert!(build(&pumps, &[UP], &caught_up, &[UP], NOW).drainers[0].problems.is_empty());
+        // A checkpoint a few seconds behind (savepoint cadence) is normal.
+        let trailing = [node("d1", NodeState::Online, NOW - 1000 - SLOW_SECS * 1000, NOW - 200)];
+        assert!(build(&pumps, &[UP], &trailing, &[UP], NOW).drainers[0].problems.is_empty());
+    }
+
+    #[test]
+    fn paused_pump_holds_a_drainer_only_until_it_received_the_pumps_binlogs() {
+        let pumps = [node("p1", NodeState::Online, NOW - 1000, NOW - 1000), node("p2", NodeState::Paused, NOW - 60_000, NOW - 60_000)];
+        let drainers = [node("d1", NodeState::Online, NOW - 2000, NOW - 100)];
+        // Received p2's last binlog (and went on with p1 only): nothing blocks it, and p2's old
+        // position is not a merge wait either.
+        let pos = |p2_ms: i64| Some(Some(serde_json::json!({"PumpPos": {"p1": (NOW - 1000) << 18, "p2": p2_ms << 18}})));
+        let r = build(&pumps, &[UP, DOWN], &drainers, &[pos(NOW - 60_000)], NOW);
+        assert!(r.drainers[0].problems.is_empty(), "{:?}", r.drainers[0].problems);
+        // Not yet received: it waits for the paused pump, whose process is gone.
+        let behind = [node("d1", NodeState::Online, NOW - 70_000, NOW - 100)];
+        let r = build(&pumps, &[UP, DOWN], &behind, &[pos(NOW - 65_000)], NOW);
+        let why = &r.drainers[0].problems;
+        assert_eq!(why.len(), 1, "{why:?}");
+        assert!(why[0].contains("waits for pump p2, which is paused") && why[0].contains("start the pump"), "{why:?}");
+        // Only paused pumps: nothing to pull, and that is said.
+        let r = build(&pumps[1..], &[DOWN], &drainers, &[UP], NOW);
+        assert_eq!(r.drainers[0].problems, ["no pump is online: there is nothing to pull"]);
     }
 
     #[test]

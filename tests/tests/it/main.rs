@@ -1,6 +1,7 @@
 //! One test binary for all process-level tests; modules are named `area_behaviour`.
 
 mod client_pumps;
+mod ctl_cluster;
 mod ctl_diff;
 mod ctl_meta;
 mod ctl_nodes;
