@@ -349,3 +349,46 @@ fn generate_meta_savepoint_is_where_a_started_drainer_begins() {
     let _p = pump(&env, "p1");
     wait_advance(&env, &d, ts);
 }
+
+#[test]
+fn offline_pump_waits_for_the_real_drainer_then_goes_offline() {
+    let env = Env::start();
+    let mut p = pump(&env, "p1");
+    let mut d = drainer(&env, "d1");
+    let start = etcd_ts(&env, NodeKind::Drainer, "d1");
+    wait_advance(&env, &d, start);
+
+    // With the drainer paused the pump cannot go offline: it stays closing, running, and both binlogctl
+    // and status say what it waits for.
+    env.ctl(&["-cmd", "pause-drainer", "-node-id", "d1"]).ok();
+    wait_exit(&mut d);
+    let run = env.ctl(&["-cmd", "offline-pump", "-node-id", "p1"]);
+    assert!(run.ok().stdout.contains("note: drainer d1 is paused: pump p1 stays closing"), "{run:?}");
+    wait_for("the pump to be closing", &p, || env.node(NodeKind::Pump, "p1").state == NodeState::Closing);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(p.is_running(), "a closing pump waits for the paused drainer\n{}", log(&p));
+    let closing = env.node(NodeKind::Pump, "p1");
+    assert_eq!(closing.state, NodeState::Closing);
+    let run = env.ctl(&["-cmd", "status", "-json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    let why = v["pumps"][0]["problems"][0].as_str().unwrap_or_default().to_owned();
+    assert!(why.starts_with("closing: waits for drainer d1 (paused)"), "{v:#}");
+    // A closing pump that answers still serves its binlogs: it is not why the drainer stands still.
+    let dwhy = v["drainers"][0]["problems"].as_array().unwrap();
+    assert!(dwhy.iter().all(|w| !w.as_str().unwrap().contains("pump p1")), "{v:#}");
+
+    // The drainer runs again: it consumes the pump's binlogs, and the pump goes offline and exits.
+    d.restart().unwrap();
+    wait_exit(&mut p);
+    let offline = env.node(NodeKind::Pump, "p1");
+    assert_eq!(offline.state, NodeState::Offline, "{offline:?}");
+    assert!(etcd_ts(&env, NodeKind::Drainer, "d1") >= closing.max_commit_ts, "the drainer consumed what the pump held");
+    // Nothing is left to pull, and status says so; the offline pump is listed only on request.
+    let run = env.ctl(&["-cmd", "status", "-json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
+    assert_eq!(v["pumps"][0]["answers"], serde_json::Value::Null, "offline nodes are not probed");
+    assert_eq!(v["drainers"][0]["problems"][0], "no pump is online: there is nothing to pull");
+    assert_eq!(env.ctl(&["-cmd", "pumps"]).ok().stdout, "");
+    let l = parse_line("pump", env.ctl(&["-cmd", "pumps", "-show-offline-nodes"]).ok().stdout.trim());
+    assert_eq!((l["NodeID"].as_str(), l["State"].as_str()), ("p1", "offline"));
+}
