@@ -92,17 +92,34 @@ pub async fn update(ctx: &Ctx, kind: NodeKind) -> Result<()> {
     let findings =
         safety::check_update(kind, &node, to, View { pumps: &pumps, drainers: &drainers }, Some(alive));
 
-    println!("{kind} {}: {from} -> {to}", node.node_id);
-    println!("  what {to} means: {}", safety::explain(kind, to));
-    for f in &findings {
-        let tag = match f.severity {
-            Severity::Refuse => "DATA LOSS RISK",
-            Severity::Warn => "note",
-        };
-        println!("  {tag}: {}", f.message);
-    }
     let refused = findings.iter().filter(|f| f.severity == Severity::Refuse).count();
-    if refused > 0 && !ctx.flags.force {
+    let apply = refused == 0 || ctx.flags.force;
+    if ctx.flags.json {
+        let report = serde_json::json!({
+            "kind": kind.to_string(),
+            "node_id": node.node_id,
+            "from": from.to_string(),
+            "to": to.to_string(),
+            "meaning": safety::explain(kind, to),
+            "findings": findings.iter().map(|f| serde_json::json!({
+                "severity": if f.severity == Severity::Refuse { "data_loss_risk" } else { "note" },
+                "message": f.message,
+            })).collect::<Vec<_>>(),
+            "applied": apply,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{kind} {}: {from} -> {to}", node.node_id);
+        println!("  what {to} means: {}", safety::explain(kind, to));
+        for f in &findings {
+            let tag = match f.severity {
+                Severity::Refuse => "DATA LOSS RISK",
+                Severity::Warn => "note",
+            };
+            println!("  {tag}: {}", f.message);
+        }
+    }
+    if !apply {
         bail!(
             "refusing to set {kind} {} to {to}: {refused} data-loss risk(s) above; re-run with -force to apply it anyway",
             node.node_id
@@ -110,7 +127,9 @@ pub async fn update(ctx: &Ctx, kind: NodeKind) -> Result<()> {
     }
     node.state = to;
     reg.update(kind, &node).await?;
-    println!("updated {kind} {} in etcd: state {from} -> {to}", node.node_id);
+    if !ctx.flags.json {
+        println!("updated {kind} {} in etcd: state {from} -> {to}", node.node_id);
+    }
     Ok(())
 }
 
@@ -130,7 +149,11 @@ pub async fn apply(ctx: &Ctx, kind: NodeKind, action: Action) -> Result<()> {
     if action == Action::Close {
         let (pumps, drainers) = view(&reg).await?;
         for f in safety::check_offline_request(kind, &node, View { pumps: &pumps, drainers: &drainers }) {
-            println!("note: {}", f.message);
+            if ctx.flags.json {
+                eprintln!("note: {}", f.message);
+            } else {
+                println!("note: {}", f.message);
+            }
         }
     }
     let word = action.path_word();
@@ -152,18 +175,40 @@ pub async fn apply(ctx: &Ctx, kind: NodeKind, action: Action) -> Result<()> {
     if reply.code != 200 {
         bail!("{kind} {} refused {word}: {} (code {})", node.node_id, reply.message, reply.code);
     }
-    println!("{kind} {}: {}", node.node_id, reply.message);
     let end = if action == Action::Pause { NodeState::Paused } else { NodeState::Offline };
+    if ctx.flags.json {
+        // One JSON object: the node's reply, and with -wait the state it reached.
+        if ctx.flags.wait {
+            wait_for_state(&reg, kind, &node.node_id, end, ctx.flags.wait_timeout, false).await?;
+        }
+        let report = serde_json::json!({
+            "kind": kind.to_string(),
+            "node_id": node.node_id,
+            "action": word,
+            "message": reply.message,
+            "state": if ctx.flags.wait { end.to_string() } else { format!("shutting down to {end}") },
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!("{kind} {}: {}", node.node_id, reply.message);
     if !ctx.flags.wait {
         println!("the {kind} now shuts down and records itself as {end}; check with -cmd {kind}s -show-offline-nodes");
         return Ok(());
     }
-    wait_for_state(&reg, kind, &node.node_id, end, ctx.flags.wait_timeout).await
+    wait_for_state(&reg, kind, &node.node_id, end, ctx.flags.wait_timeout, true).await
 }
 
 /// Polls etcd until the node shows `end`, printing each state it passes through; for a closing pump it
 /// names, every few seconds, the drainers it still waits for.
-async fn wait_for_state(reg: &Registry, kind: NodeKind, id: &str, end: NodeState, timeout: Duration) -> Result<()> {
+async fn wait_for_state(
+    reg: &Registry,
+    kind: NodeKind,
+    id: &str,
+    end: NodeState,
+    timeout: Duration,
+    print: bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
     let mut last_state = None;
     let mut last_note: Option<Instant> = None;
@@ -172,7 +217,9 @@ async fn wait_for_state(reg: &Registry, kind: NodeKind, id: &str, end: NodeState
             bail!("{kind} {id} disappeared from etcd while waiting for it to become {end}");
         };
         if last_state != Some(n.state) {
-            println!("{kind} {id}: {}", n.state);
+            if print {
+                println!("{kind} {id}: {}", n.state);
+            }
             last_state = Some(n.state);
         }
         if n.state == end {
@@ -185,7 +232,9 @@ async fn wait_for_state(reg: &Registry, kind: NodeKind, id: &str, end: NodeState
             let (pumps, drainers) = view(reg).await?;
             let view = View { pumps: &pumps, drainers: &drainers };
             for f in safety::check_update(kind, &n, NodeState::Offline, view, None) {
-                println!("  waiting: {}", f.message.split(':').next().unwrap_or_default());
+                if print {
+                    println!("  waiting: {}", f.message.split(':').next().unwrap_or_default());
+                }
             }
             last_note = Some(Instant::now());
         }

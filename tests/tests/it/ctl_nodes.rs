@@ -89,6 +89,15 @@ fn update_rewrites_only_the_state_and_refuses_data_loss_without_force() {
     assert_eq!(env.node(NodeKind::Pump, "p2").state, NodeState::Online);
     assert!(pump_alive.requests().contains(&"GET /status".to_string()));
 
+    // -json: one object scripts can parse, refusal included (exit 1, etcd untouched).
+    let run = env.ctl(&["-cmd", "update-drainer", "-node-id", "d1", "-state", "offline", "-json"]);
+    run.failed(1, "data-loss risk");
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!((v["node_id"].as_str(), v["from"].as_str(), v["to"].as_str()), (Some("d1"), Some("paused"), Some("offline")));
+    assert_eq!(v["applied"], serde_json::json!(false));
+    assert_eq!(v["findings"][0]["severity"], "data_loss_risk", "{v}");
+    assert_eq!(env.node(NodeKind::Drainer, "d1").state, NodeState::Paused);
+
     // Same state: nothing to do.
     assert!(env.ctl(&["-cmd", "update-pump", "-node-id", "p2", "-state", "online"]).ok().stdout.contains("already online"));
 }
@@ -132,7 +141,10 @@ fn pause_and_offline_put_to_the_nodes_state_api() {
 
     let run = env.ctl(&["-cmd", "pause-pump", "-node-id", "p1"]);
     assert!(run.ok().stdout.contains("pump p1: apply action pause success!"), "{run:?}");
-    env.ctl(&["-cmd", "offline-pump", "-node-id", "p1"]).ok();
+    let run = env.ctl(&["-cmd", "offline-pump", "-node-id", "p1", "-json"]);
+    let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
+    assert_eq!((v["node_id"].as_str(), v["action"].as_str()), (Some("p1"), Some("close")), "{v}");
+    assert_eq!(v["message"], "apply action close success!", "{v}");
     assert_eq!(pump_api.requests(), ["PUT /state/p1/pause", "PUT /state/p1/close"]);
 
     let run = env.ctl(&["-cmd", "offline-drainer", "-node-id", "d1"]);
