@@ -8,14 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, DbType};
+use crate::config::{Config, ConfigError, DbType, invalid};
 use crate::sink::file::FileSinkConfig;
 use crate::sink::kafka::KafkaConfig;
 use crate::sink::mysql::{CheckpointCfg, MysqlSinkConfig};
-
-fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
-}
 
 /// A password from `password` / `encrypted_password` (the latter wins, as upstream).
 fn password(key: &'static str, plain: &str, encrypted: &str) -> Result<String, ConfigError> {
