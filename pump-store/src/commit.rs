@@ -293,12 +293,8 @@ pub(crate) fn background(shared: Arc<Shared>) {
     q.leader = true;
     drop(q);
     drop(shared.writer.lock().unwrap_or_else(|e| e.into_inner()).take());
-    {
-        let mut st = shared.lock();
-        st.closed = true;
-        st.version += 1;
-        shared.cv.notify_all();
-    }
+    shared.lock().closed = true;
+    shared.bell.ring();
     let mut q = shared.queue();
     q.exited = true;
     for tx in q.close_waiters.drain(..) {

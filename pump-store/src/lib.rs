@@ -8,6 +8,11 @@
 //! [`Store::pull`] streams committed transactions in strictly increasing commit_ts order, each joined with
 //! its Prewrite's bytes, reading the log sequentially and tailing it live.
 //!
+//! A store has one or more shards ([`StoreConfig::shards`]), each a segment log of its own with its own
+//! group commit and sorter; an append goes to shard [`shard_of`]`(start_ts)`, so a transaction stays in one
+//! shard. The watermark is the minimum of what the shards can release, and a pull merges the shards'
+//! streams into one commit_ts order.
+//!
 //! The on-disk format is documented in `FORMAT.md` beside this crate; [`format`] holds its codec.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
@@ -19,6 +24,7 @@ use bytes::Bytes;
 
 mod commit;
 pub mod format;
+mod front;
 mod io;
 mod reader;
 pub mod recovery_check;
@@ -29,7 +35,7 @@ mod store;
 pub use format::DecodeError;
 pub use io::IoBackend;
 pub use resolver::{Resolution, Resolver, TimeoutResolver};
-pub use store::Store;
+pub use front::{MAX_AUTO_SHARDS, MAX_SHARDS, Store, default_shards, shard_of};
 
 /// Store configuration. `Default` gives upstream's defaults.
 #[derive(Debug, Clone)]
@@ -51,6 +57,10 @@ pub struct StoreConfig {
     pub max_batch_bytes: usize,
     /// How a batch is written and synced (default [`IoBackend::Std`]).
     pub io_backend: IoBackend,
+    /// How many shards a *fresh* directory gets (default 1; 0 = [`default_shards`], the available
+    /// cores up to [`MAX_AUTO_SHARDS`]). Each shard is a segment log of its own with its own group
+    /// commit; an existing directory keeps the count it was written with (FORMAT.md).
+    pub shards: usize,
 }
 
 impl Default for StoreConfig {
@@ -63,6 +73,7 @@ impl Default for StoreConfig {
             stop_write_at_available_space: 10 << 30,
             max_batch_bytes: 8 << 20,
             io_backend: IoBackend::Std,
+            shards: 1,
         }
     }
 }
@@ -186,4 +197,12 @@ pub enum StoreError {
     /// The store was closed.
     #[error("store is closed")]
     Closed,
+    /// The directory's `LAYOUT` file is not one this code reads.
+    #[error("store layout {path}: {reason}")]
+    Layout {
+        /// The layout file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }

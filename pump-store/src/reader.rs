@@ -1,10 +1,13 @@
-//! Pull streams: a sequential scan of the log from a start found through the sparse commit-ts index,
-//! a small reorder heap, and a live tail driven by the writer's notifications.
+//! Pull streams: per shard, a sequential scan of its log from a start found through the sparse
+//! commit-ts index into a small reorder heap; a merge over the shards' heaps; a live tail driven by the
+//! front's bell.
 //!
-//! Why the heap is enough: every Commit with commit_ts <= the watermark W lies before the durable end E
-//! published with W (see `sorter`). So once the reader has scanned up to E, every heap entry <= W can be
-//! emitted in order; entries above W wait for a later watermark. The heap only ever holds transactions
-//! committed above the watermark, i.e. the ones in flight.
+//! Why the heaps are enough: in a shard, every Commit with commit_ts <= its releasable ts R lies before
+//! the durable end E published with R (see `sorter` and `State::releasable`). So once a shard's cursor
+//! has scanned up to E, every entry <= R is in its heap; the merge emits, in order, what is <= the
+//! lowest such bound and <= the front's watermark. During a catch-up the sparse index's safe
+//! watermarks give the same promise for a scanned prefix, so the merge can emit before the ends. A
+//! heap only holds transactions committed above the watermark (in flight) plus at most a scan step.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -18,6 +21,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::format::{self, FRAME_LEN, HEADER_LEN, Loc, RecordKind, RecordRef};
+use crate::front::Front;
 use crate::store::{Shared, State, seg_path};
 use crate::{Committed, Kind, StoreError};
 
@@ -25,15 +29,15 @@ use crate::{Committed, Kind, StoreError};
 const CHUNK: usize = 1 << 20;
 
 pub(crate) fn pull(
-    shared: Arc<Shared>,
+    front: Arc<Front>,
     after: i64,
 ) -> impl futures::Stream<Item = Result<Committed, StoreError>> + Send + 'static {
     // Items travel in batches so a fast catch-up pays one wake-up per batch, not per binlog.
     let (tx, mut rx) = mpsc::channel::<Vec<Result<Committed, StoreError>>>(8);
-    let dir = shared.cfg.dir.clone();
+    let dir = front.shards.first().map(|s| s.cfg.dir.clone()).unwrap_or_default();
     let spawned = std::thread::Builder::new().name("pump-store-pull".into()).spawn({
         let tx = tx.clone();
-        move || Reader::new(shared, after, tx).run()
+        move || Merge::new(front, after, tx).run()
     });
     if let Err(source) = spawned {
         let _ = tx.try_send(vec![Err(StoreError::Io { op: "spawn pull thread", path: dir, source })]);
@@ -94,76 +98,105 @@ impl Ord for Pending {
     }
 }
 
-struct Reader {
+/// A scan step ends at the first sparse-index entry past this many bytes, so a catch-up alternates
+/// between shards and their heaps stay small.
+const STEP: u64 = 1 << 20;
+
+/// One shard's part of a pull: a sequential scan position and a heap of what it scanned.
+struct Cursor {
     shared: Arc<Shared>,
-    tx: mpsc::Sender<Vec<Result<Committed, StoreError>>>,
-    /// Items emitted but not yet handed to the stream.
-    out: Vec<Result<Committed, StoreError>>,
-    after: i64,
-    /// Last commit_ts emitted (or the start).
-    last: i64,
     pos: Loc,
+    /// Every Commit or Fake of this shard with commit_ts <= `bound` has been scanned (it is in the heap
+    /// or was emitted).
+    bound: i64,
     /// Prewrites seen by this scan whose Commit or Rollback has not been seen yet.
     prewrites: HashMap<i64, Bytes>,
     heap: BinaryHeap<Reverse<Pending>>,
     order: u64,
-    /// The stream's consumer went away.
-    gone: bool,
     file: Option<(u64, File)>,
     pfile: Option<(u64, File)>,
 }
 
-impl Reader {
-    fn new(shared: Arc<Shared>, after: i64, tx: mpsc::Sender<Vec<Result<Committed, StoreError>>>) -> Reader {
-        Reader {
-            shared,
-            tx,
-            out: Vec::new(),
-            after,
-            last: after,
-            pos: Loc::default(),
-            prewrites: HashMap::new(),
-            heap: BinaryHeap::new(),
-            order: 0,
-            gone: false,
-            file: None,
-            pfile: None,
+/// A pull over every shard: scans the shards (the one that lags most first) and emits, in commit_ts
+/// order, whatever every shard has scanned up to and the front's watermark allows.
+struct Merge {
+    front: Arc<Front>,
+    cursors: Vec<Cursor>,
+    tx: mpsc::Sender<Vec<Result<Committed, StoreError>>>,
+    /// Items emitted but not yet handed to the stream.
+    out: Vec<Result<Committed, StoreError>>,
+    /// Last commit_ts emitted (or the start).
+    last: i64,
+    /// The stream's consumer went away.
+    gone: bool,
+}
+
+impl Merge {
+    fn new(front: Arc<Front>, after: i64, tx: mpsc::Sender<Vec<Result<Committed, StoreError>>>) -> Merge {
+        let gc_ts = front.gc_ts_max();
+        if after < gc_ts {
+            tracing::warn!(after, gc_ts, "pull starts below the gc ts; starting at the gc ts");
         }
+        let last = after.max(gc_ts);
+        let cursors = front
+            .shards
+            .iter()
+            .map(|shared| Cursor {
+                pos: start_pos(&shared.lock(), last),
+                shared: shared.clone(),
+                bound: last,
+                prewrites: HashMap::new(),
+                heap: BinaryHeap::new(),
+                order: 0,
+                file: None,
+                pfile: None,
+            })
+            .collect();
+        Merge { front, cursors, tx, out: Vec::new(), last, gone: false }
     }
 
     fn run(mut self) {
-        let shared = self.shared.clone();
-        let (mut w, mut e, mut ver) = {
-            let st = shared.lock();
-            if self.after < st.gc_ts {
-                tracing::warn!(after = self.after, gc_ts = st.gc_ts, "pull starts below the gc ts; starting at the gc ts");
-            }
-            self.last = self.after.max(st.gc_ts);
-            self.pos = start_pos(&st, self.last);
-            (st.sorter.watermark(), st.durable_end, st.version)
-        };
+        let front = self.front.clone();
         loop {
-            if let Err(err) = self.read_until(e) {
+            let ver = front.bell.version();
+            let snap = front.snapshot();
+            if let Err(err) = self.catch_up(&snap) {
                 self.out.push(Err(err));
                 let _ = self.flush();
                 return;
             }
-            if self.gone || !self.emit_upto(w) || !self.flush() {
+            if self.gone || !self.emit_upto(snap.watermark) || !self.flush() {
                 return;
             }
-            let mut st = shared.lock();
             loop {
-                if st.closed || self.tx.is_closed() {
+                if snap.closed || self.tx.is_closed() || front.closed() {
                     return;
                 }
-                if st.version != ver {
+                if front.bell.wait_past(ver, Duration::from_millis(200)) {
                     break;
                 }
-                st = shared.cv.wait_timeout(st, Duration::from_millis(200)).map(|r| r.0).unwrap_or_else(|e| e.into_inner().0);
             }
-            w = st.sorter.watermark();
-            e = st.durable_end;
-            ver = st.version;
+        }
+    }
+
+    /// Scans every shard to its end in `snap`, emitting as the shards' bounds allow.
+    fn catch_up(&mut self, snap: &crate::front::Snapshot) -> Result<(), StoreError> {
+        loop {
+            for (i, c) in self.cursors.iter_mut().enumerate() {
+                if c.pos >= snap.ends[i] {
+                    c.bound = c.bound.max(snap.releasable[i]);
+                }
+            }
+            let next = (0..self.cursors.len())
+                .filter(|&i| self.cursors[i].pos < snap.ends[i])
+                .min_by_key(|&i| self.cursors[i].bound);
+            let Some(i) = next else { return Ok(()) };
+            let last = self.last;
+            self.cursors[i].scan(snap.ends[i], last)?;
+            let bound = self.cursors.iter().map(|c| c.bound).min().unwrap_or(i64::MIN).min(snap.watermark);
+            if !self.emit_upto(bound) {
+                return Ok(());
+            }
         }
     }
 
@@ -179,7 +212,7 @@ impl Reader {
                 Ok(()) => return true,
                 Err(mpsc::error::TrySendError::Closed(_)) => return false,
                 Err(mpsc::error::TrySendError::Full(back)) => {
-                    if self.shared.lock().closed {
+                    if self.front.closed() {
                         return false;
                     }
                     batch = back;
@@ -189,10 +222,21 @@ impl Reader {
         }
     }
 
-    /// Emits, in order, every heap entry with commit_ts <= `bound`; false once the consumer is gone.
+    /// Emits, in commit_ts order across the shards, every heap entry with commit_ts <= `bound`; false
+    /// once the consumer is gone.
     fn emit_upto(&mut self, bound: i64) -> bool {
-        while self.heap.peek().is_some_and(|p| p.0.commit_ts <= bound) {
-            let Some(Reverse(p)) = self.heap.pop() else { break };
+        loop {
+            let mut best: Option<(usize, i64)> = None;
+            for (i, c) in self.cursors.iter().enumerate() {
+                if let Some(Reverse(p)) = c.heap.peek()
+                    && p.commit_ts <= bound
+                    && best.is_none_or(|(_, ts)| p.commit_ts < ts)
+                {
+                    best = Some((i, p.commit_ts));
+                }
+            }
+            let Some((i, _)) = best else { return true };
+            let Some(Reverse(p)) = self.cursors[i].heap.pop() else { return true };
             if p.commit_ts <= self.last {
                 continue;
             }
@@ -203,11 +247,16 @@ impl Reader {
                 return false;
             }
         }
-        true
     }
+}
 
-    fn read_until(&mut self, e: Loc) -> Result<(), StoreError> {
-        while self.pos < e && !self.gone {
+impl Cursor {
+    /// Scans toward `e`, taking records into the heap (those with commit_ts <= `last` are dropped):
+    /// stops at `e`, or at the first sparse-index entry after [`STEP`] bytes. Raises `bound` by every
+    /// index entry passed (its safe watermark).
+    fn scan(&mut self, e: Loc, last: i64) -> Result<(), StoreError> {
+        let mut read = 0u64;
+        while self.pos < e {
             let (seq, end, mut checkpoints) = {
                 let st = self.shared.lock();
                 let Some((&seq, m)) = st.metas.range(self.pos.seq..).next() else { return Ok(()) };
@@ -215,8 +264,8 @@ impl Reader {
                     self.pos = Loc { seq, off: HEADER_LEN as u64 };
                 }
                 let end = if seq == e.seq { e.off } else { m.data_end };
-                // Index entries inside the range to read: passing one lets the heap drain up to its
-                // safe watermark, which keeps the heap small during a long catch-up.
+                // Index entries inside the range to read: passing one raises the bound to its safe
+                // watermark, which lets the merge emit during a long catch-up.
                 let from = m.index.partition_point(|x| x.off < self.pos.off);
                 let to = m.index.partition_point(|x| x.off < end);
                 let cps: std::collections::VecDeque<(u64, i64)> =
@@ -237,18 +286,29 @@ impl Reader {
                     }
                 }
                 let Some((_, file)) = self.file.take() else { continue };
-                let res = read_records(&file, &path, seq, self.pos.off, end, |loc, r| {
+                let start = self.pos.off;
+                let mut stopped = None;
+                let res = read_records(&file, &path, seq, start, end, |loc, r| {
+                    let mut passed = false;
                     while checkpoints.front().is_some_and(|c| c.0 <= loc.off) {
                         let Some((_, safe)) = checkpoints.pop_front() else { break };
-                        if !self.emit_upto(safe) {
-                            return false;
-                        }
+                        self.bound = self.bound.max(safe);
+                        passed = true;
                     }
-                    self.take(&r);
+                    if passed && read + (loc.off - start) >= STEP {
+                        stopped = Some(loc);
+                        return false;
+                    }
+                    self.take(&r, last);
                     true
                 });
                 self.file = Some((seq, file));
                 res?;
+                if let Some(loc) = stopped {
+                    self.pos = loc;
+                    return Ok(());
+                }
+                read += end - start;
                 self.pos.off = end;
             }
             if seq < e.seq {
@@ -258,7 +318,7 @@ impl Reader {
         Ok(())
     }
 
-    fn take(&mut self, r: &RecordRef<'_>) {
+    fn take(&mut self, r: &RecordRef<'_>, last: i64) {
         match r.kind {
             RecordKind::Prewrite => {
                 self.prewrites.insert(r.start_ts, Bytes::copy_from_slice(r.payload));
@@ -268,13 +328,13 @@ impl Reader {
             }
             RecordKind::Commit => {
                 let p = self.prewrites.remove(&r.start_ts);
-                if r.commit_ts > self.last {
+                if r.commit_ts > last {
                     let p = p.or_else(|| self.read_prewrite(r.prewrite_at, r.start_ts));
                     self.push(r, Kind::Commit, p);
                 }
             }
             RecordKind::Fake => {
-                if r.commit_ts > self.last {
+                if r.commit_ts > last {
                     self.push(r, Kind::Fake, None);
                 }
             }

@@ -138,6 +138,11 @@ impl Sorter {
         due
     }
 
+    /// Nothing is waiting to be released: every item fed so far is settled and drained.
+    pub(crate) fn is_idle(&self) -> bool {
+        self.queue.is_empty()
+    }
+
     /// Number of prewrites waiting for their commit.
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.values().filter(|p| !p.matched).count()

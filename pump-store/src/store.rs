@@ -1,4 +1,5 @@
-//! The store: open and recovery, the group-commit writer thread, GC, lookups and stats.
+//! One shard: a segment log with its own directory, group-commit queue, sorter, resolver thread, GC
+//! and stats. [`crate::Store`] is the front over one or more of them.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -17,9 +18,10 @@ use crate::io::BatchIo;
 use crate::format::{
     self, BODY_FIXED_LEN, Footer, HEADER_LEN, IndexEntry, Loc, MAX_BODY_LEN, RecordKind, RecordRef, TRAILER_LEN,
 };
-use crate::resolver::{Resolution, Resolver, TimeoutResolver};
+use crate::resolver::{Resolution, Resolver};
+use crate::front::Bell;
 use crate::sorter::Sorter;
-use crate::{Committed, Kind, Record, StoreConfig, StoreError, StoreStats};
+use crate::{Kind, Record, StoreConfig, StoreError, StoreStats};
 
 /// A new sparse-index entry is added at the first record at least this far past the previous entry.
 pub(crate) const INDEX_EVERY: u64 = 64 << 10;
@@ -129,8 +131,28 @@ pub(crate) struct State {
     pub(crate) durable_end: Loc,
     pub(crate) gc_ts: i64,
     pub(crate) closed: bool,
-    /// Bumped whenever readers may have something new.
-    pub(crate) version: u64,
+    /// A releasable ts the front established while this shard was idle (see [`State::releasable`]);
+    /// never below what it was. Not persisted.
+    pub(crate) floor: i64,
+}
+
+impl State {
+    /// The largest ts at or below which every transaction routed to this shard is complete in its log
+    /// (before `durable_end`): the sorter's watermark, or more. `seen` is a commit ts the front knows
+    /// was allocated before this call.
+    ///
+    /// Why `seen` may become the floor when the sorter is idle (everything fed to it is durable and
+    /// settled): a transaction with commit ts <= `seen` took its commit ts before now, hence after its
+    /// Prewrite was acknowledged, so that Prewrite was fed to this sorter before now; idle means it is
+    /// settled, and its Commit is durable and drained. Appends queued but not yet fed are not
+    /// acknowledged Prewrites: their transactions commit above `seen` (a queued Commit keeps its
+    /// Prewrite unsettled, so the sorter is not idle).
+    pub(crate) fn releasable(&mut self, seen: i64) -> i64 {
+        if self.sorter.is_idle() {
+            self.floor = self.floor.max(seen);
+        }
+        self.floor.max(self.sorter.watermark())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -149,7 +171,8 @@ pub(crate) struct Counters {
 pub(crate) struct Shared {
     pub(crate) cfg: StoreConfig,
     pub(crate) state: Mutex<State>,
-    pub(crate) cv: Condvar,
+    /// Rung (after the state lock is released) whenever readers may have something new.
+    pub(crate) bell: Arc<Bell>,
     counters: Counters,
     poisoned: Mutex<Option<String>>,
     avail: AtomicU64,
@@ -201,16 +224,16 @@ fn available_space(dir: &Path) -> u64 {
     }
 }
 
-/// A handle to an open store. Clone it freely; the store closes (flushing every queued append) when
-/// [`Store::close`] is called or the last handle is dropped.
+/// A handle to one open shard. Clones share it; the shard closes (flushing every queued append) when
+/// [`Shard::close`] is called or the last handle is dropped.
 #[derive(Clone)]
-pub struct Store {
+pub(crate) struct Shard {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Store {
+impl std::fmt::Debug for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("dir", &self.inner.shared.cfg.dir).finish()
+        f.debug_struct("Shard").field("dir", &self.inner.shared.cfg.dir).finish()
     }
 }
 
@@ -225,25 +248,25 @@ impl Drop for Inner {
         if let Some(w) = self.background.take() {
             let _ = w.join();
         }
-        let mut st = self.shared.lock();
-        st.closed = true;
-        st.version += 1;
-        self.shared.cv.notify_all();
+        self.shared.lock().closed = true;
+        self.shared.bell.ring();
     }
 }
 
-impl Store {
-    /// Opens (creating if needed) the store in `cfg.dir` with the default [`TimeoutResolver`].
-    /// Recovers from a crash: truncates a torn or corrupt tail of the last segment (logged and
-    /// counted), then replays the records the sorter had not released. Blocks while it reads.
-    pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
-        let resolver = TimeoutResolver { timeout: cfg.max_txn_timeout };
-        Store::open_with_resolver(cfg, Arc::new(resolver))
+impl Shard {
+    /// Opens (creating if needed) the shard in `cfg.dir` with the default [`TimeoutResolver`] and a
+    /// bell of its own (tests).
+    #[cfg(test)]
+    pub(crate) fn open(cfg: StoreConfig) -> Result<Shard, StoreError> {
+        let resolver = crate::TimeoutResolver { timeout: cfg.max_txn_timeout };
+        Shard::open_with(cfg, Arc::new(resolver), Arc::new(Bell::default()))
     }
 
-    /// Like [`Store::open`] with a custom [`Resolver`] for unmatched Prewrites.
-    pub fn open_with_resolver(cfg: StoreConfig, resolver: Arc<dyn Resolver>) -> Result<Store, StoreError> {
-        let shared = Arc::new(recover(cfg)?);
+    /// Opens (creating if needed) the shard in `cfg.dir`, ringing `bell` when readers may have
+    /// something new. Recovers from a crash: truncates a torn or corrupt tail of the last segment
+    /// (logged and counted), then replays the records the sorter had not released. Blocks while it reads.
+    pub(crate) fn open_with(cfg: StoreConfig, resolver: Arc<dyn Resolver>, bell: Arc<Bell>) -> Result<Shard, StoreError> {
+        let shared = Arc::new(recover(cfg, bell)?);
         let bg_shared = shared.clone();
         let background = std::thread::Builder::new()
             .name("pump-store-commit".into())
@@ -255,22 +278,26 @@ impl Store {
             .name("pump-store-resolver".into())
             .spawn(move || resolve_loop(weak, resolver))
             .map_err(io_err("spawn resolver thread", &shared.cfg.dir))?;
-        Ok(Store { inner })
+        Ok(Shard { inner })
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
     }
 
     /// Appends one binlog; resolves once it is durable (fdatasynced when `sync_log`). Concurrent appends
     /// share one write and one fdatasync, issued by the store's background thread so that the caller's
     /// runtime never blocks on the disk. A record with start_ts == 0 and commit_ts == 0 is upstream's
     /// health probe: it is accepted and not stored.
-    pub async fn append(&self, rec: Record) -> Result<(), StoreError> {
+    pub(crate) async fn append(&self, rec: Record) -> Result<(), StoreError> {
         let Some(rec) = self.admit(rec, true)? else { return Ok(()) };
         commit::append_task(&self.inner.shared, rec)?.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Store::append`] for threads outside an async runtime, and the fastest way in: when no write is
+    /// [`Shard::append`] for threads outside an async runtime, and the fastest way in: when no write is
     /// in progress the calling thread writes and syncs its record itself (with every append queued
     /// meanwhile), otherwise it waits for the current leader's batch, or is handed the lead.
-    pub fn append_blocking(&self, rec: Record) -> Result<(), StoreError> {
+    pub(crate) fn append_blocking(&self, rec: Record) -> Result<(), StoreError> {
         self.append_blocking_inner(rec, true)
     }
 
@@ -306,28 +333,20 @@ impl Store {
 
     /// The sorted watermark (upstream `maxCommitTS`): every committed transaction with a commit_ts at
     /// or below it is complete in the log.
-    pub fn max_commit_ts(&self) -> i64 {
+    #[cfg(test)]
+    pub(crate) fn max_commit_ts(&self) -> i64 {
         self.inner.shared.lock().sorter.watermark()
     }
 
-    /// Streams committed transactions and fake binlogs with `commit_ts > after_commit_ts` (clamped up to
-    /// the GC ts) in strictly increasing commit_ts order, never beyond [`Store::max_commit_ts`]; then
-    /// tails the log live. Rolled-back transactions are skipped. Ends when the store closes.
-    pub fn pull(
-        &self,
-        after_commit_ts: i64,
-    ) -> impl futures::Stream<Item = Result<Committed, StoreError>> + Send + 'static + use<> {
-        crate::reader::pull(self.inner.shared.clone(), after_commit_ts)
-    }
-
-    /// Raises the GC ts to `ts` (persisted) if it is above the current one and below the watermark (as
-    /// upstream), then deletes sealed segments whose every ts is at or below
-    /// `ts - max_txn_timeout` (in TSO units) and that hold nothing the sorter still waits for.
-    pub fn gc(&self, ts: i64) {
+    /// Raises the GC ts to `ts` (persisted) if it is above the current one and below this shard's
+    /// releasable ts (the front checked its global watermark), then deletes sealed segments whose every
+    /// ts is at or below `ts - max_txn_timeout` (in TSO units) and that hold nothing the sorter still
+    /// waits for.
+    pub(crate) fn gc(&self, ts: i64) {
         let shared = &self.inner.shared;
         let victims = {
             let mut st = shared.lock();
-            if ts <= st.gc_ts || st.sorter.watermark() <= ts {
+            if ts <= st.gc_ts || st.floor.max(st.sorter.watermark()) <= ts {
                 return;
             }
             st.gc_ts = ts;
@@ -358,14 +377,9 @@ impl Store {
         }
     }
 
-    /// The GC ts.
-    pub fn gc_ts(&self) -> i64 {
-        self.inner.shared.lock().gc_ts
-    }
-
     /// Looks up a stored record by key (upstream `ts:` keys): a Prewrite by its start_ts, a Commit or
     /// Fake by its commit_ts. Scans only segments whose ts range holds `ts`; meant for debugging.
-    pub fn get(&self, ts: i64) -> Result<Option<Record>, StoreError> {
+    pub(crate) fn get(&self, ts: i64) -> Result<Option<Record>, StoreError> {
         let shared = &self.inner.shared;
         let candidates: Vec<(u64, u64)> = {
             let st = shared.lock();
@@ -401,8 +415,8 @@ impl Store {
         Ok(None)
     }
 
-    /// Counters and gauges for metrics.
-    pub fn stats(&self) -> StoreStats {
+    /// Counters and gauges for metrics (`max_commit_ts` is this shard's sorter watermark).
+    pub(crate) fn stats(&self) -> StoreStats {
         let shared = &self.inner.shared;
         let c = &shared.counters;
         let st = shared.lock();
@@ -425,7 +439,7 @@ impl Store {
 
     /// Flushes every queued append, stops the writer and ends every pull stream. Appends after this
     /// fail with [`StoreError::Closed`].
-    pub async fn close(self) {
+    pub(crate) async fn close(self) {
         let _ = commit::close(&self.inner.shared).await;
     }
 }
@@ -633,7 +647,7 @@ fn create_segment(dir: &Path, seq: u64) -> Result<File, StoreError> {
 }
 
 /// Opens the directory and rebuilds the in-memory state; returns it and the writer for the active segment.
-fn recover(cfg: StoreConfig) -> Result<Shared, StoreError> {
+fn recover(cfg: StoreConfig, bell: Arc<Bell>) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
     let lock_path = dir.join(LOCK_FILE);
@@ -697,7 +711,7 @@ fn recover(cfg: StoreConfig) -> Result<Shared, StoreError> {
                     counters.truncations.fetch_add(1, Ordering::Relaxed);
                     let file = create_segment(&dir, last)?;
                     metas.insert(last, SegMeta::new());
-                    return finish(cfg, lock, gc_ts, counters, metas, last, file);
+                    return finish(cfg, bell, lock, gc_ts, counters, metas, last, file);
                 }
             }
             if let Some(f) = &scan.footer {
@@ -726,11 +740,13 @@ fn recover(cfg: StoreConfig) -> Result<Shared, StoreError> {
             }
         }
     };
-    finish(cfg, lock, gc_ts, counters, metas, active_seq, active_file)
+    finish(cfg, bell, lock, gc_ts, counters, metas, active_seq, active_file)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn finish(
     cfg: StoreConfig,
+    bell: Arc<Bell>,
     lock: File,
     gc_ts: i64,
     counters: Counters,
@@ -774,7 +790,7 @@ fn finish(
         durable_end: Loc { seq: active_seq, off: active_len },
         gc_ts,
         closed: false,
-        version: 0,
+        floor: i64::MIN,
     };
     let io = crate::io::open(cfg.io_backend).map_err(io_err("set up the io backend", &dir))?;
     let writer = Writer { io, file: active_file, seq: active_seq, len: active_len, buf: Vec::new(), _lock: lock };
@@ -782,7 +798,7 @@ fn finish(
         avail: AtomicU64::new(available_space(&dir)),
         cfg,
         state: Mutex::new(state),
-        cv: Condvar::new(),
+        bell,
         counters,
         poisoned: Mutex::new(None),
         queue: Mutex::new(Queue::default()),
@@ -826,6 +842,8 @@ impl Writer {
         {
             let mut st = shared.lock();
             let now = Instant::now();
+            // Raise the floor while the sorter is still idle, before this batch's Prewrites arrive.
+            st.releasable(shared.bell.seen());
             // The watermark published with the durable end where this batch starts.
             let safe = st.sorter.watermark();
             for Queued { rec, .. } in batch {
@@ -875,9 +893,9 @@ impl Writer {
             }
             st.durable_end = Loc { seq: self.seq, off: self.len };
             st.sorter.drain();
-            st.version += 1;
-            shared.cv.notify_all();
+            shared.bell.raise_seen(st.sorter.watermark());
         }
+        shared.bell.ring();
         let c = &shared.counters;
         c.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
         c.batches.fetch_add(1, Ordering::Relaxed);
@@ -912,9 +930,8 @@ impl Writer {
             }
             st.metas.insert(next, SegMeta::new());
             st.durable_end = Loc { seq: next, off: HEADER_LEN as u64 };
-            st.version += 1;
-            shared.cv.notify_all();
         }
+        shared.bell.ring();
         shared
             .counters
             .bytes_written
@@ -931,7 +948,7 @@ fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let Some(inner) = inner.upgrade() else { return };
-        let store = Store { inner };
+        let store = Shard { inner };
         let due = {
             let mut st = store.inner.shared.lock();
             if st.closed {
@@ -979,7 +996,7 @@ mod tests {
     #[test]
     fn after_a_failed_write_the_store_refuses_writes_until_reopened() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Shard::open(cfg(dir.path())).unwrap();
         store.append_blocking(fake(10)).unwrap();
         store.inner.shared.fail_next_write.store(true, Ordering::SeqCst);
         let err = store.append_blocking(fake(11)).unwrap_err();
@@ -989,7 +1006,7 @@ mod tests {
         assert_eq!(store.stats().write_errors, 1);
         assert_eq!(store.max_commit_ts(), 10, "a failed write never advances the watermark");
         drop(store);
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Shard::open(cfg(dir.path())).unwrap();
         store.append_blocking(fake(13)).unwrap();
         assert_eq!(store.max_commit_ts(), 13);
         assert_eq!(store.get(10).unwrap().map(|r| r.commit_ts), Some(10));
@@ -998,7 +1015,7 @@ mod tests {
     #[test]
     fn concurrent_appenders_across_a_failed_write_lose_no_acknowledged_record() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig { segment_size: 16 << 10, ..cfg(dir.path()) }).unwrap();
+        let store = Shard::open(StoreConfig { segment_size: 16 << 10, ..cfg(dir.path()) }).unwrap();
         let next = Arc::new(AtomicU64::new(100));
         let (tx, rx) = std::sync::mpsc::channel();
         let threads: Vec<_> = (0..8)
@@ -1045,7 +1062,7 @@ mod tests {
         assert_eq!(store.stats().write_errors, 1);
         assert!(acked.len() >= 300);
         drop(store);
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Shard::open(cfg(dir.path())).unwrap();
         for ts in acked {
             let got = store.get(ts).unwrap();
             assert_eq!(got.map(|r| r.payload.len()), Some(200), "acknowledged record {ts} lost");
@@ -1055,7 +1072,7 @@ mod tests {
     #[test]
     fn the_io_uring_backend_stores_what_the_std_backend_reads_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(StoreConfig {
+        let store = Shard::open(StoreConfig {
             io_backend: crate::IoBackend::Uring,
             segment_size: 32 << 10,
             ..cfg(dir.path())
@@ -1079,7 +1096,7 @@ mod tests {
         }
         assert!(store.stats().segments > 1, "rotation happened under the io_uring backend");
         drop(store);
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Shard::open(cfg(dir.path())).unwrap();
         for ts in 1..=400i64 {
             assert_eq!(store.get(ts).unwrap().map(|r| r.payload), Some(Bytes::from(vec![ts as u8; 300])), "ts {ts}");
         }
@@ -1088,7 +1105,7 @@ mod tests {
     #[test]
     fn a_lone_writer_writes_one_batch_per_append_from_its_own_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Shard::open(cfg(dir.path())).unwrap();
         for ts in 1..=20 {
             store.append_blocking(fake(ts)).unwrap();
         }
@@ -1107,11 +1124,11 @@ mod tests {
     #[test]
     fn close_releases_the_directory_lock() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Shard::open(cfg(dir.path())).unwrap();
         let keep = store.clone();
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.close());
-        let again = Store::open(cfg(dir.path())).unwrap();
+        let again = Shard::open(cfg(dir.path())).unwrap();
         drop(keep);
         again.append_blocking(fake(5)).unwrap();
     }

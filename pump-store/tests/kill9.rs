@@ -14,14 +14,21 @@ use pump_store::{Kind, Record, Store, StoreConfig};
 const DIR_ENV: &str = "PUMP_STORE_KILL9_DIR";
 /// `threads`: the child appends from blocking threads (leader/follower path); else from async tasks.
 const MODE_ENV: &str = "PUMP_STORE_KILL9_MODE";
+/// How many shards the child's store has.
+const SHARDS_ENV: &str = "PUMP_STORE_KILL9_SHARDS";
 
-fn cfg(dir: &std::path::Path) -> StoreConfig {
+fn cfg(dir: &std::path::Path, shards: usize) -> StoreConfig {
     StoreConfig {
         dir: dir.to_path_buf(),
         stop_write_at_available_space: 0,
         segment_size: 64 << 10,
+        shards,
         ..StoreConfig::default()
     }
+}
+
+fn child_shards() -> usize {
+    std::env::var(SHARDS_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(1)
 }
 
 /// The child: appends from 8 concurrent tasks (or threads) forever, printing `ACK <ts>` after each
@@ -30,7 +37,7 @@ fn cfg(dir: &std::path::Path) -> StoreConfig {
 fn kill9_child() {
     let Ok(dir) = std::env::var(DIR_ENV) else { return };
     if std::env::var(MODE_ENV).is_ok_and(|m| m == "threads") {
-        let store = Store::open(cfg(std::path::Path::new(&dir))).unwrap();
+        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards())).unwrap();
         let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
         let threads: Vec<_> = (0..8u8)
@@ -55,7 +62,7 @@ fn kill9_child() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let store = Store::open(cfg(std::path::Path::new(&dir))).unwrap();
+        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards())).unwrap();
         let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
         let mut tasks = Vec::new();
@@ -78,6 +85,15 @@ fn kill9_child() {
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record() {
+    kill9_loop(1);
+}
+
+#[test]
+fn kill_9_at_random_moments_loses_no_acknowledged_record_across_four_shards() {
+    kill9_loop(4);
+}
+
+fn kill9_loop(shards: usize) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: HashSet<i64> = HashSet::new();
@@ -88,6 +104,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
             .args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
             .env(DIR_ENV, dir.path())
             .env(MODE_ENV, mode)
+            .env(SHARDS_ENV, shards.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -114,7 +131,8 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
         reader.join().unwrap();
         acked.extend(rx.try_iter());
 
-        let store = Store::open(cfg(dir.path())).unwrap();
+        let store = Store::open(cfg(dir.path(), shards)).unwrap();
+        assert_eq!(store.shard_count(), shards);
         let wm = store.max_commit_ts();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let found: HashSet<i64> = rt.block_on(async {
@@ -142,7 +160,7 @@ fn kill_9_at_random_moments_loses_no_acknowledged_record() {
             })
             .take(5)
             .collect();
-        assert!(missing.is_empty(), "round {round} ({mode}): acknowledged but lost: {missing:?} ({} acked)", acked.len());
+        assert!(missing.is_empty(), "round {round} ({mode}, {shards} shards): acknowledged but lost: {missing:?} ({} acked)", acked.len());
         drop(store);
     }
 }
