@@ -222,11 +222,17 @@ pub struct MariaDb {
     pub port: u16,
     proc: Proc,
     dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl MariaDb {
     /// Initializes a datadir in `dir`, starts the server and waits until root can log in over TCP.
     pub fn start(dir: &Path) -> Result<Self> {
+        Self::start_with(dir, &[])
+    }
+
+    /// [`MariaDb::start`] with extra server options (e.g. `--ssl-ca=..`), kept for restarts.
+    pub fn start_with(dir: &Path, extra: &[String]) -> Result<Self> {
         std::fs::create_dir_all(dir)?;
         let install = find_binary("mariadb-install-db", &[PathBuf::from("/usr/bin")])?;
         // Each instance gets its own tmpdir: many servers start at once in tests, and a shared /tmp
@@ -243,13 +249,13 @@ impl MariaDb {
             bail!("mariadb-install-db failed: {}", String::from_utf8_lossy(&out.stderr));
         }
         let port = free_port();
-        let proc = Self::spawn(dir, port)?;
-        let db = Self { port, proc, dir: dir.into() };
+        let proc = Self::spawn(dir, port, extra)?;
+        let db = Self { port, proc, dir: dir.into(), extra: extra.to_vec() };
         db.wait_ready()?;
         Ok(db)
     }
 
-    fn spawn(dir: &Path, port: u16) -> Result<Proc> {
+    fn spawn(dir: &Path, port: u16, extra: &[String]) -> Result<Proc> {
         let bin = find_binary("mariadbd", &[PathBuf::from("/usr/sbin")])?;
         let mut cmd = Command::new(bin);
         cmd.args(["--no-defaults", "--user=root", "--bind-address=127.0.0.1", "--innodb-log-file-size=8M"])
@@ -258,7 +264,8 @@ impl MariaDb {
             .arg(format!("--tmpdir={}", dir.join("tmp").display()))
             .arg(format!("--pid-file={}", dir.join("pid").display()))
             .arg(format!("--log-error={}", dir.join("err.log").display()))
-            .arg(format!("--port={port}"));
+            .arg(format!("--port={port}"))
+            .args(extra);
         Proc::spawn("mariadbd", cmd, &dir.join("mariadbd.out"))
     }
 
@@ -292,7 +299,7 @@ impl MariaDb {
     /// Starts the server again on the same port and datadir.
     pub fn restart(&mut self) -> Result<()> {
         self.proc.kill();
-        self.proc = Self::spawn(&self.dir, self.port)?;
+        self.proc = Self::spawn(&self.dir, self.port, &self.extra)?;
         self.wait_ready()
     }
 }

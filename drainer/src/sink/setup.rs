@@ -8,10 +8,10 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{Config, ConfigError, DbType, invalid};
+use crate::config::{Config, ConfigError, DbType, Security, invalid};
 use crate::sink::file::FileSinkConfig;
 use crate::sink::kafka::KafkaConfig;
-use crate::sink::mysql::{CheckpointCfg, MysqlSinkConfig};
+use crate::sink::mysql::{CheckpointCfg, MysqlSinkConfig, MysqlTls};
 
 /// A password from `password` / `encrypted_password` (the latter wins, as upstream).
 fn password(key: &'static str, plain: &str, encrypted: &str) -> Result<String, ConfigError> {
@@ -80,12 +80,7 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
     let db = cfg.db_type()?;
     let s = &cfg.syncer;
     let to = &s.to;
-    if to.security.enabled() {
-        return Err(invalid(
-            "syncer.to.security",
-            "TLS to the downstream MySQL/TiDB is not supported by this build yet; remove [syncer.to.security] or use a TLS-terminating proxy",
-        ));
-    }
+    let tls = mysql_tls(&to.security)?;
     if to.sync_mode == 2 {
         return Err(invalid("syncer.to.sync-mode", "2 (partial columns) is not supported yet; use 1 or leave it unset"));
     }
@@ -120,8 +115,37 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         disable_detect: !s.detect(),
         tidb: db == DbType::Tidb,
         checkpoint: Some(CheckpointCfg { schema: ck.schema.clone(), table: ck.table.clone(), cluster_id }),
+        tls,
         ..MysqlSinkConfig::default()
     })
+}
+
+/// `[syncer.to.security]` as the sink's TLS settings: on when `ssl-ca` is set; `ssl-cert` and
+/// `ssl-key` go together. Files are checked readable here so a typo is named at start.
+fn mysql_tls(sec: &Security) -> Result<Option<MysqlTls>, ConfigError> {
+    if !sec.enabled() {
+        if !sec.ssl_cert.is_empty() || !sec.ssl_key.is_empty() {
+            return Err(invalid("syncer.to.security.ssl-ca", "is empty but ssl-cert/ssl-key are set (TLS needs the CA)"));
+        }
+        return Ok(None);
+    }
+    let readable = |key: &'static str, path: &str| -> Result<PathBuf, ConfigError> {
+        std::fs::File::open(path).map_err(|e| invalid(key, format!("{path}: {e}")))?;
+        Ok(PathBuf::from(path))
+    };
+    let ca = readable("syncer.to.security.ssl-ca", &sec.ssl_ca)?;
+    let client = match (sec.ssl_cert.is_empty(), sec.ssl_key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some((
+            readable("syncer.to.security.ssl-cert", &sec.ssl_cert)?,
+            readable("syncer.to.security.ssl-key", &sec.ssl_key)?,
+        )),
+        _ => return Err(invalid("syncer.to.security", "ssl-cert and ssl-key must be set together")),
+    };
+    if !sec.cert_allowed_cn.is_empty() {
+        tracing::warn!("[syncer.to.security] cert-allowed-cn is unused: the downstream is checked against ssl-ca and its host name");
+    }
+    Ok(Some(MysqlTls { ca, client }))
 }
 
 fn is_local(h: &str) -> bool {
@@ -188,6 +212,29 @@ table = "t"
         let c = cfg("[syncer.to]\nencrypted_password = \"not base64!\"\n");
         let e = mysql_config(&c, 1).unwrap_err().to_string();
         assert!(e.contains("encrypted_password"), "{e}");
+    }
+
+    #[test]
+    fn mysql_tls_maps_security_and_names_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, "x").unwrap();
+            p.to_str().unwrap().to_owned()
+        };
+        let (ca, cert, key) = (f("ca.pem"), f("c.pem"), f("k.pem"));
+        assert_eq!(mysql_config(&cfg(""), 1).unwrap().tls, None);
+        let c = cfg(&format!("[syncer.to.security]\nssl-ca = {ca:?}\n"));
+        assert_eq!(mysql_config(&c, 1).unwrap().tls, Some(MysqlTls { ca: ca.clone().into(), client: None }));
+        let c = cfg(&format!("[syncer.to.security]\nssl-ca = {ca:?}\nssl-cert = {cert:?}\nssl-key = {key:?}\n"));
+        let t = mysql_config(&c, 1).unwrap().tls.unwrap();
+        assert_eq!(t.client, Some((cert.clone().into(), key.clone().into())));
+        let c = cfg(&format!("[syncer.to.security]\nssl-ca = {ca:?}\nssl-cert = {cert:?}\n"));
+        let e = mysql_config(&c, 1).unwrap_err().to_string();
+        assert!(e.contains("together"), "{e}");
+        let c = cfg("[syncer.to.security]\nssl-ca = \"/no/such/ca.pem\"\n");
+        let e = mysql_config(&c, 1).unwrap_err().to_string();
+        assert!(e.contains("ssl-ca") && e.contains("/no/such/ca.pem"), "{e}");
     }
 
     #[test]

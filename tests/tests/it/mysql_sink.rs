@@ -666,3 +666,79 @@ fn a_downstream_restart_and_killed_connections_lose_nothing() {
     });
     cluster.downstream = Some(db);
 }
+
+/// `[syncer.to.security]`: a MariaDB serving TLS with certificates from our test CA, users that
+/// `REQUIRE SSL` and `REQUIRE X509`. The sink replicates over TLS (the users cannot log in without
+/// it), presents its client certificate, and a CA that did not sign the server's certificate is a
+/// clear error naming the server, at once rather than after the retry budget.
+#[test]
+fn tls_to_the_downstream_replicates_and_a_wrong_ca_is_named() {
+    use drainer::sink::mysql::MysqlTls;
+    use tests::pki::Pki;
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = Pki::new(tmp.path()).unwrap();
+    let server = pki.leaf("mariadb").unwrap();
+    let client = pki.leaf("drainer").unwrap();
+    let other_dir = tmp.path().join("other");
+    std::fs::create_dir_all(&other_dir).unwrap();
+    let other = Pki::new(&other_dir).unwrap();
+    let p = |p: &std::path::Path| p.display().to_string();
+    let args = [
+        format!("--ssl-ca={}", p(&pki.ca)),
+        format!("--ssl-cert={}", p(&server.cert)),
+        format!("--ssl-key={}", p(&server.key)),
+    ];
+    let db = MariaDb::start_with(&tmp.path().join("db"), &args).unwrap();
+    rt().block_on(async {
+        let mut c = conn(&db).await;
+        c.query_drop(
+            "CREATE USER 'tls'@'%' IDENTIFIED BY 'pw' REQUIRE SSL; GRANT ALL ON *.* TO 'tls'@'%';
+             CREATE USER 'x509'@'%' IDENTIFIED BY 'pw' REQUIRE X509; GRANT ALL ON *.* TO 'x509'@'%';
+             CREATE DATABASE d; CREATE TABLE d.kv (id INT PRIMARY KEY, v VARCHAR(20), u INT)",
+        )
+        .await
+        .unwrap();
+        let tls = |ca: &std::path::Path, with_cert: bool| MysqlTls {
+            ca: ca.to_path_buf(),
+            client: with_cert.then(|| (client.cert.clone(), client.key.clone())),
+        };
+        let user = |name: &str, t: Option<MysqlTls>| MysqlSinkConfig {
+            user: name.into(),
+            password: "pw".into(),
+            tls: t,
+            ..sink_cfg(&db)
+        };
+        let t = kv_table("d", "kv");
+
+        // Without TLS the server refuses the REQUIRE SSL user.
+        let err = MysqlSink::connect(user("tls", None)).await.unwrap_err().to_string();
+        assert!(err.contains("refused user \"tls\""), "{err}");
+
+        let mut sink = MysqlSink::connect(user("tls", Some(tls(&pki.ca, false)))).await.unwrap();
+        sink.write(dml(10, (1..=50).map(|k| (t.clone(), RowChange::Insert(r(&[int(k), text("a"), int(0)])))).collect()))
+            .await
+            .unwrap();
+        sink.write(dml(11, vec![(t.clone(), RowChange::Delete(r(&[int(1), text("a"), int(0)])))])).await.unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 11);
+        drop(sink);
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM d.kv").await.unwrap();
+        assert_eq!(n, Some(49));
+
+        // REQUIRE X509: only with the client certificate.
+        let err = MysqlSink::connect(user("x509", Some(tls(&pki.ca, false)))).await.unwrap_err().to_string();
+        assert!(err.contains("refused user \"x509\""), "{err}");
+        let mut sink = MysqlSink::connect(user("x509", Some(tls(&pki.ca, true)))).await.unwrap();
+        sink.write(dml(12, vec![(t.clone(), RowChange::Insert(r(&[int(1), text("b"), int(0)])))])).await.unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 12);
+        drop(sink);
+        let v: Option<String> = c.query_first("SELECT v FROM d.kv WHERE id = 1").await.unwrap();
+        assert_eq!(v.as_deref(), Some("b"));
+
+        // A CA that did not sign the server's certificate: named, and not retried for 30 s.
+        let started = std::time::Instant::now();
+        let err = MysqlSink::connect(user("tls", Some(tls(&other.ca, false)))).await.unwrap_err().to_string();
+        assert!(err.contains("TLS to the downstream") && err.contains(&format!("127.0.0.1:{}", db.port)), "{err}");
+        assert!(err.contains("ssl-ca") && err.to_lowercase().contains("certificate"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "a TLS failure is not retried");
+    });
+}

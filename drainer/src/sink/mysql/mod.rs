@@ -33,6 +33,11 @@
 //!   `safe_mode_after_start` forces it for the first minutes after a start, as upstream does.
 //!   With a checkpoint that automatic safe mode is off: replays are filtered exactly instead.
 //!
+//! # TLS
+//! With [`MysqlTls`] (`[syncer.to.security]`) every connection uses rustls (ring), trusting only the
+//! given CA; handshake and certificate failures are fatal at once ([`MysqlError::Tls`], naming the
+//! server) instead of being retried like an outage.
+//!
 //! # Time zone
 //! TIMESTAMP values arrive in UTC. Without `time_zone` in `params` the session zone is set to
 //! `'+00:00'` and UTC text is sent (exact). With one, the session uses it and each TIMESTAMP literal
@@ -99,6 +104,20 @@ pub struct MysqlSinkConfig {
     pub memory_quota: usize,
     /// How long the downstream may keep failing (connection errors, deadlocks) before the sink gives up.
     pub retry_for: Duration,
+    /// `[syncer.to.security]`: TLS to the downstream; `None` = plain TCP.
+    pub tls: Option<MysqlTls>,
+}
+
+/// TLS to the downstream (`[syncer.to.security]` `ssl-ca`, `ssl-cert`, `ssl-key`). The server's
+/// certificate must chain to `ca` (only: the built-in web roots are not trusted) and name `host`;
+/// with `client` the sink also presents that certificate and key (users created `REQUIRE X509`).
+/// The files are read at every connect, so renewed certificates apply on the next reconnect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MysqlTls {
+    /// PEM CA certificate(s).
+    pub ca: std::path::PathBuf,
+    /// PEM client certificate chain and private key.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl Default for MysqlSinkConfig {
@@ -121,6 +140,7 @@ impl Default for MysqlSinkConfig {
             batch_rows: 0,
             memory_quota: 256 << 20,
             retry_for: Duration::from_secs(600),
+            tls: None,
         }
     }
 }
@@ -140,6 +160,17 @@ pub enum MysqlError {
         user: String,
         /// Server message.
         message: String,
+    },
+    /// The TLS handshake with the downstream failed (or its files are unreadable).
+    #[error(
+        "TLS to the downstream {addr} failed: {why} (check [syncer.to.security] ssl-ca/ssl-cert/ssl-key and that \
+         the server's certificate is signed by that CA and names the host)"
+    )]
+    Tls {
+        /// host:port.
+        addr: String,
+        /// The driver's error, with its causes.
+        why: String,
     },
     /// A query failed.
     #[error("{what}: {source}")]
@@ -241,6 +272,38 @@ fn retryable(e: &mysql_async::Error) -> bool {
     }
 }
 
+/// A connect error that retrying cannot fix when TLS is on: the handshake or certificate
+/// verification failed, a certificate/key file is missing or malformed, or the server has no TLS.
+fn tls_failure(e: &mysql_async::Error) -> bool {
+    use std::io::ErrorKind;
+    match e {
+        mysql_async::Error::Io(mysql_async::IoError::Tls(_)) => true,
+        mysql_async::Error::Io(mysql_async::IoError::Io(io)) => {
+            matches!(io.kind(), ErrorKind::InvalidData | ErrorKind::NotFound | ErrorKind::PermissionDenied)
+        }
+        mysql_async::Error::Driver(d) => matches!(
+            d,
+            mysql_async::DriverError::NoClientSslFlagFromServer | mysql_async::DriverError::NoKeyFound
+        ),
+        _ => false,
+    }
+}
+
+/// An error with its causes, `a: b: c` (rustls' reason sits below the driver's io error).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 fn server_code(e: &mysql_async::Error) -> Option<u16> {
     match e {
         mysql_async::Error::Server(s) => Some(s.code),
@@ -329,10 +392,24 @@ async fn open(cfg: &MysqlSinkConfig, worker: usize) -> Result<(Conn, Session), F
         .prefer_socket(false)
         .tcp_nodelay(true)
         .stmt_cache_size(0);
+    let opts = match &cfg.tls {
+        None => opts,
+        Some(t) => {
+            let mut ssl =
+                mysql_async::SslOpts::default().with_root_certs(vec![t.ca.clone().into()]).with_disable_built_in_roots(true);
+            if let Some((cert, key)) = &t.client {
+                ssl = ssl.with_client_identity(Some(mysql_async::ClientIdentity::new(cert.clone().into(), key.clone().into())));
+            }
+            opts.ssl_opts(ssl)
+        }
+    };
     let mut conn = match Conn::new(opts).await {
         Ok(c) => c,
         Err(mysql_async::Error::Server(s)) if matches!(s.code, 1044 | 1045 | 1698) => {
             return Err(Fail::Fatal(MysqlError::Auth { addr: addr(cfg), user: cfg.user.clone(), message: s.message }));
+        }
+        Err(e) if cfg.tls.is_some() && tls_failure(&e) => {
+            return Err(Fail::Fatal(MysqlError::Tls { addr: addr(cfg), why: error_chain(&e) }));
         }
         Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
         Err(e) => {
