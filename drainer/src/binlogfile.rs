@@ -7,10 +7,38 @@
 //! - Files are named `binlog-%016d-<yyyymmddhhmmss>` with contiguous indexes starting at 0.
 //! - Readers never trust a length before checking it against what the file still holds, and every
 //!   error names the file and the byte offset of the record it is about.
+//! - A file written with `[syncer.to] compression = "gzip"` is a multi-member gzip stream whose
+//!   decompressed bytes are exactly such records (each member holds whole records); [`RecordReader`]
+//!   detects it by the gzip magic and then reports offsets in the decompressed stream.
 
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::path::{Path, PathBuf};
+
+/// The first two bytes of a gzip member.
+pub const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+
+/// Whether the file at `path` starts with a gzip member (false for an empty file).
+pub fn is_gzip(path: &Path) -> Result<bool, BinlogFileError> {
+    let mut head = [0u8; 2];
+    let mut f = File::open(path).map_err(|source| BinlogFileError::Io { path: path.to_path_buf(), source })?;
+    let n = read_full(&mut f, &mut head).map_err(|source| BinlogFileError::Io { path: path.to_path_buf(), source })?;
+    Ok(n == 2 && head == GZIP_MAGIC)
+}
+
+/// Reads until `buf` is full or the source ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
 
 /// The record magic, `471532804`.
 pub const MAGIC: u32 = 0x1C1B_0504;
@@ -169,22 +197,43 @@ pub fn list_files(dir: &Path) -> Result<Vec<(PathBuf, ParsedName)>, BinlogFileEr
     Ok(files)
 }
 
-/// Reads the records of one file in order.
-#[derive(Debug)]
+/// Reads the records of one file in order (plain or gzip-compressed, detected from its first bytes).
 pub struct RecordReader {
     path: PathBuf,
-    file: BufReader<File>,
+    src: Box<dyn Read + Send>,
+    /// Offset of the next record (in the decompressed stream for a gzip file).
     offset: u64,
-    len: u64,
+    /// Bytes the stream holds, when known (plain files).
+    len: Option<u64>,
+    gzip: bool,
+}
+
+impl std::fmt::Debug for RecordReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordReader").field("path", &self.path).field("offset", &self.offset).field("gzip", &self.gzip).finish()
+    }
 }
 
 impl RecordReader {
     /// Opens `path` for reading from its start.
     pub fn open(path: &Path) -> Result<Self, BinlogFileError> {
+        let gzip = is_gzip(path)?;
         let io_err = |source| BinlogFileError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
-        Ok(Self { path: path.to_path_buf(), file: BufReader::with_capacity(1 << 20, file), offset: 0, len })
+        let buffered = BufReader::with_capacity(1 << 20, file);
+        if gzip {
+            let src = Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(buffered)));
+            Ok(Self { path: path.to_path_buf(), src, offset: 0, len: None, gzip })
+        } else {
+            Ok(Self { path: path.to_path_buf(), src: Box::new(buffered), offset: 0, len: Some(len), gzip })
+        }
+    }
+
+    /// Reads the records held in `bytes` (already decompressed); errors name `path`.
+    pub fn from_bytes(path: &Path, bytes: Vec<u8>) -> Self {
+        let len = bytes.len() as u64;
+        Self { path: path.to_path_buf(), src: Box::new(io::Cursor::new(bytes)), offset: 0, len: Some(len), gzip: false }
     }
 
     /// The file being read.
@@ -192,25 +241,38 @@ impl RecordReader {
         &self.path
     }
 
-    /// Offset of the next record.
+    /// Offset of the next record (for a gzip file: in the decompressed stream).
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Whether the file is gzip-compressed.
+    pub fn is_gzip(&self) -> bool {
+        self.gzip
     }
 
     /// The next record's start offset and payload, or `None` at a clean end of file.
     pub fn next_record(&mut self) -> Result<Option<(u64, Vec<u8>)>, BinlogFileError> {
         let start = self.offset;
-        let left = self.len - start;
-        if left == 0 {
+        let left = self.len.map(|l| l - start);
+        if left == Some(0) {
             return Ok(None);
         }
         let path = self.path.clone();
-        let short = |need| BinlogFileError::Short { path, offset: start, need, have: left };
-        if left < HEADER_LEN {
-            return Err(short(HEADER_LEN));
+        let short = |need, have| BinlogFileError::Short { path, offset: start, need, have };
+        if let Some(left) = left
+            && left < HEADER_LEN
+        {
+            return Err(short(HEADER_LEN, left));
         }
         let mut header = [0u8; HEADER_LEN as usize];
-        self.read_exact(&mut header, start)?;
+        let got = self.read_full(&mut header, start)?;
+        if got == 0 {
+            return Ok(None); // a compressed stream's clean end
+        }
+        if got < header.len() {
+            return Err(short(HEADER_LEN, got as u64));
+        }
         let magic = u32::from_le_bytes(header[..4].try_into().expect("4 bytes"));
         if magic != MAGIC {
             return Err(BinlogFileError::BadMagic { path: self.path.clone(), offset: start, found: magic });
@@ -220,13 +282,19 @@ impl RecordReader {
             return Err(BinlogFileError::TooLarge { path: self.path.clone(), offset: start, len });
         }
         let need = HEADER_LEN + len + TRAILER_LEN;
-        if left < need {
-            return Err(short(need));
+        if let Some(left) = left
+            && left < need
+        {
+            return Err(short(need, left));
         }
-        let mut payload = vec![0u8; len as usize];
-        self.read_exact(&mut payload, start)?;
+        // Never allocate a claimed length up front: a compressed stream's end is not known.
+        let mut payload = Vec::with_capacity(len.min(1 << 20) as usize);
+        let got = (&mut self.src).take(len).read_to_end(&mut payload).map_err(|e| self.io_error(e, start))?;
         let mut crc = [0u8; 4];
-        self.read_exact(&mut crc, start)?;
+        let got_crc = if got as u64 == len { self.read_full(&mut crc, start)? } else { 0 };
+        if (got as u64) < len || got_crc < crc.len() {
+            return Err(short(need, HEADER_LEN + got as u64 + got_crc as u64));
+        }
         let stored = u32::from_le_bytes(crc);
         let computed = crc32c::crc32c(&payload);
         if stored != computed {
@@ -245,11 +313,16 @@ impl RecordReader {
         Ok(Some((offset, binlog)))
     }
 
-    fn read_exact(&mut self, buf: &mut [u8], record: u64) -> Result<(), BinlogFileError> {
-        self.file.read_exact(buf).map_err(|source| BinlogFileError::Io {
+    fn read_full(&mut self, buf: &mut [u8], record: u64) -> Result<usize, BinlogFileError> {
+        read_full(&mut self.src, buf).map_err(|e| self.io_error(e, record))
+    }
+
+    fn io_error(&self, source: io::Error, record: u64) -> BinlogFileError {
+        let what = if self.gzip { "decompressing" } else { "reading" };
+        BinlogFileError::Io {
             path: self.path.clone(),
-            source: io::Error::new(source.kind(), format!("reading record at offset {record}: {source}")),
-        })
+            source: io::Error::new(source.kind(), format!("{what} record at offset {record}: {source}")),
+        }
     }
 }
 

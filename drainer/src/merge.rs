@@ -3,8 +3,11 @@
 //! # Hand-over
 //! Each pump reader owns a [`SourceSender`]: it pushes whole *batches* (`Vec<T>`) into a bounded
 //! single-producer queue, so there is one queue operation per batch, not per binlog. The [`Merger`]
-//! keeps each source's current batch as a deque and a min-heap of the sources' heads keyed by commit
-//! ts; emitting one item is a heap pop plus (usually) a heap push of the same source's next head.
+//! keeps each source's current batch and a *loser tree* (tournament tree) over the sources' heads keyed
+//! by (commit ts, source index): emitting one item takes the winner's head and replays its leaf-to-root
+//! path, exactly ⌈log2 k⌉ comparisons with no swaps of whole entries (a binary heap's sift-down does up
+//! to twice that). A source that runs out of queued items leaves the tree (its key becomes "none") until
+//! refilled; refills, new and removed sources rebuild the tree in O(k), once per batch, not per item.
 //!
 //! # Rules
 //! - An item is emitted only when every *included* source has a head, and it is the minimum of them:
@@ -33,9 +36,6 @@
 //! below the bound; it shows up as disorder (counted and logged). Our pump avoids it by not pausing with
 //! unmatched prewrites; an upstream pump does not promise that.
 
-use std::cmp::Reverse;
-use std::collections::binary_heap::PeekMut;
-use std::collections::{BinaryHeap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -124,7 +124,8 @@ struct Slot<T> {
     id: String,
     rx: mpsc::Receiver<Vec<T>>,
     ctl: Arc<SourceCtl>,
-    buf: VecDeque<T>,
+    /// The current batch, consumed from the front.
+    buf: std::vec::IntoIter<T>,
 }
 
 /// What [`Merger::next`] found.
@@ -148,14 +149,23 @@ enum Refill {
 /// The k-way merge. Single consumer; see the module docs for the rules.
 pub struct Merger<T> {
     slots: Vec<Option<Slot<T>>>,
-    heap: BinaryHeap<Reverse<(i64, usize)>>,
-    /// Slots with no head in the heap.
+    /// Per leaf (slot index; the tree has a power-of-two number of leaves): the head's commit ts, or
+    /// [`NO_HEAD`] when the slot has no queued item, is empty or does not exist.
+    keys: Vec<i64>,
+    /// Internal nodes `1..keys.len()` of the loser tree: the leaf that lost the match there.
+    losers: Vec<usize>,
+    /// The leaf with the smallest key (ties: lowest index).
+    winner: usize,
+    /// Slots with no head in the tree.
     waiting: Vec<usize>,
     last_ts: i64,
     disorder: u64,
     duplicates: u64,
     wake: Arc<Notify>,
 }
+
+/// The key of a leaf without a head: loses every match.
+const NO_HEAD: i64 = i64::MAX;
 
 impl<T> std::fmt::Debug for Merger<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -169,7 +179,9 @@ impl<T: Ordered> Merger<T> {
     pub fn new(last_ts: i64) -> Self {
         Merger {
             slots: Vec::new(),
-            heap: BinaryHeap::new(),
+            keys: vec![NO_HEAD],
+            losers: vec![0],
+            winner: 0,
             waiting: Vec::new(),
             last_ts,
             disorder: 0,
@@ -205,7 +217,7 @@ impl<T: Ordered> Merger<T> {
 
     /// Adds a source; from now on nothing is emitted until it has a head (or is excluded).
     pub fn add_source(&mut self, src: Source<T>) {
-        let slot = Slot { id: src.id, rx: src.rx, ctl: src.ctl, buf: VecDeque::new() };
+        let slot = Slot { id: src.id, rx: src.rx, ctl: src.ctl, buf: Vec::new().into_iter() };
         let idx = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
                 self.slots[i] = Some(slot);
@@ -217,33 +229,76 @@ impl<T: Ordered> Merger<T> {
             }
         };
         self.waiting.push(idx);
+        if self.slots.len() > self.keys.len() {
+            self.rebuild();
+        }
     }
 
+    /// `(keys[a], a) < (keys[b], b)`: leaf `a` beats leaf `b`.
+    #[inline]
+    fn beats(&self, a: usize, b: usize) -> bool {
+        let (ka, kb) = (self.keys[a], self.keys[b]);
+        ka < kb || (ka == kb && a < b)
+    }
+
+    /// Recomputes the whole tree from `keys` (growing it to fit every slot): O(k).
+    fn rebuild(&mut self) {
+        let cap = self.slots.len().max(1).next_power_of_two();
+        self.keys.resize(cap, NO_HEAD);
+        self.losers = vec![0; cap];
+        // winners[n] for the internal nodes and leaves of a 1-based implicit tree
+        let mut winners = vec![0usize; 2 * cap];
+        for (leaf, w) in winners[cap..].iter_mut().enumerate() {
+            *w = leaf;
+        }
+        for n in (1..cap).rev() {
+            let (a, b) = (winners[2 * n], winners[2 * n + 1]);
+            let (w, l) = if self.beats(a, b) { (a, b) } else { (b, a) };
+            winners[n] = w;
+            self.losers[n] = l;
+        }
+        self.winner = if cap == 1 { 0 } else { winners[1] };
+    }
+
+    /// The winner's key changed: replay its matches from its leaf to the root.
+    #[inline]
+    fn replay_winner(&mut self) {
+        let mut w = self.winner;
+        let mut n = (self.keys.len() + w) / 2;
+        while n >= 1 {
+            let l = self.losers[n];
+            if self.beats(l, w) {
+                self.losers[n] = w;
+                w = l;
+            }
+            n /= 2;
+        }
+        self.winner = w;
+    }
+
+    /// Gives slot `idx` (not in the tree) a head if it has or can take a queued item; the caller
+    /// rebuilds the tree after a [`Refill::Got`].
     fn refill(&mut self, idx: usize) -> Refill {
         let Some(slot) = self.slots[idx].as_mut() else { return Refill::Closed };
-        if let Some(head) = slot.buf.front() {
-            self.heap.push(Reverse((head.commit_ts(), idx)));
-            return Refill::Got;
-        }
-        // Read the flag before polling: a reader sets it only after queueing its last batch.
-        let bound = slot.ctl.exclude_upto.load(Ordering::Acquire);
-        match slot.rx.try_recv() {
-            Ok(batch) => {
-                slot.buf = VecDeque::from(batch);
-                match slot.buf.front() {
-                    Some(head) => {
-                        self.heap.push(Reverse((head.commit_ts(), idx)));
-                        Refill::Got
-                    }
-                    None => Refill::Pending,
+        if slot.buf.as_slice().is_empty() {
+            // Read the flag before polling: a reader sets it only after queueing its last batch.
+            let bound = slot.ctl.exclude_upto.load(Ordering::Acquire);
+            match slot.rx.try_recv() {
+                Ok(batch) => slot.buf = batch.into_iter(),
+                Err(mpsc::error::TryRecvError::Empty) if bound > 0 => return Refill::Excluded(bound),
+                Err(mpsc::error::TryRecvError::Empty) => return Refill::Pending,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    self.slots[idx] = None;
+                    return Refill::Closed;
                 }
             }
-            Err(mpsc::error::TryRecvError::Empty) if bound > 0 => Refill::Excluded(bound),
-            Err(mpsc::error::TryRecvError::Empty) => Refill::Pending,
-            Err(mpsc::error::TryRecvError::Disconnected) => {
-                self.slots[idx] = None;
-                Refill::Closed
+        }
+        match slot.buf.as_slice().first() {
+            Some(head) => {
+                self.keys[idx] = head.commit_ts();
+                Refill::Got
             }
+            None => Refill::Pending,
         }
     }
 
@@ -252,51 +307,67 @@ impl<T: Ordered> Merger<T> {
         loop {
             // The lowest bound among excluded sources: nothing above it may pass them.
             let mut bound: Option<(i64, usize)> = None;
-            let mut i = 0;
-            while i < self.waiting.len() {
-                let idx = self.waiting[i];
-                match self.refill(idx) {
-                    Refill::Got | Refill::Closed => {
-                        self.waiting.swap_remove(i);
-                    }
-                    Refill::Excluded(b) => {
-                        if bound.is_none_or(|(cur, _)| b < cur) {
-                            bound = Some((b, idx));
+            if !self.waiting.is_empty() {
+                let mut refilled = false;
+                let mut pending = None;
+                let mut i = 0;
+                while i < self.waiting.len() {
+                    let idx = self.waiting[i];
+                    match self.refill(idx) {
+                        Refill::Got => {
+                            refilled = true;
+                            self.waiting.swap_remove(i);
                         }
-                        i += 1;
+                        Refill::Closed => {
+                            self.waiting.swap_remove(i);
+                        }
+                        Refill::Excluded(b) => {
+                            if bound.is_none_or(|(cur, _)| b < cur) {
+                                bound = Some((b, idx));
+                            }
+                            i += 1;
+                        }
+                        Refill::Pending => {
+                            pending = Some(idx);
+                            break;
+                        }
                     }
-                    Refill::Pending => return Step::Wait(self.slot_id(idx)),
+                }
+                if refilled {
+                    self.rebuild();
+                }
+                if let Some(idx) = pending {
+                    return Step::Wait(self.slot_id(idx));
                 }
             }
-            let Some(mut top) = self.heap.peek_mut() else {
+            let w = self.winner;
+            let ts = self.keys[w];
+            if ts == NO_HEAD {
                 return match bound {
                     Some((_, idx)) => Step::Wait(self.slot_id(idx)),
                     None => Step::Idle,
                 };
-            };
-            let Reverse((ts, idx)) = *top;
+            }
             if let Some((b, ex)) = bound
                 && ts > b
             {
-                drop(top);
                 return Step::Wait(self.slot_id(ex));
             }
-            let Some(slot) = self.slots[idx].as_mut() else {
-                PeekMut::pop(top);
+            let Some(item) = self.slots[w].as_mut().and_then(|slot| slot.buf.next()) else {
+                // unreachable by construction (a key is set only with a head); heal instead of panicking
+                self.keys[w] = NO_HEAD;
+                self.rebuild();
                 continue;
             };
-            let Some(item) = slot.buf.pop_front() else {
-                PeekMut::pop(top);
-                continue;
-            };
-            // The same source's next head replaces the top in place: one sift instead of pop + push.
-            match slot.buf.front() {
-                Some(next) => *top = Reverse((next.commit_ts(), idx)),
+            // The same source's next head replaces the winner's key; one leaf-to-root replay.
+            match self.slots[w].as_ref().and_then(|slot| slot.buf.as_slice().first()) {
+                Some(next) => self.keys[w] = next.commit_ts(),
                 None => {
-                    PeekMut::pop(top);
-                    self.waiting.push(idx);
+                    self.keys[w] = NO_HEAD;
+                    self.waiting.push(w);
                 }
             }
+            self.replay_winner();
             if ts < self.last_ts {
                 self.disorder += 1;
                 continue;
@@ -322,7 +393,12 @@ impl<T: Ordered> Merger<T> {
         let Some(slot) = self.slots[idx].as_mut() else { return };
         tokio::select! {
             batch = slot.rx.recv() => match batch {
-                Some(b) => slot.buf.extend(b),
+                Some(b) if slot.buf.as_slice().is_empty() => slot.buf = b.into_iter(),
+                Some(b) => {
+                    let mut all: Vec<T> = std::mem::take(&mut slot.buf).collect();
+                    all.extend(b);
+                    slot.buf = all.into_iter();
+                }
                 None => {} // closed: the next refill removes it
             },
             _ = wake.notified() => {}

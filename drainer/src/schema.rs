@@ -265,7 +265,8 @@ impl Schema {
         Ok(())
     }
 
-    fn table_target(&self, id: i64) -> Option<(String, String)> {
+    /// The (database, table) names of table `id`, if known.
+    pub fn table_target(&self, id: i64) -> Option<(String, String)> {
         let e = self.tables.get(&id)?;
         Some((e.schema.schema.clone(), e.schema.name.clone()))
     }

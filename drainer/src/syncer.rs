@@ -235,6 +235,9 @@ pub async fn run_sink<S: Sink>(
                         progress.checkpoint_ts.store(saver.saved().commit_ts, Ordering::Release);
                     }
                 }
+                if input.is_empty() {
+                    sink.idle().await.inspect_err(|_| sink_error())?;
+                }
             }
         }
     }

@@ -6,7 +6,9 @@
 //!   its schema version; it becomes [`Body::Ddl`] with `job.query`, unless it failed (schema version 0),
 //!   is the DeleteOnly step of a DROP COLUMN (the table is marked instead), is a sequence `select setval`,
 //!   is CreateTables for a MySQL/TiDB sink, `sync-ddl` is off, or the filter drops its schema/table; those
-//!   become Empty.
+//!   become Empty. A DDL listed in `ignore-txn-commit-ts` is still applied to the tracked schema but
+//!   becomes Empty. A RENAME TABLE between a filtered-out and a replicated table is an error
+//!   ([`TranslateError::RenameAcrossFilter`]) that says how to handle it (upstream: unsupported).
 //! - A DML binlog: the schema is brought to `PrewriteValue.schema_version`, mutations of truncated tables
 //!   and filtered tables are dropped, the rest decoded row by row (insert / update / delete as upstream's
 //!   translator, including the implicit row id, the clustered primary key, the unsigned int handle, and
@@ -55,6 +57,24 @@ pub enum TranslateError {
         commit_ts: i64,
         /// The protobuf error.
         source: prost::DecodeError,
+    },
+    /// A RENAME TABLE moves a table between a filtered-out and a replicated schema or table.
+    #[error(
+        "commit ts {commit_ts}: `{query}` renames {from} to {to}, and only one of them is replicated \
+         (ignore-schemas, replicate-do-db/-table, ignore-table); the drainer does not support a rename \
+         across the filter, as upstream. Apply the change to the downstream by hand (copy or drop the \
+         table), then add {commit_ts} to [syncer] ignore-txn-commit-ts and restart: the drainer then \
+         tracks the rename without running it"
+    )]
+    RenameAcrossFilter {
+        /// The DDL's commit ts.
+        commit_ts: i64,
+        /// The table before, `` `db`.`t` ``.
+        from: String,
+        /// The table after.
+        to: String,
+        /// The DDL.
+        query: String,
     },
     /// A mutation names a table the schema does not have.
     #[error("commit ts {commit_ts}: table id {table_id} not found at schema version {version}")]
@@ -135,12 +155,15 @@ impl Translator {
         if start_ts == commit_ts {
             return Ok(empty(0));
         }
-        if self.ignore_ts.contains(&commit_ts) {
+        let ignored = self.ignore_ts.contains(&commit_ts);
+        if b.ddl_job_id() > 0 {
+            // An ignored DDL still changes the tracked schema (later rows are encoded with it); it is
+            // only not executed downstream.
+            return self.ddl(b, ignored).await;
+        }
+        if ignored {
             tracing::info!(commit_ts, "skipping transaction listed in ignore-txn-commit-ts");
             return Ok(empty(0));
-        }
-        if b.ddl_job_id() > 0 {
-            return self.ddl(b).await;
         }
         let pv = PrewriteValue::decode(b.prewrite_value())
             .map_err(|source| TranslateError::PrewriteValue { commit_ts, source })?;
@@ -192,7 +215,7 @@ impl Translator {
         Ok(Item { start_ts, commit_ts, schema_version: version, body: Body::Dml(changes) })
     }
 
-    async fn ddl(&mut self, b: &Binlog) -> Result<Item, TranslateError> {
+    async fn ddl(&mut self, b: &Binlog, ignored: bool) -> Result<Item, TranslateError> {
         let (start_ts, commit_ts, job_id) = (b.start_ts(), b.commit_ts(), b.ddl_job_id());
         let empty = |v| Item { start_ts, commit_ts, schema_version: v, body: Body::Empty };
         let Some(src) = &self.source else { return Err(TranslateError::NoSchemaSource { commit_ts, what: "DDL" }) };
@@ -207,9 +230,14 @@ impl Translator {
         if Schema::skip_job(&job) || version == 0 {
             return Ok(empty(version));
         }
+        let renamed_from = if job.job_type == action::RENAME_TABLE { self.schema.table_target(job.table_id) } else { None };
         self.schema.queue_jobs([job.clone()]);
         self.schema.apply_until(version).map_err(|source| TranslateError::Schema { commit_ts, source })?;
         metrics().event.with_label_values(&["DDL"]).inc();
+        if ignored {
+            tracing::info!(commit_ts, job_id, query = %job.query, "DDL listed in ignore-txn-commit-ts: schema tracked, not executed downstream");
+            return Ok(empty(version));
+        }
         if job.query.trim_start().to_ascii_lowercase().starts_with("select setval") {
             return Ok(empty(version));
         }
@@ -220,6 +248,19 @@ impl Translator {
             Some(t) => t.clone(),
             None => (self.schema.db_name(job.schema_id).unwrap_or_default().to_owned(), String::new()),
         };
+        if let Some((from_db, from_table)) = renamed_from
+            && self.sync_ddl
+            && self.filter.skip(&from_db, &from_table) != self.filter.skip(&schema, &table)
+        {
+            // Running it would fail downstream (the source was never replicated) or silently leave a
+            // stale table there (the target is not replicated): the operator must decide.
+            return Err(TranslateError::RenameAcrossFilter {
+                commit_ts,
+                from: format!("`{from_db}`.`{from_table}`"),
+                to: format!("`{schema}`.`{table}`"),
+                query: job.query.clone(),
+            });
+        }
         if !self.sync_ddl || self.filter.skip(&schema, &table) {
             return Ok(empty(version));
         }

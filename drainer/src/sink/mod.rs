@@ -56,4 +56,11 @@ pub trait Sink: Send {
 
     /// Waits until every written item is durable and returns [`Sink::durable_ts`].
     fn flush(&mut self) -> impl Future<Output = Result<i64, SinkError>> + Send;
+
+    /// The input is momentarily drained (called after a batch when nothing else is queued): a sink
+    /// that buffers output may hand it to the OS or the network now instead of waiting for more, which
+    /// keeps the lag low at light load. Not a durability point. Default: nothing.
+    fn idle(&mut self) -> impl Future<Output = Result<(), SinkError>> + Send {
+        async { Ok(()) }
+    }
 }

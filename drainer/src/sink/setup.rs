@@ -21,21 +21,17 @@ fn password(key: &'static str, plain: &str, encrypted: &str) -> Result<String, C
     pump::encrypt::decrypt(encrypted).map_err(|e| invalid(key, format!("cannot be decrypted: {e}")))
 }
 
-/// The file sink (`db-type = "file"` / `"pb"`): `[syncer.to] dir` (default `data-dir`), `retention-time`.
+/// The file sink (`db-type = "file"` / `"pb"`): `[syncer.to] dir` (default `data-dir`), `compression`,
+/// `retention-time`.
 pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
     let to = &cfg.syncer.to;
     let dir = if to.dir.is_empty() { cfg.data_dir.clone() } else { PathBuf::from(&to.dir) };
     if to.retention_time < 0 {
         return Err(invalid("syncer.to.retention-time", format!("{} days (must be 0 or more)", to.retention_time)));
     }
-    if !to.compression.is_empty() {
-        tracing::warn!(
-            compression = %to.compression,
-            "[syncer.to] compression is not applied by this file sink yet; files are written uncompressed"
-        );
-    }
     let mut c = FileSinkConfig::new(dir);
     c.retention_days = to.retention_time as u64;
+    c.gzip = to.compression == "gzip"; // other values are refused by `Config::validate`
     Ok(c)
 }
 

@@ -463,3 +463,59 @@ async fn drainer_filters_tables_and_ts_and_emits_ddl_from_history() {
 fn d_addr(url: &str) -> &str {
     url.trim_start_matches("http://").split('/').next().unwrap_or_default()
 }
+
+fn at_version(mut b: Binlog, version: i64) -> Binlog {
+    if let Some(pv) = b.prewrite_value.as_mut() {
+        let mut v = PrewriteValue::decode(pv.as_slice()).unwrap();
+        v.schema_version = Some(version);
+        *pv = v.encode_to_vec();
+    }
+    b
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rename_into_an_ignored_schema_stops_with_a_clear_error_and_can_be_skipped() {
+    const ARCH: i64 = 3;
+    let (cluster, reg, status, jobs) = setup().await;
+    let (a, _) = start_pump(&reg, "pa", NodeState::Online, 0).await;
+    {
+        let arch = DBInfo { id: ARCH, db_name: CIStr::new("arch"), ..DBInfo::default() };
+        let mut create = job(4, action::CREATE_SCHEMA, 0, 4, Some(arch), None, "create database arch");
+        create.schema_id = ARCH;
+        let mut rename = job(5, action::RENAME_TABLE, T2, 5, None, Some(table(T2, "t2", false)), "rename table test.t2 to arch.t2");
+        rename.schema_id = ARCH;
+        jobs.lock().unwrap().extend([create, rename]);
+    }
+    a.lock().unwrap().extend([
+        insert(10, T2, 1, "before"),
+        ddl(20, 4, "create database arch"),
+        ddl(30, 5, "rename table test.t2 to arch.t2"),
+        at_version(insert(40, T2, 2, "after, now in arch"), 5),
+        at_version(insert(50, T1, 3, "t1 still replicated"), 5),
+        fake(60),
+    ]);
+    let data = cluster.dir().join("drainer");
+    let mut cfg = config(&cluster, &status, &data);
+    cfg.syncer.ignore_schemas = "arch".into();
+    let d = start(cfg.clone());
+    let err = tokio::time::timeout(Duration::from_secs(30), d.task).await.unwrap().unwrap().unwrap_err().to_string();
+    for want in ["commit ts 30", "`test`.`t2`", "`arch`.`t2`", "ignore-txn-commit-ts", "rename table test.t2 to arch.t2"] {
+        assert!(err.contains(want), "{want:?} missing from: {err}");
+    }
+    assert!(d.sink.ts().iter().all(|&ts| ts < 30), "nothing at or after the rename was applied: {:?}", d.sink.ts());
+
+    // The operator handled the table downstream and skips the DDL: the rename is tracked, so the
+    // row written to arch.t2 afterwards is filtered out, and t1 goes on.
+    cfg.syncer.ignore_txn_commit_ts = vec![30];
+    let d = start(cfg);
+    wait_for("the rest after the skip", 30, || d.sink.ts().last() == Some(&60)).await;
+    let items = d.sink.items.lock().unwrap().clone();
+    let after: Vec<i64> = items.iter().map(|i| i.commit_ts).filter(|&t| t > 20).collect();
+    assert_eq!(after, [30, 40, 50, 60]);
+    let by_ts = |ts: i64| items.iter().find(|i| i.commit_ts == ts).unwrap().clone();
+    assert_eq!(rows_of(&by_ts(10)), [(1, "before".to_string())]);
+    assert!(matches!(by_ts(30).body, Body::Empty), "the skipped rename runs nothing downstream");
+    assert!(matches!(by_ts(40).body, Body::Empty), "arch.t2 is ignored: the rename was tracked");
+    assert_eq!(rows_of(&by_ts(50)), [(3, "t1 still replicated".to_string())]);
+    d.stop().await;
+}

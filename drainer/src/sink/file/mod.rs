@@ -11,9 +11,14 @@
 //!   file, offset and reason; the last commit ts the files hold is the sink's own checkpoint
 //!   ([`Sink::load_checkpoint`]) and items at or below it are not written twice.
 //! - Retention GC removes files whose mtime is older than `retention-time` days, never the newest.
+//! - With `compression = "gzip"` a file is a sequence of gzip members, each holding whole records
+//!   (a member ends at every fsync and once it holds [`GZIP_MEMBER_RAW`] bytes), so `zcat` of a file
+//!   gives the uncompressed format. A torn member is cut off like a torn record. A file is never
+//!   mixed: if the newest file's format differs from the configured one, a new file is started.
 //!
 //! File I/O is synchronous inside the async methods: one `write` per transaction into a buffered
-//! writer, and an `fsync` at most once per `sync_interval`.
+//! writer, handed to the OS whenever the drainer's input is momentarily drained ([`Sink::idle`]) or
+//! the buffer fills, and an `fsync` at most once per `sync_interval`.
 
 pub mod pb;
 
@@ -40,7 +45,13 @@ pub struct FileSinkConfig {
     pub retention_days: u64,
     /// The longest a written record waits for its fsync while writes continue.
     pub sync_interval: Duration,
+    /// `[syncer.to] compression = "gzip"`: write gzip members instead of plain records.
+    pub gzip: bool,
 }
+
+/// A gzip member is finished once it holds this many uncompressed bytes (and at every fsync): it
+/// bounds what a repair or a reader holds in memory for one member.
+pub const GZIP_MEMBER_RAW: u64 = 4 << 20;
 
 impl FileSinkConfig {
     /// Upstream's defaults for `dir`.
@@ -50,6 +61,7 @@ impl FileSinkConfig {
             max_file_size: binlogfile::DEFAULT_MAX_FILE_SIZE,
             retention_days: 0,
             sync_interval: Duration::from_secs(1),
+            gzip: false,
         }
     }
 }
@@ -100,6 +112,10 @@ pub struct FileSink {
     last_sync: Instant,
     last_gc: Instant,
     buf: Vec<u8>,
+    /// The open gzip member (compression on, records written since it started).
+    gz: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    /// Uncompressed bytes in the open gzip member.
+    member_raw: u64,
 }
 
 impl FileSink {
@@ -116,7 +132,7 @@ impl FileSink {
         }
 
         let files = binlogfile::list_files(&cfg.dir)?;
-        let (path, index, offset, files_ts) = match files.last() {
+        let (mut path, mut index, mut offset, files_ts) = match files.last() {
             None => {
                 let path = cfg.dir.join(binlogfile::file_name(0, chrono::Local::now().naive_local()));
                 (path, 0, 0, 0)
@@ -129,6 +145,12 @@ impl FileSink {
                 (path.clone(), name.index, good_end, last_ts)
             }
         };
+        if offset > 0 && binlogfile::is_gzip(&path)? != cfg.gzip {
+            index += 1;
+            path = cfg.dir.join(binlogfile::file_name(index, chrono::Local::now().naive_local()));
+            offset = 0;
+            tracing::info!(file = %path.display(), gzip = cfg.gzip, "file sink: compression changed, starting a new file");
+        }
         let file = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
         if offset == 0 {
             sync_dir(&cfg.dir)?;
@@ -146,6 +168,8 @@ impl FileSink {
             last_sync: Instant::now(),
             last_gc: Instant::now(),
             buf: Vec::new(),
+            gz: None,
+            member_raw: 0,
             cfg,
         };
         sink.gc()?;
@@ -168,11 +192,16 @@ impl FileSink {
             let payload = binlog.encode_to_vec();
             binlogfile::encode_record(&payload, &mut self.buf);
             let t = Instant::now();
-            self.out.write_all(&self.buf).map_err(io_err(&self.path))?;
+            let written = if self.cfg.gzip {
+                self.write_compressed()?
+            } else {
+                self.out.write_all(&self.buf).map_err(io_err(&self.path))?;
+                self.buf.len() as u64
+            };
             let m = crate::metrics::metrics();
             m.binlogfile_write_duration.with_label_values(&["write"]).observe(t.elapsed().as_secs_f64());
-            m.binlogfile_write_size.with_label_values(&["local"]).observe(self.buf.len() as f64);
-            self.offset += self.buf.len() as u64;
+            m.binlogfile_write_size.with_label_values(&["local"]).observe(written as f64);
+            self.offset += written;
             self.dirty = true;
         }
         self.written_ts = self.written_ts.max(item.commit_ts);
@@ -190,9 +219,39 @@ impl FileSink {
         Ok(())
     }
 
+    /// Adds the record in `buf` to the open gzip member (starting one if needed) and writes what the
+    /// compressor has produced; returns the file bytes written.
+    fn write_compressed(&mut self) -> Result<u64, FileSinkError> {
+        let enc = self.gz.get_or_insert_with(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast()));
+        enc.write_all(&self.buf).map_err(io_err(&self.path))?;
+        self.member_raw += self.buf.len() as u64;
+        if self.member_raw >= GZIP_MEMBER_RAW {
+            return self.finish_member();
+        }
+        let produced = std::mem::take(enc.get_mut());
+        self.out.write_all(&produced).map_err(io_err(&self.path))?;
+        Ok(produced.len() as u64)
+    }
+
+    /// Ends the open gzip member, if any, writing its tail; returns the file bytes written.
+    fn finish_member(&mut self) -> Result<u64, FileSinkError> {
+        let Some(enc) = self.gz.take() else { return Ok(0) };
+        self.member_raw = 0;
+        let tail = enc.finish().map_err(io_err(&self.path))?;
+        self.out.write_all(&tail).map_err(io_err(&self.path))?;
+        Ok(tail.len() as u64)
+    }
+
+    /// Hands buffered records to the OS without an fsync, so readers of the file see them (for a
+    /// compressed file: what the compressor has produced so far).
+    pub fn write_out(&mut self) -> Result<(), FileSinkError> {
+        self.out.flush().map_err(io_err(&self.path))
+    }
+
     /// Flushes and fsyncs the current file; everything written is then durable.
     pub fn sync(&mut self) -> Result<i64, FileSinkError> {
         if self.dirty {
+            self.offset += self.finish_member()?;
             let t = Instant::now();
             self.out.flush().map_err(io_err(&self.path))?;
             self.out.get_ref().sync_data().map_err(io_err(&self.path))?;
@@ -245,9 +304,13 @@ impl FileSink {
     }
 }
 
-/// Reads the newest file to its last good record, truncating anything after it (a torn write), and
-/// returns the good length and the last record's commit ts (0 if it holds none).
+/// Reads the newest file to its last good record (for a gzip file: its last whole, good member),
+/// truncating anything after it (a torn write), and returns the good length and the last record's
+/// commit ts (0 if it holds none).
 fn scan_and_repair(path: &Path) -> Result<(u64, i64), FileSinkError> {
+    if binlogfile::is_gzip(path)? {
+        return scan_and_repair_gzip(path);
+    }
     let mut r = RecordReader::open(path)?;
     let mut last_ts = 0;
     loop {
@@ -256,16 +319,63 @@ fn scan_and_repair(path: &Path) -> Result<(u64, i64), FileSinkError> {
             Ok(None) => return Ok((r.offset(), last_ts)),
             Err(e @ BinlogFileError::Io { .. }) => return Err(e.into()),
             Err(e) => {
-                let good = r.offset();
-                tracing::warn!(file = %path.display(), offset = good, reason = %e, "file sink: truncating a torn tail");
-                crate::metrics::metrics().binlogfile_corruption.inc();
-                let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
-                f.set_len(good).map_err(io_err(path))?;
-                f.sync_all().map_err(io_err(path))?;
-                return Ok((good, last_ts));
+                truncate_tail(path, r.offset(), &e)?;
+                return Ok((r.offset(), last_ts));
             }
         }
     }
+}
+
+fn scan_and_repair_gzip(path: &Path) -> Result<(u64, i64), FileSinkError> {
+    use std::io::{BufRead, Read, Seek};
+    let file = File::open(path).map_err(io_err(path))?;
+    let mut input = io::BufReader::new(file);
+    let (mut good, mut last_ts) = (0u64, 0i64);
+    loop {
+        if input.fill_buf().map_err(io_err(path))?.is_empty() {
+            return Ok((good, last_ts));
+        }
+        let mut raw = Vec::new();
+        // A decoder over `&mut input` consumes exactly one member, so the position after it is the
+        // member's end.
+        let member = flate2::bufread::GzDecoder::new(&mut input).read_to_end(&mut raw);
+        let bad: Option<String> = match member {
+            Err(e) => Some(format!("gzip member at offset {good}: {e}")),
+            Ok(_) => {
+                let mut records = RecordReader::from_bytes(path, raw);
+                let mut member_last = last_ts;
+                let mut bad = None;
+                loop {
+                    match records.next_binlog() {
+                        Ok(Some((_, b))) => member_last = b.commit_ts(),
+                        Ok(None) => break,
+                        Err(e) => {
+                            bad = Some(format!("gzip member at offset {good}: {e}"));
+                            break;
+                        }
+                    }
+                }
+                if bad.is_none() {
+                    last_ts = member_last;
+                }
+                bad
+            }
+        };
+        if let Some(reason) = bad {
+            truncate_tail(path, good, &reason)?;
+            return Ok((good, last_ts));
+        }
+        good = input.stream_position().map_err(io_err(path))?;
+    }
+}
+
+fn truncate_tail(path: &Path, good: u64, reason: &dyn std::fmt::Display) -> Result<(), FileSinkError> {
+    tracing::warn!(file = %path.display(), offset = good, reason = %reason, "file sink: truncating a torn tail");
+    crate::metrics::metrics().binlogfile_corruption.inc();
+    let f = OpenOptions::new().write(true).open(path).map_err(io_err(path))?;
+    f.set_len(good).map_err(io_err(path))?;
+    f.sync_all().map_err(io_err(path))?;
+    Ok(())
 }
 
 fn last_commit_ts(path: &Path) -> Result<i64, FileSinkError> {
@@ -296,6 +406,10 @@ impl Sink for FileSink {
 
     async fn flush(&mut self) -> Result<i64, SinkError> {
         self.sync().map_err(|e| SinkError::new("file", e))
+    }
+
+    async fn idle(&mut self) -> Result<(), SinkError> {
+        self.write_out().map_err(|e| SinkError::new("file", e))
     }
 }
 
@@ -416,6 +530,89 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![10, 20, 30, 40, 50, 60, 80]);
+    }
+
+    fn read_all(dir: &Path) -> Vec<i64> {
+        let mut seen = Vec::new();
+        for (p, _) in binlogfile::list_files(dir).unwrap() {
+            let mut r = RecordReader::open(&p).unwrap();
+            while let Some((_, b)) = r.next_binlog().unwrap() {
+                seen.push(b.commit_ts());
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn gzip_files_decompress_to_the_plain_format_and_repair_a_torn_member() {
+        use std::io::Read;
+        let (plain, packed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let mut gz_cfg = FileSinkConfig::new(packed.path());
+        gz_cfg.gzip = true;
+        let mut a = FileSink::open(FileSinkConfig::new(plain.path())).unwrap();
+        let mut b = FileSink::open(gz_cfg.clone()).unwrap();
+        for ts in 1..=9 {
+            a.append(&insert(ts * 10, ts)).unwrap();
+            b.append(&insert(ts * 10, ts)).unwrap();
+            if ts % 3 == 0 {
+                b.sync().unwrap(); // one member per fsync: three members
+            }
+        }
+        a.sync().unwrap();
+        drop((a, b));
+        let plain_bytes = std::fs::read(binlogfile::list_files(plain.path()).unwrap()[0].0.clone()).unwrap();
+        let gz_path = binlogfile::list_files(packed.path()).unwrap()[0].0.clone();
+        let gz_bytes = std::fs::read(&gz_path).unwrap();
+        assert_eq!(gz_bytes[..2], binlogfile::GZIP_MAGIC);
+        let mut unpacked = Vec::new();
+        flate2::read::MultiGzDecoder::new(gz_bytes.as_slice()).read_to_end(&mut unpacked).unwrap();
+        assert_eq!(unpacked, plain_bytes, "zcat of the gzip file is the plain file");
+        assert_eq!(read_all(packed.path()), (1..=9).map(|t| t * 10).collect::<Vec<_>>());
+
+        // A torn last member: the reader names the file; the sink cuts the member off on open.
+        OpenOptions::new().write(true).open(&gz_path).unwrap().set_len(gz_bytes.len() as u64 - 5).unwrap();
+        let mut r = RecordReader::open(&gz_path).unwrap();
+        let err = loop {
+            match r.next_binlog() {
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a torn member must not read as a clean end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains(&gz_path.display().to_string()), "{err}");
+        let mut b = FileSink::open(gz_cfg).unwrap();
+        assert_eq!(b.files_ts, 60, "the member holding 70..90 was torn; 60 ends the last whole one");
+        b.append(&insert(70, 7)).unwrap();
+        b.sync().unwrap();
+        drop(b);
+        assert_eq!(read_all(packed.path()), vec![10, 20, 30, 40, 50, 60, 70]);
+    }
+
+    #[test]
+    fn a_compression_change_starts_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = FileSinkConfig::new(dir.path());
+        let mut sink = FileSink::open(cfg.clone()).unwrap();
+        sink.append(&insert(10, 1)).unwrap();
+        sink.sync().unwrap();
+        drop(sink);
+        cfg.gzip = true;
+        let mut sink = FileSink::open(cfg.clone()).unwrap();
+        assert!(sink.current_file().file_name().unwrap().to_string_lossy().starts_with("binlog-0000000000000001-"));
+        sink.append(&insert(10, 1)).unwrap(); // already in the plain file: skipped
+        sink.append(&insert(20, 2)).unwrap();
+        sink.sync().unwrap();
+        drop(sink);
+        cfg.gzip = false;
+        let mut sink = FileSink::open(cfg).unwrap();
+        assert_eq!(sink.files_ts, 20);
+        sink.append(&insert(30, 3)).unwrap();
+        sink.sync().unwrap();
+        drop(sink);
+        let files = binlogfile::list_files(dir.path()).unwrap();
+        let kinds: Vec<bool> = files.iter().map(|(p, _)| binlogfile::is_gzip(p).unwrap()).collect();
+        assert_eq!(kinds, [false, true, false]);
+        assert_eq!(read_all(dir.path()), vec![10, 20, 30]);
     }
 
     #[test]
