@@ -11,7 +11,7 @@ use prost::Message;
 
 use super::filter::Filter;
 use crate::proto::pb;
-use crate::sink::file::pb::PbDatum;
+use crate::sink::file::pb::{PbDatum, timestamp_from_local_text};
 use crate::txn::{Body, Column, Ddl, Item, Row, RowChange, TableChanges, TableSchema, Value, mysql_type};
 
 /// Why a record cannot be turned into an item.
@@ -183,7 +183,12 @@ fn value_of(tp: u8, d: PbDatum) -> Result<Value, String> {
         (_, PbDatum::Int(i)) => Value::Int(i),
         (_, PbDatum::Uint(u)) => Value::Uint(u),
         (_, PbDatum::Float(f)) => Value::Float(f),
-        // Time, duration and string types: the text as written.
+        // TIMESTAMP text is local time of the writing drainer: back to UTC, as the MySQL sink expects.
+        (TIMESTAMP, PbDatum::Bytes(b)) => match std::str::from_utf8(&b).ok().and_then(timestamp_from_local_text) {
+            Some(t) => Value::Time(t),
+            None => Value::Bytes(b),
+        },
+        // Other time, duration and string types: the text as written.
         (_, PbDatum::Bytes(b)) => Value::Bytes(b),
     })
 }

@@ -272,3 +272,71 @@ fn reparo_restores_into_mysql_with_a_ts_window_and_replays_safely() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&format!("127.0.0.1:{dead_port}")), "{err}");
 }
+
+/// TIMESTAMP values are written to pb files as text in the drainer's local time zone (as upstream);
+/// Reparo reads that text in its own local time zone, so run it in the drainer's zone: then the
+/// downstream gets the exact instant. In another zone the instant moves by the zones' difference.
+#[test]
+fn reparo_reads_timestamp_text_in_its_local_time_zone() {
+    use drainer::txn::{Body, Column, Item, MysqlTime, RowChange, TableChanges, TableSchema, UniqueKey, Value, mysql_type};
+    use mysql_async::prelude::Queryable;
+    let table = Arc::new(TableSchema {
+        id: 200,
+        schema: "db".into(),
+        name: "ts".into(),
+        columns: vec![
+            Column { id: 1, name: "id".into(), tp: mysql_type::LONG, primary_key: true, not_null: true, flen: 11, ..Default::default() },
+            Column { id: 2, name: "at".into(), tp: mysql_type::TIMESTAMP, decimal: 6, flen: 26, ..Default::default() },
+        ],
+        pk_is_handle: true,
+        is_common_handle: false,
+        unique_keys: vec![UniqueKey { name: "PRIMARY".into(), columns: vec![0] }],
+    });
+    // 2020-01-02 03:04:05.250000 UTC
+    let at = MysqlTime { year: 2020, month: 1, day: 2, hour: 3, minute: 4, second: 5, micro: 250_000, tp: mysql_type::TIMESTAMP, fsp: 6 };
+    let mut create_db = sink_items::ddl(3, "db", "create database db");
+    if let Body::Ddl(d) = &mut create_db.body {
+        d.table.clear();
+    }
+    let insert = Item {
+        start_ts: 9,
+        commit_ts: 10,
+        schema_version: 1,
+        body: Body::Dml(vec![TableChanges {
+            table,
+            rows: vec![RowChange::Insert(vec![Some(Value::Int(1)), Some(Value::Time(at))])],
+        }]),
+    };
+    let items = [create_db, sink_items::ddl(5, "db", "create table ts (id int primary key, at timestamp(6) null)"), insert];
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_items(&data, &items); // text in this process's local zone
+
+    let cluster = tests::Cluster::builder().downstream_db().start().unwrap();
+    let db = cluster.downstream.as_ref().unwrap();
+    let cfg = dir.path().join("reparo.toml");
+    mysql_toml(&cfg, &data, db.port, "");
+    let rt = crate::mysql_sink::rt();
+    let mut c = rt.block_on(crate::mysql_sink::conn(db)); // session zone +00:00
+    let stored = |c: &mut mysql_async::Conn| -> String {
+        rt.block_on(c.query_first::<String, _>("SELECT CAST(at AS CHAR) FROM db.ts WHERE id = 1")).unwrap().unwrap()
+    };
+
+    // Same zone as the writer: the exact instant.
+    let out = reparo(&["-config", cfg.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stored(&mut c), "2020-01-02 03:04:05.250000");
+
+    // A reparo 8 hours east of a UTC writer reads the same text as 8 hours earlier (POSIX TZ rule,
+    // no tz database needed). Checked only when this process's zone is UTC at that instant.
+    if drainer::sink::file::pb::timestamp_to_local(&at) == at {
+        rt.block_on(c.query_drop("DELETE FROM db.ts")).unwrap();
+        let out = Command::new(tests::our_binary("reparo"))
+            .args(["-config", cfg.to_str().unwrap(), "-start-tso", "10"])
+            .env("TZ", "CST-8")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(stored(&mut c), "2020-01-01 19:04:05.250000");
+    }
+}

@@ -184,6 +184,32 @@ pub fn timestamp_to_local(t: &MysqlTime) -> MysqlTime {
     }
 }
 
+/// The inverse of [`timestamp_to_local`] for Reparo: TIMESTAMP text as the pb translator wrote it
+/// (`YYYY-MM-DD HH:MM:SS[.ffffff]` in the writing drainer's local time zone, which Reparo assumes is
+/// its own) back to a UTC [`MysqlTime`]. `None` for text that is not such a time (the zero timestamp
+/// among them), or a local time the zone skips.
+pub fn timestamp_from_local_text(text: &str) -> Option<MysqlTime> {
+    use chrono::{Datelike, TimeZone, Timelike};
+    let (fmt, fsp) = match text.split_once('.') {
+        Some((_, frac)) => ("%Y-%m-%d %H:%M:%S%.f", frac.len().min(6) as u8),
+        None => ("%Y-%m-%d %H:%M:%S", 0),
+    };
+    let naive = chrono::NaiveDateTime::parse_from_str(text, fmt).ok()?;
+    // A repeated local hour (DST end) is ambiguous in the text itself; take the earlier instant.
+    let utc = chrono::Local.from_local_datetime(&naive).earliest()?.naive_utc();
+    Some(MysqlTime {
+        year: u16::try_from(utc.year()).ok()?,
+        month: utc.month() as u8,
+        day: utc.day() as u8,
+        hour: utc.hour() as u8,
+        minute: utc.minute() as u8,
+        second: utc.second() as u8,
+        micro: utc.nanosecond() / 1000,
+        tp: mysql_type::TIMESTAMP,
+        fsp,
+    })
+}
+
 /// A value as upstream's `formatData` leaves it for the pb translator.
 pub fn datum_of(v: &Value) -> PbDatum {
     match v {
@@ -299,6 +325,18 @@ pub fn to_pb(item: &Item) -> Option<pb::Binlog> {
 mod tests {
     use super::*;
     use std::sync::Arc;
+
+    #[test]
+    fn timestamp_text_reads_back_to_the_utc_value() {
+        let t = MysqlTime { year: 2021, month: 7, day: 9, hour: 23, minute: 59, second: 58, micro: 120_000, tp: mysql_type::TIMESTAMP, fsp: 3 };
+        let text = timestamp_to_local(&t).to_string();
+        let back = timestamp_from_local_text(&text).unwrap();
+        assert_eq!((back.year, back.month, back.day, back.hour, back.minute, back.second, back.micro), (2021, 7, 9, 23, 59, 58, 120_000));
+        assert_eq!((back.tp, back.fsp), (mysql_type::TIMESTAMP, 3));
+        assert_eq!(timestamp_from_local_text("2021-07-09 23:59:58").unwrap().fsp, 0);
+        assert_eq!(timestamp_from_local_text("0000-00-00 00:00:00"), None);
+        assert_eq!(timestamp_from_local_text("not a time"), None);
+    }
 
     #[test]
     fn datums_round_trip_and_match_go_bytes() {
