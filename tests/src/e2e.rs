@@ -48,6 +48,8 @@ pub struct Options {
     pub syncer_extra: String,
     /// Extra drainer command-line flags (e.g. `-compressor=gzip`).
     pub drainer_flags: Vec<String>,
+    /// Extra lines for drainer.toml's `[syncer.to]` section (e.g. `compression = "gzip"`).
+    pub to_extra: String,
 }
 
 impl Default for Options {
@@ -62,6 +64,7 @@ impl Default for Options {
             ddl_every: 100,
             syncer_extra: String::new(),
             drainer_flags: Vec::new(),
+            to_extra: String::new(),
         }
     }
 }
@@ -342,7 +345,10 @@ fn drainer_config(opts: &Options, cluster: &Cluster, dir: &Path) -> Result<PathB
             cluster.kafka.as_ref().context("kafka")?.addr()
         ),
     };
-    let text = format!("detect-interval = 1\n[syncer]\nworker-count = 8\ntxn-batch = 64\n{}\n{sink}", opts.syncer_extra);
+    let text = format!(
+        "detect-interval = 1\n[syncer]\nworker-count = 8\ntxn-batch = 64\n{}\n{sink}{}\n",
+        opts.syncer_extra, opts.to_extra
+    );
     let path = dir.join("drainer.toml");
     std::fs::write(&path, text)?;
     Ok(path)

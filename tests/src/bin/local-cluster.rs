@@ -73,6 +73,7 @@ fn main() -> Result<()> {
         ddl_every: a.ddl_every,
         syncer_extra: String::new(),
         drainer_flags: Vec::new(),
+        to_extra: String::new(),
     };
     let mut n = 0;
     let mut e2e = E2e::start(opts, |what| {
