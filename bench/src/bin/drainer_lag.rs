@@ -335,6 +335,38 @@ fn percentiles(lags: &[i64]) -> (f64, f64, f64) {
     (h.value_at_quantile(0.5) as f64, h.value_at_quantile(0.99) as f64, h.max() as f64)
 }
 
+/// `writers` writers spread over the pumps for `how_long`, each unpaced or one transaction per
+/// `every`; row ids from `first_row`. Returns the transactions written.
+fn write_for(env: &Env, writers: usize, how_long: Duration, every: Option<Duration>, first_row: usize) -> Result<usize> {
+    env.rt.block_on(async {
+        let start = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..writers {
+            let mut writer = env.writer(w % env.pumps.len()).await?;
+            tasks.push(tokio::spawn(async move {
+                let mut tick = every.map(tokio::time::interval);
+                if let Some(t) = tick.as_mut() {
+                    t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                }
+                let mut n = 0usize;
+                while start.elapsed() < how_long {
+                    if let Some(t) = tick.as_mut() {
+                        t.tick().await;
+                    }
+                    writer.txn((first_row + w * 1_000_000_000 + n) as i64).await?;
+                    n += 1;
+                }
+                anyhow::Ok(n)
+            }));
+        }
+        let mut total = 0;
+        for t in tasks {
+            total += t.await??;
+        }
+        anyhow::Ok(total)
+    })
+}
+
 fn e2e(secs: u64) -> Result<()> {
     const WRITERS: usize = 16;
     let env = Env::start(3)?;
@@ -359,25 +391,7 @@ fn e2e(secs: u64) -> Result<()> {
     // Phase A: unpaced, to find the pipeline's max load.
     eprintln!("phase A: {WRITERS} writers unpaced for 10 s");
     let t0 = Instant::now();
-    let written_a: usize = env.rt.block_on(async {
-        let mut tasks = Vec::new();
-        for w in 0..WRITERS {
-            let mut writer = env.writer(w % env.pumps.len()).await?;
-            tasks.push(tokio::spawn(async move {
-                let mut n = 0usize;
-                while t0.elapsed() < Duration::from_secs(10) {
-                    writer.txn((w * 1_000_000_000 + n) as i64).await?;
-                    n += 1;
-                }
-                anyhow::Ok(n)
-            }));
-        }
-        let mut total = 0;
-        for t in tasks {
-            total += t.await??;
-        }
-        anyhow::Ok(total)
-    })?;
+    let written_a = write_for(&env, WRITERS, Duration::from_secs(10), None, 0)?;
     while tailed_count()? < written_a {
         if t0.elapsed() > Duration::from_secs(600) {
             bail!("the drainer did not write the {written_a} phase-A transactions in 10 min");
@@ -392,29 +406,8 @@ fn e2e(secs: u64) -> Result<()> {
     eprintln!("phase B: {rate:.0} txn/s for {secs} s");
     let b_from = env.rt.block_on(env.tso.get_ts())? as i64;
     let t1 = Instant::now();
-    let written_b: usize = env.rt.block_on(async {
-        let mut tasks = Vec::new();
-        for w in 0..WRITERS {
-            let mut writer = env.writer(w % env.pumps.len()).await?;
-            let every = Duration::from_secs_f64(WRITERS as f64 / rate);
-            tasks.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(every);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-                let mut n = 0usize;
-                while t1.elapsed() < Duration::from_secs(secs) {
-                    tick.tick().await;
-                    writer.txn((2_000_000_000_000 + w * 1_000_000_000 + n) as i64).await?;
-                    n += 1;
-                }
-                anyhow::Ok(n)
-            }));
-        }
-        let mut total = 0;
-        for t in tasks {
-            total += t.await??;
-        }
-        anyhow::Ok(total)
-    })?;
+    let every = Duration::from_secs_f64(WRITERS as f64 / rate);
+    let written_b = write_for(&env, WRITERS, Duration::from_secs(secs), Some(every), 2_000_000_000_000)?;
     let achieved = written_b as f64 / t1.elapsed().as_secs_f64();
     let want = written_a + written_b;
     let deadline = Instant::now() + Duration::from_secs(120);

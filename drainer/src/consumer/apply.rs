@@ -99,20 +99,8 @@ pub fn type_of(name: &str) -> (u8, bool) {
 /// Local-time TIMESTAMP text (as the Kafka translator writes it) as a UTC [`MysqlTime`]; `None` for
 /// text that is not a valid local date-time (the zero timestamp among them), which is then sent as is.
 fn timestamp_from_local(text: &str, fsp: i32) -> Option<MysqlTime> {
-    use chrono::{Datelike, TimeZone, Timelike};
-    let naive = chrono::NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f").ok()?;
-    let utc = chrono::Local.from_local_datetime(&naive).earliest()?.naive_utc();
-    Some(MysqlTime {
-        year: u16::try_from(utc.year()).ok()?,
-        month: utc.month() as u8,
-        day: utc.day() as u8,
-        hour: utc.hour() as u8,
-        minute: utc.minute() as u8,
-        second: utc.second() as u8,
-        micro: utc.nanosecond() / 1000,
-        tp: mysql_type::TIMESTAMP,
-        fsp: fsp.clamp(0, 6) as u8,
-    })
+    let t = crate::sink::file::pb::timestamp_from_local_text(text.trim())?;
+    Some(MysqlTime { fsp: fsp.clamp(0, 6) as u8, ..t })
 }
 
 fn value_of(col: &Column, c: &slave::Column) -> Result<Value, String> {
