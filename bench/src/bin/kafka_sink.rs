@@ -3,7 +3,14 @@
 //! `FutureProducer` sending the same message bytes (pre-encoded), same producer settings, same
 //! broker, in one run. Rounds alternate; medians are reported.
 //!
-//! `cargo run --release -p bench --bin kafka_sink -- [TXNS] [ROWS_PER_TXN] [ROUNDS]` (defaults 20000 5 3).
+//! Then end-to-end lag at half of our measured rate: each item gets a TSO-like commit ts (physical ms
+//! << 18) and a creation stamp when the bench makes it, is written at a steady rate, and its lag is
+//! the time from creation until the sink's durable ts passes it (its message and every earlier one
+//! acked by the broker). Baseline: the plain producer sending the pre-encoded bytes at the same rate,
+//! lag from send to its in-order ack. p50/p99 per side, medians over the rounds.
+//!
+//! `cargo run --release -p bench --bin kafka_sink -- [TXNS] [ROWS_PER_TXN] [ROUNDS] [LAG_SECS]`
+//! (defaults 20000 5 3 8).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -38,32 +45,142 @@ fn table() -> Arc<TableSchema> {
 
 fn items(n: usize, rows: usize) -> Vec<Arc<Item>> {
     let t = table();
-    (0..n)
-        .map(|i| {
-            let changes = (0..rows)
-                .map(|r| {
-                    let id = (i * rows + r) as i64;
-                    RowChange::Insert(vec![
-                        Some(Value::Int(id)),
-                        Some(Value::Bytes(format!("customer-{}", id % 997).into_bytes())),
-                        Some(Value::Decimal(format!("{}.{:02}", id % 10_000, id % 100))),
-                        Some(Value::Time(MysqlTime { year: 2024, month: 5, day: 1 + (id % 28) as u8, hour: 10, tp: mysql_type::DATETIME, ..Default::default() })),
-                        Some(Value::Bytes(vec![b'n'; 64])),
-                    ])
-                })
-                .collect();
-            Arc::new(Item {
-                start_ts: 0,
-                commit_ts: 1_000 + i as i64 * 10,
-                schema_version: 1,
-                body: Body::Dml(vec![TableChanges { table: t.clone(), rows: changes }]),
-            })
+    (0..n).map(|i| item(&t, i, rows, 1_000 + i as i64 * 10)).collect()
+}
+
+fn item(t: &Arc<TableSchema>, i: usize, rows: usize, commit_ts: i64) -> Arc<Item> {
+    let changes = (0..rows)
+        .map(|r| {
+            let id = (i * rows + r) as i64;
+            RowChange::Insert(vec![
+                Some(Value::Int(id)),
+                Some(Value::Bytes(format!("customer-{}", id % 997).into_bytes())),
+                Some(Value::Decimal(format!("{}.{:02}", id % 10_000, id % 100))),
+                Some(Value::Time(MysqlTime { year: 2024, month: 5, day: 1 + (id % 28) as u8, hour: 10, tp: mysql_type::DATETIME, ..Default::default() })),
+                Some(Value::Bytes(vec![b'n'; 64])),
+            ])
         })
-        .collect()
+        .collect();
+    Arc::new(Item { start_ts: 0, commit_ts, schema_version: 1, body: Body::Dml(vec![TableChanges { table: t.clone(), rows: changes }]) })
+}
+
+/// A TSO-like commit ts made now: physical ms << 18, plus `seq` in the logical bits.
+fn tso_now(seq: usize) -> i64 {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock after 1970").as_millis() as i64;
+    (ms << 18) | (seq as i64 & ((1 << 18) - 1))
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)]
+}
+
+/// Our sink at `rate` items/s for `secs`: (p50, p99) lag in ms and the achieved rate.
+async fn ours_lag(addr: &str, topic: &str, rows: usize, rate: f64, secs: f64) -> Result<(f64, f64, f64)> {
+    let mut sink = KafkaSink::connect(KafkaConfig::new(addr, topic)).await?;
+    let mut last_ts = tso_now(0);
+    warm_up(&mut sink, last_ts).await?;
+    let mut watch = sink.durable_watch();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let recorder = tokio::spawn(async move {
+        let mut seen: Vec<(i64, Instant)> = Vec::new();
+        loop {
+            tokio::select! {
+                r = watch.changed() => {
+                    if r.is_err() { break }
+                    seen.push((*watch.borrow_and_update(), Instant::now()));
+                }
+                _ = &mut stop_rx => break,
+            }
+        }
+        seen
+    });
+    let t = table();
+    let n = (rate * secs) as usize;
+    let mut made: Vec<(i64, Instant)> = Vec::with_capacity(n);
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let ts = tso_now(i + 1).max(last_ts + 1);
+        last_ts = ts;
+        made.push((ts, Instant::now()));
+        sink.write(item(&t, i, rows, ts)).await?;
+    }
+    let achieved = n as f64 / start.elapsed().as_secs_f64();
+    anyhow::ensure!(sink.flush().await? == last_ts, "flush did not reach the last item");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let _ = stop_tx.send(());
+    let seen = recorder.await?;
+    let mut lags = Vec::with_capacity(n);
+    for (ts, at) in made {
+        let i = seen.partition_point(|(d, _)| *d < ts);
+        let (_, acked) = seen.get(i).ok_or_else(|| anyhow::anyhow!("no durable ts at or past {ts}"))?;
+        lags.push(acked.duration_since(at).as_secs_f64() * 1e3);
+    }
+    lags.sort_by(|a, b| a.total_cmp(b));
+    Ok((percentile(&lags, 0.5), percentile(&lags, 0.99), achieved))
+}
+
+/// The plain producer at `rate` messages/s for `secs`, pre-encoded payloads: (p50, p99) lag in ms from
+/// send to in-order ack, and the achieved rate.
+async fn plain_lag(addr: &str, topic: &str, payloads: &[Vec<u8>], rate: f64, secs: f64) -> Result<(f64, f64, f64)> {
+    drainer::sink::kafka::ensure_topic(&KafkaConfig::new(addr, topic), 1).await?;
+    let producer = plain_producer(addr)?;
+    plain_warm_up(&producer, topic, &payloads[0]).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Instant, rdkafka::producer::DeliveryFuture)>();
+    let collector = tokio::spawn(async move {
+        let mut lags = Vec::new();
+        while let Some((at, f)) = rx.recv().await {
+            f.await?.map_err(|(e, _)| e)?;
+            lags.push(at.elapsed().as_secs_f64() * 1e3);
+        }
+        anyhow::Ok(lags)
+    });
+    let n = (rate * secs) as usize;
+    let start = tokio::time::Instant::now();
+    for i in 0..n {
+        tokio::time::sleep_until(start + Duration::from_secs_f64(i as f64 / rate)).await;
+        let at = Instant::now();
+        let rec: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(0).payload(&payloads[i % payloads.len()]);
+        let f = producer.send_result(rec).map_err(|(e, _)| e)?;
+        tx.send((at, f))?;
+    }
+    let achieved = n as f64 / start.elapsed().as_secs_f64();
+    drop(tx);
+    let mut lags = collector.await??;
+    lags.sort_by(|a, b| a.total_cmp(b));
+    Ok((percentile(&lags, 0.5), percentile(&lags, 0.99), achieved))
+}
+
+/// One acked item before timing: a new producer's first delivery waits for topic metadata and a
+/// producer id (up to a second against a fresh Tansu topic), a start-up cost, not throughput.
+async fn warm_up(sink: &mut KafkaSink, commit_ts: i64) -> Result<()> {
+    sink.write(item(&table(), 0, 1, commit_ts)).await?;
+    sink.flush().await?;
+    Ok(())
+}
+
+/// As [`warm_up`], for the plain producer.
+async fn plain_warm_up(producer: &FutureProducer, topic: &str, payload: &Vec<u8>) -> Result<()> {
+    let rec: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(0).payload(payload);
+    producer.send_result(rec).map_err(|(e, _)| e)?.await?.map_err(|(e, _)| e)?;
+    Ok(())
+}
+
+fn plain_producer(addr: &str) -> Result<FutureProducer> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("batch.num.messages", "1024")
+        .set("queue.buffering.max.kbytes", "2097151")
+        .set("queue.buffering.max.messages", "1000000")
+        .create()?)
 }
 
 async fn ours(addr: &str, topic: &str, items: &[Arc<Item>]) -> Result<f64> {
     let mut sink = KafkaSink::connect(KafkaConfig::new(addr, topic)).await?;
+    warm_up(&mut sink, items[0].commit_ts - 1).await?;
     let t = Instant::now();
     for it in items {
         sink.write(it.clone()).await?;
@@ -75,15 +192,8 @@ async fn ours(addr: &str, topic: &str, items: &[Arc<Item>]) -> Result<f64> {
 
 async fn plain(addr: &str, topic: &str, payloads: &[Vec<u8>]) -> Result<f64> {
     drainer::sink::kafka::ensure_topic(&KafkaConfig::new(addr, topic), 1).await?;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", addr)
-        .set("acks", "all")
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("batch.num.messages", "1024")
-        .set("queue.buffering.max.kbytes", "2097151")
-        .set("queue.buffering.max.messages", "1000000")
-        .create()?;
+    let producer = plain_producer(addr)?;
+    plain_warm_up(&producer, topic, &payloads[0]).await?;
     let t = Instant::now();
     let mut futs = Vec::with_capacity(payloads.len());
     for p in payloads {
@@ -104,7 +214,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
-    let (n, rows, rounds) = (args.first().copied().unwrap_or(20_000), args.get(1).copied().unwrap_or(5), args.get(2).copied().unwrap_or(3));
+    let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
+    let (n, rows, rounds, lag_secs) = (arg(0, 20_000), arg(1, 5), arg(2, 3), arg(3, 8));
     let cluster = tokio::task::spawn_blocking(|| tests::Cluster::builder().kafka().start()).await??;
     let addr = cluster.kafka.as_ref().expect("kafka").addr();
     let items = items(n, rows);
@@ -117,8 +228,42 @@ async fn main() -> Result<()> {
         o.push(ours(&addr, &format!("ours_{r}"), &items).await?);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let mut e = Vec::new();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let n: usize = items.iter().map(|i| translate::to_secondary(i).expect("dml").encode_to_vec().len()).sum();
+        e.push(t.elapsed().as_secs_f64());
+        assert_eq!(n, bytes);
+    }
+    println!("translate + encode alone (message, prost): {:.3} s (median)", median(e));
+    let mut e = Vec::new();
+    let mut enc = translate::Encoder::default();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let n: usize = items.iter().map(|i| if let Body::Dml(ts) = &i.body { enc.dml(i.commit_ts, ts).len() } else { 0 }).sum();
+        e.push(t.elapsed().as_secs_f64());
+        assert_eq!(n, bytes);
+    }
+    println!("direct encoding alone (sink's path): {:.3} s (median)", median(e));
+    println!("ours {o:.3?} s, plain {p:.3?} s");
     let (o, p) = (median(o), median(p));
     Comparison::higher_is_better("kafka_sink messages/s into tansu", n as f64 / o, n as f64 / p, "plain rdkafka producer", "msg/s").print();
     Comparison::higher_is_better("kafka_sink MB/s into tansu", bytes as f64 / 1e6 / o, bytes as f64 / 1e6 / p, "plain rdkafka producer", "MB/s").print();
+
+    if lag_secs > 0 {
+        let rate = (n as f64 / o / 2.0).round();
+        println!("lag at {rate}/s (half of our rate) for {lag_secs} s, {rounds} rounds each");
+        let (mut ol, mut pl) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            let x = plain_lag(&addr, &format!("plain_lag_{r}"), &payloads, rate, lag_secs as f64).await?;
+            let y = ours_lag(&addr, &format!("ours_lag_{r}"), rows, rate, lag_secs as f64).await?;
+            println!("  round {r}: ours p50 {:.1} p99 {:.1} ms at {:.0}/s; plain p50 {:.1} p99 {:.1} ms at {:.0}/s", y.0, y.1, y.2, x.0, x.1, x.2);
+            pl.push(x);
+            ol.push(y);
+        }
+        let m = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| median(v.iter().map(f).collect());
+        Comparison::lower_is_better("kafka_sink lag p50 (commit to acked)", m(&ol, |x| x.0), m(&pl, |x| x.0), "plain rdkafka producer", "ms").print();
+        Comparison::lower_is_better("kafka_sink lag p99 (commit to acked)", m(&ol, |x| x.1), m(&pl, |x| x.1), "plain rdkafka producer", "ms").print();
+    }
     Ok(())
 }

@@ -269,3 +269,32 @@ async fn binlog_consumer_applies_to_mysql_exactly_once_and_resumes() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains(&format!("127.0.0.1:{}", db.port)), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_advances_durable_ts_without_more_writes_and_reports_encoder_errors() {
+    let cluster = start().await;
+    let addr = cluster.kafka.as_ref().unwrap().addr();
+    let mut cfg = config(&addr);
+    cfg.topic = "durable_watch".into();
+    cfg.max_message_size = 1024;
+    let mut sink = KafkaSink::connect(cfg).await.unwrap();
+    let (items, _) = sink_items::workload(10, 5);
+    let last = items.last().unwrap().commit_ts;
+    for it in items {
+        sink.write(Arc::new(it)).await.unwrap();
+    }
+    // No flush and no further write: the ack task alone moves the durable ts.
+    let mut durable = sink.durable_watch();
+    tokio::time::timeout(Duration::from_secs(20), durable.wait_for(|&ts| ts == last)).await.expect("durable ts reached the last write").unwrap();
+    assert_eq!(sink.durable_ts(), last);
+
+    // A DDL over kafka-max-message-size stops the encoder; the next flush returns its error, naming
+    // the transaction, and later calls say the sink stopped.
+    let query = format!("CREATE TABLE t2 (c VARCHAR(10) DEFAULT '{}')", "x".repeat(2000));
+    sink.write(Arc::new(sink_items::ddl(last + 10, "db", &query))).await.unwrap();
+    let err = format!("{:#}", anyhow::Error::from(sink.flush().await.unwrap_err()));
+    assert!(err.contains("over kafka-max-message-size") && err.contains(&format!("commit ts {}", last + 10)), "{err}");
+    let err = sink.write(Arc::new(sink_items::ddl(last + 20, "db", "DROP TABLE t2"))).await.unwrap_err().to_string();
+    assert!(err.contains("stopped after an earlier error"), "{err}");
+    assert_eq!(sink.durable_ts(), last, "nothing past the failed item is durable");
+}

@@ -13,17 +13,29 @@
 //! - **Topic creation** through the admin API when the topic is missing (at start, and again when
 //!   deliveries stall, e.g. after a broker lost its topics).
 //!
+//! # Pipeline
+//! `write` only queues the item (bounded). An **encoder task** translates and encodes it, takes its
+//! bytes from the unacked-bytes budget, produces its messages and queues it for an **ack task**, which
+//! awaits acks in write order and publishes the durable ts once per run of released items. So encoding
+//! overlaps the caller's work and the broker round trips, and the durable ts advances without new
+//! writes.
+//!
 //! # Invariants
 //! - `durable_ts` is the highest commit ts whose messages, and every earlier item's, are acked (an ack
 //!   window released strictly in order, as upstream's Successes channel).
-//! - At most `max_pending_bytes` of unacked message bytes (upstream: 90 MiB): `write` waits beyond it.
-//! - Any delivery error is fatal, as upstream; a message unacked for `ack_timeout` is an error.
+//! - At most `max_pending_bytes` of unacked message bytes (upstream: 90 MiB; one larger item takes the
+//!   whole budget) plus `ENCODE_QUEUE` queued items: `write` waits beyond it.
+//! - Produce order is write order: the encoder produces an item's messages and queues it for the ack
+//!   task under the producer lock; a recovery holds that lock while it re-sends.
+//! - A delivery error rebuilds the producer and re-sends every unacked item (at most three times
+//!   without progress); then, or on any other error, the tasks stop and `write`/`flush` return it.
 
 pub mod translate;
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
 use futures::FutureExt;
@@ -35,6 +47,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 
 use crate::proto::slave;
 use crate::sink::{Sink, SinkError};
@@ -153,6 +166,9 @@ pub enum KafkaSinkError {
     /// A transaction cannot be made to fit the message size.
     #[error(transparent)]
     TooLarge(#[from] translate::TooLarge),
+    /// The sink's tasks stopped after an error that was already returned.
+    #[error("the sink stopped after an earlier error")]
+    Stopped,
     /// The topic has fewer partitions than the partitioning needs, or none.
     #[error("topic {topic}: {reason}")]
     Topic {
@@ -168,11 +184,14 @@ fn kerr(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> K
     move |source| KafkaSinkError::Kafka { what, source }
 }
 
-/// One written item waiting for its acks.
+/// Items the encoder task may hold queued ahead of it (each is already in the caller's memory).
+const ENCODE_QUEUE: usize = 256;
+
+/// One written item waiting for its acks; holds its share of the unacked-bytes budget until released.
 struct Pending {
     commit_ts: i64,
-    bytes: usize,
     msgs: Vec<Msg>,
+    _budget: Option<OwnedSemaphorePermit>,
 }
 
 /// One message of a pending item; kept until acked so it can be sent again by a new producer.
@@ -185,31 +204,58 @@ struct Msg {
     ack: Option<DeliveryFuture>,
 }
 
+/// What the sink, its encoder task and its ack task share.
+struct Shared {
+    cfg: KafkaConfig,
+    partitions: i32,
+    /// The encoder holds the lock while it produces an item's messages and queues the item for the ack
+    /// task, so a recovery that holds it sees every produced item in its queue.
+    producer: tokio::sync::Mutex<FutureProducer>,
+    /// The durable ts, published by the ack task (also woken, unchanged, when a task fails).
+    durable: watch::Sender<i64>,
+    /// The error that stopped a task, until the sink returns it.
+    failure: std::sync::Mutex<Option<KafkaSinkError>>,
+    stopped: AtomicBool,
+}
+
+impl Shared {
+    fn fail(&self, e: KafkaSinkError) {
+        self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
+        self.stopped.store(true, Ordering::Release);
+        self.durable.send_modify(|_| {});
+    }
+}
+
 /// The Kafka sink. See the module docs.
 pub struct KafkaSink {
-    cfg: KafkaConfig,
-    producer: FutureProducer,
-    partitions: i32,
-    pending: VecDeque<Pending>,
-    pending_bytes: usize,
-    durable_ts: i64,
-    /// Per partition: the last commit ts the topic held at start (items at or below are skipped).
+    shared: Arc<Shared>,
+    to_encoder: mpsc::Sender<Arc<Item>>,
+    /// The highest commit ts written.
+    last_written: i64,
+    /// Per partition: the last commit ts the topic held at start (the encoder skips items at or below).
     topic_ts: HashMap<i32, i64>,
-    last_topic_check: Instant,
-    /// Producer rebuilds since the window last advanced.
-    rebuilds: u32,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl std::fmt::Debug for KafkaSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaSink")
-            .field("topic", &self.cfg.topic)
-            .field("partitions", &self.partitions)
-            .field("pending", &self.pending.len())
-            .field("durable_ts", &self.durable_ts)
+            .field("topic", &self.shared.cfg.topic)
+            .field("partitions", &self.shared.partitions)
+            .field("last_written", &self.last_written)
+            .field("durable_ts", &self.durable_ts())
             .finish()
     }
 }
+
+impl Drop for KafkaSink {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
 
 /// Creates `topic` with `partitions` partitions if the brokers do not have it; returns its partition
 /// count.
@@ -341,144 +387,223 @@ fn value_key(v: &Option<Value>) -> String {
     }
 }
 
-impl KafkaSink {
-    /// Connects, creates the topic if missing, and reads the topic's last commit ts per partition.
-    pub async fn connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
-        let want = if cfg.partitioning == Partitioning::Single { 1 } else { cfg.partitions.max(1) };
-        let partitions = ensure_topic(&cfg, want).await?;
-        let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
-        let producer = make_producer(&cfg)?;
-        let topic_ts = last_commit_ts(&cfg, partitions)?;
-        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, "kafka sink: connected");
-        Ok(Self {
-            cfg,
-            producer,
-            partitions,
-            pending: VecDeque::new(),
-            pending_bytes: 0,
-            durable_ts: 0,
-            topic_ts,
-            last_topic_check: Instant::now(),
-            rebuilds: 0,
-        })
-    }
 
-    /// The topic written to.
-    pub fn topic(&self) -> &str {
-        &self.cfg.topic
-    }
+fn partition_of_table(partitions: i32, t: &TableChanges) -> i32 {
+    (hash_of(&(&t.table.schema, &t.table.name)) % partitions as u64) as i32
+}
 
-    fn partition_of_table(&self, t: &TableChanges) -> i32 {
-        (hash_of(&(&t.table.schema, &t.table.name)) % self.partitions as u64) as i32
+fn partition_of_row(partitions: i32, t: &TableChanges, r: &RowChange) -> i32 {
+    let row = match r {
+        RowChange::Insert(r) | RowChange::Delete(r) => r,
+        RowChange::Update { new, .. } => new,
+    };
+    let pk: Vec<usize> = match t.table.unique_keys.iter().find(|k| k.is_primary()) {
+        Some(k) => k.columns.clone(),
+        None => t.table.columns.iter().enumerate().filter(|(_, c)| c.primary_key).map(|(i, _)| i).collect(),
+    };
+    if pk.is_empty() {
+        return partition_of_table(partitions, t);
     }
+    let key: Vec<String> = pk.iter().map(|&i| value_key(row.get(i).unwrap_or(&None))).collect();
+    (hash_of(&(&t.table.schema, &t.table.name, key)) % partitions as u64) as i32
+}
 
-    fn partition_of_row(&self, t: &TableChanges, r: &RowChange) -> i32 {
-        let row = match r {
-            RowChange::Insert(r) | RowChange::Delete(r) => r,
-            RowChange::Update { new, .. } => new,
-        };
-        let pk: Vec<usize> = match t.table.unique_keys.iter().find(|k| k.is_primary()) {
-            Some(k) => k.columns.clone(),
-            None => t.table.columns.iter().enumerate().filter(|(_, c)| c.primary_key).map(|(i, _)| i).collect(),
-        };
-        if pk.is_empty() {
-            return self.partition_of_table(t);
-        }
-        let key: Vec<String> = pk.iter().map(|&i| value_key(row.get(i).unwrap_or(&None))).collect();
-        (hash_of(&(&t.table.schema, &t.table.name, key)) % self.partitions as u64) as i32
+/// The messages (partition, binlog) for `item`.
+fn messages(partitioning: Partitioning, partitions: i32, item: &Item) -> Vec<(i32, slave::Binlog)> {
+    let Some(binlog) = translate::to_secondary(item) else { return Vec::new() };
+    if partitions <= 1 || partitioning == Partitioning::Single {
+        return vec![(0, binlog)];
     }
-
-    /// The messages (partition, binlog) for `item`.
-    fn messages(&self, item: &Item) -> Vec<(i32, slave::Binlog)> {
-        let Some(binlog) = translate::to_secondary(item) else { return Vec::new() };
-        if self.partitions <= 1 || self.cfg.partitioning == Partitioning::Single {
-            return vec![(0, binlog)];
-        }
-        let Body::Dml(tables) = &item.body else {
-            return (0..self.partitions).map(|p| (p, binlog.clone())).collect();
-        };
-        let mut by_part: Vec<Vec<slave::Table>> = vec![Vec::new(); self.partitions as usize];
-        for t in tables.iter().filter(|t| !t.rows.is_empty()) {
-            match self.cfg.partitioning {
-                Partitioning::PrimaryKey => {
-                    let mut parts: Vec<Option<TableChanges>> = vec![None; self.partitions as usize];
-                    for r in &t.rows {
-                        let p = self.partition_of_row(t, r) as usize;
-                        parts[p].get_or_insert_with(|| TableChanges { table: t.table.clone(), rows: Vec::new() }).rows.push(r.clone());
+    let Body::Dml(tables) = &item.body else {
+        return (0..partitions).map(|p| (p, binlog.clone())).collect();
+    };
+    let mut by_part: Vec<Vec<slave::Table>> = vec![Vec::new(); partitions as usize];
+    for t in tables.iter().filter(|t| !t.rows.is_empty()) {
+        match partitioning {
+            Partitioning::PrimaryKey => {
+                let mut parts: Vec<Option<TableChanges>> = vec![None; partitions as usize];
+                for r in &t.rows {
+                    let p = partition_of_row(partitions, t, r) as usize;
+                    parts[p].get_or_insert_with(|| TableChanges { table: t.table.clone(), rows: Vec::new() }).rows.push(r.clone());
+                }
+                for (p, tc) in parts.into_iter().enumerate() {
+                    if let Some(tc) = tc {
+                        by_part[p].push(translate::table_message(&tc));
                     }
-                    for (p, tc) in parts.into_iter().enumerate() {
-                        if let Some(tc) = tc {
-                            by_part[p].push(translate::table_message(&tc));
+                }
+            }
+            _ => by_part[partition_of_table(partitions, t) as usize].push(translate::table_message(t)),
+        }
+    }
+    by_part
+        .into_iter()
+        .enumerate()
+        .filter(|(_, ts)| !ts.is_empty())
+        .map(|(p, ts)| (p as i32, translate::dml_binlog(item.commit_ts, ts)))
+        .collect()
+}
+
+/// Hands one message to the producer, waiting while its queue is full.
+async fn produce(producer: &FutureProducer, topic: &str, m: &Msg, commit_ts: i64) -> Result<DeliveryFuture, KafkaSinkError> {
+    loop {
+        let mut record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(m.partition).payload(&m.payload);
+        if let Some(tag) = &m.chunk {
+            record = record.headers(OwnedHeaders::new().insert(Header { key: CHUNK_HEADER, value: Some(tag.as_bytes()) }));
+        }
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            Err((e, _)) => return Err(kerr(format!("producing commit ts {commit_ts}"))(e)),
+        }
+    }
+}
+
+/// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
+/// too many are unacked), produces its messages and queues it for the ack task, in write order.
+async fn encode_loop(
+    shared: Arc<Shared>,
+    topic_ts: HashMap<i32, i64>,
+    mut items: mpsc::Receiver<Arc<Item>>,
+    acks: mpsc::UnboundedSender<Pending>,
+    budget: Arc<Semaphore>,
+) {
+    let mut encoder = translate::Encoder::default();
+    while let Some(item) = items.recv().await {
+        if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &acks, &budget).await {
+            shared.fail(e);
+            return;
+        }
+    }
+}
+
+/// Encodes `binlog` for partition `p`, in chunks when over `limit`.
+fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: usize) -> Result<(), KafkaSinkError> {
+    let chunks = translate::encode_chunks(binlog, limit)?;
+    let n = chunks.len();
+    for (i, payload) in chunks.into_iter().enumerate() {
+        let chunk = (n > 1).then(|| format!("{i}/{n}"));
+        msgs.push(Msg { partition: p, chunk, payload, ack: None });
+    }
+    Ok(())
+}
+
+async fn encode_item(
+    shared: &Shared,
+    encoder: &mut translate::Encoder,
+    topic_ts: &HashMap<i32, i64>,
+    item: &Item,
+    acks: &mpsc::UnboundedSender<Pending>,
+    budget: &Arc<Semaphore>,
+) -> Result<(), KafkaSinkError> {
+    let limit = shared.cfg.message_limit();
+    let held = |p: i32| topic_ts.get(&p).is_some_and(|&ts| item.commit_ts <= ts); // restart
+    let single = shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single;
+    let mut msgs = Vec::new();
+    match &item.body {
+        // The common case, encoded directly; chunked through the message when over the limit.
+        Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
+            let payload = encoder.dml(item.commit_ts, tables);
+            if payload.len() <= limit {
+                msgs.push(Msg { partition: 0, chunk: None, payload, ack: None });
+            } else if let Some(binlog) = translate::to_secondary(item) {
+                push_chunks(&mut msgs, 0, &binlog, limit)?;
+            }
+        }
+        _ => {
+            for (p, binlog) in messages(shared.cfg.partitioning, shared.partitions, item) {
+                if !held(p) {
+                    push_chunks(&mut msgs, p, &binlog, limit)?;
+                }
+            }
+        }
+    }
+    let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
+    // An item larger than the whole budget takes all of it.
+    let want = bytes.min(budget_size(&shared.cfg)) as u32;
+    let permit = if want == 0 {
+        None
+    } else {
+        Some(budget.clone().acquire_many_owned(want).await.map_err(|_| KafkaSinkError::Stopped)?)
+    };
+    let producer = shared.producer.lock().await;
+    for m in msgs.iter_mut() {
+        m.ack = Some(produce(&producer, &shared.cfg.topic, m, item.commit_ts).await?);
+    }
+    acks.send(Pending { commit_ts: item.commit_ts, msgs, _budget: permit }).map_err(|_| KafkaSinkError::Stopped)
+}
+
+fn budget_size(cfg: &KafkaConfig) -> usize {
+    cfg.max_pending_bytes.clamp(1, u32::MAX as usize)
+}
+
+/// The ack task: awaits each queued item's acks in order and publishes the durable ts once per run of
+/// released items; rebuilds the producer after a failed delivery.
+struct Acker {
+    shared: Arc<Shared>,
+    rx: mpsc::UnboundedReceiver<Pending>,
+    window: VecDeque<Pending>,
+    last_topic_check: Instant,
+    /// Producer rebuilds since the window last advanced.
+    rebuilds: u32,
+}
+
+impl Acker {
+    async fn run(mut self) {
+        loop {
+            if self.window.is_empty() {
+                match self.rx.recv().await {
+                    Some(p) => self.window.push_back(p),
+                    None => return,
+                }
+            }
+            while let Ok(p) = self.rx.try_recv() {
+                self.window.push_back(p);
+            }
+            if let Err(e) = self.step().await {
+                self.shared.fail(e);
+                return;
+            }
+        }
+    }
+
+    /// Waits (up to 2 s) for the front item's next ack, then releases every finished item at the front.
+    async fn step(&mut self) -> Result<(), KafkaSinkError> {
+        let Some(front) = self.window.front_mut() else { return Ok(()) };
+        let commit_ts = front.commit_ts;
+        if let Some(m) = front.msgs.iter_mut().find(|m| m.ack.is_some()) {
+            let partition = m.partition;
+            let fut = m.ack.as_mut().expect("found above");
+            match tokio::time::timeout(Duration::from_secs(2), fut).await {
+                Ok(r) => match delivery_error(r) {
+                    None => m.ack = None,
+                    Some(reason) => return self.recover(commit_ts, partition, reason).await,
+                },
+                Err(_) => {
+                    // Still waiting: make sure the topic exists (a broker may have lost it).
+                    if self.last_topic_check.elapsed() > Duration::from_secs(2) {
+                        self.last_topic_check = Instant::now();
+                        if let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await {
+                            tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
                         }
                     }
+                    return Ok(());
                 }
-                _ => by_part[self.partition_of_table(t) as usize].push(translate::table_message(t)),
             }
         }
-        by_part
-            .into_iter()
-            .enumerate()
-            .filter(|(_, ts)| !ts.is_empty())
-            .map(|(p, ts)| (p as i32, translate::dml_binlog(item.commit_ts, ts)))
-            .collect()
-    }
-
-    /// Queues `item`'s messages; waits while too many bytes are unacked.
-    pub async fn send(&mut self, item: &Item) -> Result<(), KafkaSinkError> {
-        let mut msgs = Vec::new();
-        for (p, binlog) in self.messages(item) {
-            if self.topic_ts.get(&p).is_some_and(|&ts| item.commit_ts <= ts) {
-                continue; // the topic already holds it (restart)
-            }
-            let chunks = translate::encode_chunks(&binlog, self.cfg.message_limit())?;
-            let n = chunks.len();
-            for (i, payload) in chunks.into_iter().enumerate() {
-                let chunk = (n > 1).then(|| format!("{i}/{n}"));
-                msgs.push(Msg { partition: p, chunk, payload, ack: None });
-            }
-        }
-        let bytes = msgs.iter().map(|m| m.payload.len()).sum();
-        for i in 0..msgs.len() {
-            let fut = self.produce(&msgs[i], item.commit_ts).await?;
-            msgs[i].ack = Some(fut);
-        }
-        self.pending.push_back(Pending { commit_ts: item.commit_ts, bytes, msgs });
-        self.pending_bytes += bytes;
-        self.collect_done().await?;
-        while self.pending_bytes > self.cfg.max_pending_bytes {
-            self.wait_front().await?;
-        }
-        Ok(())
-    }
-
-    /// Hands one message to the producer, waiting while its queue is full.
-    async fn produce(&mut self, m: &Msg, commit_ts: i64) -> Result<DeliveryFuture, KafkaSinkError> {
-        let topic = self.cfg.topic.clone();
-        loop {
-            let mut record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(&topic).partition(m.partition).payload(&m.payload);
-            if let Some(tag) = &m.chunk {
-                record = record.headers(OwnedHeaders::new().insert(Header { key: CHUNK_HEADER, value: Some(tag.as_bytes()) }));
-            }
-            match self.producer.send_result(record) {
-                Ok(f) => return Ok(f),
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                Err((e, _)) => return Err(kerr(format!("producing commit ts {commit_ts}"))(e)),
-            }
-        }
-    }
-
-    /// Releases every finished item at the front of the window without waiting.
-    async fn collect_done(&mut self) -> Result<(), KafkaSinkError> {
-        loop {
-            let Some(front) = self.pending.front_mut() else { return Ok(()) };
+        let mut released = None;
+        while let Some(front) = self.window.front_mut() {
             let commit_ts = front.commit_ts;
             let mut failed = None;
+            let mut waiting = false;
             for m in front.msgs.iter_mut() {
                 let Some(fut) = m.ack.as_mut() else { continue };
                 match fut.now_or_never() {
-                    None => return Ok(()),
+                    None => {
+                        waiting = true;
+                        break;
+                    }
                     Some(r) => match delivery_error(r) {
                         None => m.ack = None,
                         Some(reason) => {
@@ -488,18 +613,28 @@ impl KafkaSink {
                     },
                 }
             }
-            match failed {
-                Some((p, reason)) => self.recover(commit_ts, p, reason).await?,
-                None => self.release_front(),
+            if let Some((partition, reason)) = failed {
+                self.publish(released);
+                return self.recover(commit_ts, partition, reason).await;
             }
+            if waiting {
+                break;
+            }
+            self.window.pop_front();
+            self.rebuilds = 0;
+            released = Some(commit_ts);
         }
+        self.publish(released);
+        Ok(())
     }
 
-    fn release_front(&mut self) {
-        if let Some(done) = self.pending.pop_front() {
-            self.pending_bytes -= done.bytes;
-            self.durable_ts = self.durable_ts.max(done.commit_ts);
-            self.rebuilds = 0;
+    fn publish(&self, ts: Option<i64>) {
+        if let Some(ts) = ts {
+            self.shared.durable.send_if_modified(|d| {
+                let moved = ts > *d;
+                *d = (*d).max(ts);
+                moved
+            });
         }
     }
 
@@ -508,68 +643,107 @@ impl KafkaSink {
     /// rebuilds without progress. A message whose ack was lost may then be in the topic twice;
     /// consumers drop a commit ts at or below the last one they saw.
     async fn recover(&mut self, commit_ts: i64, partition: i32, reason: String) -> Result<(), KafkaSinkError> {
+        let shared = self.shared.clone();
         if self.rebuilds >= 3 {
-            return Err(KafkaSinkError::Delivery { commit_ts, topic: self.cfg.topic.clone(), partition, reason });
+            return Err(KafkaSinkError::Delivery { commit_ts, topic: shared.cfg.topic.clone(), partition, reason });
         }
         self.rebuilds += 1;
         tracing::warn!(commit_ts, partition, %reason, attempt = self.rebuilds, "kafka sink: delivery failed; new producer, sending unacked messages again");
-        self.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        self.producer = make_producer(&self.cfg)?;
-        if let Err(e) = ensure_topic(&self.cfg, self.partitions).await {
+        // Holding the producer stops the encoder; everything it produced is then in `rx`.
+        let mut producer = shared.producer.lock().await;
+        while let Ok(p) = self.rx.try_recv() {
+            self.window.push_back(p);
+        }
+        producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        *producer = make_producer(&shared.cfg)?;
+        if let Err(e) = ensure_topic(&shared.cfg, shared.partitions).await {
             tracing::warn!(error = %e, "kafka sink: topic check failed");
         }
-        let mut pending = std::mem::take(&mut self.pending);
-        let result = async {
-            // A transaction with any unacked message is sent whole again, so a chunk sequence is
-            // never cut in the middle.
-            for item in pending.iter_mut().filter(|i| i.msgs.iter().any(|m| m.ack.is_some())) {
-                for m in item.msgs.iter_mut() {
-                    m.ack = Some(self.produce(m, item.commit_ts).await?);
-                }
+        // A transaction with any unacked message is sent whole again, so a chunk sequence is never
+        // cut in the middle.
+        for item in self.window.iter_mut().filter(|i| i.msgs.iter().any(|m| m.ack.is_some())) {
+            for m in item.msgs.iter_mut() {
+                m.ack = Some(produce(&producer, &shared.cfg.topic, m, item.commit_ts).await?);
             }
-            Ok(())
         }
-        .await;
-        self.pending = pending;
-        result
+        Ok(())
+    }
+}
+
+impl KafkaSink {
+    /// Connects, creates the topic if missing, reads the topic's last commit ts per partition, and
+    /// starts the encoder and ack tasks (needs a Tokio runtime).
+    pub async fn connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
+        let want = if cfg.partitioning == Partitioning::Single { 1 } else { cfg.partitions.max(1) };
+        let partitions = ensure_topic(&cfg, want).await?;
+        let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
+        let producer = make_producer(&cfg)?;
+        let topic_ts = last_commit_ts(&cfg, partitions)?;
+        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, "kafka sink: connected");
+        let budget = Arc::new(Semaphore::new(budget_size(&cfg)));
+        let shared = Arc::new(Shared {
+            cfg,
+            partitions,
+            producer: tokio::sync::Mutex::new(producer),
+            durable: watch::channel(0).0,
+            failure: std::sync::Mutex::new(None),
+            stopped: AtomicBool::new(false),
+        });
+        let (to_encoder, items) = mpsc::channel(ENCODE_QUEUE);
+        let (acks, rx) = mpsc::unbounded_channel();
+        let acker = Acker { shared: shared.clone(), rx, window: VecDeque::new(), last_topic_check: Instant::now(), rebuilds: 0 };
+        let tasks = vec![
+            tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, acks, budget)),
+            tokio::spawn(acker.run()),
+        ];
+        Ok(Self { shared, to_encoder, last_written: 0, topic_ts, tasks })
     }
 
-    /// Waits for the front item's acks.
-    async fn wait_front(&mut self) -> Result<(), KafkaSinkError> {
-        loop {
-            let Some(front) = self.pending.front_mut() else { return Ok(()) };
-            let commit_ts = front.commit_ts;
-            let next = front.msgs.iter_mut().find(|m| m.ack.is_some());
-            let Some(m) = next else {
-                self.release_front();
-                return Ok(());
-            };
-            let partition = m.partition;
-            let fut = m.ack.as_mut().expect("found above");
-            match tokio::time::timeout(Duration::from_secs(2), fut).await {
-                Ok(r) => match delivery_error(r) {
-                    None => m.ack = None,
-                    Some(reason) => self.recover(commit_ts, partition, reason).await?,
-                },
-                Err(_) => {
-                    // Still waiting: make sure the topic exists (a broker may have lost it).
-                    if self.last_topic_check.elapsed() > Duration::from_secs(2) {
-                        self.last_topic_check = Instant::now();
-                        if let Err(e) = ensure_topic(&self.cfg, self.partitions).await {
-                            tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
-                        }
-                    }
-                }
-            }
+    /// The topic written to.
+    pub fn topic(&self) -> &str {
+        &self.shared.cfg.topic
+    }
+
+    /// Follows [`Sink::durable_ts`] as the ack task publishes it (for benches and monitors).
+    pub fn durable_watch(&self) -> watch::Receiver<i64> {
+        self.shared.durable.subscribe()
+    }
+
+    /// The error that stopped the sink's tasks (once; later calls say the sink stopped).
+    fn check(&self) -> Result<(), KafkaSinkError> {
+        if !self.shared.stopped.load(Ordering::Acquire) {
+            return Ok(());
         }
+        match self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            Some(e) => Err(e),
+            None => Err(KafkaSinkError::Stopped),
+        }
+    }
+
+    /// Queues `item` for the encoder task; waits while its queue is full or too many bytes are unacked.
+    pub async fn send(&mut self, item: Arc<Item>) -> Result<(), KafkaSinkError> {
+        self.check()?;
+        let commit_ts = item.commit_ts;
+        if self.to_encoder.send(item).await.is_err() {
+            self.check()?;
+            return Err(KafkaSinkError::Stopped);
+        }
+        self.last_written = self.last_written.max(commit_ts);
+        Ok(())
     }
 
     /// Waits until every queued message is acked.
     pub async fn flush_all(&mut self) -> Result<i64, KafkaSinkError> {
-        while !self.pending.is_empty() {
-            self.wait_front().await?;
+        let mut durable = self.shared.durable.subscribe();
+        loop {
+            self.check()?;
+            let ts = *durable.borrow_and_update();
+            if ts >= self.last_written {
+                return Ok(ts);
+            }
+            // The sender lives in `shared`, which we hold: this never fails.
+            let _ = durable.changed().await;
         }
-        Ok(self.durable_ts)
     }
 }
 
@@ -583,27 +757,30 @@ fn delivery_error<T, M>(
     }
 }
 
+
 impl Sink for KafkaSink {
     async fn load_checkpoint(&mut self) -> Result<Option<i64>, SinkError> {
         // The lowest partition's last ts: every partition holds everything up to it.
-        let ts = if self.topic_ts.len() as i32 == self.partitions { self.topic_ts.values().min().copied() } else { None };
+        let ts = if self.topic_ts.len() as i32 == self.shared.partitions { self.topic_ts.values().min().copied() } else { None };
         if let Some(ts) = ts {
-            self.durable_ts = self.durable_ts.max(ts);
+            self.shared.durable.send_if_modified(|d| {
+                let moved = ts > *d;
+                *d = (*d).max(ts);
+                moved
+            });
         }
         Ok(ts)
     }
 
     async fn write(&mut self, item: Arc<Item>) -> Result<(), SinkError> {
-        self.send(&item).await.map_err(|e| SinkError::new("kafka", e))
+        self.send(item).await.map_err(|e| SinkError::new("kafka", e))
     }
 
     fn durable_ts(&self) -> i64 {
-        self.durable_ts
+        *self.shared.durable.borrow()
     }
 
     async fn flush(&mut self) -> Result<i64, SinkError> {
-        let ts = self.flush_all().await.map_err(|e| SinkError::new("kafka", e))?;
-        self.producer.flush(Duration::from_secs(1)).ok();
-        Ok(ts)
+        self.flush_all().await.map_err(|e| SinkError::new("kafka", e))
     }
 }

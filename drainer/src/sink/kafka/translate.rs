@@ -1,7 +1,12 @@
 //! [`Item`] → `slave.binlog.Binlog` (the "secondary binlog"), as upstream's Kafka translator, and the
 //! split of one oversized transaction into ordered chunks that are each a valid `Binlog`.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use prost::Message;
+use prost::encoding::encode_varint;
 
 use crate::proto::slave;
 use crate::sink::file::pb::timestamp_to_local;
@@ -21,52 +26,72 @@ pub struct TooLarge {
     pub limit: usize,
 }
 
-/// A column value as upstream's `DatumToColumn` maps it (see the table in the spec §9.2).
-pub fn column_value(col: &Column, v: Option<&Value>) -> slave::Column {
-    let mut c = slave::Column::default();
+/// A column value as it goes on the wire: upstream's `DatumToColumn` mapping (see the table in the
+/// spec §9.2), borrowing the value's bytes where it can. [`column_value`] and [`Encoder`] both build on
+/// it, so the message and the direct encoding cannot disagree.
+enum ColumnRef<'a> {
+    Null,
+    Int(i64),
+    Uint(u64),
+    Double(f64),
+    Bytes(Cow<'a, [u8]>),
+    Text(Cow<'a, str>),
+}
+
+fn column_ref<'a>(col: &Column, v: Option<&'a Value>) -> ColumnRef<'a> {
     let Some(v) = v.filter(|v| !matches!(v, Value::Null)) else {
-        c.is_null = Some(true);
-        return c;
+        return ColumnRef::Null;
     };
     let name = col.type_name();
-    let text = |s: String| slave::Column { string_value: Some(s), ..Default::default() };
-    let bytes = |b: Vec<u8>| slave::Column { bytes_value: Some(b), ..Default::default() };
+    let text = |s: String| ColumnRef::Text(Cow::Owned(s));
     match v {
-        Value::Null => unreachable!("filtered above"),
+        Value::Null => ColumnRef::Null,
         Value::Int(i) => match name {
             "year" | "date" | "datetime" | "timestamp" | "time" => text(i.to_string()),
-            "bigint" | "int" | "smallint" | "tinyint" | "mediumint" if col.unsigned => {
-                slave::Column { uint64_value: Some(*i as u64), ..Default::default() }
-            }
-            _ => slave::Column { int64_value: Some(*i), ..Default::default() },
+            "bigint" | "int" | "smallint" | "tinyint" | "mediumint" if col.unsigned => ColumnRef::Uint(*i as u64),
+            _ => ColumnRef::Int(*i),
         },
         Value::Uint(u) => {
             if col.unsigned || name == "enum" || name == "set" || name == "bit" {
-                slave::Column { uint64_value: Some(*u), ..Default::default() }
+                ColumnRef::Uint(*u)
             } else {
-                slave::Column { int64_value: Some(*u as i64), ..Default::default() }
+                ColumnRef::Int(*u as i64)
             }
         }
-        Value::Float(f) => slave::Column { double_value: Some(*f), ..Default::default() },
-        Value::Decimal(s) => text(s.clone()),
-        Value::Json(s) => bytes(s.clone().into_bytes()),
+        Value::Float(f) => ColumnRef::Double(*f),
+        Value::Decimal(s) => ColumnRef::Text(Cow::Borrowed(s)),
+        Value::Json(s) => ColumnRef::Bytes(Cow::Borrowed(s.as_bytes())),
         Value::Bytes(b) => {
             if col.binary || name.ends_with("blob") || name.ends_with("binary") || name == "json" || name == "bit" {
-                bytes(b.clone())
+                ColumnRef::Bytes(Cow::Borrowed(b))
             } else {
                 // Text types: Go strings may hold any bytes; a prost `string` must be UTF-8.
-                text(String::from_utf8_lossy(b).into_owned())
+                ColumnRef::Text(String::from_utf8_lossy(b))
             }
         }
         Value::Time(t) => text(timestamp_to_local(t).to_string()),
         Value::Duration { nanos, fsp } => text(format_duration(*nanos, *fsp)),
-        Value::Enum { index, .. } => slave::Column { uint64_value: Some(*index), ..Default::default() },
-        Value::Set { bits, .. } => slave::Column { uint64_value: Some(*bits), ..Default::default() },
+        Value::Enum { index, .. } => ColumnRef::Uint(*index),
+        Value::Set { bits, .. } => ColumnRef::Uint(*bits),
         Value::Bit(b) => {
             let n = (((col.flen.max(1) + 7) / 8) as usize).min(8);
-            bytes(b.to_be_bytes()[8 - n..].to_vec())
+            ColumnRef::Bytes(Cow::Owned(b.to_be_bytes()[8 - n..].to_vec()))
         }
     }
+}
+
+/// A column value as upstream's `DatumToColumn` maps it (see the table in the spec §9.2).
+pub fn column_value(col: &Column, v: Option<&Value>) -> slave::Column {
+    let mut c = slave::Column::default();
+    match column_ref(col, v) {
+        ColumnRef::Null => c.is_null = Some(true),
+        ColumnRef::Int(i) => c.int64_value = Some(i),
+        ColumnRef::Uint(u) => c.uint64_value = Some(u),
+        ColumnRef::Double(f) => c.double_value = Some(f),
+        ColumnRef::Bytes(b) => c.bytes_value = Some(b.into_owned()),
+        ColumnRef::Text(s) => c.string_value = Some(s.into_owned()),
+    }
+    c
 }
 
 fn row(table: &TableSchema, r: &Row) -> slave::Row {
@@ -217,6 +242,119 @@ pub fn encode_chunks(binlog: &slave::Binlog, limit: usize) -> Result<Vec<Vec<u8>
     Ok(chunks)
 }
 
+/// Appends field `tag` (length-delimited) holding `body`.
+fn put_bytes(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+    out.push(tag);
+    encode_varint(body.len() as u64, out);
+    out.extend_from_slice(body);
+}
+
+/// Appends a `slave.binlog.Column` message body.
+fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
+    match c {
+        ColumnRef::Null => out.extend_from_slice(&[0x08, 0x01]),
+        ColumnRef::Int(i) => {
+            out.push(0x10);
+            encode_varint(*i as u64, out);
+        }
+        ColumnRef::Uint(u) => {
+            out.push(0x18);
+            encode_varint(*u, out);
+        }
+        ColumnRef::Double(f) => {
+            out.push(0x21);
+            out.extend_from_slice(&f.to_le_bytes());
+        }
+        ColumnRef::Bytes(b) => put_bytes(out, 0x2a, b),
+        ColumnRef::Text(s) => put_bytes(out, 0x32, s.as_bytes()),
+    }
+}
+
+/// Tables whose encoded headers the [`Encoder`] keeps before it starts over.
+const HEADER_CACHE: usize = 4096;
+
+/// Encodes DML transactions straight to `slave.binlog.Binlog` bytes — the same bytes as prost makes
+/// of [`to_secondary`]'s message — without building the message: each table's header (names, column
+/// info, unique keys) is encoded once and cached, values are written from the rows, and the scratch
+/// buffers are reused.
+#[derive(Default)]
+pub struct Encoder {
+    /// By table schema (pointer, with the `Arc` kept so it cannot be reused): the encoded `Table`
+    /// fields before the mutations (1–3) and after them (5).
+    headers: HashMap<usize, (Arc<TableSchema>, Vec<u8>, Vec<u8>)>,
+    column: Vec<u8>,
+    row: Vec<u8>,
+    mutation: Vec<u8>,
+    table: Vec<u8>,
+    tables: Vec<u8>,
+}
+
+impl std::fmt::Debug for Encoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Encoder").field("cached_tables", &self.headers.len()).finish()
+    }
+}
+
+impl Encoder {
+    /// The encoded DML binlog of `tables` (tables without rows are left out, as [`to_secondary`]).
+    pub fn dml<'a>(&mut self, commit_ts: i64, tables: impl IntoIterator<Item = &'a TableChanges>) -> Vec<u8> {
+        self.tables.clear();
+        for t in tables {
+            if t.rows.is_empty() {
+                continue;
+            }
+            self.encode_table(t);
+            put_bytes(&mut self.tables, 0x0a, &self.table);
+        }
+        let mut out = Vec::with_capacity(self.tables.len() + 24);
+        out.extend_from_slice(&[0x08, slave::BinlogType::Dml as u8, 0x10]);
+        encode_varint(commit_ts as u64, &mut out);
+        put_bytes(&mut out, 0x1a, &self.tables);
+        out
+    }
+
+    fn encode_table(&mut self, t: &TableChanges) {
+        if self.headers.len() >= HEADER_CACHE {
+            self.headers.clear();
+        }
+        let (_, before, after) = self.headers.entry(Arc::as_ptr(&t.table) as usize).or_insert_with(|| {
+            let mut h = table_header(&t.table);
+            let keys = std::mem::take(&mut h.unique_keys);
+            let after = slave::Table { unique_keys: keys, ..Default::default() }.encode_to_vec();
+            (t.table.clone(), h.encode_to_vec(), after)
+        });
+        self.table.clear();
+        self.table.extend_from_slice(before);
+        for change in &t.rows {
+            let (tp, r, old) = match change {
+                RowChange::Insert(r) => (slave::MutationType::Insert, r, None),
+                RowChange::Delete(r) => (slave::MutationType::Delete, r, None),
+                RowChange::Update { old, new } => (slave::MutationType::Update, new, Some(old)),
+            };
+            self.mutation.clear();
+            self.mutation.extend_from_slice(&[0x08, tp as u8]);
+            encode_row(&mut self.row, &mut self.column, &t.table, r);
+            put_bytes(&mut self.mutation, 0x12, &self.row);
+            if let Some(old) = old {
+                encode_row(&mut self.row, &mut self.column, &t.table, old);
+                put_bytes(&mut self.mutation, 0x1a, &self.row);
+            }
+            put_bytes(&mut self.table, 0x22, &self.mutation);
+        }
+        self.table.extend_from_slice(after);
+    }
+}
+
+/// Puts the `Row` message body of `r` in `row` (`column` is scratch).
+fn encode_row(row: &mut Vec<u8>, column: &mut Vec<u8>, table: &TableSchema, r: &Row) {
+    row.clear();
+    for (i, c) in table.columns.iter().enumerate() {
+        column.clear();
+        put_column(column, &column_ref(c, r.get(i).and_then(Option::as_ref)));
+        put_bytes(row, 0x0a, column);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -311,5 +449,77 @@ mod tests {
         assert_eq!(ids, (0..50).collect::<Vec<u64>>(), "all rows, in order");
         let err = encode_chunks(&b, 200).unwrap_err().to_string();
         assert!(err.contains("one row of `s`.`t`") && err.contains("commit ts 9"), "{err}");
+    }
+    fn wide_table() -> Arc<TableSchema> {
+        let col = |name: &str, tp: u8| Column { name: name.into(), tp, ..Default::default() };
+        Arc::new(TableSchema {
+            schema: "s".into(),
+            name: "wide".into(),
+            columns: vec![
+                Column { primary_key: true, ..col("i", mysql_type::LONGLONG) },
+                Column { unsigned: true, ..col("u", mysql_type::LONGLONG) },
+                col("neg", mysql_type::LONGLONG),
+                col("d", mysql_type::DOUBLE),
+                Column { decimal: 2, ..col("dec", mysql_type::NEWDECIMAL) },
+                col("j", mysql_type::JSON),
+                col("blob", mysql_type::BLOB),
+                col("bad_utf8", mysql_type::VARCHAR),
+                col("dt", mysql_type::DATETIME),
+                col("dur", mysql_type::DURATION),
+                col("e", mysql_type::ENUM),
+                col("set", mysql_type::SET),
+                col("y", mysql_type::YEAR),
+                col("null", mysql_type::VARCHAR),
+            ],
+            ..Default::default()
+        })
+    }
+
+    fn wide_row(i: i64) -> Row {
+        vec![
+            Some(Value::Int(i)),
+            Some(Value::Uint(u64::MAX - i as u64)),
+            Some(Value::Int(-i - 1)),
+            Some(Value::Float(i as f64 / 3.0)),
+            Some(Value::Decimal(format!("{i}.25"))),
+            Some(Value::Json(format!("{{\"k\": {i}}}"))),
+            Some(Value::Bytes(vec![0, 1, 2, 255])),
+            Some(Value::Bytes(vec![b'a', 0xff, b'b'])),
+            Some(Value::Time(MysqlTime { year: 2021, month: 2, day: 3, hour: 4, micro: 5, fsp: 3, tp: mysql_type::DATETIME, ..Default::default() })),
+            Some(Value::Duration { nanos: -3_600_000_000_123, fsp: 2 }),
+            Some(Value::Enum { index: 2, name: "b".into() }),
+            Some(Value::Set { bits: 5, names: "a,c".into() }),
+            Some(Value::Int(1999)),
+            Some(Value::Null),
+        ]
+    }
+
+    #[test]
+    fn direct_encoding_is_the_prost_encoding_of_the_message() {
+        let mut enc = Encoder::default();
+        let mut short = wide_row(1);
+        short.truncate(5); // a row missing trailing columns: they are NULL
+        let items = [
+            Item { start_ts: 1, commit_ts: 7, schema_version: 1, body: Body::Dml(vec![TableChanges { table: table(), rows: vec![RowChange::Update { old: row(1, "a"), new: row(1, "b") }] }]) },
+            Item {
+                start_ts: 1,
+                commit_ts: i64::MAX - 3,
+                schema_version: 1,
+                body: Body::Dml(vec![
+                    TableChanges { table: wide_table(), rows: (0..20).map(|i| RowChange::Insert(wide_row(i))).collect() },
+                    TableChanges { table: table(), rows: vec![] },
+                    TableChanges { table: table(), rows: vec![RowChange::Delete(row(9, "z")), RowChange::Insert(row(10, "ü"))] },
+                    TableChanges { table: wide_table(), rows: vec![RowChange::Update { old: wide_row(3), new: short }] },
+                ]),
+            },
+        ];
+        for _ in 0..2 {
+            // The second pass runs from the header cache.
+            for item in &items {
+                let Body::Dml(tables) = &item.body else { unreachable!() };
+                let want = to_secondary(item).unwrap().encode_to_vec();
+                assert_eq!(enc.dml(item.commit_ts, tables), want, "commit ts {}", item.commit_ts);
+            }
+        }
     }
 }
