@@ -15,7 +15,7 @@
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -47,10 +47,14 @@ pub fn shard_of(start_ts: i64, n: usize) -> usize {
 }
 
 /// What the front's shards share: a version counter readers wait on (shards ring it after publishing
-/// new durable records) and the largest commit ts acknowledged through the front.
+/// new durable records) and the largest commit ts known to be allocated. Ringing is an atomic add, plus
+/// a lock and a notify only while a reader waits, so appenders do not contend on it.
 #[derive(Debug)]
 pub(crate) struct Bell {
-    version: Mutex<u64>,
+    version: AtomicU64,
+    /// Readers inside `wait_past`.
+    waiters: AtomicU64,
+    lock: Mutex<()>,
     cv: Condvar,
     /// The largest commit ts known to be allocated: of a Commit or Fake acknowledged through the front,
     /// or a shard's watermark.
@@ -59,7 +63,13 @@ pub(crate) struct Bell {
 
 impl Default for Bell {
     fn default() -> Bell {
-        Bell { version: Mutex::new(0), cv: Condvar::new(), seen: AtomicI64::new(i64::MIN) }
+        Bell {
+            version: AtomicU64::new(0),
+            waiters: AtomicU64::new(0),
+            lock: Mutex::new(()),
+            cv: Condvar::new(),
+            seen: AtomicI64::new(i64::MIN),
+        }
     }
 }
 
@@ -74,19 +84,30 @@ impl Bell {
     }
 
     pub(crate) fn ring(&self) {
-        *self.version.lock().unwrap_or_else(|e| e.into_inner()) += 1;
-        self.cv.notify_all();
+        self.version.fetch_add(1, Ordering::SeqCst);
+        // A waiter registers before it checks the version, under the lock it waits with: either it sees
+        // the new version, or it is waiting when this notify comes.
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            drop(self.lock.lock().unwrap_or_else(|e| e.into_inner()));
+            self.cv.notify_all();
+        }
     }
 
     pub(crate) fn version(&self) -> u64 {
-        *self.version.lock().unwrap_or_else(|e| e.into_inner())
+        self.version.load(Ordering::SeqCst)
     }
 
     /// Waits up to `timeout` for the version to move past `seen`; true if it did.
     pub(crate) fn wait_past(&self, seen: u64, timeout: Duration) -> bool {
-        let v = self.version.lock().unwrap_or_else(|e| e.into_inner());
-        let (v, _) = self.cv.wait_timeout_while(v, timeout, |v| *v == seen).unwrap_or_else(|e| e.into_inner());
-        *v != seen
+        let g = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_add(1, Ordering::SeqCst);
+        let (g, _) = self
+            .cv
+            .wait_timeout_while(g, timeout, |_| self.version.load(Ordering::SeqCst) == seen)
+            .unwrap_or_else(|e| e.into_inner());
+        self.waiters.fetch_sub(1, Ordering::SeqCst);
+        drop(g);
+        self.version() != seen
     }
 }
 

@@ -3,7 +3,9 @@
 //! `store [SECONDS_PER_CASE] [ROUNDS] [DIR]` (defaults: 2 s, 3 rounds, `target/bench-store`). Each
 //! case runs every system once per round, in turn, and reports medians over the rounds. `store 0` runs
 //! only the catch-up, open and recovery comparisons. `STORE_CASE=16w_1024B` runs only the append cases
-//! whose name contains it.
+//! whose name contains it (and then no catch-up or recovery, unless `STORE_CATCHUP=1` asks for the
+//! catch-up). `STORE_URING=0` leaves the io_uring backend out; `STORE_SHARDS` sets the sharded store's
+//! shard count.
 //!
 //! * Durable appends, for 1, 16 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
 //!   - ours: `Store::append_blocking` (leader/follower group commit: one write + one fdatasync per batch,
@@ -14,8 +16,10 @@
 //!   - `device_raw`: one thread writing + fdatasyncing batches of the size ours averaged, the device's
 //!     durable bandwidth at that batch size.
 //!   - `ours_uring`: the same store with `IoBackend::Uring` (write linked to fdatasync, one syscall);
+//!   - `ours_sharded`: the same store with `STORE_SHARDS` shards (default: the available cores, at most
+//!     8), each its own segment log with its own group commit, appends routed by start_ts;
 //! * Catch-up read: pulling 128 MiB of 1 KiB committed binlogs from the page cache vs reading the same
-//!   segment files with plain 1 MiB `read`s.
+//!   segment files with plain 1 MiB `read`s, from one shard and from `STORE_SHARDS` shards (merged).
 //! * Open (recovery) time of that store vs reading its files once.
 //! * Recovery of a 2 GiB log (1 KiB binlogs, default 512 MiB segments): `Store::open` vs reading every
 //!   file once, and vs raft-engine reopening 2 GiB of 1 KiB entries.
@@ -33,6 +37,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use hdrhistogram::Histogram;
 use pump_store::{IoBackend, Kind, Record, Store, StoreConfig};
+
+/// The shard count of `ours_sharded`: `STORE_SHARDS`, else the default for this machine.
+fn bench_shards() -> usize {
+    std::env::var("STORE_SHARDS").ok().and_then(|s| s.parse().ok()).unwrap_or_else(pump_store::default_shards)
+}
 
 /// What one system did in one case.
 struct Run {
@@ -92,8 +101,9 @@ fn store_cfg(dir: &Path) -> StoreConfig {
     StoreConfig { dir: dir.to_path_buf(), stop_write_at_available_space: 0, ..StoreConfig::default() }
 }
 
-fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration, io_backend: IoBackend) -> Result<(Run, f64)> {
-    let store = Store::open(StoreConfig { io_backend, ..store_cfg(dir) })?;
+fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration, io_backend: IoBackend, shards: usize) -> Result<(Run, f64)> {
+    let store = Store::open(StoreConfig { io_backend, shards, ..store_cfg(dir) })?;
+    anyhow::ensure!(store.shard_count() == shards, "asked for {shards} shards, got {}", store.shard_count());
     let ts = Arc::new(AtomicI64::new(now_ts()));
     let body = Bytes::from(vec![0x5au8; payload]);
     let s = store.clone();
@@ -236,25 +246,37 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
             }
             let (mut ours, mut uring, mut straw, mut raft, mut device) =
                 (Medians::default(), Medians::default(), Medians::default(), Medians::default(), Medians::default());
+            let mut sharded = Medians::default();
+            let shards = bench_shards();
             let mut batches = Vec::new();
             for _ in 0..rounds {
-                let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur, IoBackend::Std)?;
+                let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur, IoBackend::Std, 1)?;
                 ours.add(&o);
-                uring.add(&run_ours(&fresh(root, "ours-uring")?, writers, payload, dur, IoBackend::Uring)?.0);
+                sharded.add(&run_ours(&fresh(root, "ours-sharded")?, writers, payload, dur, IoBackend::Std, shards)?.0);
+                if std::env::var("STORE_URING").is_ok_and(|v| v == "0") {
+                    uring.add(&Run { ops: 0, bytes: 0, secs: 1.0, hist: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)? });
+                } else {
+                    uring.add(&run_ours(&fresh(root, "ours-uring")?, writers, payload, dur, IoBackend::Uring, 1)?.0);
+                }
                 batches.push(avg_batch);
                 straw.add(&run_std_group_commit(&fresh(root, "std")?, writers, payload, dur)?);
                 raft.add(&run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?);
                 device.add(&run_device_raw(&fresh(root, "raw")?, avg_batch as usize, dur)?);
             }
             println!(
-                "{case}: ours {:.0}/s p50 {:.0} p99 {:.0} p999 {:.0} µs (avg batch {:.0} B) | ours_uring {:.0}/s p99 {:.0} | std_group_commit {:.0}/s p99 {:.0} | raft_engine {:.0}/s p50 {:.0} p99 {:.0} | device_raw {:.2} MiB/s fdatasync p99 {:.0} µs",
+                "{case}: ours {:.0}/s p50 {:.0} p99 {:.0} p999 {:.0} µs (avg batch {:.0} B) | ours_sharded({shards}) {:.0}/s p50 {:.0} p99 {:.0} | ours_uring {:.0}/s p99 {:.0} | std_group_commit {:.0}/s p99 {:.0} | raft_engine {:.0}/s p50 {:.0} p99 {:.0} | device_raw {:.2} MiB/s fdatasync p99 {:.0} µs",
                 ours.ops(), median(ours.p50.clone()), ours.p99(), median(ours.p999.clone()), median(batches),
+                sharded.ops(), median(sharded.p50.clone()), sharded.p99(),
                 uring.ops(), uring.p99(), straw.ops(), straw.p99(), raft.ops(), median(raft.p50.clone()), raft.p99(), device.mibs(), device.p99()
             );
             Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), straw.ops(), "std_group_commit", "appends/s").print();
             Comparison::higher_is_better(&format!("{case}_uring_ops"), uring.ops(), ours.ops(), "ours_std", "appends/s").print();
             Comparison::lower_is_better(&format!("{case}_uring_p99"), uring.p99(), ours.p99(), "ours_std", "µs").print();
             Comparison::higher_is_better(&format!("{case}_ops"), ours.ops(), raft.ops(), "raft_engine", "appends/s").print();
+            Comparison::higher_is_better(&format!("{case}_sharded{shards}_ops"), sharded.ops(), raft.ops(), "raft_engine", "appends/s").print();
+            Comparison::lower_is_better(&format!("{case}_sharded{shards}_p99"), sharded.p99(), raft.p99(), "raft_engine", "µs").print();
+            Comparison::higher_is_better(&format!("{case}_sharded{shards}_ops"), sharded.ops(), ours.ops(), "ours_1_shard", "appends/s").print();
+            Comparison::lower_is_better(&format!("{case}_sharded{shards}_p99"), sharded.p99(), ours.p99(), "ours_1_shard", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), raft.p99(), "raft_engine", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), straw.p99(), "std_group_commit", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), device.p99(), "device_raw_fdatasync", "µs").print();
@@ -265,13 +287,27 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
     Ok(())
 }
 
-fn catch_up(root: &Path) -> Result<()> {
+/// The segment files of a store directory (one shard, or `shard-<i>/` subdirectories).
+fn segment_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            out.extend(segment_files(&p)?);
+        } else if p.extension().is_some_and(|x| x == "seg") {
+            out.push(p);
+        }
+    }
+    Ok(out)
+}
+
+fn catch_up(root: &Path, shards: usize) -> Result<()> {
     let dir = fresh(root, "catchup")?;
     let total: usize = 128 << 20;
     let payload = 1024usize;
     let n = total / payload;
     {
-        let store = Store::open(StoreConfig { sync_log: false, segment_size: 64 << 20, ..store_cfg(&dir) })?;
+        let store = Store::open(StoreConfig { sync_log: false, segment_size: 64 << 20, shards, ..store_cfg(&dir) })?;
         let base = now_ts();
         let body = Bytes::from(vec![0x33u8; payload]);
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
@@ -301,17 +337,14 @@ fn catch_up(root: &Path) -> Result<()> {
         let t = Instant::now();
         let mut bytes = 0u64;
         let mut buf = vec![0u8; 1 << 20];
-        for e in std::fs::read_dir(&dir)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "seg") {
-                let mut f = File::open(&p)?;
-                loop {
-                    let k = f.read(&mut buf)?;
-                    if k == 0 {
-                        break;
-                    }
-                    bytes += k as u64;
+        for p in segment_files(&dir)? {
+            let mut f = File::open(&p)?;
+            loop {
+                let k = f.read(&mut buf)?;
+                if k == 0 {
+                    break;
                 }
+                bytes += k as u64;
             }
         }
         Ok((bytes, t.elapsed().as_secs_f64()))
@@ -336,12 +369,13 @@ fn catch_up(root: &Path) -> Result<()> {
     let pull_secs = t.elapsed().as_secs_f64();
     anyhow::ensure!(got.0 == n, "pulled {} of {n}", got.0);
     let mib = |b: u64, s: f64| b as f64 / s / (1 << 20) as f64;
+    let name = if shards == 1 { String::new() } else { format!("_{shards}shards") };
     println!(
-        "# catch-up: pulled {} binlogs ({} MiB payload) in {pull_secs:.2} s; raw read of {} MiB in {raw_secs:.2} s; open {open_secs:.3} s",
+        "# catch-up ({shards} shard(s)): pulled {} binlogs ({} MiB payload) in {pull_secs:.2} s; raw read of {} MiB in {raw_secs:.2} s; open {open_secs:.3} s",
         got.0, got.1 >> 20, raw_bytes >> 20
     );
-    Comparison::higher_is_better("store_catch_up_1KiB", mib(got.1, pull_secs), mib(raw_bytes, raw_secs), "raw_read_1MiB", "MiB/s").print();
-    Comparison::lower_is_better("store_open_128MiB", open_secs * 1000.0, raw_secs * 1000.0, "raw_read_1MiB", "ms").print();
+    Comparison::higher_is_better(&format!("store_catch_up_1KiB{name}"), mib(got.1, pull_secs), mib(raw_bytes, raw_secs), "raw_read_1MiB", "MiB/s").print();
+    Comparison::lower_is_better(&format!("store_open_128MiB{name}"), open_secs * 1000.0, raw_secs * 1000.0, "raw_read_1MiB", "ms").print();
     Ok(())
 }
 
@@ -480,11 +514,17 @@ fn main() -> Result<()> {
     if secs > 0.0 {
         appends(&root, Duration::from_secs_f64(secs), rounds)?;
     }
-    if std::env::var("STORE_CASE").is_ok() {
+    let catch_up_only = std::env::var("STORE_CATCHUP").is_ok_and(|v| v == "1");
+    if std::env::var("STORE_CASE").is_ok() && !catch_up_only {
         let _ = std::fs::remove_dir_all(&root);
         return Ok(());
     }
-    catch_up(&root)?;
+    catch_up(&root, 1)?;
+    catch_up(&root, bench_shards())?;
+    if catch_up_only {
+        let _ = std::fs::remove_dir_all(&root);
+        return Ok(());
+    }
     recovery(&root, rounds)?;
     let _ = std::fs::remove_dir_all(&root);
     Ok(())

@@ -43,6 +43,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "storage.kv_chan_cap",
     "storage.slow_write_threshold",
     "storage.stop-write-at-available-space",
+    "storage.shards",
     "storage.kv.",
     "storage.kv.block-cache-capacity",
     "storage.kv.block-restart-interval",
@@ -199,6 +200,10 @@ pub struct Storage {
     /// Refuse non-fake writes when the disk has no more than this many bytes free.
     #[serde(rename = "stop-write-at-available-space")]
     pub stop_write_at_available_space: ByteSize,
+    /// Our extension (no upstream equivalent): how many shards (segment logs, each with its own group
+    /// commit) a fresh store directory gets; 0 = the available cores, at most 8. An existing directory
+    /// keeps the count it was written with (`pump-store/FORMAT.md`).
+    pub shards: usize,
     /// Upstream's leveldb options; accepted and checked for type, not used by our store.
     pub kv: KvOptions,
 }
@@ -210,6 +215,7 @@ impl Default for Storage {
             kv_chan_cap: 1 << 20,
             slow_write_threshold: 1.0,
             stop_write_at_available_space: ByteSize(DEFAULT_STOP_WRITE_SPACE),
+            shards: 0,
             kv: KvOptions::default(),
         }
     }
@@ -537,6 +543,7 @@ mod tests {
             kv_chan_cap = 10
             slow_write_threshold = 0.5
             stop-write-at-available-space = "1 gib"
+            shards = 3
             [storage.kv]
             block-cache-capacity = 1
             block-restart-interval = 2
@@ -555,6 +562,7 @@ mod tests {
         assert_eq!(c.security.cert_allowed_cn, ["tidb", "drainer"]);
         assert_eq!(c.storage.stop_write_at_available_space.0, 1 << 30);
         assert!(!c.storage.sync_log);
+        assert_eq!(c.storage.shards, 3);
         assert_eq!(c.storage.kv.write_l0_slowdown_trigger, 10);
         assert_eq!(c.node_id, "p1");
     }

@@ -75,6 +75,7 @@ pub fn store_config(cfg: &Config) -> store::StoreConfig {
         dir: cfg.data_dir.join(STORE_DIR),
         sync_log: cfg.storage.sync_log,
         stop_write_at_available_space: cfg.storage.stop_write_at_available_space.0,
+        shards: cfg.storage.shards,
         ..store::StoreConfig::default()
     }
 }
