@@ -77,9 +77,11 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
     let s = &cfg.syncer;
     let to = &s.to;
     let tls = mysql_tls(&to.security)?;
-    if to.sync_mode == 2 {
-        return Err(invalid("syncer.to.sync-mode", "2 (partial columns) is not supported yet; use 1 or leave it unset"));
-    }
+    let partial_columns = match to.sync_mode {
+        0 | 1 => false,
+        2 => true,
+        n => return Err(invalid("syncer.to.sync-mode", format!("{n} (must be 1, full columns, or 2, partial columns)"))),
+    };
     let ck = &to.checkpoint;
     if !ck.kind.is_empty() {
         let same_host = |a: &str, b: &str| a == b || (is_local(a) && is_local(b));
@@ -112,6 +114,7 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         tidb: db == DbType::Tidb,
         checkpoint: Some(CheckpointCfg { schema: ck.schema.clone(), table: ck.table.clone(), cluster_id }),
         tls,
+        partial_columns,
         ..MysqlSinkConfig::default()
     })
 }
@@ -186,8 +189,17 @@ table = "t"
         assert!(m.safe_mode && m.tidb);
         assert_eq!(m.sql_mode.as_deref(), Some("STRICT_TRANS_TABLES"));
         assert_eq!(m.params, vec![("time_zone".to_owned(), "Asia/Shanghai".to_owned())]);
+        assert!(!m.partial_columns);
         let ck = m.checkpoint.unwrap();
         assert_eq!((ck.schema.as_str(), ck.table.as_str(), ck.cluster_id), ("ck", "t", 42));
+    }
+
+    #[test]
+    fn mysql_sync_mode_2_is_partial_columns_and_others_are_refused() {
+        assert!(mysql_config(&cfg("[syncer.to]\nsync-mode = 2\n"), 1).unwrap().partial_columns);
+        assert!(!mysql_config(&cfg("[syncer.to]\nsync-mode = 1\n"), 1).unwrap().partial_columns);
+        let e = mysql_config(&cfg("[syncer.to]\nsync-mode = 3\n"), 1).unwrap_err().to_string();
+        assert!(e.contains("sync-mode") && e.contains('3'), "{e}");
     }
 
     #[test]

@@ -742,3 +742,99 @@ fn tls_to_the_downstream_replicates_and_a_wrong_ca_is_named() {
         assert!(started.elapsed() < Duration::from_secs(10), "a TLS failure is not retried");
     });
 }
+
+/// Rows of `d.<t>` as `(id, u, text of the other columns)`, ordered by id.
+async fn id_rows(c: &mut mysql_async::Conn, q: &str) -> Vec<(i64, Option<i64>, Option<String>)> {
+    c.query(q).await.unwrap()
+}
+
+/// Someone changes a downstream table by hand mid-stream (sync-mode 1): an added column with a
+/// default is harmless; a column turned into a generated one makes the server reject the cached
+/// shape, and the sink re-reads the table and retries, now leaving that column out; a dropped
+/// column the rows still carry cannot be written in full-column mode and is named with its commit
+/// ts, and switching to sync-mode 2 then applies the same txn without it.
+#[test]
+fn a_hand_changed_downstream_table_is_re_read_and_sync_mode_2_drops_missing_columns() {
+    let cluster = Cluster::builder().downstream_db().start().unwrap();
+    let db = cluster.downstream.as_ref().unwrap();
+    rt().block_on(async {
+        let mut c = conn(db).await;
+        c.query_drop("CREATE DATABASE d; CREATE TABLE d.kv (id INT PRIMARY KEY, v VARCHAR(20), u INT)").await.unwrap();
+        let t = kv_table("d", "kv");
+        let row = |id: i64, v: &str, u: i64| r(&[int(id), text(v), int(u)]);
+        let mut sink = MysqlSink::connect(sink_cfg(db)).await.unwrap();
+        sink.write(dml(10, (1..=20).map(|k| (t.clone(), RowChange::Insert(row(k, "a", k)))).collect())).await.unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 10);
+
+        c.query_drop("ALTER TABLE d.kv ADD COLUMN note VARCHAR(10) NOT NULL DEFAULT 'x'").await.unwrap();
+        sink.write(dml(11, vec![(t.clone(), RowChange::Insert(row(21, "a", 21)))])).await.unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 11);
+        let note: Option<String> = c.query_first("SELECT note FROM d.kv WHERE id = 21").await.unwrap();
+        assert_eq!(note.as_deref(), Some("x"));
+
+        c.query_drop("ALTER TABLE d.kv DROP COLUMN u, ADD COLUMN u INT AS (id * 2) VIRTUAL").await.unwrap();
+        let changes = (22..=40)
+            .map(|k| (t.clone(), RowChange::Insert(row(k, "b", 5))))
+            .chain([(t.clone(), RowChange::Update { old: row(1, "a", 1), new: row(1, "c", 9) })])
+            .collect();
+        sink.write(dml(12, changes)).await.unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 12, "re-read after the server rejected a value for a generated column");
+        let rows = id_rows(&mut c, "SELECT id, u, v FROM d.kv WHERE id IN (1, 22, 40) ORDER BY id").await;
+        assert_eq!(rows, vec![(1, Some(2), Some("c".into())), (22, Some(44), Some("b".into())), (40, Some(80), Some("b".into()))]);
+
+        c.query_drop("ALTER TABLE d.kv DROP COLUMN v").await.unwrap();
+        sink.write(dml(13, vec![(t.clone(), RowChange::Insert(row(41, "z", 0)))])).await.unwrap();
+        let err = sink.flush().await.unwrap_err().to_string();
+        assert!(err.contains("commit ts 13..=13") && err.contains("Unknown column"), "{err}");
+        drop(sink);
+
+        // sync-mode 2: the same txn again, without the column the downstream lacks
+        let mut sink = MysqlSink::connect(MysqlSinkConfig { partial_columns: true, ..sink_cfg(db) }).await.unwrap();
+        assert_eq!(sink.load_checkpoint().await.unwrap(), Some(12));
+        sink.write(dml(13, vec![(t.clone(), RowChange::Insert(row(41, "z", 0)))])).await.unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 13);
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM d.kv").await.unwrap();
+        assert_eq!(n, Some(41));
+    });
+}
+
+/// sync-mode 2 against a downstream table with fewer columns (and one the rows do not carry, NOT
+/// NULL without a default, which strict mode would reject): inserts, updates, key changes and
+/// deletes land with the columns it has, over several workers; a column dropped by hand mid-stream
+/// is noticed from the server's error and left out after re-reading the table.
+#[test]
+fn sync_mode_2_writes_the_columns_the_downstream_table_has() {
+    let cluster = Cluster::builder().downstream_db().start().unwrap();
+    let db = cluster.downstream.as_ref().unwrap();
+    rt().block_on(async {
+        let mut c = conn(db).await;
+        c.query_drop("CREATE DATABASE d; CREATE TABLE d.kv (id INT PRIMARY KEY, u INT, extra INT NOT NULL)").await.unwrap();
+        let t = kv_table("d", "kv");
+        let row = |id: i64, u: i64| r(&[int(id), text("not stored"), int(u)]);
+        let mut sink = MysqlSink::connect(MysqlSinkConfig { partial_columns: true, ..sink_cfg(db) }).await.unwrap();
+        sink.write(dml(10, (1..=30).map(|k| (t.clone(), RowChange::Insert(row(k, k)))).collect())).await.unwrap();
+        sink.write(dml(
+            11,
+            vec![
+                (t.clone(), RowChange::Update { old: row(2, 2), new: row(2, 200) }),
+                (t.clone(), RowChange::Delete(row(3, 3))),
+                (t.clone(), RowChange::Update { old: row(4, 4), new: row(104, 4) }),
+            ],
+        ))
+        .await
+        .unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 11);
+        let rows = id_rows(&mut c, "SELECT id, u, CAST(extra AS CHAR) FROM d.kv WHERE id IN (1,2,3,4,104) ORDER BY id").await;
+        assert_eq!(rows, vec![(1, Some(1), Some("0".into())), (2, Some(200), Some("0".into())), (104, Some(4), Some("0".into()))]);
+
+        c.query_drop("ALTER TABLE d.kv DROP COLUMN u").await.unwrap();
+        sink.write(dml(12, vec![(t.clone(), RowChange::Insert(row(31, 31))), (t.clone(), RowChange::Delete(row(1, 1)))]))
+            .await
+            .unwrap();
+        assert_eq!(sink.flush().await.unwrap(), 12);
+        let ids: Vec<i64> = c.query("SELECT id FROM d.kv WHERE id IN (1, 31)").await.unwrap();
+        assert_eq!(ids, vec![31]);
+        let n: Option<i64> = c.query_first("SELECT COUNT(*) FROM d.kv").await.unwrap();
+        assert_eq!(n, Some(29));
+    });
+}

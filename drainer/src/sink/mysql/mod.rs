@@ -106,6 +106,10 @@ pub struct MysqlSinkConfig {
     pub retry_for: Duration,
     /// `[syncer.to.security]`: TLS to the downstream; `None` = plain TCP.
     pub tls: Option<MysqlTls>,
+    /// `[syncer.to] sync-mode = 2` (partial columns): columns the downstream table lacks are left
+    /// out of statements, and `STRICT_TRANS_TABLES` is removed from the session's sql_mode (so
+    /// downstream columns the rows do not carry take their implicit defaults).
+    pub partial_columns: bool,
 }
 
 /// TLS to the downstream (`[syncer.to.security]` `ssl-ca`, `ssl-cert`, `ssl-key`). The server's
@@ -141,6 +145,7 @@ impl Default for MysqlSinkConfig {
             memory_quota: 256 << 20,
             retry_for: Duration::from_secs(600),
             tls: None,
+            partial_columns: false,
         }
     }
 }
@@ -311,6 +316,13 @@ fn server_code(e: &mysql_async::Error) -> Option<u16> {
     }
 }
 
+/// Errors that say the cached downstream table info may be stale (someone changed the table by
+/// hand): unknown column, column count, value for a generated column, no such table. The batch is
+/// retried once after re-reading the table.
+fn stale_shape(code: u16) -> bool {
+    matches!(code, 1054 | 1136 | 1146 | 1906 | 3105)
+}
+
 /// Upstream's ignorable DDL errors: database/table/column/index already exists or does not exist.
 fn ignorable_ddl_error(code: u16) -> bool {
     matches!(code, 1007 | 1008 | 1049 | 1050 | 1051 | 1054 | 1060 | 1061 | 1091 | 1146 | 1176 | 1831)
@@ -468,7 +480,21 @@ async fn open(cfg: &MysqlSinkConfig, worker: usize) -> Result<(Conn, Session), F
             return Err(Fail::Fatal(MysqlError::query("reading the session's sql_mode", e)));
         }
     };
-    let (mode, max_packet) = facts.unwrap_or_default();
+    let (mut mode, max_packet) = facts.unwrap_or_default();
+    if cfg.partial_columns {
+        let kept: Vec<&str> =
+            mode.split(',').filter(|m| !m.trim().eq_ignore_ascii_case("STRICT_TRANS_TABLES")).collect();
+        let kept = kept.join(",");
+        if kept != mode {
+            let mut q = String::new();
+            sql::push_quoted(&mut q, &kept, Dialect::default());
+            match conn.query_drop(format!("SET SESSION sql_mode = {q}")).await {
+                Ok(()) => mode = kept,
+                Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
+                Err(e) => return Err(Fail::Fatal(MysqlError::query("removing STRICT_TRANS_TABLES (sync-mode = 2)", e))),
+            }
+        }
+    }
     if let Some(ck) = &cfg.checkpoint {
         take_lock(&mut conn, &lock_name(ck, worker), false).await?;
     }
@@ -892,7 +918,7 @@ impl Coordinator {
                     }
                 };
                 plans.insert(key, (list.len(), tc.table.clone()));
-                list.push(table::plan(&tc.table, &down));
+                list.push(table::plan(&tc.table, &down, self.cfg.partial_columns));
             }
         }
         Ok((plans, list))
@@ -900,11 +926,27 @@ impl Coordinator {
 
     async fn apply_batch(&mut self, mut items: Vec<Queued>) -> Result<(), MysqlError> {
         let mut force_safe = false;
+        let mut refreshed = false;
         loop {
             match self.try_batch(&mut items, force_safe).await {
                 Ok(()) => {
                     self.since = None;
                     return Ok(());
+                }
+                Err(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !refreshed && rejected_for_shape(&e) => {
+                    // The downstream table changed under the cache: re-read it and retry once
+                    // (what committed is re-read from the checkpoint, as after a lost connection).
+                    tracing::info!(target: "drainer::sink::mysql", error = %e, "downstream table changed; re-reading its definition and retrying");
+                    refreshed = true;
+                    self.cache.clear();
+                    if let Some(ck) = self.cfg.checkpoint.clone() {
+                        match self.reload(&ck).await {
+                            Ok(()) => {}
+                            Err(Fail::Fatal(f)) => return Err(f),
+                            Err(Fail::Retry(r)) => self.recover(r).await?,
+                        }
+                    }
+                    force_safe = self.cfg.checkpoint.is_none();
                 }
                 Err(Fail::Fatal(e)) => return Err(e),
                 Err(Fail::Retry(e)) => {
@@ -1084,6 +1126,10 @@ impl Coordinator {
             Err(e) => Err(Fail::Fatal(rejected(&e))),
         }
     }
+}
+
+fn rejected_for_shape(e: &MysqlError) -> bool {
+    matches!(e, MysqlError::Rejected { source, .. } if server_code(source).is_some_and(stale_shape))
 }
 
 fn row_count(item: &Item) -> usize {

@@ -88,8 +88,9 @@ pub(crate) async fn fetch(conn: &mut Conn, schema: &str, table: &str) -> Result<
 }
 
 /// Builds the plan for writing rows of `up` into `down`: columns matched by name
-/// (case-insensitive), keys from the downstream.
-pub(crate) fn plan(up: &TableSchema, down: &DownTable) -> TablePlan {
+/// (case-insensitive), keys from the downstream. With `partial` (sync-mode 2) columns `down` lacks
+/// are not written; otherwise they are, and the downstream's error names them.
+pub(crate) fn plan(up: &TableSchema, down: &DownTable, partial: bool) -> TablePlan {
     let cols = up
         .columns
         .iter()
@@ -97,7 +98,7 @@ pub(crate) fn plan(up: &TableSchema, down: &DownTable) -> TablePlan {
             let d = down.columns.iter().find(|d| d.name.eq_ignore_ascii_case(&c.name));
             PlanCol {
                 quoted: quoted_col(&c.name),
-                write: !c.generated && !d.is_some_and(|d| d.generated),
+                write: !c.generated && !d.is_some_and(|d| d.generated) && (d.is_some() || !partial),
                 binary: d.map_or(c.binary && is_string_tp(c.tp), |d| d.binary_string()),
             }
         })
@@ -117,7 +118,8 @@ fn is_string_tp(tp: u8) -> bool {
     matches!(tp, VARCHAR | VAR_STRING | STRING | TINY_BLOB | MEDIUM_BLOB | LONG_BLOB | BLOB)
 }
 
-/// Downstream table info per `(schema, table)`; cleared after every DDL.
+/// Downstream table info per `(schema, table)`; cleared after every DDL and when the downstream
+/// rejects a batch with a table-shape error (see `stale_shape`).
 #[derive(Debug, Default)]
 pub(crate) struct Cache {
     tables: HashMap<(String, String), Arc<DownTable>>,
@@ -142,5 +144,33 @@ impl Cache {
     /// Forgets everything (after a DDL).
     pub fn clear(&mut self) {
         self.tables.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::txn::{Column, UniqueKey};
+
+    #[test]
+    fn partial_mode_leaves_out_columns_the_downstream_lacks() {
+        let col = |n: &str| Column { name: n.into(), ..Default::default() };
+        let up = TableSchema {
+            schema: "d".into(),
+            name: "t".into(),
+            columns: vec![col("id"), col("v"), col("u")],
+            unique_keys: vec![UniqueKey { name: "PRIMARY".into(), columns: vec![0] }],
+            ..Default::default()
+        };
+        let dc = |n: &str| DownColumn { name: n.into(), data_type: "int".into(), generated: false };
+        let down = DownTable { columns: vec![dc("ID"), dc("u"), dc("extra")], unique_keys: vec![vec!["id".into()]] };
+        let full = plan(&up, &down, false);
+        assert_eq!(full.cols.iter().map(|c| c.write).collect::<Vec<_>>(), vec![true, true, true]);
+        let part = plan(&up, &down, true);
+        assert_eq!(part.cols.iter().map(|c| c.write).collect::<Vec<_>>(), vec![true, false, true]);
+        assert_eq!(part.keys, vec![vec![0]]);
+        // a key over a column that is not written is not usable
+        let down2 = DownTable { unique_keys: vec![vec!["v".into()], vec!["id".into()]], ..down };
+        assert_eq!(plan(&up, &down2, true).keys, vec![vec![0]]);
     }
 }
