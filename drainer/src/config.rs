@@ -133,53 +133,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "syncer.to.oracle-connect-string",
 ];
 
-/// Why a config could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading config file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not TOML, or a value has the wrong type.
-    #[error("config file {}: {message}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the TOML parser said.
-        message: String,
-    },
-    /// A key that drainer does not know.
-    #[error(
-        "config file {}: contained unknown configuration options: {key}{}",
-        path.display(),
-        suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
-    )]
-    UnknownKey {
-        /// The file.
-        path: PathBuf,
-        /// The dotted key.
-        key: String,
-        /// The nearest valid key, if one is close.
-        suggestion: Option<String>,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid {key}: {reason}")]
-    Invalid {
-        /// The key (or flag) name.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-pub(crate) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key, reason: reason.into() }
-}
+pub use pump::server::config_file::{ConfigError, invalid};
 
 /// The drainer configuration, with upstream's keys and defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -608,97 +562,16 @@ impl DbType {
     }
 }
 
-/// Levenshtein distance, for suggesting the nearest key.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The known key nearest to `key` (dotted), if it is close enough to be a likely typo.
-pub fn suggest(key: &str) -> Option<String> {
-    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
-    KNOWN_KEYS
-        .iter()
-        .filter(|k| !k.contains('*'))
-        .map(|k| k.trim_end_matches('.'))
-        .map(|k| (edit_distance(&norm(key), &norm(k)), k))
-        .filter(|(d, k)| *d <= 3.max(k.len() / 4))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.to_owned())
-}
-
-fn known(k: &str) -> bool {
-    KNOWN_KEYS.contains(&k)
-}
-
-/// Checks every key of `table` (at dotted `prefix`, `*` for free names) against [`KNOWN_KEYS`];
-/// `shown` is the same prefix with the real names, for the error.
-fn check_table(table: &toml::Table, prefix: &str, shown: &str, path: &Path) -> Result<(), ConfigError> {
-    for (k, v) in table {
-        let (full, full_shown) = (format!("{prefix}{k}"), format!("{shown}{k}"));
-        let wild = format!("{prefix}*");
-        let section = if known(&format!("{full}.")) {
-            Some(full.clone())
-        } else if known(&format!("{wild}.")) {
-            Some(wild.clone())
-        } else {
-            None
-        };
-        if let Some(sec) = section {
-            match v {
-                toml::Value::Table(t) => {
-                    check_table(t, &format!("{sec}."), &format!("{full_shown}."), path)?;
-                    continue;
-                }
-                toml::Value::Array(items) if items.iter().all(toml::Value::is_table) => {
-                    for item in items {
-                        if let toml::Value::Table(t) = item {
-                            check_table(t, &format!("{sec}."), &format!("{full_shown}."), path)?;
-                        }
-                    }
-                    continue;
-                }
-                // a section given a plain value: serde reports the type error
-                _ => continue,
-            }
-        }
-        if known(&full) || known(&wild) {
-            continue;
-        }
-        return Err(ConfigError::UnknownKey { path: path.into(), suggestion: suggest(&full_shown), key: full_shown });
-    }
-    Ok(())
-}
-
-/// Checks every key of a parsed drainer.toml against [`KNOWN_KEYS`].
-pub fn check_keys(table: &toml::Table, path: &Path) -> Result<(), ConfigError> {
-    check_table(table, "", "", path)
-}
-
 impl Config {
     /// Parses drainer.toml text (`path` only names the file in errors). Defaults fill missing keys;
     /// [`Config::adjust`] is not applied yet (flags come first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let table: toml::Table =
-            text.parse().map_err(|e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        check_keys(&table, path)?;
-        Config::deserialize(toml::Value::Table(table))
-            .map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        pump::server::config_file::parse_toml(KNOWN_KEYS, text, path)
     }
 
     /// Reads and parses a drainer.toml.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::parse(&text, path)
+        pump::server::config_file::read_toml(KNOWN_KEYS, path)
     }
 
     /// The sink kind (`pb` is `file`).

@@ -6,9 +6,9 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 
 /// Drainer's flags. Every value is optional so that only the ones given override the config file.
 #[derive(Debug, Parser, Default)]
@@ -101,26 +101,10 @@ pub struct Flags {
     pub log_rotate: Option<String>,
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    /// `-V`: print the version.
-    Version,
-    /// Run with this (validated) configuration.
-    Run(Box<Config>),
-}
+pub use pump::server::config_file::FlagsError;
 
-/// Why the command line could not be turned into a config.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FlagsError {
-    /// clap refused the arguments (this includes `--help`).
-    #[error("{0}")]
-    Clap(#[from] clap::Error),
-    /// The config file or a value is wrong.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-}
+/// What the command line asks for.
+pub type Command = pump::server::config_file::Command<Config>;
 
 impl Flags {
     /// Parses a command line (program name first), accepting `-flag` as well as `--flag`.
@@ -129,10 +113,7 @@ impl Flags {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let cmd = Flags::command();
-        let longs = pump::goflags::long_flags(&cmd);
-        let longs: Vec<&str> = longs.iter().map(String::as_str).collect();
-        Flags::try_parse_from(pump::goflags::normalize(args, &longs))
+        pump::server::config_file::parse_flags(args)
     }
 
     /// Lays these flags over `cfg` (flags win).

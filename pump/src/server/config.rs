@@ -57,49 +57,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "storage.kv.write-L0-slowdown-trigger",
 ];
 
-/// Why a config could not be loaded.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("reading config file {}: {source}", path.display())]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The file is not TOML, or a value has the wrong type.
-    #[error("config file {}: {message}", path.display())]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// What the TOML parser said.
-        message: String,
-    },
-    /// A key that pump does not know.
-    #[error(
-        "config file {}: contained unknown configuration options: {key}{}",
-        path.display(),
-        suggestion.as_ref().map(|s| format!(" (did you mean {s:?}?)")).unwrap_or_default()
-    )]
-    UnknownKey {
-        /// The file.
-        path: PathBuf,
-        /// The dotted key.
-        key: String,
-        /// The nearest valid key, if one is close.
-        suggestion: Option<String>,
-    },
-    /// A value is out of range or malformed.
-    #[error("invalid {key}: {reason}")]
-    Invalid {
-        /// The key (or flag) name.
-        key: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub use super::config_file::ConfigError;
 
 /// The pump configuration, with upstream's keys and defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -378,63 +336,15 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// Levenshtein distance, for suggesting the nearest key.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur.push(sub.min(prev[j + 1] + 1).min(cur[j] + 1));
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The known key nearest to `key` (dotted), if it is close enough to be a likely typo.
-pub fn suggest(key: &str) -> Option<String> {
-    let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
-    KNOWN_KEYS
-        .iter()
-        .map(|k| k.trim_end_matches('.'))
-        .map(|k| (edit_distance(&norm(key), &norm(k)), k))
-        .filter(|(d, k)| *d <= 3.max(k.len() / 3))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, k)| k.to_owned())
-}
-
-/// Checks every key of `table` (at `prefix`) against [`KNOWN_KEYS`].
-pub fn check_keys(table: &toml::Table, prefix: &str, path: &Path) -> Result<(), ConfigError> {
-    for (k, v) in table {
-        let full = format!("{prefix}{k}");
-        let is_section = KNOWN_KEYS.contains(&format!("{full}.").as_str());
-        if is_section && let toml::Value::Table(t) = v {
-            check_keys(t, &format!("{full}."), path)?;
-            continue;
-        }
-        if !is_section && KNOWN_KEYS.contains(&full.as_str()) {
-            continue;
-        }
-        return Err(ConfigError::UnknownKey { path: path.into(), suggestion: suggest(&full), key: full });
-    }
-    Ok(())
-}
-
 impl Config {
     /// Parses pump.toml text (`path` only names the file in errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let table: toml::Table =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })?;
-        check_keys(&table, "", path)?;
-        toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.into(), message: e.to_string() })
+        super::config_file::parse_toml(KNOWN_KEYS, text, path)
     }
 
     /// Reads and parses a pump.toml file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
-        Self::from_toml(&text, path)
+        super::config_file::read_toml(KNOWN_KEYS, path)
     }
 
     /// Checks values and fills derived defaults (`advertise-addr` from `addr`); run after flags are applied.

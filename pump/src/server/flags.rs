@@ -6,7 +6,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
-use clap::{CommandFactory, Parser};
+use clap::Parser;
 
 use super::config::{ByteSize, Config, ConfigError, GcSpec};
 
@@ -82,26 +82,10 @@ pub struct Flags {
     pub enable_tolerant: Option<bool>,
 }
 
-/// What the command line asks for.
-#[derive(Debug)]
-pub enum Command {
-    /// `-V`: print the version.
-    Version,
-    /// Run with this (validated) configuration.
-    Run(Box<Config>),
-}
+pub use super::config_file::FlagsError;
 
-/// Why the command line could not be turned into a config.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum FlagsError {
-    /// clap refused the arguments (this includes `--help`).
-    #[error("{0}")]
-    Clap(#[from] clap::Error),
-    /// The config file or a value is wrong.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-}
+/// What the command line asks for.
+pub type Command = super::config_file::Command<Config>;
 
 impl Flags {
     /// Parses a command line (program name first), accepting `-flag` as well as `--flag`.
@@ -110,10 +94,7 @@ impl Flags {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        let cmd = Flags::command();
-        let longs = crate::goflags::long_flags(&cmd);
-        let longs: Vec<&str> = longs.iter().map(String::as_str).collect();
-        Flags::try_parse_from(crate::goflags::normalize(args, &longs))
+        super::config_file::parse_flags(args)
     }
 
     /// Lays these flags over `cfg` (flags win).

@@ -16,6 +16,7 @@
 
 pub mod binlogs;
 pub mod config;
+pub mod config_file;
 pub mod core;
 pub mod flags;
 pub mod grpc;
