@@ -3,7 +3,8 @@
 //! (the floor), for an insert-only and a mixed insert/update/delete workload.
 //!
 //! `cargo run --release -p bench --bin mysql_sink -- [rows] [runs]` (defaults 200000, 3). Prints one
-//! table row and JSON line per comparison (medians over the runs).
+//! table row and JSON line per comparison (medians over the runs). `SINK_WORKERS` and
+//! `SINK_TXN_BATCH` set the sink's `worker-count` and `txn-batch` (defaults 16 and 20, upstream's).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -140,12 +141,18 @@ async fn load_data(c: &mut mysql_async::Conn, table: &str, recs: &[Rec]) -> Resu
     Ok(())
 }
 
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64) -> Result<f64> {
     let cfg = MysqlSinkConfig {
         port,
         checkpoint: Some(CheckpointCfg { cluster_id, ..Default::default() }),
-        // the defaults (`worker-count` 16, `txn-batch` 20) unless overridden to explore
-        worker_count: std::env::var("SINK_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(16),
+        // upstream's defaults (`worker-count` 16, `txn-batch` 20) unless overridden with
+        // SINK_WORKERS / SINK_TXN_BATCH (a batch is txn-batch × worker-count × 32 rows)
+        worker_count: env_or("SINK_WORKERS", 16),
+        txn_batch: env_or("SINK_TXN_BATCH", 20),
         ..Default::default()
     };
     let mut sink = MysqlSink::connect(cfg).await?;

@@ -612,6 +612,16 @@ impl MysqlSink {
         let workers = if cfg.disable_dispatch { 1 } else { cfg.worker_count };
         let mut conns: Vec<Option<Conn>> = (0..workers).map(|_| None).collect();
         conns[0] = Some(conn);
+        // Open the other connections now, in parallel, rather than one by one inside the first
+        // batch; one that fails for a retryable reason is opened when first needed.
+        let rest = futures::future::join_all((1..workers).map(|w| open(&cfg, w))).await;
+        for (w, r) in rest.into_iter().enumerate() {
+            match r {
+                Ok((c, _)) => conns[w + 1] = Some(c),
+                Err(Fail::Fatal(e)) => return Err(e),
+                Err(Fail::Retry(_)) => {}
+            }
+        }
         let coord = Coordinator {
             started: Instant::now(),
             durable: resume.unwrap_or(0),
