@@ -538,6 +538,16 @@ fn budget_size(cfg: &KafkaConfig) -> usize {
     cfg.max_pending_bytes.clamp(1, u32::MAX as usize)
 }
 
+/// What [`Acker::release_done`] found.
+enum Released {
+    /// It released at least one item.
+    Some,
+    /// The front item is still waiting for an ack.
+    None,
+    /// A delivery of the front item failed.
+    Failed { commit_ts: i64, partition: i32, reason: String },
+}
+
 /// The ack task: awaits each queued item's acks in order and publishes the durable ts once per run of
 /// released items; rebuilds the producer after a failed delivery.
 struct Acker {
@@ -568,74 +578,78 @@ impl Acker {
         }
     }
 
-    /// Waits (up to 2 s) for the front item's next ack, then releases every finished item at the front.
+    /// Releases every finished item at the front; when there is none, waits (up to 2 s) for the
+    /// front item's next ack. So acks that arrived together are released together, with one
+    /// published durable ts and no timer.
     async fn step(&mut self) -> Result<(), KafkaSinkError> {
-        let Some(front) = self.window.front_mut() else { return Ok(()) };
-        let commit_ts = front.commit_ts;
-        if let Some(m) = front.msgs.iter_mut().find(|m| m.ack.is_some()) {
-            let partition = m.partition;
-            let fut = m.ack.as_mut().expect("found above");
-            match tokio::time::timeout(Duration::from_secs(2), fut).await {
-                Ok(r) => match delivery_error(r) {
-                    None => m.ack = None,
-                    Some(reason) => return self.recover(commit_ts, partition, reason).await,
-                },
-                Err(_) => {
-                    // Still waiting: make sure the topic exists (a broker may have lost it).
-                    if self.last_topic_check.elapsed() > Duration::from_secs(2) {
-                        self.last_topic_check = Instant::now();
-                        if let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await {
-                            tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
-                        }
-                    }
-                    return Ok(());
-                }
-            }
+        match self.release_done() {
+            Released::Some => Ok(()),
+            Released::Failed { commit_ts, partition, reason } => self.recover(commit_ts, partition, reason).await,
+            Released::None => self.wait_front().await,
         }
+    }
+
+    /// Pops every fully acked item at the front without waiting and publishes the last one's ts.
+    fn release_done(&mut self) -> Released {
         let mut released = None;
+        let mut outcome = Released::None;
         while let Some(front) = self.window.front_mut() {
             let commit_ts = front.commit_ts;
-            let mut failed = None;
             let mut waiting = false;
             for m in front.msgs.iter_mut() {
                 let Some(fut) = m.ack.as_mut() else { continue };
                 match fut.now_or_never() {
-                    None => {
-                        waiting = true;
-                        break;
-                    }
+                    None => waiting = true,
                     Some(r) => match delivery_error(r) {
                         None => m.ack = None,
-                        Some(reason) => {
-                            failed = Some((m.partition, reason));
-                            break;
-                        }
+                        Some(reason) => outcome = Released::Failed { commit_ts, partition: m.partition, reason },
                     },
                 }
+                if waiting || matches!(outcome, Released::Failed { .. }) {
+                    break;
+                }
             }
-            if let Some((partition, reason)) = failed {
-                self.publish(released);
-                return self.recover(commit_ts, partition, reason).await;
-            }
-            if waiting {
+            if waiting || matches!(outcome, Released::Failed { .. }) {
                 break;
             }
             self.window.pop_front();
             self.rebuilds = 0;
             released = Some(commit_ts);
+            outcome = Released::Some;
         }
-        self.publish(released);
-        Ok(())
-    }
-
-    fn publish(&self, ts: Option<i64>) {
-        if let Some(ts) = ts {
+        if let Some(ts) = released {
             self.shared.durable.send_if_modified(|d| {
                 let moved = ts > *d;
                 *d = (*d).max(ts);
                 moved
             });
         }
+        outcome
+    }
+
+    /// Waits (up to 2 s) for the front item's next unacked message.
+    async fn wait_front(&mut self) -> Result<(), KafkaSinkError> {
+        let Some(front) = self.window.front_mut() else { return Ok(()) };
+        let commit_ts = front.commit_ts;
+        let Some(m) = front.msgs.iter_mut().find(|m| m.ack.is_some()) else { return Ok(()) };
+        let partition = m.partition;
+        let fut = m.ack.as_mut().expect("found above");
+        match tokio::time::timeout(Duration::from_secs(2), fut).await {
+            Ok(r) => match delivery_error(r) {
+                None => m.ack = None,
+                Some(reason) => return self.recover(commit_ts, partition, reason).await,
+            },
+            Err(_) => {
+                // Still waiting: make sure the topic exists (a broker may have lost it).
+                if self.last_topic_check.elapsed() > Duration::from_secs(2) {
+                    self.last_topic_check = Instant::now();
+                    if let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await {
+                        tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// After a failed delivery: a new producer sends every unacked message again, in order (the
