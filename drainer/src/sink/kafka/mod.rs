@@ -187,6 +187,9 @@ fn kerr(what: impl Into<String>) -> impl FnOnce(rdkafka::error::KafkaError) -> K
 /// Items the encoder task may hold queued ahead of it (each is already in the caller's memory).
 const ENCODE_QUEUE: usize = 256;
 
+/// Items the encoder task takes from its queue at once.
+const ENCODE_BATCH: usize = 64;
+
 /// One written item waiting for its acks; holds its share of the unacked-bytes budget until released.
 struct Pending {
     commit_ts: i64,
@@ -470,10 +473,15 @@ async fn encode_loop(
     budget: Arc<Semaphore>,
 ) {
     let mut encoder = translate::Encoder::default();
-    while let Some(item) = items.recv().await {
-        if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &acks, &budget).await {
-            shared.fail(e);
-            return;
+    // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
+    // per run instead of a cross-thread wake-up per item.
+    let mut batch = Vec::with_capacity(ENCODE_BATCH);
+    while items.recv_many(&mut batch, ENCODE_BATCH).await > 0 {
+        for item in batch.drain(..) {
+            if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &acks, &budget).await {
+                shared.fail(e);
+                return;
+            }
         }
     }
 }

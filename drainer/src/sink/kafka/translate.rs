@@ -10,7 +10,7 @@ use prost::encoding::encode_varint;
 
 use crate::proto::slave;
 use crate::sink::file::pb::timestamp_to_local;
-use crate::txn::{Body, Column, Item, Row, RowChange, TableChanges, TableSchema, Value, format_duration};
+use crate::txn::{Body, Column, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Value, format_duration, mysql_type};
 
 /// A transaction that cannot be made to fit `kafka-max-message-size`.
 #[derive(Debug, thiserror::Error)]
@@ -66,10 +66,13 @@ fn column_ref<'a>(col: &Column, v: Option<&'a Value>) -> ColumnRef<'a> {
                 ColumnRef::Bytes(Cow::Borrowed(b))
             } else {
                 // Text types: Go strings may hold any bytes; a prost `string` must be UTF-8.
-                ColumnRef::Text(String::from_utf8_lossy(b))
+                match std::str::from_utf8(b) {
+                    Ok(s) => ColumnRef::Text(Cow::Borrowed(s)),
+                    Err(_) => ColumnRef::Text(String::from_utf8_lossy(b)),
+                }
             }
         }
-        Value::Time(t) => text(timestamp_to_local(t).to_string()),
+        Value::Time(t) => text(time_text(&timestamp_to_local(t))),
         Value::Duration { nanos, fsp } => text(format_duration(*nanos, *fsp)),
         Value::Enum { index, .. } => ColumnRef::Uint(*index),
         Value::Set { bits, .. } => ColumnRef::Uint(*bits),
@@ -78,6 +81,40 @@ fn column_ref<'a>(col: &Column, v: Option<&'a Value>) -> ColumnRef<'a> {
             ColumnRef::Bytes(Cow::Owned(b.to_be_bytes()[8 - n..].to_vec()))
         }
     }
+}
+
+/// `t` as [`MysqlTime`]'s `Display` prints it, without the formatting machinery (a time is in most
+/// rows); `Display` itself for fields wider than it pads to.
+fn time_text(t: &MysqlTime) -> String {
+    if t.year > 9999 || t.month > 99 || t.day > 99 || t.hour > 99 || t.minute > 99 || t.second > 99 || t.micro > 999_999 {
+        return t.to_string();
+    }
+    fn digits(out: &mut String, v: u32, n: u32) {
+        for i in (0..n).rev() {
+            out.push(char::from(b'0' + (v / 10u32.pow(i) % 10) as u8));
+        }
+    }
+    let mut s = String::with_capacity(26);
+    digits(&mut s, t.year.into(), 4);
+    s.push('-');
+    digits(&mut s, t.month.into(), 2);
+    s.push('-');
+    digits(&mut s, t.day.into(), 2);
+    if t.tp == mysql_type::DATE || t.tp == mysql_type::NEWDATE {
+        return s;
+    }
+    s.push(' ');
+    digits(&mut s, t.hour.into(), 2);
+    s.push(':');
+    digits(&mut s, t.minute.into(), 2);
+    s.push(':');
+    digits(&mut s, t.second.into(), 2);
+    let fsp = u32::from(t.fsp.min(6));
+    if fsp > 0 {
+        s.push('.');
+        digits(&mut s, t.micro / 10u32.pow(6 - fsp), fsp);
+    }
+    s
 }
 
 /// A column value as upstream's `DatumToColumn` maps it (see the table in the spec §9.2).
@@ -249,6 +286,19 @@ fn put_bytes(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
+/// The encoded length of a `slave.binlog.Column` message body.
+fn column_len(c: &ColumnRef<'_>) -> usize {
+    let delimited = |n: usize| 1 + prost::length_delimiter_len(n) + n;
+    match c {
+        ColumnRef::Null => 2,
+        ColumnRef::Int(i) => 1 + prost::encoding::encoded_len_varint(*i as u64),
+        ColumnRef::Uint(u) => 1 + prost::encoding::encoded_len_varint(*u),
+        ColumnRef::Double(_) => 9,
+        ColumnRef::Bytes(b) => delimited(b.len()),
+        ColumnRef::Text(s) => delimited(s.len()),
+    }
+}
+
 /// Appends a `slave.binlog.Column` message body.
 fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
     match c {
@@ -282,7 +332,6 @@ pub struct Encoder {
     /// By table schema (pointer, with the `Arc` kept so it cannot be reused): the encoded `Table`
     /// fields before the mutations (1–3) and after them (5).
     headers: HashMap<usize, (Arc<TableSchema>, Vec<u8>, Vec<u8>)>,
-    column: Vec<u8>,
     row: Vec<u8>,
     mutation: Vec<u8>,
     table: Vec<u8>,
@@ -333,10 +382,10 @@ impl Encoder {
             };
             self.mutation.clear();
             self.mutation.extend_from_slice(&[0x08, tp as u8]);
-            encode_row(&mut self.row, &mut self.column, &t.table, r);
+            encode_row(&mut self.row, &t.table, r);
             put_bytes(&mut self.mutation, 0x12, &self.row);
             if let Some(old) = old {
-                encode_row(&mut self.row, &mut self.column, &t.table, old);
+                encode_row(&mut self.row, &t.table, old);
                 put_bytes(&mut self.mutation, 0x1a, &self.row);
             }
             put_bytes(&mut self.table, 0x22, &self.mutation);
@@ -345,20 +394,21 @@ impl Encoder {
     }
 }
 
-/// Puts the `Row` message body of `r` in `row` (`column` is scratch).
-fn encode_row(row: &mut Vec<u8>, column: &mut Vec<u8>, table: &TableSchema, r: &Row) {
+/// Puts the `Row` message body of `r` in `row`.
+fn encode_row(row: &mut Vec<u8>, table: &TableSchema, r: &Row) {
     row.clear();
     for (i, c) in table.columns.iter().enumerate() {
-        column.clear();
-        put_column(column, &column_ref(c, r.get(i).and_then(Option::as_ref)));
-        put_bytes(row, 0x0a, column);
+        let c = column_ref(c, r.get(i).and_then(Option::as_ref));
+        row.push(0x0a);
+        encode_varint(column_len(&c) as u64, row);
+        put_column(row, &c);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::{MysqlTime, UniqueKey, mysql_type};
+    use crate::txn::UniqueKey;
     use std::sync::Arc;
 
     fn table() -> Arc<TableSchema> {
@@ -520,6 +570,18 @@ mod tests {
                 let want = to_secondary(item).unwrap().encode_to_vec();
                 assert_eq!(enc.dml(item.commit_ts, tables), want, "commit ts {}", item.commit_ts);
             }
+        }
+    }
+    #[test]
+    fn time_text_is_display() {
+        let mut times = vec![MysqlTime::default(), MysqlTime { year: 10_000, month: 1, day: 1, tp: mysql_type::DATETIME, ..Default::default() }];
+        for fsp in 0..=7 {
+            for tp in [mysql_type::DATE, mysql_type::DATETIME, mysql_type::TIMESTAMP] {
+                times.push(MysqlTime { year: 987, month: 12, day: 31, hour: 23, minute: 5, second: 9, micro: 120_034, tp, fsp });
+            }
+        }
+        for t in times {
+            assert_eq!(time_text(&t), t.to_string(), "{t:?}");
         }
     }
 }
