@@ -263,15 +263,18 @@ impl<T: Ordered> Merger<T> {
     /// The winner's key changed: replay its matches from its leaf to the root.
     #[inline]
     fn replay_winner(&mut self) {
+        let (keys, losers) = (&self.keys, &mut self.losers);
         let mut w = self.winner;
-        let mut n = (self.keys.len() + w) / 2;
-        while n >= 1 {
-            let l = self.losers[n];
-            if self.beats(l, w) {
-                self.losers[n] = w;
-                w = l;
+        let mut kw = keys[w];
+        let mut n = (keys.len() + w) >> 1;
+        while n > 0 {
+            let l = losers[n];
+            let kl = keys[l];
+            if kl < kw || (kl == kw && l < w) {
+                losers[n] = w;
+                (w, kw) = (l, kl);
             }
-            n /= 2;
+            n >>= 1;
         }
         self.winner = w;
     }
