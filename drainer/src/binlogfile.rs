@@ -12,7 +12,7 @@
 //!   detects it by the gzip magic and then reports offsets in the decompressed stream.
 
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
 /// The first two bytes of a gzip member.
@@ -217,11 +217,12 @@ impl std::fmt::Debug for RecordReader {
 impl RecordReader {
     /// Opens `path` for reading from its start.
     pub fn open(path: &Path) -> Result<Self, BinlogFileError> {
-        let gzip = is_gzip(path)?;
         let io_err = |source| BinlogFileError::Io { path: path.to_path_buf(), source };
         let file = File::open(path).map_err(io_err)?;
         let len = file.metadata().map_err(io_err)?.len();
-        let buffered = BufReader::with_capacity(1 << 20, file);
+        let mut buffered = BufReader::with_capacity(1 << 20, file);
+        // The first fill of a file holds its first two bytes unless the file is shorter.
+        let gzip = buffered.fill_buf().map_err(io_err)?.starts_with(&GZIP_MAGIC);
         if gzip {
             let src = Box::new(BufReader::with_capacity(1 << 20, flate2::bufread::MultiGzDecoder::new(buffered)));
             Ok(Self { path: path.to_path_buf(), src, offset: 0, len: None, gzip })

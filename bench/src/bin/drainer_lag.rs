@@ -261,8 +261,13 @@ fn run(txns: u64) -> Result<Outcome> {
     Ok(Outcome { peak_rss_mib: peak as f64 / 1024.0, catch_up_secs, txns })
 }
 
-/// Tails the file sink's directory: every record's commit ts with the wall clock (ms) it was seen at.
-fn tail_files(dir: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<Result<Vec<(i64, i64)>>> {
+/// Tails the file sink's directory: every record's commit ts with the wall clock (ms) it was seen at;
+/// `count` follows how many records it has seen so far.
+fn tail_files(
+    dir: std::path::PathBuf,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+) -> std::thread::JoinHandle<Result<Vec<(i64, i64)>>> {
     std::thread::spawn(move || {
         use std::io::{Read, Seek, SeekFrom};
         let mut seen = Vec::new();
@@ -287,6 +292,7 @@ fn tail_files(dir: std::path::PathBuf, stop: Arc<std::sync::atomic::AtomicBool>)
                 }
                 let b = drainer::proto::pb::Binlog::decode(&pending[at + 12..at + 12 + len])?;
                 seen.push((b.commit_ts(), now));
+                count.store(seen.len(), std::sync::atomic::Ordering::Release);
                 at += 16 + len;
             }
             pending.drain(..at);
@@ -373,26 +379,17 @@ fn e2e(secs: u64) -> Result<()> {
     let initial = env.rt.block_on(env.tso.get_ts())? as i64;
     let (_drainer, _daddr) = env.drainer(initial)?;
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let tailer = tail_files(env.root().join("drainer").join("data"), stop.clone());
+    let tailed = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tailer = tail_files(env.root().join("drainer").join("data"), stop.clone(), tailed.clone());
     let pulled = Arc::new(std::sync::Mutex::new(Vec::new()));
     pull_pumps(&env, initial, pulled.clone());
-    let tailed_count = || -> Result<usize> {
-        // the tailer owns its list; count records via the files instead
-        let mut n = 0;
-        for (p, _) in drainer::binlogfile::list_files(&env.root().join("drainer").join("data"))? {
-            let mut r = drainer::binlogfile::RecordReader::open(&p)?;
-            while let Ok(Some(_)) = r.next_record() {
-                n += 1;
-            }
-        }
-        Ok(n)
-    };
+    let tailed_count = || tailed.load(std::sync::atomic::Ordering::Acquire);
 
     // Phase A: unpaced, to find the pipeline's max load.
     eprintln!("phase A: {WRITERS} writers unpaced for 10 s");
     let t0 = Instant::now();
     let written_a = write_for(&env, WRITERS, Duration::from_secs(10), None, 0)?;
-    while tailed_count()? < written_a {
+    while tailed_count() < written_a {
         if t0.elapsed() > Duration::from_secs(600) {
             bail!("the drainer did not write the {written_a} phase-A transactions in 10 min");
         }
@@ -411,7 +408,7 @@ fn e2e(secs: u64) -> Result<()> {
     let achieved = written_b as f64 / t1.elapsed().as_secs_f64();
     let want = written_a + written_b;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while tailed_count()? < want || pulled.lock().expect("lock").len() < want {
+    while tailed_count() < want || pulled.lock().expect("lock").len() < want {
         if Instant::now() > deadline {
             bail!("phase B did not reach the file and the pullers in 2 min");
         }
