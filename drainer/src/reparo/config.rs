@@ -9,8 +9,9 @@ use clap::{ArgAction, CommandFactory, FromArgMatches, Parser};
 use serde::Deserialize;
 
 use super::filter::{Filter, TableRule};
-use crate::sink::mysql::MysqlSinkConfig;
 use super::ReparoError;
+use crate::config::Security;
+use crate::sink::mysql::{MysqlSinkConfig, MysqlTls};
 
 /// The command line. Every value is optional so the TOML file can supply it; the flag wins.
 #[derive(Debug, Parser, Default)]
@@ -98,6 +99,10 @@ pub struct DestDb {
     /// Password.
     #[serde(default)]
     pub password: String,
+    /// `[dest-db.security]` (ours; upstream's Reparo has no TLS): `ssl-ca`, `ssl-cert`, `ssl-key`
+    /// as in the drainer's `[syncer.to.security]`. TLS is on when `ssl-ca` is set.
+    #[serde(default)]
+    pub security: Security,
 }
 
 fn default_host() -> String {
@@ -112,7 +117,13 @@ fn default_user() -> String {
 
 impl Default for DestDb {
     fn default() -> Self {
-        Self { host: default_host(), port: default_port(), user: default_user(), password: String::new() }
+        Self {
+            host: default_host(),
+            port: default_port(),
+            user: default_user(),
+            password: String::new(),
+            security: Security::default(),
+        }
     }
 }
 
@@ -182,6 +193,8 @@ pub struct Config {
     pub dest_type: DestType,
     /// `[dest-db]`.
     pub dest_db: DestDb,
+    /// `[dest-db.security]` resolved: TLS to the destination, `None` = plain TCP.
+    pub dest_tls: Option<MysqlTls>,
     /// Safe mode.
     pub safe_mode: bool,
     /// Schema/table filter.
@@ -205,8 +218,8 @@ pub fn datetime_to_tso(s: &str) -> Result<i64, ReparoError> {
 }
 
 impl Config {
-    /// The MySQL sink settings for `dest-type = "mysql"`: `[dest-db]`, `safe-mode`, `txn-batch`,
-    /// `worker-count`; no checkpoint (a replay is made idempotent by safe mode, as upstream) and no
+    /// The MySQL sink settings for `dest-type = "mysql"`: `[dest-db]` (with its TLS), `safe-mode`,
+    /// `txn-batch`, `worker-count`; no checkpoint (a replay is made idempotent by safe mode, as upstream) and no
     /// automatic safe mode at start.
     pub fn mysql_sink_config(&self) -> MysqlSinkConfig {
         MysqlSinkConfig {
@@ -220,6 +233,7 @@ impl Config {
             txn_batch: self.txn_batch,
             worker_count: self.worker_count,
             retry_for: MYSQL_RETRY_FOR,
+            tls: self.dest_tls.clone(),
             ..Default::default()
         }
     }
@@ -274,6 +288,11 @@ impl Config {
         if txn_batch == 0 || worker_count == 0 {
             return Err(ReparoError::Config("txn-batch and worker-count must be at least 1".into()));
         }
+        let dest_db = toml_cfg.dest_db.unwrap_or_default();
+        let dest_tls = crate::sink::setup::tls_settings("[dest-db.security]", &dest_db.security).map_err(|(key, why)| {
+            let key = if key.is_empty() { String::new() } else { format!(" {key}") };
+            ReparoError::Config(format!("[dest-db.security]{key}: {why}"))
+        })?;
         Ok(Config {
             data_dir,
             start_ts,
@@ -281,7 +300,8 @@ impl Config {
             txn_batch,
             worker_count,
             dest_type,
-            dest_db: toml_cfg.dest_db.unwrap_or_default(),
+            dest_db,
+            dest_tls,
             safe_mode: flags.safe_mode.or(toml_cfg.safe_mode).unwrap_or(false),
             filter,
             log_level: flags.log_level.or(toml_cfg.log_level).unwrap_or_else(|| "info".into()),
@@ -327,10 +347,56 @@ password = "p"
         assert_eq!(c.data_dir, PathBuf::from("from-flag"));
         assert_eq!((c.txn_batch, c.worker_count, c.start_ts, c.stop_ts, c.safe_mode), (7, 3, 5, 0, true));
         assert_eq!(c.dest_type, DestType::Mysql);
-        assert_eq!(c.dest_db, DestDb { host: "h".into(), port: 3307, user: "u".into(), password: "p".into() });
+        let want = DestDb { host: "h".into(), port: 3307, user: "u".into(), password: "p".into(), ..Default::default() };
+        assert_eq!(c.dest_db, want);
+        assert_eq!(c.dest_tls, None);
         assert!(c.filter.skip("b", "x"), "only db a is replicated");
         assert!(c.filter.skip("a", "tmp_1"));
         assert!(!c.filter.skip("a", "t"));
+    }
+
+    #[test]
+    fn dest_db_security_turns_on_tls_and_names_bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = |n: &str| {
+            let p = dir.path().join(n);
+            std::fs::write(&p, "x").unwrap();
+            p.to_str().unwrap().to_owned()
+        };
+        let (ca, cert, key) = (f("ca.pem"), f("c.pem"), f("k.pem"));
+        let with = |security: &str| {
+            let path = dir.path().join("r.toml");
+            std::fs::write(&path, format!("data-dir = \"d\"\ndest-type = \"mysql\"\n[dest-db]\nport = 3307\n{security}")).unwrap();
+            resolve(&["-config", path.to_str().unwrap()])
+        };
+        let c = with(&format!("[dest-db.security]\nssl-ca = {ca:?}\nssl-cert = {cert:?}\nssl-key = {key:?}\n")).unwrap();
+        let want = MysqlTls { ca: ca.clone().into(), client: Some((cert.clone().into(), key.clone().into())) };
+        assert_eq!(c.dest_tls.as_ref(), Some(&want));
+        assert_eq!(c.mysql_sink_config().tls, Some(want));
+        assert_eq!(c.mysql_sink_config().port, 3307);
+        let c = with(&format!("[dest-db.security]\nssl-ca = {ca:?}\n")).unwrap();
+        assert_eq!(c.dest_tls, Some(MysqlTls { ca: ca.clone().into(), client: None }));
+        assert_eq!(with("").unwrap().dest_tls, None);
+        let e = with("[dest-db.security]\nssl-ca = \"/no/such/ca.pem\"\n").unwrap_err().to_string();
+        assert!(e.contains("[dest-db.security] ssl-ca") && e.contains("/no/such/ca.pem"), "{e}");
+        let e = with(&format!("[dest-db.security]\nssl-ca = {ca:?}\nssl-key = {key:?}\n")).unwrap_err().to_string();
+        assert!(e.contains("together"), "{e}");
+        let e = with("[dest-db.security]\nssl-kay = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("ssl-kay"), "{e}");
+    }
+
+    #[test]
+    fn the_example_config_parses() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/reparo.toml");
+        let c = resolve(&["-config", path.to_str().unwrap()]).unwrap();
+        assert_eq!((c.dest_type, c.txn_batch, c.worker_count, c.dest_tls.clone()), (DestType::Mysql, 20, 16, None));
+        // the commented [dest-db.security] block, uncommented, is the TLS section
+        let text = std::fs::read_to_string(&path).unwrap().replace("# [dest-db.security]", "[dest-db.security]");
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r.toml");
+        std::fs::write(&p, text.replace("# ssl-ca = \"/path/to/ca.pem\"", "ssl-ca = \"/no/ca.pem\"")).unwrap();
+        let e = resolve(&["-config", p.to_str().unwrap()]).unwrap_err().to_string();
+        assert!(e.contains("[dest-db.security] ssl-ca") && e.contains("/no/ca.pem"), "{e}");
     }
 
     #[test]

@@ -119,30 +119,42 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
     })
 }
 
-/// `[syncer.to.security]` as the sink's TLS settings: on when `ssl-ca` is set; `ssl-cert` and
-/// `ssl-key` go together. Files are checked readable here so a typo is named at start.
+/// `[syncer.to.security]` as the sink's TLS settings (see [`tls_settings`]).
 fn mysql_tls(sec: &Security) -> Result<Option<MysqlTls>, ConfigError> {
+    tls_settings("[syncer.to.security]", sec).map_err(|(key, why)| {
+        let key = match key {
+            "ssl-ca" => "syncer.to.security.ssl-ca",
+            "ssl-cert" => "syncer.to.security.ssl-cert",
+            "ssl-key" => "syncer.to.security.ssl-key",
+            _ => "syncer.to.security",
+        };
+        invalid(key, why)
+    })
+}
+
+/// A `security` table (`[syncer.to.security]`, Reparo's `[dest-db.security]`) as the MySQL sink's
+/// TLS settings: on when `ssl-ca` is set; `ssl-cert` and `ssl-key` go together. Files are checked
+/// readable here so a typo is named at start. The error is `(key within the table, why)`, the key
+/// empty when it concerns the table as a whole; `section` only names the table in a warning.
+pub fn tls_settings(section: &str, sec: &Security) -> Result<Option<MysqlTls>, (&'static str, String)> {
     if !sec.enabled() {
         if !sec.ssl_cert.is_empty() || !sec.ssl_key.is_empty() {
-            return Err(invalid("syncer.to.security.ssl-ca", "is empty but ssl-cert/ssl-key are set (TLS needs the CA)"));
+            return Err(("ssl-ca", "is empty but ssl-cert/ssl-key are set (TLS needs the CA)".into()));
         }
         return Ok(None);
     }
-    let readable = |key: &'static str, path: &str| -> Result<PathBuf, ConfigError> {
-        std::fs::File::open(path).map_err(|e| invalid(key, format!("{path}: {e}")))?;
+    let readable = |key: &'static str, path: &str| -> Result<PathBuf, (&'static str, String)> {
+        std::fs::File::open(path).map_err(|e| (key, format!("{path}: {e}")))?;
         Ok(PathBuf::from(path))
     };
-    let ca = readable("syncer.to.security.ssl-ca", &sec.ssl_ca)?;
+    let ca = readable("ssl-ca", &sec.ssl_ca)?;
     let client = match (sec.ssl_cert.is_empty(), sec.ssl_key.is_empty()) {
         (true, true) => None,
-        (false, false) => Some((
-            readable("syncer.to.security.ssl-cert", &sec.ssl_cert)?,
-            readable("syncer.to.security.ssl-key", &sec.ssl_key)?,
-        )),
-        _ => return Err(invalid("syncer.to.security", "ssl-cert and ssl-key must be set together")),
+        (false, false) => Some((readable("ssl-cert", &sec.ssl_cert)?, readable("ssl-key", &sec.ssl_key)?)),
+        _ => return Err(("", "ssl-cert and ssl-key must be set together".into())),
     };
     if !sec.cert_allowed_cn.is_empty() {
-        tracing::warn!("[syncer.to.security] cert-allowed-cn is unused: the downstream is checked against ssl-ca and its host name");
+        tracing::warn!("{section} cert-allowed-cn is unused: the downstream is checked against ssl-ca and its host name");
     }
     Ok(Some(MysqlTls { ca, client }))
 }

@@ -273,6 +273,78 @@ fn reparo_restores_into_mysql_with_a_ts_window_and_replays_safely() {
     assert!(err.contains(&format!("127.0.0.1:{dead_port}")), "{err}");
 }
 
+/// `[dest-db.security]` (ours): Reparo restores into a MariaDB that serves TLS with our test CA, as a
+/// user created `REQUIRE X509` (so only with the client certificate); a CA that did not sign the
+/// server's certificate is named at once, with the server's address.
+#[test]
+fn reparo_restores_over_tls_with_dest_db_security() {
+    use mysql_async::prelude::Queryable;
+    use tests::pki::Pki;
+    let dir = tempfile::tempdir().unwrap();
+    for d in ["pki", "other"] {
+        std::fs::create_dir_all(dir.path().join(d)).unwrap();
+    }
+    let pki = Pki::new(&dir.path().join("pki")).unwrap();
+    let server = pki.leaf("mariadb").unwrap();
+    let client = pki.leaf("reparo").unwrap();
+    let other = Pki::new(&dir.path().join("other")).unwrap();
+    let args = [
+        format!("--ssl-ca={}", pki.ca.display()),
+        format!("--ssl-cert={}", server.cert.display()),
+        format!("--ssl-key={}", server.key.display()),
+    ];
+    let db = tests::MariaDb::start_with(&dir.path().join("db"), &args).unwrap();
+    let data = dir.path().join("data");
+    let (items, live) = mysql_items(10);
+    write_items(&data, &items);
+    let rt = crate::mysql_sink::rt();
+    let mut c = rt.block_on(crate::mysql_sink::conn(&db));
+    rt.block_on(c.query_drop("CREATE USER 'x509'@'%' IDENTIFIED BY 'pw' REQUIRE X509; GRANT ALL ON *.* TO 'x509'@'%'"))
+        .unwrap();
+    let toml = |name: &str, security: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "data-dir = \"{}\"\ndest-type = \"mysql\"\nworker-count = 4\ntxn-batch = 5\n\
+                 [dest-db]\nhost = \"127.0.0.1\"\nport = {}\nuser = \"x509\"\npassword = \"pw\"\n{security}",
+                data.display(),
+                db.port
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let security = |ca: &Path, with_cert: bool| {
+        let mut s = format!("[dest-db.security]\nssl-ca = \"{}\"\n", ca.display());
+        if with_cert {
+            s.push_str(&format!("ssl-cert = \"{}\"\nssl-key = \"{}\"\n", client.cert.display(), client.key.display()));
+        }
+        s
+    };
+
+    // Plain TCP, and TLS without the client certificate: the REQUIRE X509 user is refused.
+    for (name, sec) in [("plain.toml", String::new()), ("nocert.toml", security(&pki.ca, false))] {
+        let out = reparo(&["-config", toml(name, &sec).to_str().unwrap()]);
+        assert!(!out.status.success(), "{name}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("refused user \"x509\""), "{name}: {err}");
+    }
+
+    let good = toml("tls.toml", &security(&pki.ca, true));
+    let out = reparo(&["-config", good.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rt.block_on(downstream_rows(&mut c)), expected_rows(&live));
+    assert!(rt.block_on(has_table(&mut c, "t2")));
+
+    let started = std::time::Instant::now();
+    let out = reparo(&["-config", toml("wrong-ca.toml", &security(&other.ca, true)).to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TLS to the downstream") && err.contains(&format!("127.0.0.1:{}", db.port)), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "a TLS failure is not retried");
+}
+
 /// TIMESTAMP values are written to pb files as text in the drainer's local time zone (as upstream);
 /// Reparo reads that text in its own local time zone, so run it in the drainer's zone: then the
 /// downstream gets the exact instant. In another zone the instant moves by the zones' difference.
