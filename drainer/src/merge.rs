@@ -4,10 +4,14 @@
 //! Each pump reader owns a [`SourceSender`]: it pushes whole *batches* (`Vec<T>`) into a bounded
 //! single-producer queue, so there is one queue operation per batch, not per binlog. The [`Merger`]
 //! keeps each source's current batch and a *loser tree* (tournament tree) over the sources' heads keyed
-//! by (commit ts, source index): emitting one item takes the winner's head and replays its leaf-to-root
-//! path, exactly ⌈log2 k⌉ comparisons with no swaps of whole entries (a binary heap's sift-down does up
-//! to twice that). A source that runs out of queued items leaves the tree (its key becomes "none") until
-//! refilled; refills, new and removed sources rebuild the tree in O(k), once per batch, not per item.
+//! by commit ts: emitting one item takes the winner's head and replays its leaf-to-root path, exactly
+//! ⌈log2 k⌉ comparisons with no swaps of whole entries (a binary heap's sift-down does up to twice that).
+//! Each internal node keeps the losing leaf *and its key*, so the nodes a replay visits are known before
+//! any comparison (their loads overlap) and each level is a select, not a branch the CPU must predict:
+//! merged pumps interleave at random. A source that runs out of queued items leaves the tree (its key
+//! becomes "none") until refilled; refills, new and removed sources rebuild the tree in O(k), once per
+//! batch, not per item. The consumer takes items in batches ([`Merger::fill`]): the refill and
+//! excluded-source checks run once per batch or when a source runs dry, not once per item.
 //!
 //! # Rules
 //! - An item is emitted only when every *included* source has a head, and it is the minimum of them:
@@ -124,8 +128,6 @@ struct Slot<T> {
     id: String,
     rx: mpsc::Receiver<Vec<T>>,
     ctl: Arc<SourceCtl>,
-    /// The current batch, consumed from the front.
-    buf: std::vec::IntoIter<T>,
 }
 
 /// What [`Merger::next`] found.
@@ -139,6 +141,17 @@ pub enum Step<T> {
     Idle,
 }
 
+/// Why [`Merger::fill`] stopped adding items.
+#[derive(Debug, PartialEq)]
+pub enum Pause {
+    /// The output reached the requested number of items; call again for more.
+    Full,
+    /// Source (by id) has no queued item and is required: wait for it ([`Merger::wait`]).
+    Wait(String),
+    /// No source is required right now (none, or all excluded and drained).
+    Idle,
+}
+
 enum Refill {
     Got,
     Excluded(i64),
@@ -146,15 +159,25 @@ enum Refill {
     Pending,
 }
 
+/// A match result kept at an internal node of the loser tree: the losing leaf and its key (kept here so
+/// a replay reads one node per level, at addresses known before any comparison).
+#[derive(Clone, Copy, Debug)]
+struct Node {
+    key: i64,
+    leaf: usize,
+}
+
 /// The k-way merge. Single consumer; see the module docs for the rules.
 pub struct Merger<T> {
     slots: Vec<Option<Slot<T>>>,
+    /// Per slot: the current batch, consumed from the front (empty for a removed slot).
+    bufs: Vec<std::vec::IntoIter<T>>,
     /// Per leaf (slot index; the tree has a power-of-two number of leaves): the head's commit ts, or
     /// [`NO_HEAD`] when the slot has no queued item, is empty or does not exist.
     keys: Vec<i64>,
-    /// Internal nodes `1..keys.len()` of the loser tree: the leaf that lost the match there.
-    losers: Vec<usize>,
-    /// The leaf with the smallest key (ties: lowest index).
+    /// Internal nodes `1..keys.len()` of the loser tree.
+    losers: Vec<Node>,
+    /// The leaf with the smallest key.
     winner: usize,
     /// Slots with no head in the tree.
     waiting: Vec<usize>,
@@ -164,7 +187,8 @@ pub struct Merger<T> {
     wake: Arc<Notify>,
 }
 
-/// The key of a leaf without a head: loses every match.
+/// The key of a leaf without a head: loses every match (ties between leaves go either way; equal
+/// commit ts are deduplicated anyway).
 const NO_HEAD: i64 = i64::MAX;
 
 impl<T> std::fmt::Debug for Merger<T> {
@@ -179,8 +203,9 @@ impl<T: Ordered> Merger<T> {
     pub fn new(last_ts: i64) -> Self {
         Merger {
             slots: Vec::new(),
+            bufs: Vec::new(),
             keys: vec![NO_HEAD],
-            losers: vec![0],
+            losers: vec![Node { key: NO_HEAD, leaf: 0 }],
             winner: 0,
             waiting: Vec::new(),
             last_ts,
@@ -217,7 +242,7 @@ impl<T: Ordered> Merger<T> {
 
     /// Adds a source; from now on nothing is emitted until it has a head (or is excluded).
     pub fn add_source(&mut self, src: Source<T>) {
-        let slot = Slot { id: src.id, rx: src.rx, ctl: src.ctl, buf: Vec::new().into_iter() };
+        let slot = Slot { id: src.id, rx: src.rx, ctl: src.ctl };
         let idx = match self.slots.iter().position(Option::is_none) {
             Some(i) => {
                 self.slots[i] = Some(slot);
@@ -225,6 +250,7 @@ impl<T: Ordered> Merger<T> {
             }
             None => {
                 self.slots.push(Some(slot));
+                self.bufs.push(Vec::new().into_iter());
                 self.slots.len() - 1
             }
         };
@@ -234,18 +260,11 @@ impl<T: Ordered> Merger<T> {
         }
     }
 
-    /// `(keys[a], a) < (keys[b], b)`: leaf `a` beats leaf `b`.
-    #[inline]
-    fn beats(&self, a: usize, b: usize) -> bool {
-        let (ka, kb) = (self.keys[a], self.keys[b]);
-        ka < kb || (ka == kb && a < b)
-    }
-
     /// Recomputes the whole tree from `keys` (growing it to fit every slot): O(k).
     fn rebuild(&mut self) {
         let cap = self.slots.len().max(1).next_power_of_two();
         self.keys.resize(cap, NO_HEAD);
-        self.losers = vec![0; cap];
+        self.losers = vec![Node { key: NO_HEAD, leaf: 0 }; cap];
         // winners[n] for the internal nodes and leaves of a 1-based implicit tree
         let mut winners = vec![0usize; 2 * cap];
         for (leaf, w) in winners[cap..].iter_mut().enumerate() {
@@ -253,41 +272,44 @@ impl<T: Ordered> Merger<T> {
         }
         for n in (1..cap).rev() {
             let (a, b) = (winners[2 * n], winners[2 * n + 1]);
-            let (w, l) = if self.beats(a, b) { (a, b) } else { (b, a) };
+            let (w, l) = if self.keys[b] < self.keys[a] { (b, a) } else { (a, b) };
             winners[n] = w;
-            self.losers[n] = l;
+            self.losers[n] = Node { key: self.keys[l], leaf: l };
         }
         self.winner = if cap == 1 { 0 } else { winners[1] };
     }
 
-    /// The winner's key changed: replay its matches from its leaf to the root.
+    /// The winner's key changed to `kw`: replay its matches from its leaf to the root; returns the new
+    /// winner's key. The nodes on the
+    /// path are known up front, so their loads do not wait on the comparisons, and each level is a
+    /// select rather than a branch the CPU must guess (merged pumps interleave unpredictably).
     #[inline]
-    fn replay_winner(&mut self) {
-        let (keys, losers) = (&self.keys, &mut self.losers);
+    fn replay_winner(&mut self, mut kw: i64) -> i64 {
+        let losers = &mut self.losers;
         let mut w = self.winner;
-        let mut kw = keys[w];
-        let mut n = (keys.len() + w) >> 1;
+        let mut n = (losers.len() + w) >> 1;
         while n > 0 {
-            let l = losers[n];
-            let kl = keys[l];
-            if kl < kw || (kl == kw && l < w) {
-                losers[n] = w;
-                (w, kw) = (l, kl);
-            }
+            let node = losers[n];
+            let lose = node.key < kw;
+            losers[n] = if lose { Node { key: kw, leaf: w } } else { node };
+            w = if lose { node.leaf } else { w };
+            kw = if lose { node.key } else { kw };
             n >>= 1;
         }
         self.winner = w;
+        kw
     }
 
     /// Gives slot `idx` (not in the tree) a head if it has or can take a queued item; the caller
     /// rebuilds the tree after a [`Refill::Got`].
     fn refill(&mut self, idx: usize) -> Refill {
         let Some(slot) = self.slots[idx].as_mut() else { return Refill::Closed };
-        if slot.buf.as_slice().is_empty() {
+        let buf = &mut self.bufs[idx];
+        if buf.as_slice().is_empty() {
             // Read the flag before polling: a reader sets it only after queueing its last batch.
             let bound = slot.ctl.exclude_upto.load(Ordering::Acquire);
             match slot.rx.try_recv() {
-                Ok(batch) => slot.buf = batch.into_iter(),
+                Ok(batch) => *buf = batch.into_iter(),
                 Err(mpsc::error::TryRecvError::Empty) if bound > 0 => return Refill::Excluded(bound),
                 Err(mpsc::error::TryRecvError::Empty) => return Refill::Pending,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
@@ -296,7 +318,7 @@ impl<T: Ordered> Merger<T> {
                 }
             }
         }
-        match slot.buf.as_slice().first() {
+        match buf.as_slice().first() {
             Some(head) => {
                 self.keys[idx] = head.commit_ts();
                 Refill::Got
@@ -305,9 +327,24 @@ impl<T: Ordered> Merger<T> {
         }
     }
 
-    /// The next step; never blocks.
+    /// The next step; never blocks. [`Merger::fill`] does the same for many items at once.
     pub fn next(&mut self) -> Step<T> {
+        let mut one = Vec::with_capacity(1);
+        match self.fill(&mut one, 1) {
+            Pause::Full => one.pop().map_or(Step::Idle, Step::Item),
+            Pause::Wait(id) => Step::Wait(id),
+            Pause::Idle => Step::Idle,
+        }
+    }
+
+    /// Appends the next items in commit-ts order to `out` until it holds `max` items (then
+    /// [`Pause::Full`]) or a required source has nothing queued ([`Pause::Wait`]) or no source is
+    /// required ([`Pause::Idle`]). Never blocks.
+    pub fn fill(&mut self, out: &mut Vec<T>, max: usize) -> Pause {
         loop {
+            if out.len() >= max {
+                return Pause::Full;
+            }
             // The lowest bound among excluded sources: nothing above it may pass them.
             let mut bound: Option<(i64, usize)> = None;
             if !self.waiting.is_empty() {
@@ -340,47 +377,55 @@ impl<T: Ordered> Merger<T> {
                     self.rebuild();
                 }
                 if let Some(idx) = pending {
-                    return Step::Wait(self.slot_id(idx));
+                    return Pause::Wait(self.slot_id(idx));
                 }
             }
-            let w = self.winner;
-            let ts = self.keys[w];
-            if ts == NO_HEAD {
-                return match bound {
-                    Some((_, idx)) => Step::Wait(self.slot_id(idx)),
-                    None => Step::Idle,
-                };
-            }
-            if let Some((b, ex)) = bound
-                && ts > b
-            {
-                return Step::Wait(self.slot_id(ex));
-            }
-            let Some(item) = self.slots[w].as_mut().and_then(|slot| slot.buf.next()) else {
-                // unreachable by construction (a key is set only with a head); heal instead of panicking
-                self.keys[w] = NO_HEAD;
-                self.rebuild();
-                continue;
-            };
-            // The same source's next head replaces the winner's key; one leaf-to-root replay.
-            match self.slots[w].as_ref().and_then(|slot| slot.buf.as_slice().first()) {
-                Some(next) => self.keys[w] = next.commit_ts(),
-                None => {
+            // Emit until a source runs dry (it must be refilled before anything else passes it).
+            let limit = bound.map_or(NO_HEAD - 1, |(b, _)| b);
+            let mut kw = self.keys[self.winner];
+            let mut dry = false;
+            while out.len() < max && kw <= limit {
+                let w = self.winner;
+                let buf = &mut self.bufs[w];
+                let Some(item) = buf.next() else {
+                    // unreachable by construction (a key is set only with a head); heal, don't panic
                     self.keys[w] = NO_HEAD;
                     self.waiting.push(w);
+                    self.rebuild();
+                    dry = true;
+                    break;
+                };
+                // The same source's next head replaces the winner's key; one leaf-to-root replay.
+                let next = buf.as_slice().first().map_or(NO_HEAD, Ordered::commit_ts);
+                self.keys[w] = next;
+                let new_kw = self.replay_winner(next);
+                if kw > self.last_ts {
+                    self.last_ts = kw;
+                    out.push(item);
+                } else if kw == self.last_ts {
+                    self.duplicates += 1;
+                } else {
+                    self.disorder += 1;
                 }
+                if next == NO_HEAD {
+                    // the source ran dry: refill it before anything else may pass it
+                    self.waiting.push(w);
+                    dry = true;
+                    break;
+                }
+                kw = new_kw;
             }
-            self.replay_winner();
-            if ts < self.last_ts {
-                self.disorder += 1;
+            if dry {
                 continue;
             }
-            if ts == self.last_ts {
-                self.duplicates += 1;
-                continue;
+            if out.len() >= max {
+                return Pause::Full;
             }
-            self.last_ts = ts;
-            return Step::Item(item);
+            // The smallest head is above the bound of an excluded source, or there is no head at all.
+            return match bound {
+                Some((_, ex)) => Pause::Wait(self.slot_id(ex)),
+                None => Pause::Idle,
+            };
         }
     }
 
@@ -394,13 +439,14 @@ impl<T: Ordered> Merger<T> {
         let Some(idx) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.id == id)) else { return };
         let wake = self.wake.clone();
         let Some(slot) = self.slots[idx].as_mut() else { return };
+        let buf = &mut self.bufs[idx];
         tokio::select! {
             batch = slot.rx.recv() => match batch {
-                Some(b) if slot.buf.as_slice().is_empty() => slot.buf = b.into_iter(),
+                Some(b) if buf.as_slice().is_empty() => *buf = b.into_iter(),
                 Some(b) => {
-                    let mut all: Vec<T> = std::mem::take(&mut slot.buf).collect();
+                    let mut all: Vec<T> = std::mem::take(buf).collect();
                     all.extend(b);
-                    slot.buf = all.into_iter();
+                    *buf = all.into_iter();
                 }
                 None => {} // closed: the next refill removes it
             },
@@ -419,14 +465,20 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn drain(m: &mut Merger<i64>) -> (Vec<i64>, Step<i64>) {
+    /// Everything the merge emits now, taken `max` at a time.
+    fn drain_by(m: &mut Merger<i64>, max: usize) -> (Vec<i64>, Pause) {
         let mut out = Vec::new();
         loop {
-            match m.next() {
-                Step::Item(x) => out.push(x),
+            let upto = out.len() + max;
+            match m.fill(&mut out, upto) {
+                Pause::Full => {}
                 other => return (out, other),
             }
         }
+    }
+
+    fn drain(m: &mut Merger<i64>) -> (Vec<i64>, Pause) {
+        drain_by(m, 2)
     }
 
     #[tokio::test]
@@ -439,15 +491,15 @@ mod tests {
         a.send(vec![1, 4, 6]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert!(out.is_empty());
-        assert_eq!(step, Step::Wait("b".into()));
+        assert_eq!(step, Pause::Wait("b".into()));
         b.send(vec![2, 3, 7]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert_eq!(out, [1, 2, 3, 4, 6]);
-        assert_eq!(step, Step::Wait("a".into()));
+        assert_eq!(step, Pause::Wait("a".into()));
         drop(a); // pump a offline: its reader ends
         let (out, step) = drain(&mut m);
         assert_eq!(out, [7]);
-        assert_eq!(step, Step::Wait("b".into()));
+        assert_eq!(step, Pause::Wait("b".into()));
         assert_eq!(m.source_ids(), ["b"]);
     }
 
@@ -463,7 +515,7 @@ mod tests {
         drop((a, b));
         let (out, step) = drain(&mut m);
         assert_eq!(out, [6, 8, 9]);
-        assert_eq!(step, Step::Idle);
+        assert_eq!(step, Pause::Idle);
         assert_eq!(m.duplicates(), 3); // 5 (= checkpoint), 6, 8
         assert_eq!(m.disorder(), 1); // 3
     }
@@ -481,26 +533,26 @@ mod tests {
         let (out, step) = drain(&mut m);
         // 10 is still queued, so 11 waits for nothing but a's next item.
         assert_eq!(out, [1, 2, 3, 10, 11, 12]);
-        assert_eq!(step, Step::Wait("a".into()));
+        assert_eq!(step, Pause::Wait("a".into()));
         // Above the bound the paused source is required again.
         a.send(vec![99, 101]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert_eq!(out, [99]);
-        assert_eq!(step, Step::Wait("paused".into()));
+        assert_eq!(step, Pause::Wait("paused".into()));
         p.set_exclude_upto(Some(200)); // a fresher bound from the next scan
         let (out, step) = drain(&mut m);
         assert_eq!(out, [101]);
-        assert_eq!(step, Step::Wait("a".into()));
+        assert_eq!(step, Pause::Wait("a".into()));
         // Back online: required again, the merge waits for it.
         p.set_exclude_upto(None);
         a.send(vec![120]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert!(out.is_empty());
-        assert_eq!(step, Step::Wait("paused".into()));
+        assert_eq!(step, Pause::Wait("paused".into()));
         p.send(vec![150]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert_eq!(out, [120]);
-        assert_eq!(step, Step::Wait("a".into()));
+        assert_eq!(step, Pause::Wait("a".into()));
     }
 
     #[tokio::test]
@@ -514,7 +566,7 @@ mod tests {
         a.send(vec![1, 2, 3]).await.unwrap();
         let (out, step) = drain(&mut m);
         assert!(out.is_empty());
-        assert_eq!(step, Step::Wait("silent".into()));
+        assert_eq!(step, Pause::Wait("silent".into()));
     }
 
     #[tokio::test]
@@ -545,9 +597,10 @@ mod tests {
     proptest! {
         #[test]
         fn output_is_the_sorted_dedup_union(
-            streams in proptest::collection::vec(proptest::collection::btree_set(1i64..500, 0..60), 1..6),
+            streams in proptest::collection::vec(proptest::collection::btree_set(1i64..500, 0..60), 1..12),
             batch in 1usize..7,
             start in 0i64..50,
+            max in 1usize..9,
         ) {
             let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
             rt.block_on(async {
@@ -565,8 +618,8 @@ mod tests {
                     }
                 }
                 drop(senders);
-                let (out, step) = drain(&mut m);
-                prop_assert_eq!(step, Step::Idle);
+                let (out, step) = drain_by(&mut m, max);
+                prop_assert_eq!(step, Pause::Idle);
                 let want: std::collections::BTreeSet<i64> =
                     streams.iter().flatten().copied().filter(|&x| x > start).collect();
                 prop_assert_eq!(out, want.into_iter().collect::<Vec<_>>());

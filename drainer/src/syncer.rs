@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{CheckpointError, FileCheckpoint, Savepoint};
-use crate::merge::{Merger, Source, Step};
+use crate::merge::{Merger, Pause, Source};
 use crate::metrics::{metrics, ts_ms};
 use crate::pumps::Pulled;
 use crate::sink::{Sink, SinkError};
@@ -68,17 +68,7 @@ pub async fn run_merge(
             tracing::info!(pump = src.id(), "merge source added");
             merger.add_source(src);
         }
-        let step = loop {
-            match merger.next() {
-                Step::Item(p) => {
-                    batch.push(p);
-                    if batch.len() >= MERGE_BATCH {
-                        break None;
-                    }
-                }
-                other => break Some(other),
-            }
-        };
+        let pause = merger.fill(&mut batch, MERGE_BATCH);
         if merger.disorder() > counted {
             tracing::error!(dropped = merger.disorder() - counted, last = merger.last_ts(), "binlogs below the merged commit ts dropped");
             disorder.inc_by(merger.disorder() - counted);
@@ -92,14 +82,14 @@ pub async fn run_merge(
                 _ = stop.changed() => return,
             }
         }
-        match step {
-            None => {}
-            Some(Step::Wait(id)) => tokio::select! {
+        match pause {
+            Pause::Full => {}
+            Pause::Wait(id) => tokio::select! {
                 _ = merger.wait(&id) => {}
                 src = sources.recv() => if let Some(src) = src { merger.add_source(src) },
                 _ = stop.changed() => return,
             },
-            Some(_) => tokio::select! {
+            Pause::Idle => tokio::select! {
                 _ = merger.wait_any() => {}
                 src = sources.recv() => if let Some(src) = src { merger.add_source(src) },
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}

@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use bench::Comparison;
-use drainer::merge::{Merger, Step, source};
+use drainer::merge::{Merger, Pause, source};
 use itertools::Itertools;
 
 /// Streams of strictly increasing ts, interleaved across sources like pumps sharing one TSO.
@@ -39,9 +39,18 @@ fn ours(data: &[Vec<i64>], batch: usize) -> (f64, i64) {
         let t = Instant::now();
         let mut n = 0usize;
         let mut sum = 0i64;
-        while let Step::Item(x) = m.next() {
-            n += 1;
-            sum = sum.wrapping_add(x);
+        // the drainer's merge task takes batches of 256 (`drainer::syncer::MERGE_BATCH`)
+        let mut out = Vec::with_capacity(256);
+        loop {
+            let pause = m.fill(&mut out, 256);
+            for &x in &out {
+                n += 1;
+                sum = sum.wrapping_add(x);
+            }
+            out.clear();
+            if pause != Pause::Full {
+                break;
+            }
         }
         (n as f64 / t.elapsed().as_secs_f64(), sum)
     })
