@@ -1,4 +1,4 @@
-//! Merge throughput: `drainer::merge::Merger` (batches through bounded per-source queues, heap of heads,
+//! Merge throughput: `drainer::merge::Merger` (batches through bounded per-source queues, a loser tree over the heads,
 //! dedup and disorder accounting) against `itertools::kmerge` over the same in-memory streams (a plain
 //! k-way merge with no watermark logic), side by side in one run.
 //!
