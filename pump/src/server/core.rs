@@ -321,7 +321,9 @@ impl Core {
         };
         let consumed = drainers.iter().filter(|d| d.state != NodeState::Offline).map(|d| d.max_commit_ts).min();
         let target = consumed.map_or(by_time, |c| c.min(by_time));
-        (target > self.store.gc_ts() && self.store.max_commit_ts() > target).then_some(target)
+        let (done, max) = (self.store.gc_ts(), self.store.max_commit_ts());
+        tracing::debug!(target, by_time, ?consumed, done, max, "GC round");
+        (target > done && max > target).then_some(target)
     }
 
     /// One GC round; false if a round is already running.

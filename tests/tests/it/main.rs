@@ -18,6 +18,7 @@ mod kafka_sink;
 mod mysql_sink;
 mod node_registry;
 mod pump_config;
+mod pump_gc;
 mod pump_robust;
 mod pump_server;
 mod pump_states;
