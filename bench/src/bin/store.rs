@@ -5,7 +5,8 @@
 //! only the catch-up, open and recovery comparisons. `STORE_CASE=16w_1024B` runs only the append cases
 //! whose name contains it (and then no catch-up or recovery, unless `STORE_CATCHUP=1` asks for the
 //! catch-up). `STORE_URING=0` leaves the io_uring backend out; `STORE_SHARDS` sets the sharded store's
-//! shard count.
+//! shard count. `STORE_RUNTIMES=0` leaves the runtime shards out; `STORE_GLOMMIO_IO_MEMORY` sets
+//! glommio's `io_memory` (bytes; default: glommio's own).
 //!
 //! * Durable appends, for 1, 16 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
 //!   - ours: `Store::append_blocking` (leader/follower group commit: one write + one fdatasync per batch,
@@ -18,6 +19,12 @@
 //!   - `ours_uring`: the same store with `IoBackend::Uring` (write linked to fdatasync, one syscall);
 //!   - `ours_sharded`: the same store with `STORE_SHARDS` shards (default: the available cores, at most
 //!     8), each its own segment log with its own group commit, appends routed by start_ts;
+//!   - runtime shards (`glommio`, `monoio`, `std_thread`): thread-per-core shards as the design
+//!     card drew them: `STORE_SHARDS` runtime threads, each owning one log file; writer `w` sends each
+//!     append to shard `w % shards` over a channel and blocks on its answer; the shard takes every
+//!     queued append, writes them with one write + one fdatasync through the runtime's io_uring file
+//!     API (glommio `BufferedFile`, monoio `File`) and answers each. `std_thread` runs the same loop on
+//!     a plain thread with blocking `write` + `fdatasync`, so the runtime is the only difference.
 //! * Catch-up read: pulling 128 MiB of 1 KiB committed binlogs from the page cache vs reading the same
 //!   segment files with plain 1 MiB `read`s, from one shard and from `STORE_SHARDS` shards (merged).
 //! * Open (recovery) time of that store vs reading its files once.
@@ -160,6 +167,192 @@ fn run_std_group_commit(dir: &Path, writers: usize, payload: usize, dur: Duratio
     run
 }
 
+/// Which io_uring runtime drives the runtime shards.
+#[derive(Clone, Copy, Debug)]
+enum Runtime {
+    Glommio,
+    Monoio,
+    /// The same loop on a plain std thread (`futures::executor::block_on`, blocking `write` +
+    /// `fdatasync`): isolates what the runtime and its io_uring file API change.
+    Std,
+}
+
+/// The 16-byte frame + payload of every request in `batch`, as the strawman writes them.
+fn frame_batch(batch: &[GroupReq], buf: &mut Vec<u8>) {
+    buf.clear();
+    for (rec, _) in batch {
+        buf.extend_from_slice(&(rec.len() as u64).to_le_bytes());
+        buf.extend_from_slice(&0u64.to_le_bytes());
+        buf.extend_from_slice(rec);
+    }
+}
+
+/// Takes the first request and every one already queued behind it (up to 8 MiB); `None` once closed.
+async fn next_batch(rx: &mut futures::channel::mpsc::UnboundedReceiver<GroupReq>) -> Option<Vec<GroupReq>> {
+    let first = rx.next().await?;
+    let mut bytes = first.0.len();
+    let mut batch = vec![first];
+    while bytes < 8 << 20
+        && let Ok(more) = rx.try_recv()
+    {
+        bytes += more.0.len();
+        batch.push(more);
+    }
+    Some(batch)
+}
+
+fn answer(batch: Vec<GroupReq>, res: &std::io::Result<()>) {
+    for (_, reply) in batch {
+        let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| std::io::Error::new(e.kind(), e.to_string())));
+    }
+}
+
+/// One glommio executor thread owning `path`: batches queued appends into one `write_at` + one
+/// `fdatasync` through glommio's io_uring `BufferedFile` and answers each writer. Sends the startup
+/// result on `ready` first.
+fn spawn_glommio_shard(
+    path: PathBuf,
+    mut rx: futures::channel::mpsc::UnboundedReceiver<GroupReq>,
+    ready: mpsc::SyncSender<std::io::Result<()>>,
+    io_memory: Option<usize>,
+) -> Result<std::thread::JoinHandle<()>> {
+    let mut builder = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).name("glommio-shard");
+    if let Some(m) = io_memory {
+        builder = builder.io_memory(m);
+    }
+    let handle = builder
+        .spawn(move || async move {
+            let file = match glommio::io::BufferedFile::create(&path).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = ready.send(Err(std::io::Error::other(e.to_string())));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            let mut pos = 0u64;
+            let mut buf = Vec::new();
+            while let Some(batch) = next_batch(&mut rx).await {
+                frame_batch(&batch, &mut buf);
+                let len = buf.len();
+                let res = async {
+                    let n = file.write_at(std::mem::take(&mut buf), pos).await?;
+                    if n != len {
+                        return Err(glommio::GlommioError::<()>::IoError(std::io::Error::other(format!("short write {n} of {len}"))));
+                    }
+                    file.fdatasync().await
+                }
+                .await
+                .map_err(|e| std::io::Error::other(e.to_string()));
+                pos += len as u64;
+                answer(batch, &res);
+            }
+            let _ = file.close().await;
+        })
+        .map_err(|e| anyhow::anyhow!("glommio executor: {e}"))?;
+    Ok(std::thread::spawn(move || {
+        let _ = handle.join();
+    }))
+}
+
+/// One monoio (io_uring driver) runtime thread owning `path`: the same loop as the glommio shard,
+/// through monoio's `File::write_all_at` + `sync_data`.
+fn spawn_monoio_shard(
+    path: PathBuf,
+    mut rx: futures::channel::mpsc::UnboundedReceiver<GroupReq>,
+    ready: mpsc::SyncSender<std::io::Result<()>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut rt = match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        rt.block_on(async move {
+            let file = match monoio::fs::File::create(&path).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let _ = ready.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready.send(Ok(()));
+            let mut pos = 0u64;
+            let mut buf = Vec::new();
+            while let Some(batch) = next_batch(&mut rx).await {
+                frame_batch(&batch, &mut buf);
+                let len = buf.len() as u64;
+                let (res, back) = file.write_all_at(std::mem::take(&mut buf), pos).await;
+                buf = back;
+                let res = match res {
+                    Ok(()) => file.sync_data().await,
+                    Err(e) => Err(e),
+                };
+                pos += len;
+                answer(batch, &res);
+            }
+            let _ = file.close().await;
+        });
+    })
+}
+
+/// One plain std thread owning `path`: the same loop with blocking `write_all` + `sync_data`.
+fn spawn_std_shard(
+    path: PathBuf,
+    mut rx: futures::channel::mpsc::UnboundedReceiver<GroupReq>,
+    ready: mpsc::SyncSender<std::io::Result<()>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut file = match OpenOptions::new().create(true).append(true).open(&path) {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready.send(Ok(()));
+        let mut buf = Vec::new();
+        while let Some(batch) = futures::executor::block_on(next_batch(&mut rx)) {
+            frame_batch(&batch, &mut buf);
+            let res = file.write_all(&buf).and_then(|()| file.sync_data());
+            answer(batch, &res);
+        }
+    })
+}
+
+/// Thread-per-core shards on an io_uring runtime: `shards` runtime threads, each owning a log file;
+/// writer `w` sends its appends to shard `w % shards` and blocks on the answer.
+fn run_runtime_shards(dir: &Path, writers: usize, payload: usize, dur: Duration, runtime: Runtime, shards: usize, io_memory: Option<usize>) -> Result<Run> {
+    let mut senders = Vec::new();
+    let mut threads = Vec::new();
+    for i in 0..shards {
+        let (tx, rx) = futures::channel::mpsc::unbounded::<GroupReq>();
+        let (ready_tx, ready_rx) = mpsc::sync_channel(1);
+        let path = dir.join(format!("shard-{i}.log"));
+        threads.push(match runtime {
+            Runtime::Glommio => spawn_glommio_shard(path, rx, ready_tx, io_memory)?,
+            Runtime::Monoio => spawn_monoio_shard(path, rx, ready_tx),
+            Runtime::Std => spawn_std_shard(path, rx, ready_tx),
+        });
+        ready_rx.recv().map_err(|_| anyhow::anyhow!("{runtime:?} shard {i} ended before starting"))?.with_context(|| format!("{runtime:?} shard {i}"))?;
+        senders.push(tx);
+    }
+    let body = Bytes::from(vec![0x5au8; payload]);
+    let run = drive(writers, dur, payload, Arc::new(move |w, _| {
+        let (rtx, rrx) = mpsc::sync_channel(1);
+        senders[w % senders.len()].unbounded_send((body.clone(), rtx)).map_err(|_| anyhow::anyhow!("shard gone"))?;
+        rrx.recv()??;
+        Ok(())
+    }));
+    // `drive` dropped the senders with the closure: every shard's loop ends.
+    for t in threads {
+        t.join().map_err(|_| anyhow::anyhow!("{runtime:?} shard thread panicked"))?;
+    }
+    run
+}
+
 fn run_raft_engine(dir: &Path, writers: usize, payload: usize, dur: Duration) -> Result<Run> {
     let cfg = raft_engine::Config {
         dir: dir.to_string_lossy().into_owned(),
@@ -248,6 +441,9 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
                 (Medians::default(), Medians::default(), Medians::default(), Medians::default(), Medians::default());
             let mut sharded = Medians::default();
             let shards = bench_shards();
+            let runtimes = !std::env::var("STORE_RUNTIMES").is_ok_and(|v| v == "0");
+            let glommio_mem = std::env::var("STORE_GLOMMIO_IO_MEMORY").ok().and_then(|v| v.parse().ok());
+            let (mut rt_glommio, mut rt_monoio, mut rt_std) = (Medians::default(), Medians::default(), Medians::default());
             let mut batches = Vec::new();
             for _ in 0..rounds {
                 let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur, IoBackend::Std, 1)?;
@@ -262,6 +458,11 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
                 straw.add(&run_std_group_commit(&fresh(root, "std")?, writers, payload, dur)?);
                 raft.add(&run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?);
                 device.add(&run_device_raw(&fresh(root, "raw")?, avg_batch as usize, dur)?);
+                if runtimes {
+                    rt_glommio.add(&run_runtime_shards(&fresh(root, "glommio")?, writers, payload, dur, Runtime::Glommio, shards, glommio_mem)?);
+                    rt_monoio.add(&run_runtime_shards(&fresh(root, "monoio")?, writers, payload, dur, Runtime::Monoio, shards, None)?);
+                    rt_std.add(&run_runtime_shards(&fresh(root, "std-shards")?, writers, payload, dur, Runtime::Std, shards, None)?);
+                }
             }
             println!(
                 "{case}: ours {:.0}/s p50 {:.0} p99 {:.0} p999 {:.0} µs (avg batch {:.0} B) | ours_sharded({shards}) {:.0}/s p50 {:.0} p99 {:.0} | ours_uring {:.0}/s p99 {:.0} | std_group_commit {:.0}/s p99 {:.0} | raft_engine {:.0}/s p50 {:.0} p99 {:.0} | device_raw {:.2} MiB/s fdatasync p99 {:.0} µs",
@@ -280,6 +481,20 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), raft.p99(), "raft_engine", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), straw.p99(), "std_group_commit", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), device.p99(), "device_raw_fdatasync", "µs").print();
+            if runtimes {
+                println!(
+                    "{case}: runtime shards({shards}): glommio {:.0}/s p50 {:.0} p99 {:.0} | monoio {:.0}/s p50 {:.0} p99 {:.0} | std_thread {:.0}/s p50 {:.0} p99 {:.0} µs",
+                    rt_glommio.ops(), median(rt_glommio.p50.clone()), rt_glommio.p99(),
+                    rt_monoio.ops(), median(rt_monoio.p50.clone()), rt_monoio.p99(),
+                    rt_std.ops(), median(rt_std.p50.clone()), rt_std.p99()
+                );
+                for (name, m) in [("glommio", &rt_glommio), ("monoio", &rt_monoio)] {
+                    Comparison::higher_is_better(&format!("{case}_{name}{shards}_ops"), m.ops(), rt_std.ops(), "std_thread_shards", "appends/s").print();
+                    Comparison::higher_is_better(&format!("{case}_{name}{shards}_ops"), m.ops(), sharded.ops(), "ours_sharded", "appends/s").print();
+                    Comparison::lower_is_better(&format!("{case}_{name}{shards}_p99"), m.p99(), sharded.p99(), "ours_sharded", "µs").print();
+                    Comparison::higher_is_better(&format!("{case}_{name}{shards}_ops"), m.ops(), raft.ops(), "raft_engine", "appends/s").print();
+                }
+            }
             // Durable payload bandwidth against the raw device at ours' batch size.
             Comparison::higher_is_better(&format!("{case}_mibs"), ours.mibs(), device.mibs(), "device_raw", "MiB/s (ours: payload)").print();
         }
