@@ -29,7 +29,8 @@
 //!   segment files with plain 1 MiB `read`s, from one shard and from `STORE_SHARDS` shards (merged).
 //! * Open (recovery) time of that store vs reading its files once.
 //! * Recovery of a 2 GiB log (1 KiB binlogs, default 512 MiB segments): `Store::open` vs reading every
-//!   file once, and vs raft-engine reopening 2 GiB of 1 KiB entries.
+//!   file once, and vs raft-engine reopening 2 GiB of 1 KiB entries; the same 2 GiB written into
+//!   `STORE_SHARDS` shards, opened (shards in parallel) vs reading its segment files once.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
@@ -595,8 +596,8 @@ fn catch_up(root: &Path, shards: usize) -> Result<()> {
 }
 
 /// Appends `total` bytes of 1 KiB fakes to a store in `dir` without syncing (fast setup).
-fn fill_store(dir: &Path, total: u64, segment_size: u64) -> Result<()> {
-    let store = Store::open(StoreConfig { sync_log: false, segment_size, ..store_cfg(dir) })?;
+fn fill_store(dir: &Path, total: u64, segment_size: u64, shards: usize) -> Result<()> {
+    let store = Store::open(StoreConfig { sync_log: false, segment_size, shards, ..store_cfg(dir) })?;
     let base = now_ts();
     let body = Bytes::from(vec![0x33u8; 1024]);
     let n = total / 1024;
@@ -627,20 +628,29 @@ fn fill_store(dir: &Path, total: u64, segment_size: u64) -> Result<()> {
 
 /// Reads every file under `dir` once with 1 MiB reads; (bytes, seconds).
 fn raw_read(dir: &Path) -> Result<(u64, f64)> {
-    let t = Instant::now();
-    let mut bytes = 0u64;
-    let mut buf = vec![0u8; 1 << 20];
+    let mut files = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
         if p.is_file() {
-            let mut f = File::open(&p)?;
-            loop {
-                let k = f.read(&mut buf)?;
-                if k == 0 {
-                    break;
-                }
-                bytes += k as u64;
+            files.push(p);
+        }
+    }
+    raw_read_files(&files)
+}
+
+/// Reads each of `files` once with 1 MiB reads; (bytes, seconds).
+fn raw_read_files(files: &[PathBuf]) -> Result<(u64, f64)> {
+    let t = Instant::now();
+    let mut bytes = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    for p in files {
+        let mut f = File::open(p)?;
+        loop {
+            let k = f.read(&mut buf)?;
+            if k == 0 {
+                break;
             }
+            bytes += k as u64;
         }
     }
     Ok((bytes, t.elapsed().as_secs_f64()))
@@ -651,10 +661,13 @@ fn raw_read(dir: &Path) -> Result<(u64, f64)> {
 fn recovery(root: &Path, rounds: usize) -> Result<()> {
     let total: u64 = 2 << 30;
     let ours_dir = fresh(root, "recovery-ours")?;
-    fill_store(&ours_dir, total, 512 << 20)?;
+    fill_store(&ours_dir, total, 512 << 20, 1)?;
+    let shards = bench_shards();
+    let sharded_dir = fresh(root, "recovery-sharded")?;
+    fill_store(&sharded_dir, total, 512 << 20, shards)?;
     // The worst case: the same 2 GiB never sealed (one 4 GiB segment), so open must scan all of it.
     let unsealed_dir = fresh(root, "recovery-unsealed")?;
-    fill_store(&unsealed_dir, total, 4 << 30)?;
+    fill_store(&unsealed_dir, total, 4 << 30, 1)?;
     let raft_dir = fresh(root, "recovery-raft")?;
     {
         let cfg = raft_engine::Config {
@@ -677,6 +690,7 @@ fn recovery(root: &Path, rounds: usize) -> Result<()> {
         engine.sync()?;
     }
     let (mut ours, mut unsealed, mut raw, mut raft) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut sharded, mut sharded_raw) = (Vec::new(), Vec::new());
     let mut raw_bytes = 0;
     for _ in 0..rounds {
         let (b, secs) = raw_read(&ours_dir)?;
@@ -686,6 +700,13 @@ fn recovery(root: &Path, rounds: usize) -> Result<()> {
         let store = Store::open(store_cfg(&ours_dir))?;
         ours.push(t.elapsed().as_secs_f64());
         anyhow::ensure!(store.max_commit_ts() > 0, "recovered store is empty");
+        drop(store);
+        sharded_raw.push(raw_read_files(&segment_files(&sharded_dir)?)?.1);
+        let t = Instant::now();
+        let store = Store::open(store_cfg(&sharded_dir))?;
+        sharded.push(t.elapsed().as_secs_f64());
+        anyhow::ensure!(store.shard_count() == shards, "reopened {} shards of {shards}", store.shard_count());
+        anyhow::ensure!(store.max_commit_ts() > 0, "recovered sharded store is empty");
         drop(store);
         let t = Instant::now();
         let store = Store::open(store_cfg(&unsealed_dir))?;
@@ -703,6 +724,13 @@ fn recovery(root: &Path, rounds: usize) -> Result<()> {
     let segs = std::fs::read_dir(&ours_dir)?.filter(|e| e.as_ref().is_ok_and(|e| e.path().extension().is_some_and(|x| x == "seg"))).count();
     let (ours, raw, raft) = (median(ours) * 1000.0, median(raw) * 1000.0, median(raft) * 1000.0);
     let unsealed = median(unsealed) * 1000.0;
+    let (sharded, sharded_raw) = (median(sharded) * 1000.0, median(sharded_raw) * 1000.0);
+    println!(
+        "# recovery of the same 2 GiB in {shards} shards (512 MiB segments): open {sharded:.0} ms | raw read of its segment files {sharded_raw:.0} ms (medians of {rounds})"
+    );
+    Comparison::lower_is_better(&format!("store_recovery_2GiB_{shards}shards"), sharded, sharded_raw, "raw_read_1MiB", "ms").print();
+    Comparison::lower_is_better(&format!("store_recovery_2GiB_{shards}shards"), sharded, raft, "raft_engine_reopen", "ms").print();
+    Comparison::lower_is_better(&format!("store_recovery_2GiB_{shards}shards"), sharded, ours, "ours_1_shard", "ms").print();
     println!(
         "# recovery of a 2 GiB log ({} MiB in {segs} segments of 512 MiB): open {ours:.0} ms | all in one unsealed segment: open {unsealed:.0} ms | raw read of every byte {raw:.0} ms | raft_engine reopen {raft:.0} ms (medians of {rounds})",
         raw_bytes >> 20
@@ -714,6 +742,7 @@ fn recovery(root: &Path, rounds: usize) -> Result<()> {
     let _ = std::fs::remove_dir_all(&ours_dir);
     let _ = std::fs::remove_dir_all(&raft_dir);
     let _ = std::fs::remove_dir_all(&unsealed_dir);
+    let _ = std::fs::remove_dir_all(&sharded_dir);
     Ok(())
 }
 
