@@ -155,6 +155,9 @@ pub struct Config {
     pub log_file: String,
     /// Log level: debug, info, warn, error, fatal.
     pub log_level: String,
+    /// Flag-only: `-log-rotate` (hour, day; empty: never).
+    #[serde(skip)]
+    pub log_rotate: String,
     /// Where to start when there is no checkpoint; -1 = the current TSO.
     pub initial_commit_ts: i64,
     /// Minutes without anything to sync after which `/status` reports `Synced: true`.
@@ -187,6 +190,7 @@ impl Default for Config {
             pd_urls: DEFAULT_PD_URLS.into(),
             log_file: String::new(),
             log_level: "info".into(),
+            log_rotate: String::new(),
             initial_commit_ts: -1,
             synced_check_time: 5,
             compressor: String::new(),

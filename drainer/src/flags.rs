@@ -96,8 +96,8 @@ pub struct Flags {
     /// Ours: TiDB status API URL to learn schemas from (`[syncer] schema-source`).
     #[arg(long = "schema-source", env = "BINLOG_SERVER_SCHEMA_SOURCE")]
     pub schema_source: Option<String>,
-    /// Deprecated upstream; accepted and ignored.
-    #[arg(long = "log-rotate", hide = true)]
+    /// Switch the log file every `hour` or `day`.
+    #[arg(long = "log-rotate")]
     pub log_rotate: Option<String>,
 }
 
@@ -130,6 +130,7 @@ impl Flags {
         set(&mut cfg.pd_urls, &self.pd_urls);
         set(&mut cfg.log_level, &self.log_level);
         set(&mut cfg.log_file, &self.log_file);
+        set(&mut cfg.log_rotate, &self.log_rotate);
         set(&mut cfg.node_id, &self.node_id);
         set(&mut cfg.initial_commit_ts, &self.initial_commit_ts);
         set(&mut cfg.syncer.txn_batch, &self.txn_batch);
@@ -191,7 +192,7 @@ mod tests {
         let f = flags(&[
             "-addr", "127.0.0.1:9", "--pd-urls=http://e:1", "-initial-commit-ts", "-1", "-c", "4", "-L", "debug",
             "-dest-db-type", "file", "-safe-mode", "-disable-dispatch=false", "-schema-source", "http://t:10080",
-            "-txn-batch", "7", "-detect-interval", "2", "-node-id", "n1", "-data-dir", "dd",
+            "-txn-batch", "7", "-detect-interval", "2", "-node-id", "n1", "-data-dir", "dd", "-log-rotate", "hour",
         ]);
         let mut cfg = Config::parse("addr = \"1.2.3.4:5\"\ninitial-commit-ts = 99\n[syncer]\ntxn-batch = 3", "x".as_ref())
             .unwrap();
@@ -200,7 +201,7 @@ mod tests {
         assert_eq!(cfg.pd_urls, "http://e:1");
         assert_eq!(cfg.initial_commit_ts, -1);
         assert_eq!(cfg.syncer.worker_count, 4);
-        assert_eq!(cfg.log_level, "debug");
+        assert_eq!((cfg.log_level.as_str(), cfg.log_rotate.as_str()), ("debug", "hour"));
         assert_eq!(cfg.syncer.db_type, "file");
         assert!(cfg.syncer.safe_mode);
         assert!(cfg.syncer.dispatch());

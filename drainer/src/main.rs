@@ -1,7 +1,7 @@
 //! The `drainer` binary: flags and drainer.toml → [`drainer::server::run_with`] and the sink `db-type` names.
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use drainer::config::{Config, DbType};
 use drainer::flags::{self, Command, FlagsError};
 use drainer::sink::SinkError;
@@ -11,23 +11,8 @@ use drainer::sink::mysql::MysqlSink;
 use drainer::sink::setup;
 
 fn init_logging(cfg: &Config) -> Result<()> {
-    let level = match cfg.log_level.to_ascii_lowercase().as_str() {
-        "fatal" => "error".to_owned(),
-        "warning" => "warn".to_owned(),
-        other => other.to_owned(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_new(&level).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    if cfg.log_file.is_empty() {
-        builder.with_writer(std::io::stderr).init();
-    } else {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&cfg.log_file)
-            .with_context(|| format!("opening log file {}", cfg.log_file))?;
-        builder.with_writer(std::sync::Mutex::new(f)).init();
-    }
+    use pump::server::logging::{Rotate, init};
+    Rotate::parse(&cfg.log_rotate).and_then(|rotate| init(&cfg.log_level, &cfg.log_file, rotate))?;
     Ok(())
 }
 

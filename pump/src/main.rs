@@ -22,7 +22,9 @@ fn main() -> ExitCode {
         }
         Command::Run(cfg) => cfg,
     };
-    if let Err(e) = pump::server::logging::init(&cfg.log_level, &cfg.log_file) {
+    let logging = pump::server::logging::Rotate::parse(&cfg.log_rotate)
+        .and_then(|rotate| pump::server::logging::init(&cfg.log_level, &cfg.log_file, rotate));
+    if let Err(e) = logging {
         eprintln!("pump: {e}");
         return ExitCode::from(2);
     }

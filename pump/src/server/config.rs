@@ -89,6 +89,9 @@ pub struct Config {
     pub security: Security,
     /// Storage options.
     pub storage: Storage,
+    /// Flag-only: `-log-rotate` (hour, day; empty: never).
+    #[serde(skip)]
+    pub log_rotate: String,
     /// Flag-only: the largest gRPC message accepted, in bytes.
     #[serde(skip)]
     pub max_message_size: u64,
@@ -116,6 +119,7 @@ impl Default for Config {
             log_level: "info".into(),
             security: Security::default(),
             storage: Storage::default(),
+            log_rotate: String::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             metrics_addr: String::new(),
             metrics_interval: 15,

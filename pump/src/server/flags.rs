@@ -65,8 +65,8 @@ pub struct Flags {
     /// Accepted for compatibility; pprof endpoints are not served.
     #[arg(long = "enable-debug", num_args = 0..=1, default_missing_value = "true", hide = true)]
     pub enable_debug: Option<bool>,
-    /// Deprecated upstream; accepted and ignored.
-    #[arg(long = "log-rotate", hide = true)]
+    /// Switch the log file every `hour` or `day`.
+    #[arg(long = "log-rotate")]
     pub log_rotate: Option<String>,
     /// Deprecated upstream; accepted and ignored.
     #[arg(long = "binlog-file-size", hide = true)]
@@ -113,6 +113,7 @@ impl Flags {
         set(&mut cfg.heartbeat_interval, &self.heartbeat_interval);
         set(&mut cfg.log_level, &self.log_level);
         set(&mut cfg.log_file, &self.log_file);
+        set(&mut cfg.log_rotate, &self.log_rotate);
         set(&mut cfg.gen_binlog_interval, &self.fake_binlog_interval);
         set(&mut cfg.metrics_addr, &self.metrics_addr);
         set(&mut cfg.metrics_interval, &self.metrics_interval);
@@ -167,7 +168,8 @@ mod tests {
         assert_eq!(c.gc.0.as_secs(), 2 * 86_400);
         assert_eq!(c.pd_urls, "http://e:1");
         assert!(matches!(load(["pump", "-V"]).unwrap(), Command::Version));
-        assert!(run(&["pump", "-enable-tolerant", "-log-rotate", "day", "-fake-binlog-interval", "1"]).gen_binlog_interval == 1);
+        let c = run(&["pump", "-enable-tolerant", "-log-rotate", "day", "-fake-binlog-interval", "1"]);
+        assert_eq!((c.gen_binlog_interval, c.log_rotate.as_str()), (1, "day"));
     }
 
     #[test]

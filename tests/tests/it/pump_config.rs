@@ -75,3 +75,21 @@ fn environment_overrides_file_and_flags_override_environment() {
     assert_eq!(code, 2);
     assert!(err.contains("advertise-addr"), "the flag wins over the environment: {err}");
 }
+
+#[test]
+fn log_rotate_takes_hour_or_day_and_logs_go_to_the_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("logs/pump.log");
+    let (code, _, err) = pump(&["-log-rotate", "week", "-log-file", log.to_str().unwrap()], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("-log-rotate") && err.contains("week") && err.contains("hour or day"), "{err}");
+
+    // A valid rotation: the pump logs into -log-file (here until it fails on an unreachable etcd).
+    let unreachable = format!("http://127.0.0.1:{}", tests::free_port());
+    let data = dir.path().join("data");
+    let args = ["-log-rotate", "hour", "-log-file", log.to_str().unwrap(), "-pd-urls", &unreachable, "-data-dir", data.to_str().unwrap()];
+    let (code, _, err) = pump(&args, &[]);
+    assert_ne!(code, 0, "no etcd: {err}");
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("pump starting"), "{text}");
+}
