@@ -6,7 +6,10 @@
 //! whose name contains it (and then no catch-up or recovery, unless `STORE_CATCHUP=1` asks for the
 //! catch-up). `STORE_URING=0` leaves the io_uring backend out; `STORE_SHARDS` sets the sharded store's
 //! shard count. `STORE_RUNTIMES=0` leaves the runtime shards out; `STORE_GLOMMIO_IO_MEMORY` sets
-//! glommio's `io_memory` (bytes; default: glommio's own).
+//! glommio's `io_memory` (bytes; default: glommio's own). `STORE_ASYNC=1` adds `ours_async` and
+//! `ours_async_sharded`: the store through `Store::append` from tokio tasks (the pump server's path), with
+//! one shard and with `STORE_SHARDS`. `STORE_OVERWRITE_MIB=n` adds `device_overwrite`: device_raw
+//! overwriting an n MiB file written and synced beforehand, instead of appending to a growing one.
 //!
 //! * Durable appends, for 1, 16 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
 //!   - ours: `Store::append_blocking` (leader/follower group commit: one write + one fdatasync per batch,
@@ -123,6 +126,54 @@ fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration, io_backen
     let st = store.stats();
     let avg_batch = st.bytes_written as f64 / st.batches.max(1) as f64;
     Ok((run, avg_batch))
+}
+
+/// Ours through the async API, as the pump server calls it: `writers` tokio tasks on a 2-worker
+/// runtime, each awaiting `Store::append` in a loop (a blocked task is led by the store's background
+/// thread, not by an appender).
+fn run_ours_async(cfg: StoreConfig, writers: usize, payload: usize, dur: Duration) -> Result<Run> {
+    let store = Store::open(cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let ts = Arc::new(AtomicI64::new(now_ts()));
+    let body = Bytes::from(vec![0x5au8; payload]);
+    let start = Instant::now();
+    let deadline = start + dur;
+    let per_task = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..writers {
+            let (s, ts, body) = (store.clone(), ts.clone(), body.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut n = 0u64;
+                while Instant::now() < deadline {
+                    let t0 = Instant::now();
+                    let t = ts.fetch_add(1, Ordering::Relaxed) + 1;
+                    s.append(Record { kind: Kind::Fake, start_ts: t, commit_ts: t, payload: body.clone() }).await?;
+                    h.record(t0.elapsed().as_micros().max(1) as u64)?;
+                    n += 1;
+                }
+                anyhow::Ok((n, h))
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await??);
+        }
+        anyhow::Ok(out)
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    if std::env::var("STORE_VERBOSE").is_ok_and(|v| v == "1") {
+        let st = store.stats();
+        eprintln!("ours_async {writers} w × {payload} B, {} shard(s): {} appends in {} batches", store.shard_count(), st.appends, st.batches);
+    }
+    rt.block_on(store.close());
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut ops = 0;
+    for (n, h) in per_task {
+        ops += n;
+        hist.add(h)?;
+    }
+    Ok(Run { ops, bytes: ops * payload as u64, secs, hist })
 }
 
 /// A request to the strawman's writer thread: the record and where to say it is durable.
@@ -389,6 +440,37 @@ fn run_device_raw(dir: &Path, batch: usize, dur: Duration) -> Result<Run> {
     Ok(Run { ops, bytes: ops * buf.len() as u64, secs: start.elapsed().as_secs_f64(), hist })
 }
 
+/// `run_device_raw`, but overwriting a file that was written and synced beforehand (`size` bytes,
+/// wrapping around), so no fdatasync has to commit a file-size change or a block allocation to the
+/// filesystem journal: what a preallocated, pre-zeroed (or recycled) log file would see.
+fn run_device_overwrite(dir: &Path, batch: usize, size: u64, dur: Duration) -> Result<Run> {
+    use std::os::unix::fs::FileExt;
+    let f = OpenOptions::new().create(true).truncate(true).read(true).write(true).open(dir.join("overwrite"))?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < size {
+        f.write_all_at(&chunk, at)?;
+        at += chunk.len() as u64;
+    }
+    f.sync_all()?;
+    let buf = vec![0xa5u8; batch.max(1)];
+    let start = Instant::now();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ops, mut pos) = (0u64, 0u64);
+    while start.elapsed() < dur {
+        if pos + buf.len() as u64 > size {
+            pos = 0;
+        }
+        let t = Instant::now();
+        f.write_all_at(&buf, pos)?;
+        f.sync_data()?;
+        hist.record(t.elapsed().as_micros().max(1) as u64)?;
+        pos += buf.len() as u64;
+        ops += 1;
+    }
+    Ok(Run { ops, bytes: ops * buf.len() as u64, secs: start.elapsed().as_secs_f64(), hist })
+}
+
 fn fresh(root: &Path, name: &str) -> Result<PathBuf> {
     let d = root.join(name);
     let _ = std::fs::remove_dir_all(&d);
@@ -445,10 +527,18 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
             let runtimes = !std::env::var("STORE_RUNTIMES").is_ok_and(|v| v == "0");
             let glommio_mem = std::env::var("STORE_GLOMMIO_IO_MEMORY").ok().and_then(|v| v.parse().ok());
             let (mut rt_glommio, mut rt_monoio, mut rt_std) = (Medians::default(), Medians::default(), Medians::default());
+            let asynchronous = std::env::var("STORE_ASYNC").is_ok_and(|v| v == "1");
+            let (mut async1, mut async_sharded) = (Medians::default(), Medians::default());
+            let overwrite_mib: Option<u64> = std::env::var("STORE_OVERWRITE_MIB").ok().and_then(|v| v.parse().ok());
+            let mut overwrite = Medians::default();
             let mut batches = Vec::new();
             for _ in 0..rounds {
                 let (o, avg_batch) = run_ours(&fresh(root, "ours")?, writers, payload, dur, IoBackend::Std, 1)?;
                 ours.add(&o);
+                if asynchronous {
+                    async1.add(&run_ours_async(StoreConfig { shards: 1, ..store_cfg(&fresh(root, "ours-async")?) }, writers, payload, dur)?);
+                    async_sharded.add(&run_ours_async(StoreConfig { shards, ..store_cfg(&fresh(root, "ours-async-sharded")?) }, writers, payload, dur)?);
+                }
                 sharded.add(&run_ours(&fresh(root, "ours-sharded")?, writers, payload, dur, IoBackend::Std, shards)?.0);
                 if std::env::var("STORE_URING").is_ok_and(|v| v == "0") {
                     uring.add(&Run { ops: 0, bytes: 0, secs: 1.0, hist: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)? });
@@ -459,6 +549,10 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
                 straw.add(&run_std_group_commit(&fresh(root, "std")?, writers, payload, dur)?);
                 raft.add(&run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?);
                 device.add(&run_device_raw(&fresh(root, "raw")?, avg_batch as usize, dur)?);
+                if let Some(mib) = overwrite_mib {
+                    overwrite.add(&run_device_overwrite(&fresh(root, "overwrite")?, avg_batch as usize, mib << 20, dur)?);
+                    let _ = std::fs::remove_dir_all(root.join("overwrite"));
+                }
                 if runtimes {
                     rt_glommio.add(&run_runtime_shards(&fresh(root, "glommio")?, writers, payload, dur, Runtime::Glommio, shards, glommio_mem)?);
                     rt_monoio.add(&run_runtime_shards(&fresh(root, "monoio")?, writers, payload, dur, Runtime::Monoio, shards, None)?);
@@ -482,6 +576,24 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), raft.p99(), "raft_engine", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), straw.p99(), "std_group_commit", "µs").print();
             Comparison::lower_is_better(&format!("{case}_p99"), ours.p99(), device.p99(), "device_raw_fdatasync", "µs").print();
+            if overwrite_mib.is_some() {
+                println!(
+                    "{case}: device_overwrite {:.2} MiB/s {:.0} syncs/s fdatasync p50 {:.0} p99 {:.0} µs | device_raw (appending) {:.2} MiB/s {:.0} syncs/s p50 {:.0} p99 {:.0} µs",
+                    overwrite.mibs(), overwrite.ops(), median(overwrite.p50.clone()), overwrite.p99(),
+                    device.mibs(), device.ops(), median(device.p50.clone()), device.p99()
+                );
+                Comparison::higher_is_better(&format!("{case}_device_overwrite_syncs"), overwrite.ops(), device.ops(), "device_raw_appending", "syncs/s").print();
+                Comparison::lower_is_better(&format!("{case}_device_overwrite_p99"), overwrite.p99(), device.p99(), "device_raw_appending", "µs").print();
+            }
+            if asynchronous {
+                println!(
+                    "{case}: ours_async {:.0}/s p50 {:.0} p99 {:.0} | ours_async_sharded({shards}) {:.0}/s p50 {:.0} p99 {:.0} µs",
+                    async1.ops(), median(async1.p50.clone()), async1.p99(), async_sharded.ops(), median(async_sharded.p50.clone()), async_sharded.p99()
+                );
+                Comparison::higher_is_better(&format!("{case}_async_sharded{shards}_ops"), async_sharded.ops(), async1.ops(), "ours_async_1_shard", "appends/s").print();
+                Comparison::lower_is_better(&format!("{case}_async_sharded{shards}_p99"), async_sharded.p99(), async1.p99(), "ours_async_1_shard", "µs").print();
+                Comparison::higher_is_better(&format!("{case}_async_ops"), async1.ops(), raft.ops(), "raft_engine", "appends/s").print();
+            }
             if runtimes {
                 println!(
                     "{case}: runtime shards({shards}): glommio {:.0}/s p50 {:.0} p99 {:.0} | monoio {:.0}/s p50 {:.0} p99 {:.0} | std_thread {:.0}/s p50 {:.0} p99 {:.0} µs",
