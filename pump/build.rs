@@ -15,6 +15,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // The server keeps a written payload as tonic received it (no copy) and stores it unchanged.
+        .bytes(".binlog.WriteBinlogReq.payload")
         .compile_protos(&protos, &["proto"])?;
 
     let hash = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "None".into());

@@ -98,7 +98,7 @@ mod tests {
         let bytes: Vec<u8> = vec![0x08, 0x07, 0x12, 0x02, 0x08, 0x01];
         let req = WriteBinlogReq::decode(bytes.as_slice()).unwrap();
         assert_eq!(req.cluster_id, 7);
-        assert_eq!(Binlog::decode(req.payload.as_slice()).unwrap().tp(), BinlogType::Commit);
+        assert_eq!(Binlog::decode(&req.payload[..]).unwrap().tp(), BinlogType::Commit);
         let resp = WriteBinlogResp { errmsg: "x".into() };
         assert_eq!(resp.encode_to_vec(), vec![0x0a, 0x01, b'x']);
     }

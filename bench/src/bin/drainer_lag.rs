@@ -173,13 +173,13 @@ impl Writer {
         let mut cb = p.clone();
         cb.tp = Some(BinlogType::Commit as i32);
         cb.prewrite_value = None;
-        let r = self.c.write_binlog(WriteBinlogReq { cluster_id: self.cluster_id, payload: p.encode_to_vec() }).await?.into_inner();
+        let r = self.c.write_binlog(WriteBinlogReq { cluster_id: self.cluster_id, payload: p.encode_to_vec().into() }).await?.into_inner();
         if !r.errmsg.is_empty() {
             bail!("pump refused: {}", r.errmsg);
         }
         let commit_ts = self.tso.get_ts().await? as i64;
         cb.commit_ts = Some(commit_ts);
-        let r = self.c.write_binlog(WriteBinlogReq { cluster_id: self.cluster_id, payload: cb.encode_to_vec() }).await?.into_inner();
+        let r = self.c.write_binlog(WriteBinlogReq { cluster_id: self.cluster_id, payload: cb.encode_to_vec().into() }).await?.into_inner();
         if !r.errmsg.is_empty() {
             bail!("pump refused: {}", r.errmsg);
         }

@@ -33,6 +33,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use prost::Message;
+use prost::bytes::Bytes;
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint};
 
@@ -343,7 +344,7 @@ impl PumpsClient {
 
     async fn write_prewrite(&self, binlog: &Binlog) -> Result<String, ClientError> {
         let start_ts = binlog.start_ts();
-        let payload = binlog.encode_to_vec();
+        let payload = Bytes::from(binlog.encode_to_vec());
         let begin = Instant::now();
         let mut retry = 0usize;
         let mut last = None;
@@ -407,7 +408,7 @@ impl PumpsClient {
             Some(id) => id,
             None => self.select(start_ts, 0).ok_or(ClientError::NoAvailablePump { start_ts })?,
         };
-        let payload = binlog.encode_to_vec();
+        let payload = Bytes::from(binlog.encode_to_vec());
         let begin = Instant::now();
         let mut attempts = 0;
         loop {
@@ -458,6 +459,7 @@ impl PumpsClient {
             ..Binlog::default()
         }
         .encode_to_vec();
+        let rollback = Bytes::from(rollback);
         let inner = self.inner.clone();
         tokio::spawn(async move {
             for node_id in pumps {
@@ -484,7 +486,7 @@ impl PumpsClient {
         self.inner.ts_map.lock().unwrap_or_else(|e| e.into_inner()).insert(start_ts, node_id.to_owned());
     }
 
-    async fn send(&self, node_id: &str, payload: Vec<u8>) -> Result<(), SendError> {
+    async fn send(&self, node_id: &str, payload: Bytes) -> Result<(), SendError> {
         send(&self.inner, node_id, payload).await
     }
 }
@@ -513,7 +515,7 @@ impl SendError {
     }
 }
 
-async fn send(inner: &Inner, node_id: &str, payload: Vec<u8>) -> Result<(), SendError> {
+async fn send(inner: &Inner, node_id: &str, payload: Bytes) -> Result<(), SendError> {
     let timeout = inner.cfg.write_timeout;
     let mut client = {
         let mut pumps = inner.pumps.lock().unwrap_or_else(|e| e.into_inner());
@@ -624,7 +626,7 @@ async fn detect(inner: std::sync::Weak<Inner>) {
             pumps.iter().filter(|(_, p)| p.status.state == NodeState::Online && !p.usable()).map(|(id, _)| id.clone()).collect()
         };
         for node_id in targets {
-            if send(&strong, &node_id, Vec::new()).await.is_ok() {
+            if send(&strong, &node_id, Bytes::new()).await.is_ok() {
                 let mut pumps = strong.pumps.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(p) = pumps.get_mut(&node_id) {
                     tracing::info!(pump = %node_id, "pump answers the probe again, usable");

@@ -49,7 +49,7 @@ pub enum WriteError {
     },
     /// The payload is not a `binlog.Binlog`.
     #[error("unmarshal binlog payload: {0}")]
-    Decode(#[from] prost::DecodeError),
+    Decode(#[from] binlogs::HeaderError),
     /// A Prewrite (or probe) while not online.
     #[error("no online: {0}")]
     NotOnline(NodeState),

@@ -9,7 +9,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use super::store::{Committed, Kind};
 use tonic::{Request, Response, Status};
@@ -68,7 +67,7 @@ impl Pump for PumpService {
     async fn write_binlog(&self, req: Request<WriteBinlogReq>) -> Result<Response<WriteBinlogResp>, Status> {
         let started = Instant::now();
         let req = req.into_inner();
-        let res = self.core.write_binlog(req.cluster_id, Bytes::from(req.payload)).await;
+        let res = self.core.write_binlog(req.cluster_id, req.payload).await;
         let label = if res.is_ok() { "succ" } else { "fail" };
         self.core.metrics.rpc_duration.with_label_values(&["WriteBinlog", label]).observe(started.elapsed().as_secs_f64());
         match res {

@@ -43,7 +43,7 @@ impl Pump for Recorder {
             return Err(Status::unknown("no online: paused"));
         }
         if !req.payload.is_empty() {
-            let b = Binlog::decode(req.payload.as_slice()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            let b = Binlog::decode(&req.payload[..]).map_err(|e| Status::invalid_argument(e.to_string()))?;
             let prewrite = b.tp() == BinlogType::Prewrite;
             self.binlogs.lock().unwrap().push(b);
             if prewrite && self.store_then_fail.load(Ordering::SeqCst) {

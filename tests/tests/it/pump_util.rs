@@ -158,7 +158,7 @@ pub fn commit(start_ts: i64, commit_ts: i64) -> Vec<u8> {
 /// Writes one payload; the gRPC error message on failure.
 pub async fn write(client: &mut PumpClient<tonic::transport::Channel>, cluster_id: u64, payload: Vec<u8>) -> Result<(), String> {
     client
-        .write_binlog(WriteBinlogReq { cluster_id, payload })
+        .write_binlog(WriteBinlogReq { cluster_id, payload: payload.into() })
         .await
         .map(|_| ())
         .map_err(|s| s.message().to_owned())

@@ -72,7 +72,7 @@ async fn pump_client(addr: &str, pki: &Pki, leaf: Option<&Leaf>) -> Result<PumpC
 /// A health probe (empty payload) over TLS: `Ok` when the pump answered.
 async fn probe(addr: &str, pki: &Pki, leaf: Option<&Leaf>, cluster_id: u64) -> Result<(), String> {
     let mut c = pump_client(addr, pki, leaf).await?;
-    let r = c.write_binlog(WriteBinlogReq { cluster_id, payload: Vec::new() }).await.map_err(|e| e.to_string())?;
+    let r = c.write_binlog(WriteBinlogReq { cluster_id, payload: Default::default() }).await.map_err(|e| e.to_string())?;
     let msg = r.into_inner().errmsg;
     if msg.is_empty() { Ok(()) } else { Err(msg) }
 }
@@ -152,7 +152,7 @@ fn pump_and_drainer_speak_tls_with_client_certificates_and_allowed_cns() {
         // Plain gRPC to a TLS port gets nowhere either.
         let plain = async {
             let mut c = PumpClient::connect(format!("http://{pump_addr}")).await.map_err(|e| e.to_string())?;
-            c.write_binlog(WriteBinlogReq { cluster_id, payload: Vec::new() }).await.map_err(|e| e.to_string())
+            c.write_binlog(WriteBinlogReq { cluster_id, payload: Default::default() }).await.map_err(|e| e.to_string())
         };
         assert!(tokio::time::timeout(Duration::from_secs(10), plain).await.map(|r| r.is_err()).unwrap_or(true));
     });
