@@ -85,6 +85,10 @@ struct Args {
     /// How long a C-binlog is retried on its pump (TiDB: 10m).
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     commit_retry_for: Duration,
+    /// TiDB's [binlog] binlog-socket: write every binlog to the pump serving gRPC on this unix socket
+    /// (pump's `socket`) instead of the pumps registered in etcd.
+    #[arg(long)]
+    binlog_socket: Option<String>,
     /// Probe period of unavailable pumps (TiDB: 30s).
     #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
     detect_interval: Duration,
@@ -135,6 +139,7 @@ async fn main() -> Result<()> {
             detect_interval: a.detect_interval,
             ..ClientConfig::default()
         },
+        binlog_socket: a.binlog_socket,
         txn_log: a.txn_log,
         progress: !a.json && !a.no_progress,
         seed: a.seed,

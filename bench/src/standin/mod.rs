@@ -124,6 +124,9 @@ pub struct Config {
     pub status_addr: Option<SocketAddr>,
     /// Pump client settings.
     pub client: ClientConfig,
+    /// TiDB's `[binlog] binlog-socket`: write every binlog to the pump serving this unix socket
+    /// instead of the pumps in the registry.
+    pub binlog_socket: Option<String>,
     /// One JSON line per transaction written here (start_ts, commit_ts, pump, outcome).
     pub txn_log: Option<PathBuf>,
     /// Show a progress bar.
@@ -153,6 +156,7 @@ impl Default for Config {
             ddl_every: 0,
             status_addr: None,
             client: ClientConfig::default(),
+            binlog_socket: None,
             txn_log: None,
             progress: true,
             seed: 0,
@@ -263,9 +267,12 @@ pub async fn run(cfg: Config) -> Result<(Summary, Option<tokio::task::JoinHandle
     let etcd_cfg = pump::etcd::EtcdConfig::from_pd_urls(&cfg.pd_urls)?;
     let etcd = pump::etcd::connect(&etcd_cfg).await.with_context(|| format!("connecting to pd {}", cfg.pd_urls))?;
     let tso = TsoSource::connect(etcd.clone(), &cfg.pd_urls).await?;
-    let client = PumpsClient::connect(Registry::new(etcd), tso.cluster_id(), cfg.client.clone())
-        .await
-        .context("starting the pump client")?;
+    let client = match &cfg.binlog_socket {
+        Some(socket) => PumpsClient::local(tso.cluster_id(), cfg.client.clone(), socket),
+        None => PumpsClient::connect(Registry::new(etcd), tso.cluster_id(), cfg.client.clone())
+            .await
+            .context("starting the pump client")?,
+    };
 
     let opts = mysql_async::Opts::from_url(&cfg.upstream).with_context(|| format!("upstream url {}", cfg.upstream))?;
     let opts = mysql_async::OptsBuilder::from_opts(opts).setup(vec!["SET time_zone = '+00:00'"]);

@@ -23,6 +23,8 @@
 //!   is marked unusable; success makes it usable again.
 //! - `ignore_error`: a failed P-binlog is reported as [`WriteOutcome::Skipped`] and the client stops
 //!   writing binlogs altogether, as TiDB does.
+//! - `binlog-socket` ([`PumpsClient::local`]): every binlog goes to the one pump serving gRPC on that
+//!   unix socket (pump's `socket`), without the registry, as TiDB's local pump client does.
 //!
 //! **Invariant:** a C/Rollback binlog goes to the pump that acknowledged its P-binlog, never to another
 //! one (while that pump is known; after a restart of the client the strategy picks again).
@@ -43,6 +45,9 @@ use crate::proto::{Binlog, BinlogType, WriteBinlogReq};
 
 /// Consecutive errors after which a pump is no longer used for P-binlogs.
 pub const MAX_ERR_NUM: u64 = 10;
+
+/// The node id the client gives the pump behind `binlog-socket` ([`PumpsClient::local`]).
+pub const LOCAL_PUMP_ID: &str = "local";
 
 /// How the pump of a P-binlog is chosen (TiDB `[binlog] strategy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -183,11 +188,25 @@ impl PumpEntry {
 
     fn client(&mut self, timeout: Duration) -> Result<PumpClient<Channel>, String> {
         if self.channel.is_none() {
-            let ep = Endpoint::from_shared(format!("http://{}", self.status.host))
-                .map_err(|e| format!("bad pump address {:?}: {e}", self.status.host))?
-                .connect_timeout(timeout)
-                .timeout(timeout);
-            self.channel = Some(ep.connect_lazy());
+            self.channel = Some(match self.status.host.strip_prefix("unix://") {
+                Some(path) => {
+                    // The URI is not used for the connection; every connection dials the socket.
+                    let ep = Endpoint::from_static("http://localhost").connect_timeout(timeout).timeout(timeout);
+                    let path = std::path::PathBuf::from(path);
+                    ep.connect_with_connector_lazy(tower::service_fn(move |_: tonic::transport::Uri| {
+                        let path = path.clone();
+                        async move {
+                            let stream = tokio::net::UnixStream::connect(&path).await?;
+                            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+                        }
+                    }))
+                }
+                None => Endpoint::from_shared(format!("http://{}", self.status.host))
+                    .map_err(|e| format!("bad pump address {:?}: {e}", self.status.host))?
+                    .connect_timeout(timeout)
+                    .timeout(timeout)
+                    .connect_lazy(),
+            });
         }
         let channel = self.channel.clone().ok_or_else(|| "no channel".to_owned())?;
         Ok(PumpClient::new(channel).max_decoding_message_size(usize::MAX))
@@ -260,6 +279,15 @@ impl PumpsClient {
         });
         let tasks = if probe { vec![tokio::spawn(detect(Arc::downgrade(&inner)))] } else { Vec::new() };
         PumpsClient { inner, _tasks: Arc::new(Tasks(tasks)) }
+    }
+
+    /// A client that writes every binlog to the pump serving gRPC on the unix socket `socket` (TiDB
+    /// `[binlog] binlog-socket`; a path, or `unix://` + path), without the registry. The pump is
+    /// probed like any other when it fails.
+    pub fn local(cluster_id: u64, cfg: ClientConfig, socket: &str) -> Self {
+        let path = socket.strip_prefix("unix://").or_else(|| socket.strip_prefix("unix:")).unwrap_or(socket);
+        let status = NodeStatus::new(LOCAL_PUMP_ID, format!("unix://{path}"), NodeState::Online);
+        Self::with_pumps(cluster_id, cfg, vec![status], true)
     }
 
     /// The cluster id sent with every request.

@@ -316,3 +316,36 @@ async fn an_orphan_prewrite_left_by_a_failed_call_is_rolled_back() {
     let on0: Vec<(BinlogType, i64)> = pumps[0].binlogs().iter().map(|b| (b.tp(), b.start_ts())).collect();
     assert_eq!(on0, [(BinlogType::Prewrite, 100), (BinlogType::Rollback, 100)], "no Commit ever goes to pump-0");
 }
+
+/// TiDB's `binlog-socket`: the local client writes to the real pump's unix socket (pump `-socket`),
+/// without the registry; the binlogs are then pulled over the pump's TCP port.
+#[test]
+fn binlog_socket_writes_to_the_local_pump_over_its_unix_socket() {
+    use crate::pump_util::{cluster_id, pull_until, start_pump, tso};
+    let cluster = Cluster::builder().etcd().start().unwrap();
+    let url = cluster.etcd().url();
+    let sock = cluster.dir().join("pump.sock");
+    let pump = start_pump(&url, &cluster.dir().join("pump"), &["-socket", sock.to_str().unwrap()]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let cid = cluster_id(&url).await;
+        let tso = tso(&url).await;
+        for socket in [format!("unix://{}", sock.display()), sock.display().to_string()] {
+            let client = PumpsClient::local(cid, fast(), &socket);
+            let start = tso.get_ts().await.unwrap() as i64;
+            let commit = tso.get_ts().await.unwrap() as i64;
+            let out = client.write_txn(prewrite(start), commit).await.unwrap();
+            assert_eq!(out, WriteOutcome::Written { node_id: pump::client::LOCAL_PUMP_ID.into() });
+            let mut c = pump.client().await;
+            let got = pull_until(&mut c, cid, start, |g| g.iter().any(|b| b.commit_ts() == commit)).await;
+            let txn = got.iter().find(|b| b.commit_ts() == commit).unwrap();
+            assert_eq!((txn.start_ts(), txn.tp(), txn.prewrite_value()), (start, BinlogType::Commit, &[8u8, 1][..]));
+        }
+
+        // A socket nobody serves: the write fails with an error naming the local pump, no panic.
+        let dead = PumpsClient::local(cid, ClientConfig { write_timeout: Duration::from_millis(300), ..fast() }, "/nonexistent/pump.sock");
+        let start = tso.get_ts().await.unwrap() as i64;
+        let err = dead.write_txn(prewrite(start), 0).await.unwrap_err().to_string();
+        assert!(err.contains(pump::client::LOCAL_PUMP_ID), "{err}");
+    });
+}
