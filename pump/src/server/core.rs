@@ -319,7 +319,22 @@ impl Core {
                 return None;
             }
         };
-        let consumed = drainers.iter().filter(|d| d.state != NodeState::Offline).map(|d| d.max_commit_ts).min();
+        let laggard = drainers.iter().filter(|d| d.state != NodeState::Offline).min_by_key(|d| d.max_commit_ts);
+        let consumed = laggard.map(|d| d.max_commit_ts);
+        if let Some(d) = laggard.filter(|d| d.max_commit_ts < by_time) {
+            // Data older than `gc` stays on disk for this drainer: say who, so an operator can tell a
+            // lagging drainer from a dead one (`binlogctl -cmd offline-drainer` / `update-drainer`).
+            let behind_ms = tso::now_ms().saturating_sub(tso::physical_ms(d.max_commit_ts.max(0) as u64));
+            tracing::warn!(
+                drainer = %d.node_id,
+                state = %d.state,
+                max_commit_ts = d.max_commit_ts,
+                behind_hours = format!("{:.1}", behind_ms as f64 / 3_600_000.0),
+                gc_hours = format!("{:.1}", keep.as_secs_f64() / 3600.0),
+                "GC held back: a drainer that is not offline has not consumed binlogs older than gc; \
+                 if it is gone for good, set it offline with binlogctl so the pump can free disk space"
+            );
+        }
         let target = consumed.map_or(by_time, |c| c.min(by_time));
         let (done, max) = (self.store.gc_ts(), self.store.max_commit_ts());
         tracing::debug!(target, by_time, ?consumed, done, max, "GC round");

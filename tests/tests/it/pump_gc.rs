@@ -80,6 +80,11 @@ fn gc_deletes_old_segments_but_never_what_a_drainer_still_needs() {
         metric(&pump.addr, "binlog_pump_storage_gc_ts") == Some(held_ms)
     })
     .unwrap();
+    let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("GC held back") && l.contains("gc-test-drainer")),
+        "the pump names the drainer that holds GC back"
+    );
     let held = segments(&store_dir);
     assert!(before.iter().all(|s| held.contains(s)), "GC removed data a drainer still needs: {before:?} -> {held:?}");
     let all = rt.block_on(async {
