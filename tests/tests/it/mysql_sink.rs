@@ -20,6 +20,8 @@ pub(crate) fn sink_cfg(db: &MariaDb) -> MysqlSinkConfig {
         port: db.port,
         checkpoint: Some(CheckpointCfg { cluster_id: 7, ..Default::default() }),
         worker_count: 4,
+        // small batches still spread over several connections (each carrying 1-4 hash slots)
+        conn_rows: 16,
         retry_for: Duration::from_secs(30),
         ..Default::default()
     }
@@ -567,9 +569,10 @@ pub(crate) async fn assert_workload_applied(c: &mut mysql_async::Conn, schema: &
 fn crashes_at_random_points_neither_lose_nor_repeat_a_change() {
     let cluster = Cluster::builder().downstream_db().start().unwrap();
     let db = cluster.downstream.as_ref().unwrap();
-    // parallel workers (worker rows), and one upstream txn per downstream txn (disable-dispatch)
+    // parallel workers (worker rows; full batches on 3 connections, one carrying two hash slots),
+    // and one upstream txn per downstream txn (disable-dispatch)
     let modes = [
-        ("crash", MysqlSinkConfig { worker_count: 4, batch_rows: 40, ..sink_cfg(db) }),
+        ("crash", MysqlSinkConfig { worker_count: 4, batch_rows: 40, conn_rows: 15, ..sink_cfg(db) }),
         (
             "crash_serial",
             MysqlSinkConfig {

@@ -23,6 +23,9 @@ pub(crate) struct Settings {
     pub safe: bool,
     /// Row changes per batch.
     pub batch_rows: usize,
+    /// Row changes per connection: a batch of `r` rows runs on `ceil(r / conn_rows)` connections
+    /// (at most `workers`), each carrying several hash slots.
+    pub conn_rows: usize,
     /// Bytes per statement (multi-row INSERT, merged DELETE).
     pub stmt_bytes: usize,
     /// Bytes per multi-statement packet.
@@ -57,6 +60,7 @@ pub(crate) struct TxnSql {
 /// What one connection runs for a batch.
 #[derive(Debug, Clone)]
 pub(crate) struct PartPlan {
+    /// The connection.
     pub worker: usize,
     pub txns: Vec<TxnSql>,
 }
@@ -120,14 +124,12 @@ pub(crate) fn build(
             }
         }
         if g.single {
-            g.parts[0].extend(changes.into_iter().map(|(_, _, c)| c));
+            g.changes.extend(changes.into_iter().map(|(_, _, c)| (0, c)));
         } else {
-            for (hash, _, c) in changes {
-                g.parts[(hash % n as u64) as usize].push(c);
-            }
+            g.changes.extend(changes.into_iter().map(|(hash, _, c)| ((hash % n as u64) as usize, c)));
         }
         g.items += 1;
-        g.rows = g.parts.iter().map(Vec::len).sum();
+        g.rows = g.changes.len();
         g.max_ts = g.max_ts.max(item.commit_ts);
         g.schema_version = g.schema_version.max(item.schema_version);
         if g.items > 0 && g.rows >= s.batch_rows.max(1) {
@@ -191,9 +193,11 @@ fn item_changes(
 }
 
 struct Builder {
+    /// Hash slots (`worker-count`).
     n: usize,
     single: bool,
-    parts: Vec<Vec<Change>>,
+    /// The batch's changes in order, each with its hash slot.
+    changes: Vec<(usize, Change)>,
     keys: HashMap<String, usize>,
     items: usize,
     rows: usize,
@@ -206,7 +210,7 @@ impl Builder {
         Builder {
             n,
             single: false,
-            parts: (0..n).map(|_| Vec::new()).collect(),
+            changes: Vec::new(),
             keys: HashMap::new(),
             items: 0,
             rows: 0,
@@ -249,8 +253,13 @@ impl Builder {
     ) -> Result<GroupPlan, MysqlError> {
         *schema_version = (*schema_version).max(self.schema_version);
         let sv = *schema_version;
-        let busy: Vec<(usize, Vec<Change>)> =
-            self.parts.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
+        // Slot `s` runs on connection `s % k`; each connection keeps its changes in batch order.
+        let k = if self.single { 1 } else { self.changes.len().div_ceil(s.conn_rows.max(1)).clamp(1, self.n) };
+        let mut conns: Vec<Vec<Change>> = (0..k).map(|_| Vec::new()).collect();
+        for (slot, c) in self.changes {
+            conns[slot % k].push(c);
+        }
+        let busy: Vec<(usize, Vec<Change>)> = conns.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
         let parallel = busy.len() > 1;
         let mut parts = Vec::new();
         for (i, (w, changes)) in busy.into_iter().enumerate() {
@@ -269,7 +278,9 @@ impl Builder {
                 let mut ck = Vec::new();
                 if let Some(c) = ckpt {
                     if parallel {
-                        ck.push(c.worker_sql(w, self.n, self.max_ts));
+                        // Every slot this connection carries is applied up to the batch's ts (the
+                        // slots without a change in it too: earlier batches committed before it).
+                        ck.push(c.workers_sql((w..self.n).step_by(k), self.n, self.max_ts));
                         if i == 0 && *prev_durable > 0 {
                             ck.push(c.global_sql(*prev_durable, sv, false));
                         }
@@ -279,7 +290,7 @@ impl Builder {
                 }
                 txns.push(pack(statements(&changes, plans, s)?, ck, self.max_ts, s.packet_bytes));
             }
-            parts.push(PartPlan { worker: if self.single { 0 } else { w }, txns });
+            parts.push(PartPlan { worker: w, txns });
         }
         let global_ts = match (ckpt, parts.is_empty(), parallel) {
             (None, _, _) | (_, true, _) => None,
@@ -471,6 +482,7 @@ mod tests {
             per_txn: false,
             safe: false,
             batch_rows: 1000,
+            conn_rows: 1,
             stmt_bytes: 1 << 20,
             packet_bytes: 1 << 20,
             dialect: Dialect::default(),
@@ -520,6 +532,43 @@ mod tests {
         let gs = build(&items, &plans, &list, &settings(1), Some((&ck, &Applied::default())), 5, 0).unwrap();
         assert_eq!((gs[0].parts.len(), gs[0].global_ts), (1, Some(10)));
         assert!(all_sql(&gs[0]).ends_with(&format!("{};COMMIT", ck.global_sql(10, 1, false))));
+    }
+
+    #[test]
+    fn small_batches_run_on_fewer_connections_each_with_the_rows_of_its_slots() {
+        let (t, plans, list) = setup();
+        let ck = CheckpointCfg { cluster_id: 1, ..Default::default() };
+        let items = vec![item(&t, 10, (1..=40).map(|i| RowChange::Insert(row(i))).collect())];
+        let has = |sql: &str, i: i64| sql.contains(&format!("({i},{})", i * 10));
+        let mut s = settings(4);
+        s.conn_rows = 20; // 40 rows: 2 connections carrying 2 of the 4 slots each
+        let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 5, 0).unwrap();
+        let g = &gs[0];
+        assert_eq!(g.parts.iter().map(|p| p.worker).collect::<Vec<_>>(), vec![0, 1]);
+        assert_eq!(g.global_ts, Some(5));
+        for p in &g.parts {
+            let sql = p.txns[0].packets.join("");
+            assert!(sql.contains(&ck.workers_sql([p.worker, p.worker + 2], 4, 10)), "{sql}");
+            assert_eq!(sql.matches("INSERT").count(), 1, "one multi-row INSERT per connection");
+            for i in 1..=40 {
+                assert_eq!(has(&sql, i), worker_of(&list, i, 4) as usize % 2 == p.worker, "row {i}: {sql}");
+            }
+        }
+        // A crash after connection 1 committed (its slots' rows are in): the replay applies exactly
+        // connection 0's rows, on one connection.
+        let applied = Applied::from_rows(5, 0, true, &[(1, 4, 10), (3, 4, 10)]);
+        assert_eq!((applied.resume(), applied.max()), (5, 10));
+        let gs = build(&items, &plans, &list, &s, Some((&ck, &applied)), 5, 0).unwrap();
+        assert_eq!((gs[0].parts.len(), gs[0].global_ts), (1, Some(10)));
+        let sql = all_sql(&gs[0]);
+        for i in 1..=40 {
+            assert_eq!(has(&sql, i), worker_of(&list, i, 4) % 2 == 0, "row {i}: {sql}");
+        }
+        // A batch within one connection's share: upstream's row at its ts, no worker rows.
+        s.conn_rows = 40;
+        let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 5, 0).unwrap();
+        assert_eq!((gs[0].parts.len(), gs[0].global_ts), (1, Some(10)));
+        assert!(!all_sql(&gs[0]).contains("checkpoint_workers"));
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! which everything is applied. A worker row `(w, n, T)` says: every row change that hashes to worker
 //! `w` of `n` in items with commit ts ≤ `T` is applied (see the `sink::mysql` module docs).
 
+use std::fmt::Write as _;
+
 use mysql_async::Conn;
 use mysql_async::prelude::*;
 
@@ -66,8 +68,21 @@ impl CheckpointCfg {
     }
 
     /// `REPLACE INTO <checkpoint>_workers VALUES(<cluster>, w, n, ts)`.
+    #[cfg(test)]
     pub(crate) fn worker_sql(&self, worker: usize, count: usize, commit_ts: i64) -> String {
-        format!("REPLACE INTO {} VALUES({}, {worker}, {count}, {commit_ts})", self.workers_q(), self.cluster_id)
+        self.workers_sql([worker], count, commit_ts)
+    }
+
+    /// `REPLACE INTO <checkpoint>_workers VALUES(<cluster>, w1, n, ts),(<cluster>, w2, n, ts),..`.
+    pub(crate) fn workers_sql(&self, workers: impl IntoIterator<Item = usize>, count: usize, commit_ts: i64) -> String {
+        let mut s = format!("REPLACE INTO {} VALUES", self.workers_q());
+        for (i, w) in workers.into_iter().enumerate() {
+            if i > 0 {
+                s.push(',');
+            }
+            let _ = write!(s, "({}, {w}, {count}, {commit_ts})", self.cluster_id);
+        }
+        s
     }
 
     /// `SELECT MAX(workerCount)` of the worker rows.
@@ -197,5 +212,9 @@ mod tests {
             r#"REPLACE INTO `tidb_binlog`.`checkpoint` VALUES(42, '{"consistent":false,"commitTS":5,"ts-map":{},"schema-version":3}')"#
         );
         assert_eq!(c.worker_sql(1, 4, 9), "REPLACE INTO `tidb_binlog`.`checkpoint_workers` VALUES(42, 1, 4, 9)");
+        assert_eq!(
+            c.workers_sql([1, 3], 4, 9),
+            "REPLACE INTO `tidb_binlog`.`checkpoint_workers` VALUES(42, 1, 4, 9),(42, 3, 4, 9)"
+        );
     }
 }

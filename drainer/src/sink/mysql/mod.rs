@@ -49,7 +49,6 @@ mod checkpoint;
 mod sql;
 mod table;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -100,6 +99,9 @@ pub struct MysqlSinkConfig {
     pub checkpoint: Option<CheckpointCfg>,
     /// Row changes per batch; 0 = `txn_batch × worker_count × 32`.
     pub batch_rows: usize,
+    /// Row changes per connection: a batch of `r` rows is spread over `ceil(r / conn_rows)` of the
+    /// `worker_count` connections; 0 = `txn_batch × 32`.
+    pub conn_rows: usize,
     /// Bytes of queued items `write` accepts before it waits (backpressure).
     pub memory_quota: usize,
     /// How long the downstream may keep failing (connection errors, deadlocks) before the sink gives up.
@@ -142,6 +144,7 @@ impl Default for MysqlSinkConfig {
             tidb: false,
             checkpoint: Some(CheckpointCfg::default()),
             batch_rows: 0,
+            conn_rows: 0,
             memory_quota: 256 << 20,
             retry_for: Duration::from_secs(600),
             tls: None,
@@ -634,6 +637,7 @@ impl MysqlSink {
             cache: table::Cache::default(),
             shared: shared.clone(),
             since: None,
+            inflight: None,
         };
         let task = tokio::spawn(coord.run(rx));
         Ok(MysqlSink { tx: Some(tx), quota, quota_units, shared, resume, task: Some(task) })
@@ -748,9 +752,35 @@ struct Coordinator {
     global_written: i64,
     schema_version: i64,
     since: Option<(Instant, u32)>,
+    /// The batch running while the next one is built.
+    inflight: Option<InFlight>,
 }
 
 type Queued = (Arc<Item>, tokio::sync::OwnedSemaphorePermit);
+
+/// Each part's connection (by index) and what became of it and its transactions.
+type PartResults = Vec<(usize, (Option<Conn>, Result<(), mysql_async::Error>))>;
+
+/// A batch applied by its own task (which owns the connections it uses meanwhile).
+struct InFlight {
+    /// Its items, held until it committed (their memory quota too).
+    items: Vec<Queued>,
+    first: i64,
+    max_ts: i64,
+    schema_version: i64,
+    global_ts: Option<i64>,
+    task: AbortOnDrop,
+}
+
+/// Aborts the batch task when the coordinator is dropped (a dropped sink stops at once: the
+/// downstream rolls back what its connections did not commit).
+struct AbortOnDrop(tokio::task::JoinHandle<PartResults>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 impl Coordinator {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -761,7 +791,20 @@ impl Coordinator {
                 Some(m) => m,
                 None => match rx.try_recv() {
                     Ok(m) => m,
-                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        if let Err(e) = self.settle().await {
+                            self.die(e, &mut rx);
+                        }
+                        return;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) if self.inflight.is_some() => {
+                        // Nothing to prepare meanwhile: wait for the batch in flight, then look again.
+                        if let Err(e) = self.settle().await {
+                            self.die(e, &mut rx);
+                            return;
+                        }
+                        continue;
+                    }
                     Err(mpsc::error::TryRecvError::Empty) => {
                         // Idle: bring upstream's checkpoint row up to date.
                         if let Err(e) = self.write_global(false).await {
@@ -777,7 +820,10 @@ impl Coordinator {
             };
             let res = match msg {
                 Msg::Flush { consistent, reply } => {
-                    let r = self.write_global(consistent).await.map(|()| self.durable);
+                    let r = match self.settle().await {
+                        Ok(_) => self.write_global(consistent).await.map(|()| self.durable),
+                        Err(e) => Err(e),
+                    };
                     let failed = r.as_ref().err().map(|e| e.to_string());
                     let _ = reply.send(r.map_err(|e| e.to_string()));
                     match failed {
@@ -788,7 +834,10 @@ impl Coordinator {
                 Msg::Item(item, permit) => {
                     if let Body::Ddl(ddl) = &item.body {
                         let ddl = ddl.clone();
-                        let r = self.apply_ddl(&item, &ddl).await;
+                        let r = match self.settle().await {
+                            Ok(_) => self.apply_ddl(&item, &ddl).await,
+                            Err(e) => Err(e),
+                        };
                         drop(permit);
                         r
                     } else {
@@ -835,6 +884,11 @@ impl Coordinator {
         } else {
             (self.cfg.txn_batch * self.cfg.worker_count * 32).max(64)
         }
+    }
+
+    /// Rows per connection before a batch is spread over another one (see `conn_rows`).
+    fn conn_rows(&self) -> usize {
+        if self.cfg.conn_rows > 0 { self.cfg.conn_rows } else { (self.cfg.txn_batch * 32).max(64) }
     }
 
     fn safe(&self) -> bool {
@@ -897,10 +951,34 @@ impl Coordinator {
         }
     }
 
-    async fn plans(&mut self, items: &[Queued]) -> Result<(Plans, Vec<TablePlan>), Fail> {
+    /// Reads the downstream definition of every table `items` write that is not cached yet.
+    async fn fetch_tables(&mut self, items: &[Queued]) -> Result<(), Fail> {
+        let mut seen = std::collections::HashSet::new();
+        for (item, _) in items {
+            let Body::Dml(tables) = &item.body else {
+                continue;
+            };
+            for tc in tables {
+                let (schema, name) = (&tc.table.schema, &tc.table.name);
+                if !seen.insert(Arc::as_ptr(&tc.table) as usize) || self.cache.peek(schema, name).is_some() {
+                    continue;
+                }
+                self.conn(0).await?;
+                let conn = self.conns[0].as_mut().expect("connected");
+                match self.cache.get(conn, schema, name).await {
+                    Ok(_) => {}
+                    Err(MysqlError::Query { source, .. }) if retryable(&source) => return Err(Fail::Retry(source)),
+                    Err(e) => return Err(Fail::Fatal(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The table plans for `items` from the cache; `None` when a table is not cached.
+    fn plans(&self, items: &[Queued]) -> Option<(Plans, Vec<TablePlan>)> {
         let mut plans = Plans::new();
         let mut list = Vec::new();
-        let mut by_name: HashMap<(String, String), Arc<table::DownTable>> = HashMap::new();
         for (item, _) in items {
             let Body::Dml(tables) = &item.body else {
                 continue;
@@ -910,40 +988,170 @@ impl Coordinator {
                 if plans.contains_key(&key) {
                     continue;
                 }
-                let name = (tc.table.schema.clone(), tc.table.name.clone());
-                let down = match by_name.get(&name) {
-                    Some(d) => d.clone(),
-                    None => {
-                        self.conn(0).await?;
-                        let conn = self.conns[0].as_mut().expect("connected");
-                        let d = match self.cache.get(conn, &name.0, &name.1).await {
-                            Ok(d) => d,
-                            Err(MysqlError::Query { source, .. }) if retryable(&source) => {
-                                return Err(Fail::Retry(source));
-                            }
-                            Err(e) => return Err(Fail::Fatal(e)),
-                        };
-                        by_name.insert(name, d.clone());
-                        d
-                    }
-                };
+                let down = self.cache.peek(&tc.table.schema, &tc.table.name)?;
                 plans.insert(key, (list.len(), tc.table.clone()));
                 list.push(table::plan(&tc.table, &down, self.cfg.partial_columns));
             }
         }
-        Ok((plans, list))
+        Some((plans, list))
     }
 
+    /// Builds `items` into batches, as if everything in flight had committed (when it does not,
+    /// [`Coordinator::settle`] says so and the batches are discarded). `None` when a table is not
+    /// cached.
+    fn build(&self, items: &[Queued], force_safe: bool) -> Option<Result<Vec<GroupPlan>, MysqlError>> {
+        let (plans, list) = self.plans(items)?;
+        let settings = Settings {
+            workers: self.conns.len(),
+            detect: !self.cfg.disable_detect,
+            per_txn: self.cfg.disable_dispatch,
+            safe: force_safe || self.safe(),
+            batch_rows: self.batch_rows(),
+            conn_rows: self.conn_rows(),
+            stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
+            packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
+            dialect: self.session.dialect,
+        };
+        let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
+        let ck = self.cfg.checkpoint.as_ref();
+        let (durable, schema_version) = match &self.inflight {
+            Some(f) => (f.max_ts, self.schema_version.max(f.schema_version)),
+            None => (self.durable, self.schema_version),
+        };
+        Some(batch::build(&arcs, &plans, &list, &settings, ck.map(|c| (c, &self.applied)), durable, schema_version))
+    }
+
+    /// Applies a batch: builds it while the previous one runs, then starts it and returns without
+    /// waiting for it (the next batch is built meanwhile). Batches still run one after another.
     async fn apply_batch(&mut self, mut items: Vec<Queued>) -> Result<(), MysqlError> {
+        while !items.is_empty() {
+            if self.inflight.is_none() {
+                match self.fetch_tables(&items).await {
+                    Ok(()) => {}
+                    Err(Fail::Fatal(e)) => return Err(e),
+                    Err(Fail::Retry(e)) => {
+                        self.recover(e).await?;
+                        continue;
+                    }
+                }
+            }
+            let groups = match self.build(&items, false) {
+                None => {
+                    // A table to read first: needs a connection, so wait for the batch in flight.
+                    self.settle().await?;
+                    continue;
+                }
+                Some(Err(e)) => {
+                    self.settle().await?;
+                    return Err(e);
+                }
+                Some(Ok(groups)) => groups,
+            };
+            let mut valid = true;
+            for g in groups {
+                if !self.settle().await? {
+                    // What was built assumed the batch in flight would commit: build again.
+                    valid = false;
+                    break;
+                }
+                let taken: Vec<Queued> = items.drain(..g.n_items).collect();
+                self.launch(g, taken).await?;
+            }
+            if valid {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `g` on its connections in a task of its own; [`Coordinator::settle`] collects it.
+    async fn launch(&mut self, g: GroupPlan, items: Vec<Queued>) -> Result<(), MysqlError> {
+        debug_assert!(self.inflight.is_none());
+        for p in &g.parts {
+            if let Err(f) = self.conn(p.worker).await {
+                return self.apply_items(items, Some(f)).await;
+            }
+        }
+        let conns: Vec<Conn> =
+            g.parts.iter().map(|p| self.conns[p.worker].take().expect("connected above")).collect();
+        let first = items.first().map_or(0, |(i, _)| i.commit_ts);
+        let GroupPlan { max_ts, schema_version, global_ts, parts, .. } = g;
+        let task = tokio::spawn(async move {
+            let runs = parts.iter().zip(conns).map(|(p, c)| run_part(c, p));
+            let results = futures::future::join_all(runs).await;
+            parts.iter().map(|p| p.worker).zip(results).collect()
+        });
+        self.inflight = Some(InFlight { items, first, max_ts, schema_version, global_ts, task: AbortOnDrop(task) });
+        // Let the task send its first packets before this task goes on building the next batch.
+        tokio::task::yield_now().await;
+        Ok(())
+    }
+
+    /// Waits for the batch in flight. When it committed, records that and returns true; when it
+    /// failed, recovers, applies its items again (retrying as [`Coordinator::apply_items`] does) and
+    /// returns false: anything built meanwhile must be built again.
+    async fn settle(&mut self) -> Result<bool, MysqlError> {
+        let Some(mut f) = self.inflight.take() else {
+            return Ok(true);
+        };
+        let results = match (&mut f.task.0).await {
+            Ok(r) => r,
+            Err(e) => return Err(MysqlError::Internal(format!("a batch task ended: {e}"))),
+        };
+        match self.absorb(results, f.first, f.max_ts) {
+            None => {
+                self.committed(f.max_ts, f.schema_version, f.global_ts);
+                self.since = None;
+                Ok(true)
+            }
+            Some(fail) => {
+                let items = std::mem::take(&mut f.items);
+                self.apply_items(items, Some(fail)).await?;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Records that a batch committed.
+    fn committed(&mut self, max_ts: i64, schema_version: i64, global_ts: Option<i64>) {
+        self.schema_version = self.schema_version.max(schema_version);
+        if let Some(ts) = global_ts {
+            self.global_written = self.global_written.max(ts);
+        }
+        self.applied.advance(max_ts);
+        self.mark_durable(max_ts);
+    }
+
+    /// Puts the connections of a finished batch back; the failure to act on, if a part failed.
+    fn absorb(&mut self, results: PartResults, first: i64, last: i64) -> Option<Fail> {
+        let mut fail: Option<Fail> = None;
+        for (w, (conn, r)) in results {
+            self.conns[w] = conn;
+            if let Err(e) = r {
+                let f = if retryable(&e) {
+                    Fail::Retry(e)
+                } else {
+                    Fail::Fatal(MysqlError::Rejected { first, last, source: e })
+                };
+                if !matches!(fail, Some(Fail::Fatal(_))) {
+                    fail = Some(f);
+                }
+            }
+        }
+        fail
+    }
+
+    /// Applies `items` one batch at a time, waiting for each, after handling `fail` (how their
+    /// first attempt failed): retries lost connections and deadlocks from the re-read checkpoint,
+    /// and re-reads a table the downstream rejected the rows of for their shape, once.
+    async fn apply_items(&mut self, mut items: Vec<Queued>, mut fail: Option<Fail>) -> Result<(), MysqlError> {
+        debug_assert!(self.inflight.is_none());
         let mut force_safe = false;
         let mut refreshed = false;
         loop {
-            match self.try_batch(&mut items, force_safe).await {
-                Ok(()) => {
-                    self.since = None;
-                    return Ok(());
-                }
-                Err(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !refreshed && rejected_for_shape(&e) => {
+            match fail.take() {
+                None => {}
+                Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !refreshed && rejected_for_shape(&e) => {
                     // The downstream table changed under the cache: re-read it and retry once
                     // (what committed is re-read from the checkpoint, as after a lost connection).
                     tracing::info!(target: "drainer::sink::mysql", error = %e, "downstream table changed; re-reading its definition and retrying");
@@ -958,84 +1166,49 @@ impl Coordinator {
                     }
                     force_safe = self.cfg.checkpoint.is_none();
                 }
-                Err(Fail::Fatal(e)) => return Err(e),
-                Err(Fail::Retry(e)) => {
+                Some(Fail::Fatal(e)) => return Err(e),
+                Some(Fail::Retry(e)) => {
                     self.recover(e).await?;
                     // Without a checkpoint a retried transaction may already be in: replay it in safe mode.
                     force_safe = self.cfg.checkpoint.is_none();
                 }
             }
+            match self.try_batch(&mut items, force_safe).await {
+                Ok(()) => {
+                    self.since = None;
+                    return Ok(());
+                }
+                Err(f) => fail = Some(f),
+            }
         }
     }
 
-    /// Applies `items` batch by batch; committed items are removed from the front.
+    /// Applies `items` batch by batch, waiting for each; committed items are removed from the front.
     async fn try_batch(&mut self, items: &mut Vec<Queued>, force_safe: bool) -> Result<(), Fail> {
-        let (plans, list) = self.plans(items).await?;
-        let settings = Settings {
-            workers: self.conns.len(),
-            detect: !self.cfg.disable_detect,
-            per_txn: self.cfg.disable_dispatch,
-            safe: force_safe || self.safe(),
-            batch_rows: self.batch_rows(),
-            stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
-            packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
-            dialect: self.session.dialect,
+        self.fetch_tables(items).await?;
+        let groups = match self.build(items, force_safe) {
+            Some(r) => r?,
+            None => return Err(Fail::Fatal(MysqlError::Internal("a table's definition was not cached".into()))),
         };
-        let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
-        let ck = self.cfg.checkpoint.clone();
-        let groups = batch::build(
-            &arcs,
-            &plans,
-            &list,
-            &settings,
-            ck.as_ref().map(|c| (c, &self.applied)),
-            self.durable,
-            self.schema_version,
-        )?;
-        let mut off = 0;
         for g in groups {
-            self.run_group(&g, &arcs[off..off + g.n_items]).await?;
-            off += g.n_items;
-            items.drain(..g.n_items);
-            self.schema_version = self.schema_version.max(g.schema_version);
-            if let Some(ts) = g.global_ts {
-                self.global_written = self.global_written.max(ts);
+            let first = items.first().map_or(0, |(i, _)| i.commit_ts);
+            for p in &g.parts {
+                self.conn(p.worker).await?;
             }
-            self.applied.advance(g.max_ts);
-            self.mark_durable(g.max_ts);
+            let mut runs = Vec::new();
+            for p in &g.parts {
+                let conn = self.conns[p.worker].take().expect("connected above");
+                runs.push(run_part(conn, p));
+            }
+            let results = futures::future::join_all(runs).await;
+            let results = g.parts.iter().map(|p| p.worker).zip(results).collect();
+            if let Some(f) = self.absorb(results, first, g.max_ts) {
+                return Err(f);
+            }
+            items.drain(..g.n_items);
+            self.committed(g.max_ts, g.schema_version, g.global_ts);
         }
         Ok(())
-    }
-
-    async fn run_group(&mut self, g: &GroupPlan, items: &[Arc<Item>]) -> Result<(), Fail> {
-        let first = items.first().map_or(0, |i| i.commit_ts);
-        for p in &g.parts {
-            self.conn(p.worker).await?;
-        }
-        let mut futs = Vec::new();
-        for p in &g.parts {
-            let conn = self.conns[p.worker].take().expect("connected above");
-            futs.push(run_part(conn, p));
-        }
-        let results = futures::future::join_all(futs).await;
-        let mut fail: Option<Fail> = None;
-        for (p, (conn, r)) in g.parts.iter().zip(results) {
-            self.conns[p.worker] = conn;
-            if let Err(e) = r {
-                let f = if retryable(&e) {
-                    Fail::Retry(e)
-                } else {
-                    Fail::Fatal(MysqlError::Rejected { first, last: g.max_ts, source: e })
-                };
-                if !matches!(fail, Some(Fail::Fatal(_))) {
-                    fail = Some(f);
-                }
-            }
-        }
-        match fail {
-            None => Ok(()),
-            Some(f) => Err(f),
-        }
     }
 
     /// Writes upstream's checkpoint row when it lags `durable` (or to mark a clean shutdown).

@@ -141,6 +141,11 @@ impl Cache {
         Ok(t)
     }
 
+    /// The table's info if cached.
+    pub fn peek(&self, schema: &str, table: &str) -> Option<Arc<DownTable>> {
+        self.tables.get(&(schema.to_string(), table.to_string())).cloned()
+    }
+
     /// Forgets everything (after a DDL).
     pub fn clear(&mut self) {
         self.tables.clear();
