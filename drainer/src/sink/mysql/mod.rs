@@ -4,19 +4,23 @@
 //! background task (the *coordinator*) that owns the downstream connections. [`Sink::write`] queues
 //! an item (waiting while the queued items exceed the memory quota); the coordinator takes everything
 //! queued so far as one *batch* (no timers: while a batch runs, the next one accumulates), splits it
-//! over `worker-count` connections by key hash, and applies each part as one downstream transaction
-//! of multi-row INSERT/REPLACE, merged DELETE, UPDATE … LIMIT 1 statements sent several per packet.
+//! into `worker-count` hash *slots* by key hash, runs the slots on `ceil(rows / conn_rows)` of the
+//! connections (slot `s` on connection `s % k`), and applies each connection's part as one downstream
+//! transaction of multi-row INSERT/REPLACE, merged DELETE, UPDATE … LIMIT 1 statements sent several
+//! per packet. A batch runs in a task of its own while the coordinator builds the SQL of the next one;
+//! the next one starts only after it committed.
 //!
 //! # Exactly-once
 //! With a checkpoint configured, every downstream transaction carries the checkpoint of what it
 //! applies, so a crash at any point neither loses nor repeats a row change:
 //! - a batch applied by one connection ends with upstream's row
 //!   `REPLACE INTO tidb_binlog.checkpoint VALUES(<cluster>, '{"commitTS": <batch max ts>, ..}')`;
-//! - a batch split over several connections: each part ends with its worker row
-//!   `(cluster, w, n, <batch max ts>)` in `tidb_binlog.checkpoint_workers`; the first part also moves
+//! - a batch split over several connections: each part ends with the worker rows
+//!   `(cluster, w, n, <batch max ts>)` in `tidb_binlog.checkpoint_workers` of every slot `w` it
+//!   carries (the slots without a change in this batch too); the first part also moves
 //!   upstream's row to the previous batch's ts (a batch starts only after the previous one committed,
 //!   and the coordinator writes upstream's row on its own when it goes idle or on flush).
-//!   A row change goes to worker `stable_hash(first causality key) % n`, which depends only on the
+//!   A row change goes to slot `stable_hash(first causality key) % n`, which depends only on the
 //!   change, so after a crash the rows say exactly which changes of the interrupted batch are in:
 //!   [`MysqlSink::load_checkpoint`] returns the lowest worker ts, and items up to the highest are
 //!   replayed on one connection, skipping the changes whose worker already committed them.
@@ -100,7 +104,10 @@ pub struct MysqlSinkConfig {
     /// Row changes per batch; 0 = `txn_batch × worker_count × 32`.
     pub batch_rows: usize,
     /// Row changes per connection: a batch of `r` rows is spread over `ceil(r / conn_rows)` of the
-    /// `worker_count` connections; 0 = `txn_batch × 32`.
+    /// `worker_count` connections. 0 = `txn_batch × 32` for TiDB (every connection busy, as
+    /// upstream: TiDB scales with connections), `txn_batch × 512` for MySQL (one connection per
+    /// 10,240 rows at the default `txn-batch`: connections inserting into one MySQL/MariaDB table
+    /// contend, see bench/RESULTS.md).
     pub conn_rows: usize,
     /// Bytes of queued items `write` accepts before it waits (backpressure).
     pub memory_quota: usize,
@@ -888,7 +895,11 @@ impl Coordinator {
 
     /// Rows per connection before a batch is spread over another one (see `conn_rows`).
     fn conn_rows(&self) -> usize {
-        if self.cfg.conn_rows > 0 { self.cfg.conn_rows } else { (self.cfg.txn_batch * 32).max(64) }
+        match self.cfg.conn_rows {
+            0 if self.cfg.tidb => (self.cfg.txn_batch * 32).max(64),
+            0 => (self.cfg.txn_batch * 512).max(64),
+            n => n,
+        }
     }
 
     fn safe(&self) -> bool {
