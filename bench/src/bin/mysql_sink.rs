@@ -5,8 +5,7 @@
 //! `cargo run --release -p bench --bin mysql_sink -- [rows] [runs]` (defaults 200000, 3). Prints one
 //! table row and JSON line per comparison (medians over the runs). `SINK_WORKERS` and
 //! `SINK_TXN_BATCH` set the sink's `worker-count` and `txn-batch` (defaults 16 and 20, upstream's);
-//! `SINK_CONN_ROWS` its rows per connection (default: the sink's); `SINK_LOAD_DATA=0` turns off its
-//! `LOAD DATA` for runs of inserts.
+//! `SINK_CONN_ROWS` its rows per connection (default: the sink's).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -157,8 +156,6 @@ async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64) -> Result<f64
         txn_batch: env_or("SINK_TXN_BATCH", 20),
         // rows per connection (0 = the sink's default): a batch runs on ceil(rows / this) connections
         conn_rows: env_or("SINK_CONN_ROWS", 0),
-        // SINK_LOAD_DATA=0: runs of inserts as INSERT statements instead of LOAD DATA LOCAL INFILE
-        load_data: env_or("SINK_LOAD_DATA", 1) != 0,
         ..Default::default()
     };
     let mut sink = MysqlSink::connect(cfg).await?;

@@ -53,7 +53,7 @@ mod checkpoint;
 mod sql;
 mod table;
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,7 +63,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use checkpoint::CheckpointCfg;
 
-use self::batch::{GroupPlan, Packet, PartPlan, Plans, Settings};
+use self::batch::{GroupPlan, PartPlan, Plans, Settings};
 use self::checkpoint::Applied;
 use self::sql::{Dialect, TablePlan};
 use super::{Sink, SinkError};
@@ -115,10 +115,6 @@ pub struct MysqlSinkConfig {
     pub retry_for: Duration,
     /// `[syncer.to.security]`: TLS to the downstream; `None` = plain TCP.
     pub tls: Option<MysqlTls>,
-    /// Send runs of inserts as `LOAD DATA LOCAL INFILE` (MySQL/MariaDB only, not TiDB): checked
-    /// row by row (a warning, a skipped row or a server refusing LOCAL INFILE rolls the transaction
-    /// back, runs it again with INSERT statements and turns this off for the sink's life).
-    pub load_data: bool,
     /// `[syncer.to] sync-mode = 2` (partial columns): columns the downstream table lacks are left
     /// out of statements, and `STRICT_TRANS_TABLES` is removed from the session's sql_mode (so
     /// downstream columns the rows do not carry take their implicit defaults).
@@ -159,7 +155,6 @@ impl Default for MysqlSinkConfig {
             memory_quota: 256 << 20,
             retry_for: Duration::from_secs(600),
             tls: None,
-            load_data: true,
             partial_columns: false,
         }
     }
@@ -650,7 +645,6 @@ impl MysqlSink {
             shared: shared.clone(),
             since: None,
             inflight: None,
-            load_ok: Arc::new(AtomicBool::new(true)),
         };
         let task = tokio::spawn(coord.run(rx));
         Ok(MysqlSink { tx: Some(tx), quota, quota_units, shared, resume, task: Some(task) })
@@ -767,8 +761,6 @@ struct Coordinator {
     since: Option<(Instant, u32)>,
     /// The batch running while the next one is built.
     inflight: Option<InFlight>,
-    /// `LOAD DATA` may be used (cleared by a part when it did not load cleanly).
-    load_ok: Arc<AtomicBool>,
 }
 
 type Queued = (Arc<Item>, tokio::sync::OwnedSemaphorePermit);
@@ -1030,7 +1022,6 @@ impl Coordinator {
             stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
             packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
             dialect: self.session.dialect,
-            load_data: self.cfg.load_data && !self.cfg.tidb && self.load_ok.load(Ordering::Relaxed),
         };
         let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
         let ck = self.cfg.checkpoint.as_ref();
@@ -1096,9 +1087,8 @@ impl Coordinator {
             g.parts.iter().map(|p| self.conns[p.worker].take().expect("connected above")).collect();
         let first = items.first().map_or(0, |(i, _)| i.commit_ts);
         let GroupPlan { max_ts, schema_version, global_ts, parts, .. } = g;
-        let load_ok = self.load_ok.clone();
         let task = tokio::spawn(async move {
-            let runs = parts.iter().zip(conns).map(|(p, c)| run_part(c, p, &load_ok));
+            let runs = parts.iter().zip(conns).map(|(p, c)| run_part(c, p));
             let results = futures::future::join_all(runs).await;
             parts.iter().map(|p| p.worker).zip(results).collect()
         });
@@ -1219,7 +1209,7 @@ impl Coordinator {
             let mut runs = Vec::new();
             for p in &g.parts {
                 let conn = self.conns[p.worker].take().expect("connected above");
-                runs.push(run_part(conn, p, &self.load_ok));
+                runs.push(run_part(conn, p));
             }
             let results = futures::future::join_all(runs).await;
             let results = g.parts.iter().map(|p| p.worker).zip(results).collect();
@@ -1345,94 +1335,24 @@ fn row_count(item: &Item) -> usize {
 
 /// Runs one part's transactions on its connection; rolls back on error. Returns the connection
 /// (`None` when it broke).
-async fn run_part(mut conn: Conn, p: &PartPlan, load_ok: &AtomicBool) -> (Option<Conn>, Result<(), mysql_async::Error>) {
+async fn run_part(mut conn: Conn, p: &PartPlan) -> (Option<Conn>, Result<(), mysql_async::Error>) {
+    let dml = crate::metrics::metrics().query_duration_time.with_label_values(&["dml"]);
     for txn in &p.txns {
-        loop {
-            match run_txn(&mut conn, txn, load_ok).await {
-                Ok(true) => break,
-                // A LOAD DATA did not load cleanly and the transaction was rolled back: LOAD DATA is
-                // off now, so it runs again with INSERTs (whose errors or warnings are upstream's).
-                Ok(false) => continue,
-                Err(e) => {
-                    tracing::warn!(target: "drainer::sink::mysql", worker = p.worker, commit_ts = txn.ts, error = %e, "downstream transaction failed");
-                    if e.is_fatal() || conn.is_disconnected() {
-                        return (None, Err(e));
-                    }
-                    if conn.query_drop("ROLLBACK").await.is_err() {
-                        return (None, Err(e));
-                    }
-                    return (Some(conn), Err(e));
+        for packet in &txn.packets {
+            let t = std::time::Instant::now();
+            let r = conn.query_drop(packet.as_str()).await;
+            dml.observe(t.elapsed().as_secs_f64());
+            if let Err(e) = r {
+                tracing::warn!(target: "drainer::sink::mysql", worker = p.worker, commit_ts = txn.ts, error = %e, "downstream transaction failed");
+                if e.is_fatal() || conn.is_disconnected() {
+                    return (None, Err(e));
                 }
+                if conn.query_drop("ROLLBACK").await.is_err() {
+                    return (None, Err(e));
+                }
+                return (Some(conn), Err(e));
             }
         }
     }
     (Some(conn), Ok(()))
-}
-
-/// Runs one transaction's packets. `Ok(false)`: a `LOAD DATA` was refused, warned or skipped a row;
-/// the transaction is rolled back and `load_ok` cleared.
-async fn run_txn(conn: &mut Conn, txn: &batch::TxnSql, load_ok: &AtomicBool) -> Result<bool, mysql_async::Error> {
-    let dml = crate::metrics::metrics().query_duration_time.with_label_values(&["dml"]);
-    for packet in &txn.packets {
-        let t = std::time::Instant::now();
-        match packet {
-            Packet::Sql(sql) => conn.query_drop(sql.as_str()).await?,
-            Packet::Load { prefix, load, data, rows, .. } if load_ok.load(Ordering::Relaxed) => {
-                let data = data.clone();
-                let chunks: Vec<std::io::Result<bytes::Bytes>> =
-                    (0..data.len()).step_by(1 << 20).map(|i| Ok(data.slice(i..(i + (1 << 20)).min(data.len())))).collect();
-                conn.set_infile_handler(async move {
-                    Ok(Box::pin(futures::stream::iter(chunks)) as mysql_async::InfileData)
-                });
-                let sql = if prefix.is_empty() { load.clone() } else { format!("{prefix};{load}") };
-                let why = match conn.query_drop(sql).await {
-                    Ok(()) => load_problem(conn.get_warnings(), &conn.info(), *rows),
-                    Err(e) if server_code(&e).is_some_and(|c| matches!(c, 1148 | 3948 | 3950 | 4166)) => Some(e.to_string()),
-                    Err(e) => return Err(e),
-                };
-                if let Some(why) = why {
-                    tracing::warn!(target: "drainer::sink::mysql", commit_ts = txn.ts, %why, "LOAD DATA LOCAL INFILE did not load cleanly; writing inserts as INSERT statements from now on");
-                    load_ok.store(false, Ordering::Relaxed);
-                    conn.query_drop("ROLLBACK").await?;
-                    return Ok(false);
-                }
-            }
-            Packet::Load { prefix, fallback, .. } => {
-                if prefix.is_empty() {
-                    conn.query_drop(fallback.as_str()).await?;
-                } else {
-                    conn.query_drop(format!("{prefix};{fallback}")).await?;
-                }
-            }
-        }
-        dml.observe(t.elapsed().as_secs_f64());
-    }
-    Ok(true)
-}
-
-/// Why a `LOAD DATA` of `rows` rows did not load them cleanly, from its OK packet (`Records: N
-/// Deleted: D  Skipped: S  Warnings: W`); `None` when it did.
-fn load_problem(warnings: u16, info: &str, rows: usize) -> Option<String> {
-    let field = |name: &str| -> Option<usize> {
-        let rest = &info[info.find(name)? + name.len()..];
-        rest.trim_start().split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
-    };
-    match (warnings, field("Records:"), field("Skipped:")) {
-        (0, Some(r), Some(0)) if r == rows => None,
-        _ => Some(format!("{rows} rows sent, server said {info:?} with {warnings} warnings")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn load_problem_reads_the_ok_packet_info() {
-        use super::load_problem;
-        assert_eq!(load_problem(0, "Records: 3  Deleted: 0  Skipped: 0  Warnings: 0", 3), None);
-        assert_eq!(load_problem(0, "Records: 3  Deleted: 2  Skipped: 0  Warnings: 0", 3), None, "REPLACE");
-        assert!(load_problem(1, "Records: 3  Deleted: 0  Skipped: 0  Warnings: 1", 3).is_some());
-        assert!(load_problem(0, "Records: 3  Deleted: 0  Skipped: 1  Warnings: 0", 3).is_some());
-        assert!(load_problem(0, "Records: 2  Deleted: 0  Skipped: 0  Warnings: 0", 3).is_some());
-        assert!(load_problem(0, "", 3).is_some());
-    }
 }

@@ -105,66 +105,6 @@ pub(crate) fn push_literal(out: &mut String, v: &Value, binary: bool, d: Dialect
     Ok(())
 }
 
-/// Appends `v` as a field of a `LOAD DATA` file (tab-separated, `\\` escapes, `\\N` = NULL, read as
-/// utf8mb4). Returns false, leaving `out` partly written, for values that have no plain field form
-/// with the same meaning as their literal: binary strings, text that is not UTF-8, BIT, and
-/// TIMESTAMPs the server converts to the session zone. Such rows are written as INSERTs instead.
-pub(crate) fn push_field(out: &mut Vec<u8>, v: &Value, binary: bool, d: Dialect) -> bool {
-    fn text(out: &mut Vec<u8>, s: &str) {
-        for &b in s.as_bytes() {
-            match b {
-                b'\\' => out.extend_from_slice(b"\\\\"),
-                b'\t' => out.extend_from_slice(b"\\t"),
-                b'\n' => out.extend_from_slice(b"\\n"),
-                0 => out.extend_from_slice(b"\\0"),
-                b => out.push(b),
-            }
-        }
-    }
-    match v {
-        Value::Null => out.extend_from_slice(b"\\N"),
-        Value::Int(i) => {
-            let _ = write!(ByteWriter(out), "{i}");
-        }
-        Value::Uint(u) => {
-            let _ = write!(ByteWriter(out), "{u}");
-        }
-        Value::Bit(_) => return false,
-        Value::Float(f) => {
-            if !f.is_finite() {
-                return false;
-            }
-            let _ = write!(ByteWriter(out), "{f:e}");
-        }
-        Value::Decimal(s) => out.extend_from_slice(s.as_bytes()),
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) if !binary => text(out, s),
-            _ => return false,
-        },
-        Value::Time(t) => {
-            if t.tp == mysql_type::TIMESTAMP && d.convert_timestamps && !t.is_zero() {
-                return false;
-            }
-            let _ = write!(ByteWriter(out), "{t}");
-        }
-        Value::Duration { nanos, fsp } => out.extend_from_slice(format_duration(*nanos, *fsp).as_bytes()),
-        Value::Enum { name, .. } => text(out, name),
-        Value::Set { names, .. } => text(out, names),
-        Value::Json(s) => text(out, s),
-    }
-    true
-}
-
-/// `fmt::Write` into a byte buffer.
-struct ByteWriter<'a>(&'a mut Vec<u8>);
-
-impl std::fmt::Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-}
-
 /// The literal text for `v` (see [`push_literal`]).
 pub(crate) fn literal(v: &Value, binary: bool, d: Dialect) -> Result<String, String> {
     let mut s = String::new();
@@ -279,46 +219,6 @@ impl TablePlan {
             out.push_str(l);
         }
         out.push(')');
-    }
-
-    /// Appends `row` (its written columns, as in `lits`) as one line of a `LOAD DATA` file; false
-    /// when a value has no field form (see [`push_field`]).
-    pub fn push_tsv_row(&self, out: &mut Vec<u8>, row: &[Option<Value>], lits: &Lits, d: Dialect) -> bool {
-        let mut first = true;
-        for (i, l) in lits.iter().enumerate() {
-            if l.is_none() {
-                continue;
-            }
-            if !first {
-                out.push(b'\t');
-            }
-            first = false;
-            match row.get(i).and_then(|v| v.as_ref()) {
-                Some(v) if push_field(out, v, self.cols[i].binary, d) => {}
-                _ => return false,
-            }
-        }
-        out.push(b'\n');
-        true
-    }
-
-    /// `LOAD DATA LOCAL INFILE .. [REPLACE] INTO TABLE t CHARACTER SET utf8mb4 (cols)` for rows with
-    /// `mask`, in the default field format (tab, `\\`, newline).
-    pub fn load_data_sql(&self, mask: &[bool], replace: bool) -> String {
-        let mut out = String::from("LOAD DATA LOCAL INFILE 'rows'");
-        out.push_str(if replace { " REPLACE INTO TABLE " } else { " INTO TABLE " });
-        out.push_str(&self.quoted);
-        out.push_str(" CHARACTER SET utf8mb4 (");
-        let mut first = true;
-        for (c, _) in self.cols.iter().zip(mask).filter(|(_, m)| **m) {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(&c.quoted);
-        }
-        out.push(')');
-        out
     }
 
     /// `UPDATE t SET .. WHERE <old> LIMIT 1`; `None` when the new row writes no column.
@@ -523,40 +423,6 @@ mod tests {
         let mut s = String::new();
         p.push_delete_many(&mut s, 0, &[&row, &row]);
         assert_eq!(s, "DELETE FROM `d`.`t` WHERE `id` IN (1,1) LIMIT 2");
-    }
-
-    #[test]
-    fn load_data_fields_escape_text_and_refuse_what_has_no_plain_form() {
-        let field = |v: Value, binary: bool| {
-            let mut out = Vec::new();
-            push_field(&mut out, &v, binary, Dialect::default()).then(|| String::from_utf8(out).unwrap())
-        };
-        assert_eq!(field(Value::Null, false).as_deref(), Some("\\N"));
-        assert_eq!(field(Value::Int(-5), false).as_deref(), Some("-5"));
-        assert_eq!(field(Value::Float(0.1), false).as_deref(), Some("1e-1"));
-        assert_eq!(field(Value::Decimal("-1.50".into()), false).as_deref(), Some("-1.50"));
-        assert_eq!(field(Value::Bytes(b"a\tb\nc\\d\0NULL".to_vec()), false).as_deref(), Some("a\\tb\\nc\\\\d\\0NULL"));
-        assert_eq!(field(Value::Bytes(b"\\N".to_vec()), false).as_deref(), Some("\\\\N"), "text \\N is not NULL");
-        assert_eq!(field(Value::Bytes(b"ab".to_vec()), true), None, "binary columns");
-        assert_eq!(field(Value::Bytes(vec![0xff]), false), None, "text that is not UTF-8");
-        assert_eq!(field(Value::Bit(5), false), None);
-        let ts = MysqlTime { year: 2020, month: 1, day: 2, hour: 3, tp: mysql_type::TIMESTAMP, ..Default::default() };
-        assert_eq!(field(Value::Time(ts), false).as_deref(), Some("2020-01-02 03:00:00"));
-        let mut out = Vec::new();
-        assert!(!push_field(&mut out, &Value::Time(ts), false, Dialect { convert_timestamps: true, ..Default::default() }));
-        assert_eq!(field(Value::Enum { index: 1, name: "a\tb".into() }, false).as_deref(), Some("a\\tb"));
-
-        let p = plan();
-        let d = Dialect::default();
-        let row = [Some(Value::Int(1)), Some(Value::Null), Some(Value::Bytes(b"x y".to_vec())), Some(Value::Int(9))];
-        let lits = p.lits(&row, d).unwrap();
-        let mut out = Vec::new();
-        assert!(p.push_tsv_row(&mut out, &row, &lits, d));
-        assert_eq!(String::from_utf8(out).unwrap(), "1\t\\N\tx y\n", "the generated column is left out");
-        assert_eq!(
-            p.load_data_sql(&TablePlan::mask(&lits), true),
-            "LOAD DATA LOCAL INFILE 'rows' REPLACE INTO TABLE `d`.`t` CHARACTER SET utf8mb4 (`id`,`u`,`v`)"
-        );
     }
 
     #[test]
