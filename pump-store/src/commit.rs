@@ -6,7 +6,9 @@
 //! meanwhile, and then wakes the followers of its batch. A lone writer therefore never waits and never
 //! switches threads. Async appenders cannot block their runtime's worker, so when one of them finds no
 //! leader it hands the lead to the store's background thread instead (which also refreshes the free-space
-//! figure and performs the close).
+//! figure and performs the close). After a batch that leaves the queue empty, the background thread keeps
+//! the lead for up to `lead_linger`, yielding its core, so that the async appenders it just answered can
+//! queue again without having to wake it.
 //!
 //! Invariants: at most one leader at a time (`Queue::leader`); `leader == false` implies an empty queue;
 //! records are written in queue order; an append is answered only after its batch is durable or failed.
@@ -224,8 +226,13 @@ fn pass_lead(shared: &Shared, q: &mut Queue) {
 /// then passes the lead on and returns its result; without (the background thread), until the queue is
 /// empty, then gives the lead up.
 fn lead(shared: &Shared, own: Option<&Arc<Slot>>) -> Result<(), StoreError> {
+    let mut wrote = false;
     loop {
-        let batch = take_batch(&mut shared.queue(), shared.cfg.max_batch_bytes);
+        let mut batch = take_batch(&mut shared.queue(), shared.cfg.max_batch_bytes);
+        if batch.is_empty() && own.is_none() && wrote {
+            batch = linger(shared);
+        }
+        wrote = true;
         let res = if batch.is_empty() {
             BatchResult::Ok
         } else {
@@ -256,6 +263,26 @@ fn lead(shared: &Shared, own: Option<&Arc<Slot>>) -> Result<(), StoreError> {
         if done {
             return own_res;
         }
+    }
+}
+
+/// The background thread found the queue empty right after a batch: the async appenders it just answered
+/// are about to append again, but each must first be polled by its runtime. Rather than give the lead up,
+/// sleep, and need a wake-up and a free core when the next append comes, keep the lead for up to
+/// `lead_linger`, yielding the core, and take the queue once it has stopped growing for one yield.
+/// Returns an empty batch if nothing came (or the store is closing).
+fn linger(shared: &Shared) -> Vec<Queued> {
+    let until = Instant::now() + shared.cfg.lead_linger;
+    let mut seen = 0usize;
+    loop {
+        std::thread::yield_now();
+        let mut q = shared.queue();
+        let len = q.pending.len();
+        let expired = Instant::now() >= until;
+        if (len > 0 && len == seen) || expired || q.closed {
+            return take_batch(&mut q, shared.cfg.max_batch_bytes);
+        }
+        seen = len;
     }
 }
 

@@ -8,7 +8,8 @@
 //! shard count. `STORE_RUNTIMES=0` leaves the runtime shards out; `STORE_GLOMMIO_IO_MEMORY` sets
 //! glommio's `io_memory` (bytes; default: glommio's own). `STORE_ASYNC=1` adds `ours_async` and
 //! `ours_async_sharded`: the store through `Store::append` from tokio tasks (the pump server's path), with
-//! one shard and with `STORE_SHARDS`. `STORE_OVERWRITE_MIB=n` adds `device_overwrite`: device_raw
+//! one shard and with `STORE_SHARDS`; with `STORE_LINGER_US=n` also both with `StoreConfig::lead_linger`
+//! = n µs. `STORE_OVERWRITE_MIB=n` adds `device_overwrite`: device_raw
 //! overwriting an n MiB file written and synced beforehand, instead of appending to a growing one.
 //!
 //! * Durable appends, for 1, 16 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
@@ -529,6 +530,8 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
             let (mut rt_glommio, mut rt_monoio, mut rt_std) = (Medians::default(), Medians::default(), Medians::default());
             let asynchronous = std::env::var("STORE_ASYNC").is_ok_and(|v| v == "1");
             let (mut async1, mut async_sharded) = (Medians::default(), Medians::default());
+            let linger: Option<u64> = std::env::var("STORE_LINGER_US").ok().and_then(|v| v.parse().ok());
+            let (mut linger1, mut linger_sharded) = (Medians::default(), Medians::default());
             let overwrite_mib: Option<u64> = std::env::var("STORE_OVERWRITE_MIB").ok().and_then(|v| v.parse().ok());
             let mut overwrite = Medians::default();
             let mut batches = Vec::new();
@@ -538,6 +541,11 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
                 if asynchronous {
                     async1.add(&run_ours_async(StoreConfig { shards: 1, ..store_cfg(&fresh(root, "ours-async")?) }, writers, payload, dur)?);
                     async_sharded.add(&run_ours_async(StoreConfig { shards, ..store_cfg(&fresh(root, "ours-async-sharded")?) }, writers, payload, dur)?);
+                    if let Some(us) = linger {
+                        let lead_linger = Duration::from_micros(us);
+                        linger1.add(&run_ours_async(StoreConfig { shards: 1, lead_linger, ..store_cfg(&fresh(root, "ours-linger")?) }, writers, payload, dur)?);
+                        linger_sharded.add(&run_ours_async(StoreConfig { shards, lead_linger, ..store_cfg(&fresh(root, "ours-linger-sharded")?) }, writers, payload, dur)?);
+                    }
                 }
                 sharded.add(&run_ours(&fresh(root, "ours-sharded")?, writers, payload, dur, IoBackend::Std, shards)?.0);
                 if std::env::var("STORE_URING").is_ok_and(|v| v == "0") {
@@ -593,6 +601,17 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
                 Comparison::higher_is_better(&format!("{case}_async_sharded{shards}_ops"), async_sharded.ops(), async1.ops(), "ours_async_1_shard", "appends/s").print();
                 Comparison::lower_is_better(&format!("{case}_async_sharded{shards}_p99"), async_sharded.p99(), async1.p99(), "ours_async_1_shard", "µs").print();
                 Comparison::higher_is_better(&format!("{case}_async_ops"), async1.ops(), raft.ops(), "raft_engine", "appends/s").print();
+                if let Some(us) = linger {
+                    println!(
+                        "{case}: ours_async_linger({us} µs) {:.0}/s p50 {:.0} p99 {:.0} | ours_async_sharded_linger({shards}, {us} µs) {:.0}/s p50 {:.0} p99 {:.0} µs",
+                        linger1.ops(), median(linger1.p50.clone()), linger1.p99(), linger_sharded.ops(), median(linger_sharded.p50.clone()), linger_sharded.p99()
+                    );
+                    for (name, m, base, base_name) in [("linger", &linger1, &async1, "ours_async"), ("linger_sharded", &linger_sharded, &async_sharded, "ours_async_sharded")] {
+                        Comparison::higher_is_better(&format!("{case}_async_{name}_ops"), m.ops(), base.ops(), base_name, "appends/s").print();
+                        Comparison::lower_is_better(&format!("{case}_async_{name}_p99"), m.p99(), base.p99(), base_name, "µs").print();
+                        Comparison::higher_is_better(&format!("{case}_async_{name}_ops"), m.ops(), raft.ops(), "raft_engine", "appends/s").print();
+                    }
+                }
             }
             if runtimes {
                 println!(

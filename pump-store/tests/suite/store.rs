@@ -201,6 +201,40 @@ async fn concurrent_appends_share_fsyncs() {
     assert_eq!(st.fsyncs, st.batches);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lingering_writer_answers_at_once_and_closes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // A linger far longer than the test: if it held an answer or the close, the timeouts would fire.
+    let store = Store::open(StoreConfig { lead_linger: Duration::from_secs(60), ..cfg(dir.path()) }).unwrap();
+    let base = tso(0);
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for i in 0..10 {
+            store.append(fake(base + i + 1)).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..16i64)
+            .map(|t| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..10 {
+                        store.append(fake(base + 1000 + t * 100 + i)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    })
+    .await
+    .expect("appends were held by the linger");
+    assert_eq!(store.stats().appends, 10 + 16 * 10);
+    tokio::time::timeout(Duration::from_secs(20), store.clone().close()).await.expect("close was held by the linger");
+    assert!(matches!(store.append(fake(base + 5000)).await, Err(StoreError::Closed)));
+    drop(store);
+    let store = Store::open(cfg(dir.path())).unwrap();
+    assert_eq!(take(&store, 0, 170).await.len(), 170);
+}
+
 #[tokio::test]
 async fn segments_rotate_and_reopen_reads_footers_and_pull_seeks() {
     let dir = tempfile::tempdir().unwrap();
