@@ -1,7 +1,8 @@
 //! The pump server's write path side by side with pump-store alone, in one process run.
 //!
-//! `pump_server [SECONDS_PER_CASE] [ROUNDS] [PAYLOAD_BYTES]` (defaults 3 s, 3 rounds, 1024 B). Needs the
-//! `pump` binary built in the same profile (`cargo build --release -p pump -p bench --bins`).
+//! `pump_server [SECONDS_PER_CASE] [ROUNDS] [PAYLOAD_BYTES]` (defaults 3 s, 3 rounds, 1024 B;
+//! `PUMP_BENCH_CLIENTS=64` runs only that client count, e.g. to profile one case). Needs the `pump`
+//! binary built in the same profile (`cargo build --release -p pump -p bench --bins`).
 //!
 //! For 1, 16 and 64 concurrent clients, each writes transactions as TiDB does (a Prewrite binlog
 //! carrying the payload, then its Commit binlog; every write is acknowledged only once durable):
@@ -165,6 +166,18 @@ fn cpu_secs(pid: &str) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// Seconds a process's threads have spent runnable but waiting for a CPU, summed over its current
+/// threads (`/proc/<pid>/task/*/schedstat`, second field, ns).
+fn runq_secs(pid: &str) -> Result<f64> {
+    let mut ns = 0u64;
+    for t in std::fs::read_dir(format!("/proc/{pid}/task")).with_context(|| format!("listing /proc/{pid}/task"))? {
+        // A thread may exit between the listing and the read.
+        let Ok(s) = std::fs::read_to_string(t?.path().join("schedstat")) else { continue };
+        ns += s.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    }
+    Ok(ns as f64 / 1e9)
+}
+
 /// The load-generator process: `--load-client ADDR CLUSTER_ID PAYLOAD_BYTES`, then one line per run on
 /// stdin, `CLIENTS SECONDS FIRST_TS`, answered with `CALLS SECS P50_MS P99_MS NEXT_TS` on stdout.
 fn load_client(args: &[String]) -> Result<()> {
@@ -235,6 +248,8 @@ struct Rounds {
     s_p99: Vec<f64>,
     s_cpu: Vec<f64>,
     c_cpu: Vec<f64>,
+    s_runq: Vec<f64>,
+    c_runq: Vec<f64>,
     s_us: Vec<f64>,
     b_rate: Vec<f64>,
     b_p50: Vec<f64>,
@@ -288,16 +303,25 @@ fn main() -> Result<()> {
 
     println!("pump server vs pump-store alone: {size} B prewrite values, {secs} s per case, {rounds} rounds");
     println!("CPU: cores busy over the run (utime+stime / wall) and µs of CPU per WriteBinlog call");
+    println!("runq: threads waiting for a CPU, on average over the run (schedstat run-queue time / wall)");
     println!(
         "{:<8} {:>9} {:>7} {:>7} {:>7} {:>7} {:>7} | {:>9} {:>7} {:>7} {:>7} {:>7} | {:>6}",
         "clients", "server/s", "p50 ms", "p99 ms", "srvCPU", "cliCPU", "srv µs", "store/s", "p50 ms", "p99 ms", "CPU", "µs", "ratio"
     );
-    for clients in [1usize, 16, 64] {
+    let counts: Vec<usize> = match std::env::var("PUMP_BENCH_CLIENTS") {
+        Ok(v) => v.split(',').map(|c| c.trim().parse().context("PUMP_BENCH_CLIENTS: a comma-separated list of client counts")).collect::<Result<_>>()?,
+        Err(_) => vec![1, 16, 64],
+    };
+    for clients in counts {
         let mut r = Rounds::default();
         for _ in 0..rounds {
             let (s0, c0) = (cpu_secs(&pump_pid)?, cpu_secs(&client_pid)?);
+            let (sq0, cq0) = (runq_secs(&pump_pid)?, runq_secs(&client_pid)?);
             let (s, next) = load.run(clients, secs, next_ts)?;
             let (s1, c1) = (cpu_secs(&pump_pid)?, cpu_secs(&client_pid)?);
+            let (sq1, cq1) = (runq_secs(&pump_pid)?, runq_secs(&client_pid)?);
+            r.s_runq.push((sq1 - sq0) / s.secs);
+            r.c_runq.push((cq1 - cq0) / s.secs);
             next_ts = next;
             let ts = Arc::new(AtomicI64::new(next_ts));
             let b0 = cpu_secs(&me)?;
@@ -331,7 +355,12 @@ fn main() -> Result<()> {
         );
         Comparison::higher_is_better(&format!("pump_server_writebinlog_{clients}c_{size}B"), s, b, "pump_store_alone", "calls/s").print();
         Comparison::lower_is_better(&format!("pump_server_writebinlog_p99_{clients}c_{size}B"), s99, b99, "pump_store_alone", "ms").print();
-        println!("  p99 goal (server ≤ store + 0.5 ms): {}", if s99 <= b99 + 0.5 { "met" } else { "missed" });
+        println!(
+            "  runq: server {:.2}, load generator {:.2}; p99 goal (server ≤ store + 0.5 ms): {}",
+            median(r.s_runq),
+            median(r.c_runq),
+            if s99 <= b99 + 0.5 { "met" } else { "missed" }
+        );
     }
     drop(load);
     pump.kill();

@@ -229,8 +229,9 @@ impl Core {
         let size = payload.len();
         let res = self.store.append(Record { kind, start_ts, commit_ts, payload }).await;
         let took = started.elapsed();
-        self.metrics.write_duration.with_label_values(&["single"]).observe(took.as_secs_f64());
-        self.metrics.write_size.with_label_values(&["single"]).observe(size as f64);
+        let m = self.metrics.write_path();
+        m.duration.observe(took.as_secs_f64());
+        m.size.observe(size as f64);
         if took.as_secs_f64() > self.cfg.storage.slow_write_threshold {
             tracing::warn!(?took, size, start_ts, commit_ts, "slow write");
         }

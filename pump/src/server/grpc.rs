@@ -68,8 +68,11 @@ impl Pump for PumpService {
         let started = Instant::now();
         let req = req.into_inner();
         let res = self.core.write_binlog(req.cluster_id, req.payload).await;
-        let label = if res.is_ok() { "succ" } else { "fail" };
-        self.core.metrics.rpc_duration.with_label_values(&["WriteBinlog", label]).observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        match &res {
+            Ok(()) => self.core.metrics.write_path().rpc_succ.observe(took),
+            Err(_) => self.core.metrics.rpc_duration.with_label_values(&["WriteBinlog", "fail"]).observe(took),
+        }
         match res {
             Ok(()) => Ok(Response::new(WriteBinlogResp { errmsg: String::new() })),
             Err(e) => {
