@@ -423,6 +423,15 @@ fn e2e(secs: u64) -> Result<()> {
     if file_lag.len() != written_b || pull_lag.len() != written_b {
         bail!("phase B wrote {written_b} txns; the file has {} and the pullers saw {}", file_lag.len(), pull_lag.len());
     }
+    // Where the slow ones were: seconds into phase B (by commit ts) of every transaction over 200 ms.
+    let slow: Vec<String> = tailed
+        .iter()
+        .filter(|(ts, at)| *ts > b_from && at - (ts >> 18) > 200)
+        .map(|(ts, at)| format!("+{:.2}s:{}ms", ((ts >> 18) - (b_from >> 18)) as f64 / 1000.0, at - (ts >> 18)))
+        .collect();
+    if !slow.is_empty() {
+        eprintln!("  file-sink records over 200 ms ({}): {}", slow.len(), slow.iter().take(20).cloned().collect::<Vec<_>>().join(" "));
+    }
     let (f50, f99, fmax) = percentiles(&file_lag);
     let (p50, p99, pmax) = percentiles(&pull_lag);
     println!("phase B: {written_b} txns at {achieved:.0} txn/s (max load {max_rate:.0} txn/s, 3 pumps, {WRITERS} writers)");
