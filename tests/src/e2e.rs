@@ -129,6 +129,8 @@ impl E2e {
             .arg(format!("--tables={}", opts.tables))
             .arg(format!("--rate={}", opts.rate))
             .arg(format!("--ddl-every={}", opts.ddl_every))
+            // Every transaction's start/commit ts, pump and outcome, kept with the dir if a check fails.
+            .arg(format!("--txn-log={}", root.join("standin-txns.jsonl").display()))
             // The summary goes to stdout as one JSON line; the status API stays up for the drainer.
             .args(["--json", "--serve"]);
         let mut standin = Proc::spawn("standin", cmd, &standin_log)?;
@@ -274,13 +276,21 @@ impl E2e {
     /// The whole check after the workload: catch up, restore (file/Kafka), verify. Fails with the report
     /// if any table differs.
     pub fn finish_and_verify(&mut self, catch_up: Duration) -> Result<Report> {
-        let (end_ts, _) = self.wait_caught_up(catch_up)?;
-        self.restore(end_ts)?;
-        let report = self.verify()?;
-        if !report.equal {
-            bail!("downstream differs from upstream:\n{}", report.text);
-        }
-        Ok(report)
+        let checked = (|| {
+            let (end_ts, _) = self.wait_caught_up(catch_up)?;
+            self.restore(end_ts)?;
+            let report = self.verify()?;
+            if !report.equal {
+                bail!("downstream differs from upstream:\n{}", report.text);
+            }
+            Ok(report)
+        })();
+        // A failed check keeps every log and data dir (pumps' stores, the drainer's, the stand-in's
+        // transaction log, `standin-txns.jsonl`) so it can be looked into after the test.
+        checked.map_err(|e| {
+            let dir = self.cluster.keep_dir().display().to_string();
+            e.context(format!("end-to-end check failed; logs and data kept in {dir}"))
+        })
     }
 }
 

@@ -430,6 +430,13 @@ impl Cluster {
         self.dir.path()
     }
 
+    /// Keeps the temp dir (every log and data dir in it) after the cluster stops, for a failure to be
+    /// looked at afterwards; returns its path.
+    pub fn keep_dir(&mut self) -> &Path {
+        self.dir.disable_cleanup(true);
+        self.dir.path()
+    }
+
     /// The etcd (panics with a clear message if the test did not ask for it).
     pub fn etcd(&self) -> &Etcd {
         self.etcd.as_ref().expect("the test did not ask for etcd")
