@@ -130,17 +130,6 @@ struct Slot<T> {
     ctl: Arc<SourceCtl>,
 }
 
-/// What [`Merger::next`] found.
-#[derive(Debug, PartialEq)]
-pub enum Step<T> {
-    /// The next item in commit-ts order.
-    Item(T),
-    /// Source (by id) has no queued item and is required: wait for it ([`Merger::wait`]).
-    Wait(String),
-    /// No source is required right now (none, or all excluded and drained).
-    Idle,
-}
-
 /// Why [`Merger::fill`] stopped adding items.
 #[derive(Debug, PartialEq)]
 pub enum Pause {
@@ -280,9 +269,9 @@ impl<T: Ordered> Merger<T> {
     }
 
     /// The winner's key changed to `kw`: replay its matches from its leaf to the root; returns the new
-    /// winner's key. The nodes on the
-    /// path are known up front, so their loads do not wait on the comparisons, and each level is a
-    /// select rather than a branch the CPU must guess (merged pumps interleave unpredictably).
+    /// winner's key. The nodes on the path are known up front, so their loads do not wait on the
+    /// comparisons, and each level is a select rather than a branch the CPU must guess (merged pumps
+    /// interleave unpredictably).
     #[inline]
     fn replay_winner(&mut self, mut kw: i64) -> i64 {
         let losers = &mut self.losers;
@@ -324,16 +313,6 @@ impl<T: Ordered> Merger<T> {
                 Refill::Got
             }
             None => Refill::Pending,
-        }
-    }
-
-    /// The next step; never blocks. [`Merger::fill`] does the same for many items at once.
-    pub fn next(&mut self) -> Step<T> {
-        let mut one = Vec::with_capacity(1);
-        match self.fill(&mut one, 1) {
-            Pause::Full => one.pop().map_or(Step::Idle, Step::Item),
-            Pause::Wait(id) => Step::Wait(id),
-            Pause::Idle => Step::Idle,
         }
     }
 
@@ -433,7 +412,7 @@ impl<T: Ordered> Merger<T> {
         self.slots[idx].as_ref().map(|s| s.id.clone()).unwrap_or_default()
     }
 
-    /// Waits until the source `id` (from [`Step::Wait`]) has a batch, or anything else changes (a
+    /// Waits until the source `id` (from [`Pause::Wait`]) has a batch, or anything else changes (a
     /// source's excludable flag, [`Merger::waker`] notified). Returns at once if `id` is gone.
     pub async fn wait(&mut self, id: &str) {
         let Some(idx) = self.slots.iter().position(|s| s.as_ref().is_some_and(|s| s.id == id)) else { return };
@@ -572,9 +551,10 @@ mod tests {
     #[tokio::test]
     async fn wait_returns_when_the_awaited_source_sends_or_a_flag_flips() {
         let mut m = Merger::new(0);
+        let mut out = Vec::new();
         let (a, sa) = source("a", 4, m.waker());
         m.add_source(sa);
-        assert_eq!(m.next(), Step::Wait("a".into()));
+        assert_eq!(m.fill(&mut out, 1), Pause::Wait("a".into()));
         let h = tokio::spawn(async move {
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
             a.set_exclude_upto(Some(10));
@@ -582,16 +562,17 @@ mod tests {
         });
         tokio::time::timeout(std::time::Duration::from_secs(5), m.wait("a")).await.unwrap();
         let a = h.await.unwrap();
-        assert_eq!(m.next(), Step::Wait("a".into()), "excluded but nothing else to emit: wait on it");
+        assert_eq!(m.fill(&mut out, 1), Pause::Wait("a".into()), "excluded but nothing else to emit: wait on it");
         a.set_exclude_upto(None);
         let h = tokio::spawn(async move {
             a.send(vec![4]).await.unwrap();
             a
         });
-        assert_eq!(m.next(), Step::Wait("a".into()));
+        assert_eq!(m.fill(&mut out, 1), Pause::Wait("a".into()));
         tokio::time::timeout(std::time::Duration::from_secs(5), m.wait("a")).await.unwrap();
         let _a = h.await.unwrap();
-        assert_eq!(m.next(), Step::Item(4));
+        assert_eq!(m.fill(&mut out, 1), Pause::Full);
+        assert_eq!(out, [4]);
     }
 
     proptest! {
