@@ -7,7 +7,9 @@
 //! `cargo run --release -p bench --bin mysql_sink -- [rows] [runs]` (defaults 200000, 3). Prints one
 //! table row and JSON line per comparison (medians over the runs). `SINK_WORKERS` and
 //! `SINK_TXN_BATCH` set the sink's `worker-count` and `txn-batch` (defaults 16 and 20, upstream's);
-//! `SINK_CONN_ROWS` its rows per connection (default: the sink's).
+//! `SINK_CONN_ROWS` its rows per connection (default: the sink's), `SINK_PREPARED_PARAMS` its
+//! parameters per prepared INSERT (default: the sink's; 0 = text statements only). The insert
+//! workload also runs with text statements only, for the prepared statements' gain.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -148,7 +150,7 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64) -> Result<f64> {
+async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64, text_only: bool) -> Result<f64> {
     let cfg = MysqlSinkConfig {
         port,
         checkpoint: Some(CheckpointCfg { cluster_id, ..Default::default() }),
@@ -158,6 +160,7 @@ async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64) -> Result<f64
         txn_batch: env_or("SINK_TXN_BATCH", 20),
         // rows per connection (0 = the sink's default): a batch runs on ceil(rows / this) connections
         conn_rows: env_or("SINK_CONN_ROWS", 0),
+        prepared_params: if text_only { 0 } else { env_or("SINK_PREPARED_PARAMS", MysqlSinkConfig::default().prepared_params) },
         ..Default::default()
     };
     let mut sink = MysqlSink::connect(cfg).await?;
@@ -230,7 +233,7 @@ fn main() -> Result<()> {
         let mixed_base = &recs[..n / 2];
         let mixed = mixed_ops(&mut rng, mixed_base, n / 2);
         let (mut load, mut ours, mut floor, mut m_ours, mut m_floor) = (vec![], vec![], vec![], vec![], vec![]);
-        let mut load_chunked = vec![];
+        let (mut load_chunked, mut ours_text) = (vec![], vec![]);
         for run in 0..runs {
             println!("run {}/{runs}", run + 1);
             reset(&mut c, "load").await?;
@@ -248,7 +251,16 @@ fn main() -> Result<()> {
 
             reset(&mut c, "sink").await?;
             let its = items(&schema("sink"), &ins_ops, 10, 1000);
-            ours.push(n as f64 / run_sink(db.port, &its, 100 + run as u64).await?);
+            ours.push(n as f64 / run_sink(db.port, &its, 100 + run as u64, false).await?);
+
+            reset(&mut c, "sinkt").await?;
+            let its = items(&schema("sinkt"), &ins_ops, 10, 1000);
+            ours_text.push(n as f64 / run_sink(db.port, &its, 300 + run as u64, true).await?);
+            if run == 0 {
+                let a: Option<(String, u64)> = c.query_first("CHECKSUM TABLE b.sink").await?;
+                let b: Option<(String, u64)> = c.query_first("CHECKSUM TABLE b.sinkt").await?;
+                anyhow::ensure!(a.map(|x| x.1) == b.map(|x| x.1), "inserts: prepared and text statements differ");
+            }
 
             reset(&mut c, "single").await?;
             floor.push(floor_n as f64 / run_single(&mut c, "single", &ins_ops[..floor_n]).await?);
@@ -257,7 +269,7 @@ fn main() -> Result<()> {
             reset(&mut c, "msink").await?;
             load_data(&mut c, "msink", mixed_base).await?;
             let its = items(&schema("msink"), &mixed, 4, 1000);
-            m_ours.push(mixed.len() as f64 / run_sink(db.port, &its, 200 + run as u64).await?);
+            m_ours.push(mixed.len() as f64 / run_sink(db.port, &its, 200 + run as u64, false).await?);
             reset(&mut c, "msingle").await?;
             load_data(&mut c, "msingle", mixed_base).await?;
             let fl = floor_n.min(mixed.len());
@@ -286,6 +298,14 @@ fn main() -> Result<()> {
             median(ours.clone()),
             median(load_chunked),
             "LOAD DATA LOCAL INFILE",
+            "rows/s",
+        )
+        .print();
+        Comparison::higher_is_better(
+            "mysql_sink.insert_prepared_vs_text",
+            median(ours.clone()),
+            median(ours_text),
+            "the sink with text statements only",
             "rows/s",
         )
         .print();

@@ -228,6 +228,12 @@ async fn rows_of(c: &mut mysql_async::Conn, q: &str) -> Vec<Vec<mysql_async::Val
     rows.into_iter().map(|r| r.unwrap()).collect()
 }
 
+/// The server's count of prepared-statement executions.
+async fn stmt_executes(c: &mut mysql_async::Conn) -> u64 {
+    let r: Option<(String, u64)> = c.query_first("SHOW GLOBAL STATUS LIKE 'Com_stmt_execute'").await.unwrap();
+    r.unwrap().1
+}
+
 async fn checksum(c: &mut mysql_async::Conn, t: &str) -> u64 {
     let r: Option<(String, u64)> = c.query_first(format!("CHECKSUM TABLE {t}")).await.unwrap();
     r.unwrap().1
@@ -240,7 +246,8 @@ fn every_column_type_round_trips_exactly() {
     rt().block_on(async {
         let mut c = conn(db).await;
         c.query_drop(format!(
-            "CREATE DATABASE d CHARACTER SET utf8mb4; CREATE TABLE d.direct {ALL_TYPES}; CREATE TABLE d.sink {ALL_TYPES}; CREATE TABLE d.sink_tz {ALL_TYPES}"
+            "CREATE DATABASE d CHARACTER SET utf8mb4; CREATE TABLE d.direct {ALL_TYPES}; CREATE TABLE d.sink {ALL_TYPES}; CREATE TABLE d.sink_tz {ALL_TYPES}; \
+             CREATE TABLE d.prep {ALL_TYPES}; CREATE TABLE d.prep_tz {ALL_TYPES}"
         ))
         .await
         .unwrap();
@@ -252,12 +259,17 @@ fn every_column_type_round_trips_exactly() {
             c.exec_drop(format!("INSERT INTO d.direct ({}) VALUES ({marks})", cols.join(",")), params).await.unwrap();
         }
 
-        for (name, params, cluster_id) in
-            [("sink", vec![], 7), ("sink_tz", vec![("time_zone".to_string(), "'+08:00'".to_string())], 8)]
+        // text statements, and (prep*) one prepared INSERT per row: every value as a parameter
+        let tz = || vec![("time_zone".to_string(), "'+08:00'".to_string())];
+        let mut executes = BTreeMap::new();
+        for (name, params, cluster_id, prepared_params) in
+            [("sink", vec![], 7, 0), ("sink_tz", tz(), 8, 0), ("prep", vec![], 9, 1), ("prep_tz", tz(), 10, 1)]
         {
             let t = all_types_schema(name);
             let checkpoint = Some(CheckpointCfg { cluster_id, ..Default::default() });
-            let mut sink = MysqlSink::connect(MysqlSinkConfig { params, checkpoint, ..sink_cfg(db) }).await.unwrap();
+            let cfg = MysqlSinkConfig { params, checkpoint, prepared_params, ..sink_cfg(db) };
+            let before = stmt_executes(&mut c).await;
+            let mut sink = MysqlSink::connect(cfg).await.unwrap();
             let items: Vec<_> = rows.iter().enumerate().map(|(i, r)| dml(100 + i as i64, vec![(t.clone(), RowChange::Insert(r.clone()))])).collect();
             for it in items {
                 sink.write(it).await.unwrap();
@@ -265,11 +277,16 @@ fn every_column_type_round_trips_exactly() {
             assert_eq!(sink.flush().await.unwrap(), 102);
             assert_eq!(sink.durable_ts(), 102);
             sink.close().await.unwrap();
+            executes.insert(name, stmt_executes(&mut c).await - before);
         }
+        // prep: the 3 rows as prepared INSERTs; prep_tz: rows 1-2 have TIMESTAMPs the +08:00
+        // session must convert, so only row 3 (NULL there) is
+        assert_eq!(executes["prep"], executes["sink"] + 3, "{executes:?}");
+        assert_eq!(executes["prep_tz"], executes["sink_tz"] + 1, "{executes:?}");
 
         let want = rows_of(&mut c, "SELECT * FROM d.direct ORDER BY id").await;
         assert_eq!(want.len(), 3);
-        for t in ["d.sink", "d.sink_tz"] {
+        for t in ["d.sink", "d.sink_tz", "d.prep", "d.prep_tz"] {
             let got = rows_of(&mut c, &format!("SELECT * FROM {t} ORDER BY id")).await;
             for (g, w) in got.iter().zip(&want) {
                 assert_eq!(g, w, "{t}: row differs from the directly inserted one");

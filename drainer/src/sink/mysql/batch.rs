@@ -7,8 +7,11 @@ use std::sync::Arc;
 
 use super::MysqlError;
 use super::checkpoint::{Applied, CheckpointCfg};
-use super::sql::{Dialect, Lits, TablePlan, stable_hash};
-use crate::txn::{Body, Item, RowChange};
+use super::sql::{Dialect, Lits, TablePlan, param, stable_hash};
+use crate::txn::{Body, Item, RowChange, Value};
+
+/// Rows per prepared INSERT at most (the parameter budget may allow fewer).
+const MAX_PREPARED_ROWS: usize = 1024;
 
 /// What the build needs to know.
 #[derive(Debug, Clone)]
@@ -30,6 +33,10 @@ pub(crate) struct Settings {
     pub stmt_bytes: usize,
     /// Bytes per multi-statement packet.
     pub packet_bytes: usize,
+    /// Parameters per prepared multi-row INSERT (0 = every statement is text): a run of inserts
+    /// into one table is sent in prepared statements of `min(prepared_params / columns, 1024)`
+    /// rows, the rest of the run as text.
+    pub prepared_params: usize,
     /// Literal formatting.
     pub dialect: Dialect,
 }
@@ -43,16 +50,30 @@ pub(crate) enum Op {
 }
 
 #[derive(Debug)]
-struct Change {
+struct Change<'a> {
     plan: usize,
     ts: i64,
     op: Op,
+    /// The upstream row an insert writes (the new row of an update), for prepared statements.
+    row: Row<'a>,
+}
+
+/// An upstream row's values.
+type Row<'a> = &'a [Option<Value>];
+
+/// One round trip of a downstream transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Packet {
+    /// Statements separated by `;`, sent as one multi-statement query.
+    Text(String),
+    /// A prepared multi-row INSERT/REPLACE and its parameters, row after row.
+    Prepared { sql: String, params: Vec<mysql_async::Value> },
 }
 
 /// One downstream transaction: packets sent in order (the first begins it, the last commits it).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct TxnSql {
-    pub packets: Vec<String>,
+    pub packets: Vec<Packet>,
     /// The highest commit ts it covers.
     pub ts: i64,
 }
@@ -144,13 +165,13 @@ pub(crate) fn build(
 }
 
 /// The item's row changes not yet applied: `(worker hash, causality keys, change)`.
-fn item_changes(
-    item: &Item,
+fn item_changes<'a>(
+    item: &'a Item,
     plans: &Plans,
     table_plans: &[TablePlan],
     d: Dialect,
     applied: Option<&Applied>,
-) -> Result<Vec<(u64, Vec<String>, Change)>, MysqlError> {
+) -> Result<Vec<(u64, Vec<String>, Change<'a>)>, MysqlError> {
     let Body::Dml(tables) = &item.body else {
         return Ok(vec![]);
     };
@@ -163,41 +184,41 @@ fn item_changes(
         let bad = |e: String| MysqlError::BadValue { commit_ts: item.commit_ts, table: plan.quoted.clone(), why: e };
         for rc in &tc.rows {
             let mut keys = Vec::new();
-            let op = match rc {
+            let (op, row) = match rc {
                 RowChange::Insert(r) => {
                     let l = plan.lits(r, d).map_err(bad)?;
                     plan.causality_keys(&l, &mut keys);
-                    Op::Insert(l)
+                    (Op::Insert(l), r)
                 }
                 RowChange::Delete(r) => {
                     let l = plan.lits(r, d).map_err(bad)?;
                     plan.causality_keys(&l, &mut keys);
-                    Op::Delete(l)
+                    (Op::Delete(l), r)
                 }
                 RowChange::Update { old, new } => {
                     let o = plan.lits(old, d).map_err(bad)?;
                     let n = plan.lits(new, d).map_err(bad)?;
                     plan.causality_keys(&o, &mut keys);
                     plan.causality_keys(&n, &mut keys);
-                    Op::Update(o, n)
+                    (Op::Update(o, n), new)
                 }
             };
             let hash = stable_hash(&keys[0]);
             if applied.is_some_and(|a| a.skip(item.commit_ts, hash)) {
                 continue;
             }
-            out.push((hash, keys, Change { plan: pi, ts: item.commit_ts, op }));
+            out.push((hash, keys, Change { plan: pi, ts: item.commit_ts, op, row }));
         }
     }
     Ok(out)
 }
 
-struct Builder {
+struct Builder<'a> {
     /// Hash slots (`worker-count`).
     n: usize,
     single: bool,
     /// The batch's changes in order, each with its hash slot.
-    changes: Vec<(usize, Change)>,
+    changes: Vec<(usize, Change<'a>)>,
     keys: HashMap<String, usize>,
     items: usize,
     rows: usize,
@@ -205,7 +226,7 @@ struct Builder {
     schema_version: i64,
 }
 
-impl Builder {
+impl<'a> Builder<'a> {
     fn new(n: usize) -> Self {
         Builder {
             n,
@@ -221,7 +242,7 @@ impl Builder {
 
     /// Assigns each change to `hash % n`; false (and nothing recorded) when a key is already
     /// assigned to another worker in this batch. Rewrites the first tuple field to the worker.
-    fn place(&mut self, changes: &[(u64, Vec<String>, Change)], detect: bool) -> bool {
+    fn place(&mut self, changes: &[(u64, Vec<String>, Change<'_>)], detect: bool) -> bool {
         if self.single {
             return true;
         }
@@ -255,11 +276,11 @@ impl Builder {
         let sv = *schema_version;
         // Slot `s` runs on connection `s % k`; each connection keeps its changes in batch order.
         let k = if self.single { 1 } else { self.changes.len().div_ceil(s.conn_rows.max(1)).clamp(1, self.n) };
-        let mut conns: Vec<Vec<Change>> = (0..k).map(|_| Vec::new()).collect();
+        let mut conns: Vec<Vec<Change<'a>>> = (0..k).map(|_| Vec::new()).collect();
         for (slot, c) in self.changes {
             conns[slot % k].push(c);
         }
-        let busy: Vec<(usize, Vec<Change>)> = conns.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
+        let busy: Vec<(usize, Vec<Change<'_>>)> = conns.into_iter().enumerate().filter(|(_, p)| !p.is_empty()).collect();
         let parallel = busy.len() > 1;
         let mut parts = Vec::new();
         for (i, (w, changes)) in busy.into_iter().enumerate() {
@@ -302,13 +323,24 @@ impl Builder {
     }
 }
 
-/// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets.
-fn pack(stmts: Vec<String>, ckpt: Vec<String>, ts: i64, packet_bytes: usize) -> TxnSql {
+/// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets; a
+/// prepared statement is a packet of its own.
+fn pack(stmts: Vec<Packet>, ckpt: Vec<String>, ts: i64, packet_bytes: usize) -> TxnSql {
     let mut packets = Vec::new();
     let mut cur = String::from("BEGIN");
-    for st in stmts.into_iter().chain(ckpt) {
+    for st in stmts.into_iter().chain(ckpt.into_iter().map(Packet::Text)) {
+        let st = match st {
+            Packet::Text(st) => st,
+            prepared @ Packet::Prepared { .. } => {
+                if !cur.is_empty() {
+                    packets.push(Packet::Text(std::mem::take(&mut cur)));
+                }
+                packets.push(prepared);
+                continue;
+            }
+        };
         if cur.len() + st.len() + 1 > packet_bytes && !cur.is_empty() {
-            packets.push(std::mem::take(&mut cur));
+            packets.push(Packet::Text(std::mem::take(&mut cur)));
         }
         if !cur.is_empty() {
             cur.push(';');
@@ -319,126 +351,173 @@ fn pack(stmts: Vec<String>, ckpt: Vec<String>, ts: i64, packet_bytes: usize) -> 
         cur.push(';');
     }
     cur.push_str("COMMIT");
-    packets.push(cur);
+    packets.push(Packet::Text(cur));
     TxnSql { packets, ts }
 }
 
 enum Open<'a> {
     None,
-    Insert { plan: usize, mask: Vec<bool>, replace: bool, sql: String },
+    Insert { plan: usize, mask: Vec<bool>, replace: bool, rows: Vec<(&'a Lits, Row<'a>)> },
     Delete { plan: usize, key: usize, rows: Vec<&'a Lits> },
 }
 
 /// The statements for a run of changes, in order; consecutive inserts into one table with the same
-/// columns share a multi-row INSERT/REPLACE, consecutive deletes by the same unique key share one
-/// DELETE.
-fn statements(changes: &[Change], plans: &[TablePlan], s: &Settings) -> Result<Vec<String>, MysqlError> {
+/// columns share multi-row INSERT/REPLACEs (prepared ones for long runs), consecutive deletes by
+/// the same unique key share one DELETE.
+fn statements(changes: &[Change<'_>], plans: &[TablePlan], s: &Settings) -> Result<Vec<Packet>, MysqlError> {
     let mut out = Vec::new();
     let mut open = Open::None;
     for ch in changes {
         let plan = &plans[ch.plan];
         let bad = |e: String| MysqlError::BadValue { commit_ts: ch.ts, table: plan.quoted.clone(), why: e };
         match &ch.op {
-            Op::Insert(row) => insert(&mut out, &mut open, ch.plan, plans, row, s.safe, s.stmt_bytes),
-            Op::Delete(row) => delete(&mut out, &mut open, ch.plan, plans, row, s.stmt_bytes).map_err(bad)?,
+            Op::Insert(row) => insert(&mut out, &mut open, ch.plan, plans, (row, ch.row), s.safe, s),
+            Op::Delete(row) => delete(&mut out, &mut open, ch.plan, plans, row, s).map_err(bad)?,
             // A row with columns not carried cannot be re-inserted whole: it stays an UPDATE.
             Op::Update(old, new) if s.safe && new.iter().zip(&plan.cols).all(|(l, c)| l.is_some() || !c.write) => {
-                delete(&mut out, &mut open, ch.plan, plans, old, s.stmt_bytes).map_err(bad)?;
-                insert(&mut out, &mut open, ch.plan, plans, new, true, s.stmt_bytes);
+                delete(&mut out, &mut open, ch.plan, plans, old, s).map_err(bad)?;
+                insert(&mut out, &mut open, ch.plan, plans, (new, ch.row), true, s);
             }
             Op::Update(old, new) => {
-                close(&mut out, &mut open, plans);
+                close(&mut out, &mut open, plans, s);
                 let mut sql = String::new();
                 if plan.push_update(&mut sql, old, new).map_err(bad)? {
-                    out.push(sql);
+                    out.push(Packet::Text(sql));
                 }
             }
         }
     }
-    close(&mut out, &mut open, plans);
+    close(&mut out, &mut open, plans, s);
     Ok(out)
 }
 
-fn insert(
-    out: &mut Vec<String>,
-    open: &mut Open<'_>,
+fn insert<'a>(
+    out: &mut Vec<Packet>,
+    open: &mut Open<'a>,
     pi: usize,
     plans: &[TablePlan],
-    row: &Lits,
+    row: (&'a Lits, Row<'a>),
     replace: bool,
-    cap: usize,
+    s: &Settings,
 ) {
-    let plan = &plans[pi];
-    let mask = TablePlan::mask(row);
-    if let Open::Insert { plan: p, mask: m, replace: r, sql } = open
+    let mask = TablePlan::mask(row.0);
+    if let Open::Insert { plan: p, mask: m, replace: r, rows } = open
         && *p == pi
         && *m == mask
         && *r == replace
-        && sql.len() < cap
     {
-        sql.push(',');
-        TablePlan::push_values(sql, row);
+        rows.push(row);
         return;
     }
-    let mut sql = String::new();
-    plan.push_insert_head(&mut sql, &mask, replace);
-    TablePlan::push_values(&mut sql, row);
-    let prev = std::mem::replace(open, Open::Insert { plan: pi, mask, replace, sql });
-    flush_open(out, prev, plans);
+    let prev = std::mem::replace(open, Open::Insert { plan: pi, mask, replace, rows: vec![row] });
+    flush_open(out, prev, plans, s);
 }
 
 fn delete<'a>(
-    out: &mut Vec<String>,
+    out: &mut Vec<Packet>,
     open: &mut Open<'a>,
     pi: usize,
     plans: &[TablePlan],
     row: &'a Lits,
-    cap: usize,
+    s: &Settings,
 ) -> Result<(), String> {
     let plan = &plans[pi];
     let Some(key) = plan.usable_key(row) else {
-        close(out, open, plans);
+        close(out, open, plans, s);
         let mut sql = String::new();
         plan.push_delete(&mut sql, row)?;
-        out.push(sql);
+        out.push(Packet::Text(sql));
         return Ok(());
     };
     if let Open::Delete { plan: p, key: k, rows } = open
         && *p == pi
         && *k == key
-        && rows.len() * 32 < cap
+        && rows.len() * 32 < s.stmt_bytes
     {
         rows.push(row);
         return Ok(());
     }
     let prev = std::mem::replace(open, Open::Delete { plan: pi, key, rows: vec![row] });
-    flush_open(out, prev, plans);
+    flush_open(out, prev, plans, s);
     Ok(())
 }
 
-fn close(out: &mut Vec<String>, open: &mut Open<'_>, plans: &[TablePlan]) {
+fn close(out: &mut Vec<Packet>, open: &mut Open<'_>, plans: &[TablePlan], s: &Settings) {
     let prev = std::mem::replace(open, Open::None);
-    flush_open(out, prev, plans);
+    flush_open(out, prev, plans, s);
 }
 
-fn flush_open(out: &mut Vec<String>, open: Open<'_>, plans: &[TablePlan]) {
+fn flush_open(out: &mut Vec<Packet>, open: Open<'_>, plans: &[TablePlan], s: &Settings) {
     match open {
         Open::None => {}
-        Open::Insert { sql, .. } => out.push(sql),
+        Open::Insert { plan, mask, replace, rows } => {
+            let p = &plans[plan];
+            let cols = mask.iter().filter(|m| **m).count().max(1);
+            let per = if s.prepared_params == 0 { 0 } else { (s.prepared_params / cols).clamp(1, MAX_PREPARED_ROWS) };
+            let mut rest = &rows[..];
+            let mut text = Vec::new();
+            while per > 0 && rest.len() >= per {
+                let (chunk, tail) = rest.split_at(per);
+                match prepared(p, &mask, replace, chunk, s) {
+                    Some(packet) => out.push(packet),
+                    None => text.extend_from_slice(chunk),
+                }
+                rest = tail;
+            }
+            text.extend_from_slice(rest);
+            insert_text(out, p, &mask, replace, &text, s.stmt_bytes);
+        }
         Open::Delete { plan, key, rows } => {
             let p = &plans[plan];
             let mut sql = String::new();
             if rows.len() == 1 {
                 // a usable key exists, so this cannot fail
                 if p.push_delete(&mut sql, rows[0]).is_ok() {
-                    out.push(sql);
+                    out.push(Packet::Text(sql));
                 }
             } else {
                 p.push_delete_many(&mut sql, key, &rows);
-                out.push(sql);
+                out.push(Packet::Text(sql));
             }
         }
     }
+}
+
+/// Multi-row INSERT/REPLACE text statements of about `stmt_bytes` each (at least one row).
+fn insert_text(out: &mut Vec<Packet>, p: &TablePlan, mask: &[bool], replace: bool, rows: &[(&Lits, Row<'_>)], stmt_bytes: usize) {
+    let mut sql = String::new();
+    for (lits, _) in rows {
+        if !sql.is_empty() && sql.len() >= stmt_bytes {
+            out.push(Packet::Text(std::mem::take(&mut sql)));
+        }
+        if sql.is_empty() {
+            p.push_insert_head(&mut sql, mask, replace);
+        } else {
+            sql.push(',');
+        }
+        TablePlan::push_values(&mut sql, lits);
+    }
+    if !sql.is_empty() {
+        out.push(Packet::Text(sql));
+    }
+}
+
+/// One prepared INSERT/REPLACE for `rows`; `None` when the rows are better sent as text (over
+/// `stmt_bytes`, or a value that must be written as a literal).
+fn prepared(p: &TablePlan, mask: &[bool], replace: bool, rows: &[(&Lits, Row<'_>)], s: &Settings) -> Option<Packet> {
+    let bytes: usize = rows.iter().map(|(l, _)| l.iter().flatten().map(|x| x.len() + 1).sum::<usize>()).sum();
+    if bytes > s.stmt_bytes {
+        return None;
+    }
+    let mut params = Vec::with_capacity(rows.len() * mask.len());
+    for (_, row) in rows {
+        for (c, _) in mask.iter().enumerate().filter(|(_, m)| **m) {
+            // a written column has a value (NULL included): its literal was made from it
+            let v = row.get(c)?.as_ref()?;
+            params.push(param(v, s.dialect)?);
+        }
+    }
+    Some(Packet::Prepared { sql: p.insert_marks(mask, replace, rows.len()), params })
 }
 
 #[cfg(test)]
@@ -485,8 +564,21 @@ mod tests {
             conn_rows: 1,
             stmt_bytes: 1 << 20,
             packet_bytes: 1 << 20,
+            prepared_params: 0,
             dialect: Dialect::default(),
         }
+    }
+
+    /// Packets as text, each prepared one as `<sql> <- [params]`, joined by `\n` between packets.
+    fn joined(packets: &[Packet]) -> String {
+        packets
+            .iter()
+            .map(|p| match p {
+                Packet::Text(s) => s.clone(),
+                Packet::Prepared { sql, params } => format!("{sql} <- {params:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The worker (of `n`) a row with this id hashes to.
@@ -500,7 +592,7 @@ mod tests {
     fn all_sql(g: &GroupPlan) -> String {
         g.parts
             .iter()
-            .flat_map(|p| p.txns.iter().flat_map(|t| t.packets.iter().cloned()))
+            .flat_map(|p| p.txns.iter().map(|t| joined(&t.packets)))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -518,7 +610,7 @@ mod tests {
         let mut rows = 0;
         for p in &g.parts {
             assert_eq!(p.txns.len(), 1);
-            let sql = &p.txns[0].packets.join("");
+            let sql = &joined(&p.txns[0].packets);
             assert!(sql.starts_with("BEGIN;INSERT INTO `d`.`t` (`id`,`v`) VALUES ("), "{sql}");
             assert!(sql.contains(&ck.worker_sql(p.worker, 4, 10)), "{sql}");
             assert!(sql.ends_with(";COMMIT"));
@@ -547,7 +639,7 @@ mod tests {
         assert_eq!(g.parts.iter().map(|p| p.worker).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(g.global_ts, Some(5));
         for p in &g.parts {
-            let sql = p.txns[0].packets.join("");
+            let sql = joined(&p.txns[0].packets);
             assert!(sql.contains(&ck.workers_sql([p.worker, p.worker + 2], 4, 10)), "{sql}");
             assert_eq!(sql.matches("INSERT").count(), 1, "one multi-row INSERT per connection");
             for i in 1..=40 {
@@ -633,9 +725,9 @@ mod tests {
         let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 0, 0).unwrap();
         let txns = &gs[0].parts[0].txns;
         assert_eq!(txns.len(), 2, "one downstream txn per upstream txn");
-        assert!(txns[0].packets[0].ends_with(&format!("{};COMMIT", ck.global_sql(10, 1, false))));
+        assert!(joined(&txns[0].packets[..1]).ends_with(&format!("{};COMMIT", ck.global_sql(10, 1, false))));
         assert_eq!(
-            txns[1].packets[0],
+            joined(&txns[1].packets[..1]),
             format!(
                 "BEGIN;DELETE FROM `d`.`t` WHERE `id` IN (1,2) LIMIT 2;UPDATE `d`.`t` SET `id` = 4,`v` = 40 WHERE `id` = 3 LIMIT 1;{};COMMIT",
                 ck.global_sql(20, 1, false)
@@ -644,10 +736,90 @@ mod tests {
         s.safe = true;
         let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
         let txns = &gs[0].parts[0].txns;
-        assert_eq!(txns[0].packets[0], "BEGIN;REPLACE INTO `d`.`t` (`id`,`v`) VALUES (1,10),(2,20);COMMIT");
+        assert_eq!(joined(&txns[0].packets[..1]), "BEGIN;REPLACE INTO `d`.`t` (`id`,`v`) VALUES (1,10),(2,20);COMMIT");
         assert_eq!(
-            txns[1].packets[0],
+            joined(&txns[1].packets[..1]),
             "BEGIN;DELETE FROM `d`.`t` WHERE `id` IN (1,2,3) LIMIT 3;REPLACE INTO `d`.`t` (`id`,`v`) VALUES (4,40);COMMIT"
         );
+    }
+    #[test]
+    fn long_insert_runs_go_as_prepared_statements_and_the_rest_as_text() {
+        use mysql_async::Value as M;
+        let (t, plans, list) = setup();
+        let ck = CheckpointCfg::default();
+        let mut s = settings(1);
+        s.prepared_params = 4; // 2 columns: 2 rows per prepared INSERT
+        let items = vec![
+            item(&t, 10, (1..=5).map(|i| RowChange::Insert(row(i))).collect()),
+            item(&t, 20, vec![RowChange::Delete(row(1)), RowChange::Insert(row(9))]),
+        ];
+        let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 0, 0).unwrap();
+        let p = &gs[0].parts[0].txns[0].packets;
+        let marks = "INSERT INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?)";
+        let want = vec![
+            Packet::Text("BEGIN".into()),
+            Packet::Prepared { sql: marks.into(), params: vec![M::Int(1), M::Int(10), M::Int(2), M::Int(20)] },
+            Packet::Prepared { sql: marks.into(), params: vec![M::Int(3), M::Int(30), M::Int(4), M::Int(40)] },
+            Packet::Text(format!(
+                "INSERT INTO `d`.`t` (`id`,`v`) VALUES (5,50);DELETE FROM `d`.`t` WHERE `id` = 1 LIMIT 1;INSERT INTO `d`.`t` (`id`,`v`) VALUES (9,90);{};COMMIT",
+                ck.global_sql(20, 1, false)
+            )),
+        ];
+        assert_eq!(*p, want, "{}", joined(p));
+
+        // safe mode: REPLACE, with the new rows of updates in the run
+        s.safe = true;
+        let items = vec![item(
+            &t,
+            10,
+            vec![RowChange::Insert(row(1)), RowChange::Update { old: row(2), new: row(3) }, RowChange::Insert(row(4))],
+        )];
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        let got = joined(&gs[0].parts[0].txns[0].packets);
+        assert_eq!(
+            got,
+            "BEGIN;INSERT INTO `d`.`t` (`id`,`v`) VALUES (1,10);DELETE FROM `d`.`t` WHERE `id` = 2 LIMIT 1\n\
+             REPLACE INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?) <- [Int(3), Int(30), Int(4), Int(40)]\nCOMMIT"
+                .replace("INSERT INTO `d`.`t` (`id`,`v`) VALUES (1,10)", "REPLACE INTO `d`.`t` (`id`,`v`) VALUES (1,10)")
+        );
+    }
+
+    #[test]
+    fn rows_a_parameter_cannot_carry_or_over_the_statement_size_stay_text() {
+        use crate::txn::{MysqlTime, mysql_type};
+        let (t, plans, list) = setup();
+        let ts = |sec: u8| {
+            Some(Value::Time(MysqlTime {
+                year: 2020,
+                month: 1,
+                day: 1,
+                hour: 0,
+                minute: 0,
+                second: sec,
+                micro: 0,
+                tp: mysql_type::TIMESTAMP,
+                fsp: 0,
+            }))
+        };
+        let rows: Vec<RowChange> = (1..=4).map(|i| RowChange::Insert(vec![Some(Value::Int(i)), ts(i as u8)])).collect();
+        let items = vec![item(&t, 10, rows)];
+        let mut s = settings(1);
+        s.prepared_params = 4;
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        let p = &gs[0].parts[0].txns[0].packets;
+        assert_eq!(p.iter().filter(|p| matches!(p, Packet::Prepared { .. })).count(), 2, "{}", joined(p));
+        let Packet::Prepared { params, .. } = &p[1] else { panic!("{}", joined(p)) };
+        assert_eq!(params[1], mysql_async::Value::Bytes(b"2020-01-01 00:00:01".to_vec()), "UTC text, as its literal");
+        // a session zone other than UTC: the server converts TIMESTAMPs, so literals it is
+        s.dialect.convert_timestamps = true;
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        let got = joined(&gs[0].parts[0].txns[0].packets);
+        assert!(!got.contains('?') && got.matches("CONVERT_TZ").count() == 4, "{got}");
+        // statements stay within stmt_bytes
+        s.dialect.convert_timestamps = false;
+        s.stmt_bytes = 20;
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        let got = joined(&gs[0].parts[0].txns[0].packets);
+        assert!(!got.contains('?') && got.matches("INSERT").count() == 4, "{got}");
     }
 }

@@ -63,7 +63,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 pub use checkpoint::CheckpointCfg;
 
-use self::batch::{GroupPlan, PartPlan, Plans, Settings};
+use self::batch::{GroupPlan, Packet, PartPlan, Plans, Settings};
 use self::checkpoint::Applied;
 use self::sql::{Dialect, TablePlan};
 use super::{Sink, SinkError};
@@ -109,6 +109,10 @@ pub struct MysqlSinkConfig {
     /// 10,240 rows at the default `txn-batch`: connections inserting into one MySQL/MariaDB table
     /// contend, see bench/RESULTS.md).
     pub conn_rows: usize,
+    /// Parameters per prepared multi-row INSERT: runs of at least `prepared_params / columns`
+    /// inserts (at most 1,024 rows) into one table are sent as binary-protocol prepared statements,
+    /// which the server applies without parsing the values (see bench/RESULTS.md); 0 = text only.
+    pub prepared_params: usize,
     /// Bytes of queued items `write` accepts before it waits (backpressure).
     pub memory_quota: usize,
     /// How long the downstream may keep failing (connection errors, deadlocks) before the sink gives up.
@@ -152,6 +156,7 @@ impl Default for MysqlSinkConfig {
             checkpoint: Some(CheckpointCfg::default()),
             batch_rows: 0,
             conn_rows: 0,
+            prepared_params: 4096,
             memory_quota: 256 << 20,
             retry_for: Duration::from_secs(600),
             tls: None,
@@ -403,6 +408,9 @@ async fn take_lock(conn: &mut Conn, name: &str, release: bool) -> Result<(), Fai
     Ok(())
 }
 
+/// Prepared statements a connection keeps (least recently used ones are closed).
+const STMT_CACHE: usize = 16;
+
 /// Opens one session for connection `worker`: login, time zone, sql_mode, params, TiDB variables,
 /// and (with a checkpoint) the connection's named lock.
 async fn open(cfg: &MysqlSinkConfig, worker: usize) -> Result<(Conn, Session), Fail> {
@@ -413,7 +421,8 @@ async fn open(cfg: &MysqlSinkConfig, worker: usize) -> Result<(Conn, Session), F
         .pass(Some(cfg.password.clone()))
         .prefer_socket(false)
         .tcp_nodelay(true)
-        .stmt_cache_size(0);
+        // the prepared multi-row INSERTs: one statement per table and column set in use
+        .stmt_cache_size(STMT_CACHE);
     let opts = match &cfg.tls {
         None => opts,
         Some(t) => {
@@ -1021,6 +1030,7 @@ impl Coordinator {
             conn_rows: self.conn_rows(),
             stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
             packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
+            prepared_params: self.cfg.prepared_params,
             dialect: self.session.dialect,
         };
         let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
@@ -1088,9 +1098,9 @@ impl Coordinator {
         let first = items.first().map_or(0, |(i, _)| i.commit_ts);
         let GroupPlan { max_ts, schema_version, global_ts, parts, .. } = g;
         let task = tokio::spawn(async move {
-            let runs = parts.iter().zip(conns).map(|(p, c)| run_part(c, p));
-            let results = futures::future::join_all(runs).await;
-            parts.iter().map(|p| p.worker).zip(results).collect()
+            let workers: Vec<usize> = parts.iter().map(|p| p.worker).collect();
+            let results = futures::future::join_all(parts.into_iter().zip(conns).map(|(p, c)| run_part(c, p))).await;
+            workers.into_iter().zip(results).collect()
         });
         self.inflight = Some(InFlight { items, first, max_ts, schema_version, global_ts, task: AbortOnDrop(task) });
         // Let the task send its first packets before this task goes on building the next batch.
@@ -1207,12 +1217,13 @@ impl Coordinator {
                 self.conn(p.worker).await?;
             }
             let mut runs = Vec::new();
-            for p in &g.parts {
+            let workers: Vec<usize> = g.parts.iter().map(|p| p.worker).collect();
+            for p in g.parts {
                 let conn = self.conns[p.worker].take().expect("connected above");
                 runs.push(run_part(conn, p));
             }
             let results = futures::future::join_all(runs).await;
-            let results = g.parts.iter().map(|p| p.worker).zip(results).collect();
+            let results = workers.into_iter().zip(results).collect();
             if let Some(f) = self.absorb(results, first, g.max_ts) {
                 return Err(f);
             }
@@ -1335,12 +1346,15 @@ fn row_count(item: &Item) -> usize {
 
 /// Runs one part's transactions on its connection; rolls back on error. Returns the connection
 /// (`None` when it broke).
-async fn run_part(mut conn: Conn, p: &PartPlan) -> (Option<Conn>, Result<(), mysql_async::Error>) {
+async fn run_part(mut conn: Conn, p: PartPlan) -> (Option<Conn>, Result<(), mysql_async::Error>) {
     let dml = crate::metrics::metrics().query_duration_time.with_label_values(&["dml"]);
-    for txn in &p.txns {
-        for packet in &txn.packets {
+    for txn in p.txns {
+        for packet in txn.packets {
             let t = std::time::Instant::now();
-            let r = conn.query_drop(packet.as_str()).await;
+            let r = match packet {
+                Packet::Text(sql) => conn.query_drop(sql).await,
+                Packet::Prepared { sql, params } => conn.exec_drop(sql, mysql_async::Params::Positional(params)).await,
+            };
             dml.observe(t.elapsed().as_secs_f64());
             if let Err(e) = r {
                 tracing::warn!(target: "drainer::sink::mysql", worker = p.worker, commit_ts = txn.ts, error = %e, "downstream transaction failed");

@@ -112,6 +112,34 @@ pub(crate) fn literal(v: &Value, binary: bool, d: Dialect) -> Result<String, Str
     Ok(s)
 }
 
+/// The binary-protocol parameter for `v` (prepared multi-row INSERTs): the value its literal
+/// writes, with nothing for the server to parse. Integers, unsigned integers, BIT and YEAR travel
+/// as 64-bit integers, FLOAT/DOUBLE as a double; every other value as the bytes of its quoted
+/// literal's text (DECIMAL's exact text, which a DECIMAL column stores exactly; binary strings
+/// as they are: a string parameter is stored unconverted into a binary column). `None` for a
+/// non-zero TIMESTAMP when the session zone is not UTC: its literal wraps it in `CONVERT_TZ`,
+/// which a parameter cannot do per row, so such rows are written as literals.
+pub(crate) fn param(v: &Value, d: Dialect) -> Option<mysql_async::Value> {
+    use mysql_async::Value as M;
+    Some(match v {
+        Value::Null => M::NULL,
+        Value::Int(i) => M::Int(*i),
+        Value::Uint(u) | Value::Bit(u) => M::UInt(*u),
+        Value::Float(f) => M::Double(*f),
+        Value::Decimal(s) | Value::Json(s) => M::Bytes(s.as_bytes().to_vec()),
+        Value::Bytes(b) => M::Bytes(b.clone()),
+        Value::Time(t) => {
+            if t.tp == mysql_type::TIMESTAMP && d.convert_timestamps && !t.is_zero() {
+                return None;
+            }
+            M::Bytes(t.to_string().into_bytes())
+        }
+        Value::Duration { nanos, fsp } => M::Bytes(format_duration(*nanos, *fsp).into_bytes()),
+        Value::Enum { name, .. } => M::Bytes(name.as_bytes().to_vec()),
+        Value::Set { names, .. } => M::Bytes(names.as_bytes().to_vec()),
+    })
+}
+
 /// How one item column is written.
 #[derive(Debug, Clone)]
 pub(crate) struct PlanCol {
@@ -205,6 +233,27 @@ impl TablePlan {
             out.push_str(&c.quoted);
         }
         out.push_str(") VALUES ");
+    }
+
+    /// `INSERT INTO t (cols) VALUES (?,..),..` (or `REPLACE`) for `rows` rows with `mask`, to prepare.
+    pub fn insert_marks(&self, mask: &[bool], replace: bool, rows: usize) -> String {
+        let n = mask.iter().filter(|m| **m).count();
+        let mut out = String::with_capacity(64 + rows * (2 * n + 2));
+        self.push_insert_head(&mut out, mask, replace);
+        for r in 0..rows {
+            if r > 0 {
+                out.push(',');
+            }
+            out.push('(');
+            for c in 0..n {
+                if c > 0 {
+                    out.push(',');
+                }
+                out.push('?');
+            }
+            out.push(')');
+        }
+        out
     }
 
     /// `(v1,v2,..)` for one row (written columns only).
