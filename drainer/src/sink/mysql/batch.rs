@@ -12,6 +12,10 @@ use crate::txn::{Body, Item, RowChange, Value};
 
 /// Rows per prepared INSERT at most (the parameter budget may allow fewer).
 const MAX_PREPARED_ROWS: usize = 1024;
+/// Runs shorter than this (or than what the parameter budget allows, if less) stay text: the
+/// statement sizes used are the largest, its half, its quarter, .. down to this, so a connection
+/// prepares a few statements per table.
+const MIN_PREPARED_ROWS: usize = 64;
 
 /// What the build needs to know.
 #[derive(Debug, Clone)]
@@ -35,7 +39,7 @@ pub(crate) struct Settings {
     pub packet_bytes: usize,
     /// Parameters per prepared multi-row INSERT (0 = every statement is text): a run of inserts
     /// into one table is sent in prepared statements of `min(prepared_params / columns, 1024)`
-    /// rows, the rest of the run as text.
+    /// rows or halves of that down to 64, the rest of the run as text.
     pub prepared_params: usize,
     /// Literal formatting.
     pub dialect: Dialect,
@@ -453,10 +457,18 @@ fn flush_open(out: &mut Vec<Packet>, open: Open<'_>, plans: &[TablePlan], s: &Se
         Open::Insert { plan, mask, replace, rows } => {
             let p = &plans[plan];
             let cols = mask.iter().filter(|m| **m).count().max(1);
-            let per = if s.prepared_params == 0 { 0 } else { (s.prepared_params / cols).clamp(1, MAX_PREPARED_ROWS) };
+            let most = if s.prepared_params == 0 { 0 } else { (s.prepared_params / cols).clamp(1, MAX_PREPARED_ROWS) };
+            let least = most.min(MIN_PREPARED_ROWS);
+            let mut per = most;
             let mut rest = &rows[..];
             let mut text = Vec::new();
-            while per > 0 && rest.len() >= per {
+            while per > 0 && rest.len() >= least {
+                while per > rest.len() {
+                    per /= 2;
+                }
+                if per < least {
+                    break;
+                }
                 let (chunk, tail) = rest.split_at(per);
                 match prepared(p, &mask, replace, chunk, s) {
                     Some(packet) => out.push(packet),
@@ -782,6 +794,30 @@ mod tests {
              REPLACE INTO `d`.`t` (`id`,`v`) VALUES (?,?),(?,?) <- [Int(3), Int(30), Int(4), Int(40)]\nCOMMIT"
                 .replace("INSERT INTO `d`.`t` (`id`,`v`) VALUES (1,10)", "REPLACE INTO `d`.`t` (`id`,`v`) VALUES (1,10)")
         );
+    }
+
+    #[test]
+    fn a_run_is_cut_into_halving_statement_sizes_down_to_64_rows() {
+        let (t, plans, list) = setup();
+        let mut s = settings(1);
+        s.prepared_params = 512; // 2 columns: 256 rows at most
+        let items = vec![item(&t, 10, (1..=400).map(|i| RowChange::Insert(row(i))).collect())];
+        let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
+        let p = &gs[0].parts[0].txns[0].packets;
+        let sizes: Vec<usize> = p
+            .iter()
+            .filter_map(|p| match p {
+                Packet::Prepared { params, sql } => {
+                    assert_eq!(sql.matches('?').count(), params.len());
+                    Some(params.len() / 2)
+                }
+                Packet::Text(_) => None,
+            })
+            .collect();
+        assert_eq!(sizes, vec![256, 128], "then 16 rows (< 64) as text");
+        let Packet::Text(tail) = p.last().unwrap() else { panic!() };
+        assert_eq!(tail.matches("),(").count() + 1, 16, "{tail}");
+        assert!(tail.contains("(385,3850),") && tail.ends_with("(400,4000);COMMIT"), "{tail}");
     }
 
     #[test]

@@ -7,7 +7,8 @@
 //! into `worker-count` hash *slots* by key hash, runs the slots on `ceil(rows / conn_rows)` of the
 //! connections (slot `s` on connection `s % k`), and applies each connection's part as one downstream
 //! transaction of multi-row INSERT/REPLACE, merged DELETE, UPDATE … LIMIT 1 statements sent several
-//! per packet. A batch runs in a task of its own while the coordinator builds the SQL of the next one;
+//! per packet; long runs of inserts into one table go as binary-protocol prepared multi-row INSERTs
+//! instead (`prepared_params`), which the server applies without parsing values. A batch runs in a task of its own while the coordinator builds the SQL of the next one;
 //! the next one starts only after it committed.
 //!
 //! # Exactly-once
@@ -105,9 +106,9 @@ pub struct MysqlSinkConfig {
     pub batch_rows: usize,
     /// Row changes per connection: a batch of `r` rows is spread over `ceil(r / conn_rows)` of the
     /// `worker_count` connections. 0 = `txn_batch × 32` for TiDB (every connection busy, as
-    /// upstream: TiDB scales with connections), `txn_batch × 512` for MySQL (one connection per
-    /// 10,240 rows at the default `txn-batch`: connections inserting into one MySQL/MariaDB table
-    /// contend, see bench/RESULTS.md).
+    /// upstream: TiDB scales with connections), `txn_batch × 128` for MySQL (a full default batch
+    /// on 4 connections: connections inserting into one MySQL/MariaDB table contend, while updates
+    /// and deletes gain from parallel sessions; see bench/RESULTS.md).
     pub conn_rows: usize,
     /// Parameters per prepared multi-row INSERT: runs of at least `prepared_params / columns`
     /// inserts (at most 1,024 rows) into one table are sent as binary-protocol prepared statements,
@@ -409,7 +410,7 @@ async fn take_lock(conn: &mut Conn, name: &str, release: bool) -> Result<(), Fai
 }
 
 /// Prepared statements a connection keeps (least recently used ones are closed).
-const STMT_CACHE: usize = 16;
+const STMT_CACHE: usize = 32;
 
 /// Opens one session for connection `worker`: login, time zone, sql_mode, params, TiDB variables,
 /// and (with a checkpoint) the connection's named lock.
@@ -906,7 +907,7 @@ impl Coordinator {
     fn conn_rows(&self) -> usize {
         match self.cfg.conn_rows {
             0 if self.cfg.tidb => (self.cfg.txn_batch * 32).max(64),
-            0 => (self.cfg.txn_batch * 512).max(64),
+            0 => (self.cfg.txn_batch * 128).max(64),
             n => n,
         }
     }
