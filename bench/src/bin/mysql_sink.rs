@@ -7,7 +7,8 @@
 //! `cargo run --release -p bench --bin mysql_sink -- [rows] [runs]` (defaults 200000, 3). Prints one
 //! table row and JSON line per comparison (medians over the runs). `SINK_WORKERS` and
 //! `SINK_TXN_BATCH` set the sink's `worker-count` and `txn-batch` (defaults 16 and 20, upstream's);
-//! `SINK_CONN_ROWS` its rows per connection (default: the sink's), `SINK_PREPARED_PARAMS` its
+//! `SINK_CONN_ROWS` / `SINK_CONN_INSERTS` its updates and deletes / inserts per connection
+//! (default: the sink's), `SINK_PREPARED_PARAMS` its
 //! parameters per prepared INSERT (default: the sink's; 0 = text statements only). The insert
 //! workload also runs with text statements only, for the prepared statements' gain.
 
@@ -160,6 +161,7 @@ async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64, text_only: bo
         txn_batch: env_or("SINK_TXN_BATCH", 20),
         // rows per connection (0 = the sink's default): a batch runs on ceil(rows / this) connections
         conn_rows: env_or("SINK_CONN_ROWS", 0),
+        conn_inserts: env_or("SINK_CONN_INSERTS", 0),
         prepared_params: if text_only { 0 } else { env_or("SINK_PREPARED_PARAMS", MysqlSinkConfig::default().prepared_params) },
         ..Default::default()
     };

@@ -30,9 +30,11 @@ pub(crate) struct Settings {
     pub safe: bool,
     /// Row changes per batch.
     pub batch_rows: usize,
-    /// Row changes per connection: a batch of `r` rows runs on `ceil(r / conn_rows)` connections
-    /// (at most `workers`), each carrying several hash slots.
+    /// Updates and deletes per connection, and inserts per connection: a batch runs on
+    /// `ceil(others / conn_rows + inserts / conn_inserts)` connections (at most `workers`), each
+    /// carrying several hash slots.
     pub conn_rows: usize,
+    pub conn_inserts: usize,
     /// Bytes per statement (multi-row INSERT, merged DELETE).
     pub stmt_bytes: usize,
     /// Bytes per multi-statement packet.
@@ -279,7 +281,7 @@ impl<'a> Builder<'a> {
         *schema_version = (*schema_version).max(self.schema_version);
         let sv = *schema_version;
         // Slot `s` runs on connection `s % k`; each connection keeps its changes in batch order.
-        let k = if self.single { 1 } else { self.changes.len().div_ceil(s.conn_rows.max(1)).clamp(1, self.n) };
+        let k = if self.single { 1 } else { connections(&self.changes, s).clamp(1, self.n) };
         let mut conns: Vec<Vec<Change<'a>>> = (0..k).map(|_| Vec::new()).collect();
         for (slot, c) in self.changes {
             conns[slot % k].push(c);
@@ -325,6 +327,14 @@ impl<'a> Builder<'a> {
         *prev_durable = self.max_ts;
         Ok(GroupPlan { n_items: self.items, max_ts: self.max_ts, schema_version: sv, parts, global_ts })
     }
+}
+
+/// `ceil(others / conn_rows + inserts / conn_inserts)` for a batch's changes.
+fn connections(changes: &[(usize, Change<'_>)], s: &Settings) -> usize {
+    let inserts = changes.iter().filter(|(_, c)| matches!(c.op, Op::Insert(_))).count();
+    let others = changes.len() - inserts;
+    let (r, i) = (s.conn_rows.max(1), s.conn_inserts.max(1));
+    (others * i + inserts * r).div_ceil(r * i)
 }
 
 /// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets; a
@@ -574,6 +584,7 @@ mod tests {
             safe: false,
             batch_rows: 1000,
             conn_rows: 1,
+            conn_inserts: 1,
             stmt_bytes: 1 << 20,
             packet_bytes: 1 << 20,
             prepared_params: 0,
@@ -645,7 +656,7 @@ mod tests {
         let items = vec![item(&t, 10, (1..=40).map(|i| RowChange::Insert(row(i))).collect())];
         let has = |sql: &str, i: i64| sql.contains(&format!("({i},{})", i * 10));
         let mut s = settings(4);
-        s.conn_rows = 20; // 40 rows: 2 connections carrying 2 of the 4 slots each
+        s.conn_inserts = 20; // 40 inserts: 2 connections carrying 2 of the 4 slots each
         let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 5, 0).unwrap();
         let g = &gs[0];
         assert_eq!(g.parts.iter().map(|p| p.worker).collect::<Vec<_>>(), vec![0, 1]);
@@ -669,10 +680,24 @@ mod tests {
             assert_eq!(has(&sql, i), worker_of(&list, i, 4) % 2 == 0, "row {i}: {sql}");
         }
         // A batch within one connection's share: upstream's row at its ts, no worker rows.
-        s.conn_rows = 40;
+        s.conn_inserts = 40;
         let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 5, 0).unwrap();
         assert_eq!((gs[0].parts.len(), gs[0].global_ts), (1, Some(10)));
         assert!(!all_sql(&gs[0]).contains("checkpoint_workers"));
+    }
+
+    #[test]
+    fn an_insert_takes_less_of_a_connection_than_an_update_or_delete() {
+        let (t, plans, list) = setup();
+        let mut s = settings(8);
+        (s.conn_rows, s.conn_inserts) = (10, 40);
+        let parts = |rows: Vec<RowChange>| build(&[item(&t, 10, rows)], &plans, &list, &s, None, 0, 0).unwrap()[0].parts.len();
+        assert_eq!(parts((1..=40).map(|i| RowChange::Insert(row(i))).collect()), 1);
+        assert_eq!(parts((1..=41).map(|i| RowChange::Insert(row(i))).collect()), 2);
+        // 20 inserts (half a connection) and 20 deletes (two): 3 connections
+        let mixed = (1..=40).map(|i| if i % 2 == 0 { RowChange::Insert(row(i)) } else { RowChange::Delete(row(i)) }).collect();
+        assert_eq!(parts(mixed), 3);
+        assert_eq!(parts((1..=40).map(|i| RowChange::Delete(row(i))).collect()), 4);
     }
 
     #[test]

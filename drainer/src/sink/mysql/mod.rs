@@ -4,8 +4,8 @@
 //! background task (the *coordinator*) that owns the downstream connections. [`Sink::write`] queues
 //! an item (waiting while the queued items exceed the memory quota); the coordinator takes everything
 //! queued so far as one *batch* (no timers: while a batch runs, the next one accumulates), splits it
-//! into `worker-count` hash *slots* by key hash, runs the slots on `ceil(rows / conn_rows)` of the
-//! connections (slot `s` on connection `s % k`), and applies each connection's part as one downstream
+//! into `worker-count` hash *slots* by key hash, runs the slots on `k` of the connections (`k` grows
+//! with the batch's changes, an insert counting less than an update or delete: `conn_rows`) (slot `s` on connection `s % k`), and applies each connection's part as one downstream
 //! transaction of multi-row INSERT/REPLACE, merged DELETE, UPDATE … LIMIT 1 statements sent several
 //! per packet; long runs of inserts into one table go as binary-protocol prepared multi-row INSERTs
 //! instead (`prepared_params`), which the server applies without parsing values. A batch runs in a task of its own while the coordinator builds the SQL of the next one;
@@ -104,12 +104,16 @@ pub struct MysqlSinkConfig {
     pub checkpoint: Option<CheckpointCfg>,
     /// Row changes per batch; 0 = `txn_batch × worker_count × 32`.
     pub batch_rows: usize,
-    /// Row changes per connection: a batch of `r` rows is spread over `ceil(r / conn_rows)` of the
-    /// `worker_count` connections. 0 = `txn_batch × 32` for TiDB (every connection busy, as
-    /// upstream: TiDB scales with connections), `txn_batch × 128` for MySQL (a full default batch
-    /// on 4 connections: connections inserting into one MySQL/MariaDB table contend, while updates
+    /// Updates and deletes per connection: a batch of `u` updates and deletes and `i` inserts is
+    /// spread over `ceil(u / conn_rows + i / conn_inserts)` of the `worker_count` connections.
+    /// 0 = `txn_batch × 32` for TiDB (every connection busy, as upstream: TiDB scales with
+    /// connections), `txn_batch × 128` for MySQL (4 connections for a full default batch: updates
     /// and deletes gain from parallel sessions; see bench/RESULTS.md).
     pub conn_rows: usize,
+    /// Inserts per connection (see `conn_rows`). 0 = `conn_rows` when that is set, else
+    /// `txn_batch × 32` for TiDB and `txn_batch × 512` for MySQL (one connection for a full default
+    /// batch: sessions inserting into one MySQL/MariaDB table contend for its last pages).
+    pub conn_inserts: usize,
     /// Parameters per prepared multi-row INSERT: runs of at least `prepared_params / columns`
     /// inserts (at most 1,024 rows) into one table are sent as binary-protocol prepared statements,
     /// which the server applies without parsing the values (see bench/RESULTS.md); 0 = text only.
@@ -157,6 +161,7 @@ impl Default for MysqlSinkConfig {
             checkpoint: Some(CheckpointCfg::default()),
             batch_rows: 0,
             conn_rows: 0,
+            conn_inserts: 0,
             prepared_params: 4096,
             memory_quota: 256 << 20,
             retry_for: Duration::from_secs(600),
@@ -903,12 +908,21 @@ impl Coordinator {
         }
     }
 
-    /// Rows per connection before a batch is spread over another one (see `conn_rows`).
+    /// Updates and deletes per connection before a batch is spread over another one (see `conn_rows`).
     fn conn_rows(&self) -> usize {
         match self.cfg.conn_rows {
             0 if self.cfg.tidb => (self.cfg.txn_batch * 32).max(64),
             0 => (self.cfg.txn_batch * 128).max(64),
             n => n,
+        }
+    }
+
+    /// Inserts per connection before a batch is spread over another one (see `conn_inserts`).
+    fn conn_inserts(&self) -> usize {
+        match (self.cfg.conn_inserts, self.cfg.conn_rows) {
+            (0, 0) if self.cfg.tidb => (self.cfg.txn_batch * 32).max(64),
+            (0, 0) => (self.cfg.txn_batch * 512).max(64),
+            (0, n) | (n, _) => n,
         }
     }
 
@@ -1029,6 +1043,7 @@ impl Coordinator {
             safe: force_safe || self.safe(),
             batch_rows: self.batch_rows(),
             conn_rows: self.conn_rows(),
+            conn_inserts: self.conn_inserts(),
             stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
             packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
             prepared_params: self.cfg.prepared_params,
