@@ -47,6 +47,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "security.cert-allowed-cn",
     "syncer.",
     "syncer.schema-source",
+    "syncer.memory-quota-mb",
     "syncer.sql-mode",
     "syncer.ignore-txn-commit-ts",
     "syncer.ignore-schemas",
@@ -289,6 +290,9 @@ impl Default for RelayConfig {
 pub struct SyncerConfig {
     /// Ours: where table schemas come from, `http://host:port` of a TiDB status API.
     pub schema_source: String,
+    /// Ours: MiB of binlogs the MySQL/TiDB sink holds queued (waiting for the downstream) before
+    /// the drainer stops reading more from the pumps.
+    pub memory_quota_mb: usize,
     /// sql_mode for the parser and the downstream session (unset: none).
     pub sql_mode: Option<String>,
     /// Commit timestamps whose transactions are skipped.
@@ -341,6 +345,7 @@ impl Default for SyncerConfig {
     fn default() -> Self {
         Self {
             schema_source: String::new(),
+            memory_quota_mb: 256,
             sql_mode: None,
             ignore_txn_commit_ts: Vec::new(),
             ignore_schemas: DEFAULT_IGNORE_SCHEMAS.into(),
@@ -626,6 +631,9 @@ impl Config {
         if self.syncer.txn_batch == 0 {
             return Err(invalid("txn-batch", "must be greater than 0"));
         }
+        if self.syncer.memory_quota_mb == 0 {
+            return Err(invalid("memory-quota-mb", "must be greater than 0"));
+        }
         let to = &mut self.syncer.to;
         match db {
             DbType::Mysql | DbType::Tidb => {
@@ -727,6 +735,7 @@ mod tests {
         assert_eq!(c.synced_check_time, 5);
         assert_eq!(c.syncer.txn_batch, 20);
         assert_eq!(c.syncer.worker_count, 16);
+        assert_eq!(c.syncer.memory_quota_mb, 256);
         assert!(c.syncer.sync_ddl);
         assert_eq!(c.syncer.db_type, "mysql");
         assert_eq!(c.syncer.ignore_schemas, DEFAULT_IGNORE_SCHEMAS);
@@ -759,6 +768,7 @@ ssl-key = "k.pem"
 cert-allowed-cn = ["a"]
 [syncer]
 schema-source = "http://127.0.0.1:10080"
+memory-quota-mb = 64
 sql-mode = "STRICT_TRANS_TABLES"
 ignore-txn-commit-ts = [1, 2]
 ignore-schemas = "a,b"
@@ -838,6 +848,7 @@ ssl-ca = ""
         assert_eq!(c.syncer.binlog_filter_rule["r1"].ignore_event, ["delete"]);
         assert!(!c.syncer.dispatch() && !c.syncer.detect());
         assert_eq!(c.syncer.schema_source, "http://127.0.0.1:10080");
+        assert_eq!(c.syncer.memory_quota_mb, 64);
         assert_eq!(c.syncer.ignore_txn_commit_ts, [1, 2]);
     }
 

@@ -115,6 +115,7 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         checkpoint: Some(CheckpointCfg { schema: ck.schema.clone(), table: ck.table.clone(), cluster_id }),
         tls,
         partial_columns,
+        memory_quota: s.memory_quota_mb << 20,
         ..MysqlSinkConfig::default()
     })
 }

@@ -687,6 +687,46 @@ fn a_downstream_restart_and_killed_connections_lose_nothing() {
     cluster.downstream = Some(db);
 }
 
+/// `memory_quota` (`[syncer] memory-quota-mb`): while the downstream cannot apply anything,
+/// `write` accepts items up to the quota and then waits; once the downstream is back every item
+/// lands.
+#[test]
+fn write_waits_at_the_memory_quota_while_the_downstream_is_stuck() {
+    let cluster = Cluster::builder().downstream_db().start().unwrap();
+    let db = cluster.downstream.as_ref().unwrap();
+    rt().block_on(async {
+        let mut c = conn(db).await;
+        c.query_drop("CREATE DATABASE q; CREATE TABLE q.t (id INT PRIMARY KEY, v LONGBLOB)").await.unwrap();
+        let t = table("q", "t", vec![col("id", T::LONG), col("v", T::LONG_BLOB)], Some(0));
+        // 64 KiB of quota; each item holds one 16 KiB row: four fit
+        let cfg = MysqlSinkConfig { memory_quota: 64 << 10, ..sink_cfg(db) };
+        let mut sink = MysqlSink::connect(cfg).await.unwrap();
+        let item = |i: i64| dml(100 + i, vec![(t.clone(), RowChange::Insert(vec![int(i), Some(Value::Bytes(vec![i as u8; 16 << 10]))]))]);
+        // the table is locked: the sink's first batch waits on it, holding its items' quota
+        let mut lock = conn(db).await;
+        lock.query_drop("LOCK TABLES q.t WRITE").await.unwrap();
+        let mut accepted = 0;
+        for i in 0..10 {
+            match tokio::time::timeout(Duration::from_millis(500), sink.write(item(i))).await {
+                Ok(r) => {
+                    r.unwrap();
+                    accepted += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        assert_eq!(accepted, 4, "write must wait once 64 KiB are queued");
+        lock.query_drop("UNLOCK TABLES").await.unwrap();
+        for i in accepted..10 {
+            sink.write(item(i)).await.unwrap();
+        }
+        assert_eq!(sink.flush().await.unwrap(), 109);
+        sink.close().await.unwrap();
+        let n: Option<(u64, u64)> = c.query_first("SELECT COUNT(*), SUM(LENGTH(v)) FROM q.t").await.unwrap();
+        assert_eq!(n, Some((10, 10 * (16 << 10))));
+    });
+}
+
 /// `[syncer.to.security]`: a MariaDB serving TLS with certificates from our test CA, users that
 /// `REQUIRE SSL` and `REQUIRE X509`. The sink replicates over TLS (the users cannot log in without
 /// it), presents its client certificate, and a CA that did not sign the server's certificate is a
