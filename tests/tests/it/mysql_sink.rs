@@ -587,9 +587,21 @@ fn crashes_at_random_points_neither_lose_nor_repeat_a_change() {
     let cluster = Cluster::builder().downstream_db().start().unwrap();
     let db = cluster.downstream.as_ref().unwrap();
     // parallel workers (worker rows; full batches on 3 connections, one carrying two hash slots),
-    // and one upstream txn per downstream txn (disable-dispatch)
+    // the same with runs of 2+ inserts as prepared statements, and one upstream txn per downstream
+    // txn (disable-dispatch)
     let modes = [
         ("crash", MysqlSinkConfig { worker_count: 4, batch_rows: 40, conn_rows: 15, ..sink_cfg(db) }),
+        (
+            "crash_prep",
+            MysqlSinkConfig {
+                worker_count: 4,
+                batch_rows: 40,
+                conn_rows: 15,
+                prepared_params: 4,
+                checkpoint: Some(CheckpointCfg { cluster_id: 9, ..Default::default() }),
+                ..sink_cfg(db)
+            },
+        ),
         (
             "crash_serial",
             MysqlSinkConfig {
@@ -599,11 +611,13 @@ fn crashes_at_random_points_neither_lose_nor_repeat_a_change() {
             },
         ),
     ];
+    let mut executes = BTreeMap::new();
     for (schema, cfg) in modes {
         let w = workload(schema, 600, 42);
         rt().block_on(async {
             let mut c = conn(db).await;
             create_workload_tables(&mut c, schema).await;
+            let before = stmt_executes(&mut c).await;
             let mut x = 7u64;
             let mut resumes = Vec::new();
             for round in 0..8 {
@@ -630,8 +644,10 @@ fn crashes_at_random_points_neither_lose_nor_repeat_a_change() {
             assert!(resumes.windows(2).all(|p| p[0] <= p[1]), "{schema}: {resumes:?}");
             assert!(resumes.iter().any(|&r| r > 0), "{schema}: some rounds committed something: {resumes:?}");
             assert_workload_applied(&mut c, schema, &w).await;
+            executes.insert(schema, stmt_executes(&mut c).await - before);
         });
     }
+    assert!(executes["crash_prep"] > executes["crash"] + 20, "prepared INSERTs ran: {executes:?}");
 }
 
 #[test]
