@@ -52,21 +52,11 @@ fn main() -> ExitCode {
     }
 }
 
+/// The pump's and drainer's logging: upstream's level names (`debug` `info` `warn` `error`
+/// `fatal`; `RUST_LOG` refines), into `log-file` or stderr.
 fn init_log(cfg: &Config) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
-        .map_err(|e| anyhow::anyhow!("bad log-level {:?}: {e}", cfg.log_level))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(false);
-    match &cfg.log_file {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|e| anyhow::anyhow!("opening log-file {}: {e}", path.display()))?;
-            builder.with_writer(std::sync::Mutex::new(f)).init();
-        }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
+    let file = cfg.log_file.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    pump::server::logging::init(&cfg.log_level, &file, pump::server::logging::Rotate::Never)?;
     Ok(())
 }
 

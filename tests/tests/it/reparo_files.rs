@@ -74,6 +74,18 @@ fn reparo_prints_every_record_across_rotated_files_in_the_ts_window() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(commit_lines(&out), (50..=120).step_by(10).collect::<Vec<i64>>());
 
+    // Upstream's level names, "fatal" among them, into the log file; an unknown one is named.
+    let log = dir.path().join("reparo.log");
+    let out = reparo(&["-data-dir", d, "-L", "fatal", "-log-file", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = reparo(&["-data-dir", d, "-L", "debug", "-log-file", log.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(text.matches("reparo: done").count(), 1, "only the debug run logs at info: {text}");
+    let out = reparo(&["-data-dir", d, "-L", "loud"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loud"), "{out:?}");
+
     // Unknown config key: a clear error naming it.
     let cfg = dir.path().join("reparo.toml");
     std::fs::write(&cfg, "data-dir = \"x\"\nstart-tsoo = 1\n").unwrap();
