@@ -703,6 +703,35 @@ fn a_downstream_restart_and_killed_connections_lose_nothing() {
     cluster.downstream = Some(db);
 }
 
+/// A downstream that allows no more prepared statements (`max_prepared_stmt_count` reached, as
+/// when other clients leak them): the sink switches to text statements and loses nothing, also
+/// for batches split over several connections where some parts committed.
+#[test]
+fn a_downstream_out_of_prepared_statements_gets_text_statements() {
+    let cluster = Cluster::builder().downstream_db().start().unwrap();
+    let db = cluster.downstream.as_ref().unwrap();
+    rt().block_on(async {
+        let mut c = conn(db).await;
+        c.query_drop("CREATE DATABASE p; CREATE TABLE p.t (id BIGINT PRIMARY KEY, v BIGINT)").await.unwrap();
+        c.query_drop("SET GLOBAL max_prepared_stmt_count = 0").await.unwrap();
+        let t = table("p", "t", vec![col("id", T::LONGLONG), col("v", T::LONGLONG)], Some(0));
+        let before = stmt_executes(&mut c).await;
+        // 2 parameters: every run of inserts is meant to go as one-row prepared INSERTs
+        let mut sink = MysqlSink::connect(MysqlSinkConfig { prepared_params: 2, ..sink_cfg(db) }).await.unwrap();
+        for i in 0..10i64 {
+            let rows = (0..20).map(|j| (t.clone(), RowChange::Insert(vec![int(i * 100 + j), int(j)]))).collect();
+            sink.write(dml(100 + i, rows)).await.unwrap();
+        }
+        assert_eq!(sink.flush().await.unwrap(), 109);
+        sink.close().await.unwrap();
+        let got: Option<(u64, i64)> = c.query_first("SELECT COUNT(*), CAST(SUM(id + v) AS SIGNED) FROM p.t").await.unwrap();
+        let want: i64 = (0..10i64).flat_map(|i| (0..20).map(move |j| i * 100 + j + j)).sum();
+        assert_eq!(got, Some((200, want)));
+        assert_eq!(stmt_executes(&mut c).await, before, "nothing ran prepared");
+        c.query_drop("SET GLOBAL max_prepared_stmt_count = DEFAULT").await.unwrap();
+    });
+}
+
 /// `memory_quota` (`[syncer] memory-quota-mb`): while the downstream cannot apply anything,
 /// `write` accepts items up to the quota and then waits; once the downstream is back every item
 /// lands.

@@ -344,6 +344,12 @@ fn stale_shape(code: u16) -> bool {
     matches!(code, 1054 | 1136 | 1146 | 1906 | 3105)
 }
 
+/// The server will not run a prepared statement: too many prepared statements server-wide
+/// (`max_prepared_stmt_count`), a statement the protocol does not support, too many placeholders.
+fn prepare_refused(code: u16) -> bool {
+    matches!(code, 1295 | 1390 | 1461)
+}
+
 /// Upstream's ignorable DDL errors: database/table/column/index already exists or does not exist.
 fn ignorable_ddl_error(code: u16) -> bool {
     matches!(code, 1007 | 1008 | 1049 | 1050 | 1051 | 1054 | 1060 | 1061 | 1091 | 1146 | 1176 | 1831)
@@ -660,6 +666,7 @@ impl MysqlSink {
             shared: shared.clone(),
             since: None,
             inflight: None,
+            text_only: false,
         };
         let task = tokio::spawn(coord.run(rx));
         Ok(MysqlSink { tx: Some(tx), quota, quota_units, shared, resume, task: Some(task) })
@@ -776,6 +783,8 @@ struct Coordinator {
     since: Option<(Instant, u32)>,
     /// The batch running while the next one is built.
     inflight: Option<InFlight>,
+    /// The downstream refused a prepared statement: every statement is text from then on.
+    text_only: bool,
 }
 
 type Queued = (Arc<Item>, tokio::sync::OwnedSemaphorePermit);
@@ -1046,7 +1055,7 @@ impl Coordinator {
             conn_inserts: self.conn_inserts(),
             stmt_bytes: (self.session.max_packet / 4).clamp(64 << 10, 1 << 20),
             packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
-            prepared_params: self.cfg.prepared_params,
+            prepared_params: if self.text_only { 0 } else { self.cfg.prepared_params },
             dialect: self.session.dialect,
         };
         let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
@@ -1194,6 +1203,19 @@ impl Coordinator {
                     tracing::info!(target: "drainer::sink::mysql", error = %e, "downstream table changed; re-reading its definition and retrying");
                     refreshed = true;
                     self.cache.clear();
+                    if let Some(ck) = self.cfg.checkpoint.clone() {
+                        match self.reload(&ck).await {
+                            Ok(()) => {}
+                            Err(Fail::Fatal(f)) => return Err(f),
+                            Err(Fail::Retry(r)) => self.recover(r).await?,
+                        }
+                    }
+                    force_safe = self.cfg.checkpoint.is_none();
+                }
+                Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !self.text_only && refused_prepare(&e) => {
+                    // Text statements do the same: switch to them and retry from the checkpoint.
+                    tracing::warn!(target: "drainer::sink::mysql", error = %e, "the downstream refused a prepared INSERT; writing text statements from now on");
+                    self.text_only = true;
                     if let Some(ck) = self.cfg.checkpoint.clone() {
                         match self.reload(&ck).await {
                             Ok(()) => {}
@@ -1351,6 +1373,10 @@ impl Coordinator {
 
 fn rejected_for_shape(e: &MysqlError) -> bool {
     matches!(e, MysqlError::Rejected { source, .. } if server_code(source).is_some_and(stale_shape))
+}
+
+fn refused_prepare(e: &MysqlError) -> bool {
+    matches!(e, MysqlError::Rejected { source, .. } if server_code(source).is_some_and(prepare_refused))
 }
 
 fn row_count(item: &Item) -> usize {

@@ -44,14 +44,21 @@ fn text(row: &Row, i: usize) -> String {
     }
 }
 
-/// Reads a table's columns and unique keys; `Ok(None)` when the table does not exist.
+/// `CONVERT(X'..' USING utf8mb4)`: a text literal whatever the session's sql_mode escapes.
+fn text_lit(s: &str) -> String {
+    let hex: String = s.bytes().map(|b| format!("{b:02X}")).collect();
+    format!("CONVERT(X'{hex}' USING utf8mb4)")
+}
+
+/// Reads a table's columns and unique keys; `Ok(None)` when the table does not exist. Plain text
+/// queries: they must work when the server allows no more prepared statements.
 pub(crate) async fn fetch(conn: &mut Conn, schema: &str, table: &str) -> Result<Option<DownTable>, mysql_async::Error> {
+    let (schema, table) = (text_lit(schema), text_lit(table));
     let rows: Vec<Row> = conn
-        .exec(
+        .query(format!(
             "SELECT COLUMN_NAME, LOWER(DATA_TYPE), EXTRA FROM information_schema.columns \
-             WHERE table_schema = ? AND table_name = ? ORDER BY ORDINAL_POSITION",
-            (schema, table),
-        )
+             WHERE table_schema = {schema} AND table_name = {table} ORDER BY ORDINAL_POSITION"
+        ))
         .await?;
     if rows.is_empty() {
         return Ok(None);
@@ -68,11 +75,10 @@ pub(crate) async fn fetch(conn: &mut Conn, schema: &str, table: &str) -> Result<
         })
         .collect();
     let rows: Vec<Row> = conn
-        .exec(
+        .query(format!(
             "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.statistics \
-             WHERE table_schema = ? AND table_name = ? AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX",
-            (schema, table),
-        )
+             WHERE table_schema = {schema} AND table_name = {table} AND NON_UNIQUE = 0 ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+        ))
         .await?;
     let mut keys: Vec<(String, Vec<String>)> = Vec::new();
     for r in &rows {
