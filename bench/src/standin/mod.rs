@@ -703,8 +703,13 @@ fn updatable(t: &WorkTable, col: &pump::tidb::model::ColumnInfo) -> bool {
     f & (flag::PRI_KEY | flag::UNIQUE_KEY) == 0 && !(t.kind == Kind::NoPk && col.name.l == "k")
 }
 
-/// Reads one row (all writable columns) and turns it into datums.
-async fn read_row(conn: &mut Conn, t: &WorkTable, where_: &str, for_update: bool) -> Result<Option<Vec<(i64, Datum)>>, TxnError> {
+/// Reads one row (all writable columns) with a locking read and turns it into datums. A locking
+/// read sees the latest committed version. A plain read would see the transaction's REPEATABLE READ
+/// snapshot: after an UPDATE that changed nothing (every value already equal) InnoDB keeps no
+/// version of its own, so it would return the row as of the snapshot, older than the locked
+/// version the UPDATE applied to, and the binlog's new row would undo a concurrent transaction's
+/// committed change (seen as a rare "databases differ" in the fault tests).
+async fn read_row(conn: &mut Conn, t: &WorkTable, where_: &str) -> Result<Option<Vec<(i64, Datum)>>, TxnError> {
     let cols = t.info.writable_columns();
     // FLOAT over the text protocol comes back rounded to 6 significant digits; as DOUBLE it is exact.
     let list: Vec<String> = cols
@@ -712,11 +717,10 @@ async fn read_row(conn: &mut Conn, t: &WorkTable, where_: &str, for_update: bool
         .map(|c| if c.field_type.tp == tp::FLOAT { format!("CAST({} AS DOUBLE)", q(&c.name.o)) } else { q(&c.name.o) })
         .collect();
     let sql = format!(
-        "SELECT {} FROM {}.{} WHERE {where_} LIMIT 1{}",
+        "SELECT {} FROM {}.{} WHERE {where_} LIMIT 1 FOR UPDATE",
         list.join(", "),
         q(&t.db),
-        q(&t.info.name.o),
-        if for_update { " FOR UPDATE" } else { "" }
+        q(&t.info.name.o)
     );
     let row: Option<mysql_async::Row> = conn.query_first(sql).await.map_err(aborted)?;
     let Some(row) = row else { return Ok(None) };
@@ -866,7 +870,7 @@ async fn dml_txn_inner(
                     vals.join(", ")
                 );
                 conn.query_drop(sql).await.map_err(aborted)?;
-                let row = read_row(conn, &t, &where_, false).await?.ok_or_else(|| TxnError::Fatal(anyhow!("inserted row not found")))?;
+                let row = read_row(conn, &t, &where_).await?.ok_or_else(|| TxnError::Fatal(anyhow!("inserted row not found")))?;
                 let bytes = encode_insert_row(&h, &insert_columns(&t, &row));
                 let e = m.entry(&t, &h);
                 e.inserted_rows.push(bytes);
@@ -877,7 +881,7 @@ async fn dml_txn_inner(
                 let top = t.next.load(Ordering::Relaxed).max(1);
                 let n = rng.random_range(0..top);
                 let (where_, h, _) = key_of(&t, n);
-                let Some(old) = read_row(conn, &t, &where_, true).await? else { continue };
+                let Some(old) = read_row(conn, &t, &where_).await? else { continue };
                 if op == Op::Delete {
                     let sql = format!("DELETE FROM {}.{} WHERE {where_} LIMIT 1", q(&t.db), q(&t.info.name.o));
                     conn.query_drop(sql).await.map_err(aborted)?;
@@ -905,7 +909,7 @@ async fn dml_txn_inner(
                     }
                     let sql = format!("UPDATE {}.{} SET {} WHERE {where_} LIMIT 1", q(&t.db), q(&t.info.name.o), sets.join(", "));
                     conn.query_drop(sql).await.map_err(aborted)?;
-                    let new = read_row(conn, &t, &where_, false).await?.ok_or_else(|| TxnError::Fatal(anyhow!("updated row not found")))?;
+                        let new = read_row(conn, &t, &where_).await?.ok_or_else(|| TxnError::Fatal(anyhow!("updated row not found")))?;
                     let bytes = encode_update_row(&with_row_id(&t, old, &h), &with_row_id(&t, new, &h));
                     let e = m.entry(&t, &h);
                     e.updated_rows.push(bytes);
@@ -1130,4 +1134,45 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
     refresh_tables(ctx).await?;
     spawn_commit(ctx, p, commit_ts, out).await;
     Ok(job)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A transaction's image of a row it updated without changing any value is the latest
+    /// committed row, not its older REPEATABLE READ snapshot (which would make the binlog undo a
+    /// concurrent transaction's change).
+    #[test]
+    fn the_image_after_an_update_that_changed_nothing_is_the_latest_committed_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ::tests::MariaDb::start(&dir.path().join("db")).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let mut a = Conn::from_url(db.url()).await.unwrap();
+            a.query_drop(format!("CREATE DATABASE s; {}", tables::create_sql("s", "t", Kind::Types))).await.unwrap();
+            a.query_drop("INSERT INTO s.t (id, c_dec, c_tiny) VALUES (1, 1.5, 7), (2, 0, 0)").await.unwrap();
+            let t = WorkTable {
+                db: "s".into(),
+                info: tables::table_info(102, "t", Kind::Types),
+                kind: Kind::Types,
+                next: Arc::new(AtomicI64::new(3)),
+            };
+            let dec = t.info.cols.iter().find(|c| c.name.l == "c_dec").unwrap().id;
+            let dec_of = |row: &[(i64, Datum)]| row.iter().find(|(id, _)| *id == dec).map(|(_, d)| format!("{d:?}"));
+
+            let mut b = Conn::from_url(db.url()).await.unwrap();
+            b.query_drop("BEGIN").await.unwrap();
+            // b's snapshot is taken here, by a plain read of another row, before a's change commits
+            b.query_drop("SELECT * FROM s.t WHERE id = 2").await.unwrap();
+            a.query_drop("UPDATE s.t SET c_dec = 2.5 WHERE id = 1").await.unwrap();
+            let old = read_row(&mut b, &t, "`id` = 1").await.unwrap().unwrap();
+            assert!(dec_of(&old).unwrap().contains("int_digits: \"2\""), "the locked row is a's: {:?}", dec_of(&old));
+            b.query_drop("UPDATE s.t SET c_tiny = 7 WHERE id = 1").await.unwrap();
+            let new = read_row(&mut b, &t, "`id` = 1").await.unwrap().unwrap();
+            assert_eq!(dec_of(&new), dec_of(&old), "the image must hold a's committed c_dec");
+            assert_eq!(new, old);
+            b.query_drop("COMMIT").await.unwrap();
+        });
+    }
 }
