@@ -34,6 +34,7 @@ pub(crate) struct Settings {
     /// `ceil(others / conn_rows + inserts / conn_inserts)` connections (at most `workers`), each
     /// carrying several hash slots.
     pub conn_rows: usize,
+    /// See `conn_rows`.
     pub conn_inserts: usize,
     /// Bytes per statement (multi-row INSERT, merged DELETE).
     pub stmt_bytes: usize,
