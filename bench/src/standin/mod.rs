@@ -1073,6 +1073,21 @@ async fn run_ddl_step(ctx: &Arc<Ctx>, step: u64) {
     }
 }
 
+/// A ts from the TSO, retrying for up to a minute while it fails.
+async fn ts_despite_outage(ctx: &Arc<Ctx>) -> Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match ctx.tso.get_ts().await {
+            Ok(ts) => return Ok(ts),
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "TSO unavailable; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// The P-binlog of a DDL transaction: no rows, the job id, its query and schema state.
 fn ddl_binlog(job: &Job, start_ts: u64, state: u8) -> Binlog {
     Binlog {
@@ -1101,8 +1116,15 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
         let out = ctx.client.write_binlog(&pre).await.with_context(|| format!("DeleteOnly binlog of job {}", job.id))?;
         ctx.counters.wrote(&out);
         ctx.counters.ddl_binlogs.fetch_add(1, Ordering::Relaxed);
-        let cts = ctx.tso.get_ts().await?;
-        spawn_commit(ctx, pre, cts, out).await;
+        match ctx.tso.get_ts().await {
+            Ok(cts) => spawn_commit(ctx, pre, cts, out).await,
+            Err(e) => {
+                // Nothing ran upstream yet: roll the written Prewrite back (a Prewrite left
+                // unanswered holds its pump's watermark for max-txn-timeout).
+                spawn_commit(ctx, pre, 0, out).await;
+                return Err(anyhow!(e).context(format!("commit ts of job {}'s DeleteOnly binlog", job.id)));
+            }
+        }
     }
     let mut conn = ctx.pool.get_conn().await?;
     conn.query_drop(job.query.as_str()).await.with_context(|| format!("upstream DDL {:?}", job.query))?;
@@ -1118,7 +1140,17 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
     };
     ctx.counters.wrote(&out);
     ctx.counters.ddl_binlogs.fetch_add(1, Ordering::Relaxed);
-    let commit_ts = ctx.tso.get_ts().await?;
+    // The DDL is done upstream, so its binlog must commit: wait out a TSO outage (etcd restarting)
+    // as TiDB's DDL owner does, rather than leave the Prewrite unanswered.
+    let commit_ts = match ts_despite_outage(ctx).await {
+        Ok(ts) => ts,
+        Err(e) => {
+            // Still no ts: roll the binlog back so the pump is not held; the binlog is lost.
+            ctx.catalog.write().map_err(|_| anyhow!("catalog poisoned"))?.apply(&job);
+            spawn_commit(ctx, p, 0, out).await;
+            return Err(e.context(format!("commit ts of DDL job {}", job.id)));
+        }
+    };
     if let Some(info) = job.binlog.as_mut() {
         info.finished_ts = commit_ts;
     }
