@@ -1203,26 +1203,14 @@ impl Coordinator {
                     tracing::info!(target: "drainer::sink::mysql", error = %e, "downstream table changed; re-reading its definition and retrying");
                     refreshed = true;
                     self.cache.clear();
-                    if let Some(ck) = self.cfg.checkpoint.clone() {
-                        match self.reload(&ck).await {
-                            Ok(()) => {}
-                            Err(Fail::Fatal(f)) => return Err(f),
-                            Err(Fail::Retry(r)) => self.recover(r).await?,
-                        }
-                    }
+                    self.reread_checkpoint().await?;
                     force_safe = self.cfg.checkpoint.is_none();
                 }
                 Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !self.text_only && refused_prepare(&e) => {
                     // Text statements do the same: switch to them and retry from the checkpoint.
                     tracing::warn!(target: "drainer::sink::mysql", error = %e, "the downstream refused a prepared INSERT; writing text statements from now on");
                     self.text_only = true;
-                    if let Some(ck) = self.cfg.checkpoint.clone() {
-                        match self.reload(&ck).await {
-                            Ok(()) => {}
-                            Err(Fail::Fatal(f)) => return Err(f),
-                            Err(Fail::Retry(r)) => self.recover(r).await?,
-                        }
-                    }
+                    self.reread_checkpoint().await?;
                     force_safe = self.cfg.checkpoint.is_none();
                 }
                 Some(Fail::Fatal(e)) => return Err(e),
@@ -1240,6 +1228,19 @@ impl Coordinator {
                 Err(f) => fail = Some(f),
             }
         }
+    }
+
+    /// Re-reads what committed from the checkpoint (if one is kept) before a batch is retried,
+    /// recovering the connection when that read fails for a retryable reason.
+    async fn reread_checkpoint(&mut self) -> Result<(), MysqlError> {
+        if let Some(ck) = self.cfg.checkpoint.clone() {
+            match self.reload(&ck).await {
+                Ok(()) => {}
+                Err(Fail::Fatal(f)) => return Err(f),
+                Err(Fail::Retry(r)) => self.recover(r).await?,
+            }
+        }
+        Ok(())
     }
 
     /// Applies `items` batch by batch, waiting for each; committed items are removed from the front.
