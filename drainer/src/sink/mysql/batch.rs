@@ -61,7 +61,8 @@ struct Change<'a> {
     plan: usize,
     ts: i64,
     op: Op,
-    /// The upstream row an insert writes (the new row of an update), for prepared statements.
+    /// The upstream row of the change (the new row of an update): what an insert, or the REPLACE of
+    /// a safe-mode update, binds as prepared-statement parameters.
     row: Row<'a>,
 }
 
@@ -482,7 +483,12 @@ fn flush_open(out: &mut Vec<Packet>, open: Open<'_>, plans: &[TablePlan], s: &Se
                 }
                 let (chunk, tail) = rest.split_at(per);
                 match prepared(p, &mask, replace, chunk, s) {
-                    Some(packet) => out.push(packet),
+                    Some(packet) => {
+                        // rows kept as text before this chunk go first: the run keeps its order
+                        insert_text(out, p, &mask, replace, &text, s.stmt_bytes);
+                        text.clear();
+                        out.push(packet);
+                    }
                     None => text.extend_from_slice(chunk),
                 }
                 rest = tail;
@@ -877,6 +883,19 @@ mod tests {
         let gs = build(&items, &plans, &list, &s, None, 0, 0).unwrap();
         let got = joined(&gs[0].parts[0].txns[0].packets);
         assert!(!got.contains('?') && got.matches("CONVERT_TZ").count() == 4, "{got}");
+        // rows 1-2 must stay literals, rows 3-4 (NULL there) can be parameters: the run keeps its order
+        let rows: Vec<RowChange> = (1..=4)
+            .map(|i| RowChange::Insert(vec![Some(Value::Int(i)), if i <= 2 { ts(i as u8) } else { Some(Value::Null) }]))
+            .collect();
+        let mixed = vec![item(&t, 10, rows)];
+        let gs = build(&mixed, &plans, &list, &s, None, 0, 0).unwrap();
+        let p = &gs[0].parts[0].txns[0].packets;
+        assert_eq!(p.len(), 3, "{}", joined(p));
+        let Packet::Text(first) = &p[0] else { panic!("{}", joined(p)) };
+        assert!(first.contains("(1,CONVERT_TZ(") && first.contains("(2,CONVERT_TZ("), "{first}");
+        let Packet::Prepared { params, .. } = &p[1] else { panic!("{}", joined(p)) };
+        use mysql_async::Value as M;
+        assert_eq!(*params, vec![M::Int(3), M::NULL, M::Int(4), M::NULL]);
         // statements stay within stmt_bytes
         s.dialect.convert_timestamps = false;
         s.stmt_bytes = 20;
