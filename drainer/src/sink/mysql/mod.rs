@@ -4,12 +4,14 @@
 //! background task (the *coordinator*) that owns the downstream connections. [`Sink::write`] queues
 //! an item (waiting while the queued items exceed the memory quota); the coordinator takes everything
 //! queued so far as one *batch* (no timers: while a batch runs, the next one accumulates), splits it
-//! into `worker-count` hash *slots* by key hash, runs the slots on `k` of the connections (`k` grows
-//! with the batch's changes, an insert counting less than an update or delete: `conn_rows`) (slot `s` on connection `s % k`), and applies each connection's part as one downstream
+//! into `worker-count` hash *slots* by key hash, runs the slots on `k` of the connections (slot `s`
+//! on connection `s % k`; `k` grows with the batch's changes, an insert counting less than an update
+//! or delete: `conn_rows`, `conn_inserts`), and applies each connection's part as one downstream
 //! transaction of multi-row INSERT/REPLACE, merged DELETE, UPDATE … LIMIT 1 statements sent several
 //! per packet; long runs of inserts into one table go as binary-protocol prepared multi-row INSERTs
-//! instead (`prepared_params`), which the server applies without parsing values. A batch runs in a task of its own while the coordinator builds the SQL of the next one;
-//! the next one starts only after it committed.
+//! instead (`prepared_params`), which the server applies without parsing values. A batch runs in a
+//! task of its own while the coordinator builds the SQL of the next one; the next one starts only
+//! after it committed.
 //!
 //! # Exactly-once
 //! With a checkpoint configured, every downstream transaction carries the checkpoint of what it
@@ -1118,15 +1120,10 @@ impl Coordinator {
                 return self.apply_items(items, Some(f)).await;
             }
         }
-        let conns: Vec<Conn> =
-            g.parts.iter().map(|p| self.conns[p.worker].take().expect("connected above")).collect();
+        let conns = self.take_conns(&g.parts);
         let first = items.first().map_or(0, |(i, _)| i.commit_ts);
         let GroupPlan { max_ts, schema_version, global_ts, parts, .. } = g;
-        let task = tokio::spawn(async move {
-            let workers: Vec<usize> = parts.iter().map(|p| p.worker).collect();
-            let results = futures::future::join_all(parts.into_iter().zip(conns).map(|(p, c)| run_part(c, p))).await;
-            workers.into_iter().zip(results).collect()
-        });
+        let task = tokio::spawn(run_parts(parts, conns));
         self.inflight = Some(InFlight { items, first, max_ts, schema_version, global_ts, task: AbortOnDrop(task) });
         // Let the task send its first packets before this task goes on building the next batch.
         tokio::task::yield_now().await;
@@ -1168,6 +1165,11 @@ impl Coordinator {
         self.mark_durable(max_ts);
     }
 
+    /// Takes the (open) connection of every part, for the parts' run.
+    fn take_conns(&mut self, parts: &[PartPlan]) -> Vec<Conn> {
+        parts.iter().map(|p| self.conns[p.worker].take().expect("connected before")).collect()
+    }
+
     /// Puts the connections of a finished batch back; the failure to act on, if a part failed.
     fn absorb(&mut self, results: PartResults, first: i64, last: i64) -> Option<Fail> {
         let mut fail: Option<Fail> = None;
@@ -1197,7 +1199,7 @@ impl Coordinator {
         loop {
             match fail.take() {
                 None => {}
-                Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !refreshed && rejected_for_shape(&e) => {
+                Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !refreshed && rejected_with(&e, stale_shape) => {
                     // The downstream table changed under the cache: re-read it and retry once
                     // (what committed is re-read from the checkpoint, as after a lost connection).
                     tracing::info!(target: "drainer::sink::mysql", error = %e, "downstream table changed; re-reading its definition and retrying");
@@ -1206,7 +1208,7 @@ impl Coordinator {
                     self.reread_checkpoint().await?;
                     force_safe = self.cfg.checkpoint.is_none();
                 }
-                Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !self.text_only && refused_prepare(&e) => {
+                Some(Fail::Fatal(e @ MysqlError::Rejected { .. })) if !self.text_only && rejected_with(&e, prepare_refused) => {
                     // Text statements do the same: switch to them and retry from the checkpoint.
                     tracing::warn!(target: "drainer::sink::mysql", error = %e, "the downstream refused a prepared INSERT; writing text statements from now on");
                     self.text_only = true;
@@ -1255,14 +1257,8 @@ impl Coordinator {
             for p in &g.parts {
                 self.conn(p.worker).await?;
             }
-            let mut runs = Vec::new();
-            let workers: Vec<usize> = g.parts.iter().map(|p| p.worker).collect();
-            for p in g.parts {
-                let conn = self.conns[p.worker].take().expect("connected above");
-                runs.push(run_part(conn, p));
-            }
-            let results = futures::future::join_all(runs).await;
-            let results = workers.into_iter().zip(results).collect();
+            let conns = self.take_conns(&g.parts);
+            let results = run_parts(g.parts, conns).await;
             if let Some(f) = self.absorb(results, first, g.max_ts) {
                 return Err(f);
             }
@@ -1372,12 +1368,9 @@ impl Coordinator {
     }
 }
 
-fn rejected_for_shape(e: &MysqlError) -> bool {
-    matches!(e, MysqlError::Rejected { source, .. } if server_code(source).is_some_and(stale_shape))
-}
-
-fn refused_prepare(e: &MysqlError) -> bool {
-    matches!(e, MysqlError::Rejected { source, .. } if server_code(source).is_some_and(prepare_refused))
+/// The downstream rejected a batch with a server error whose code `code` accepts.
+fn rejected_with(e: &MysqlError, code: fn(u16) -> bool) -> bool {
+    matches!(e, MysqlError::Rejected { source, .. } if server_code(source).is_some_and(code))
 }
 
 fn row_count(item: &Item) -> usize {
@@ -1385,6 +1378,14 @@ fn row_count(item: &Item) -> usize {
         Body::Dml(t) => t.iter().map(|t| t.rows.len()).sum::<usize>().max(1),
         _ => 1,
     }
+}
+
+/// Runs every part on its connection, concurrently: each part's connection index, the connection
+/// (`None` when it broke) and how its transactions went.
+async fn run_parts(parts: Vec<PartPlan>, conns: Vec<Conn>) -> PartResults {
+    let workers: Vec<usize> = parts.iter().map(|p| p.worker).collect();
+    let results = futures::future::join_all(parts.into_iter().zip(conns).map(|(p, c)| run_part(c, p))).await;
+    workers.into_iter().zip(results).collect()
 }
 
 /// Runs one part's transactions on its connection; rolls back on error. Returns the connection
