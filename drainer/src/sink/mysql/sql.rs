@@ -53,7 +53,8 @@ pub(crate) fn push_quoted(out: &mut String, s: &str, d: Dialect) {
     out.push('\'');
 }
 
-fn push_hex(out: &mut String, b: &[u8]) {
+/// Appends `b` as a hex literal `X'..'`.
+pub(crate) fn push_hex(out: &mut String, b: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.reserve(b.len() * 2 + 3);
     out.push_str("X'");

@@ -8,7 +8,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Row};
 
 use super::MysqlError;
-use super::sql::{PlanCol, TablePlan, quoted_col};
+use super::sql::{PlanCol, TablePlan, push_hex, quoted_col};
 use crate::txn::TableSchema;
 
 /// One downstream column.
@@ -46,8 +46,10 @@ fn text(row: &Row, i: usize) -> String {
 
 /// `CONVERT(X'..' USING utf8mb4)`: a text literal whatever the session's sql_mode escapes.
 fn text_lit(s: &str) -> String {
-    let hex: String = s.bytes().map(|b| format!("{b:02X}")).collect();
-    format!("CONVERT(X'{hex}' USING utf8mb4)")
+    let mut out = String::from("CONVERT(");
+    push_hex(&mut out, s.as_bytes());
+    out.push_str(" USING utf8mb4)");
+    out
 }
 
 /// Reads a table's columns and unique keys; `Ok(None)` when the table does not exist. Plain text
