@@ -147,6 +147,12 @@ async fn load_data(c: &mut mysql_async::Conn, table: &str, recs: &[Rec]) -> Resu
     Ok(())
 }
 
+/// `CHECKSUM TABLE b.<table>`.
+async fn checksum(c: &mut mysql_async::Conn, table: &str) -> Result<Option<u64>> {
+    let r: Option<(String, u64)> = c.query_first(format!("CHECKSUM TABLE b.{table}")).await?;
+    Ok(r.map(|x| x.1))
+}
+
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
@@ -159,7 +165,8 @@ async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64, text_only: bo
         // SINK_WORKERS / SINK_TXN_BATCH (a batch is txn-batch × worker-count × 32 rows)
         worker_count: env_or("SINK_WORKERS", 16),
         txn_batch: env_or("SINK_TXN_BATCH", 20),
-        // rows per connection (0 = the sink's default): a batch runs on ceil(rows / this) connections
+        // updates+deletes / inserts per connection (0 = the sink's defaults): a batch runs on
+        // ceil(others / conn_rows + inserts / conn_inserts) connections
         conn_rows: env_or("SINK_CONN_ROWS", 0),
         conn_inserts: env_or("SINK_CONN_INSERTS", 0),
         prepared_params: if text_only { 0 } else { env_or("SINK_PREPARED_PARAMS", MysqlSinkConfig::default().prepared_params) },
@@ -259,9 +266,10 @@ fn main() -> Result<()> {
             let its = items(&schema("sinkt"), &ins_ops, 10, 1000);
             ours_text.push(n as f64 / run_sink(db.port, &its, 300 + run as u64, true).await?);
             if run == 0 {
-                let a: Option<(String, u64)> = c.query_first("CHECKSUM TABLE b.sink").await?;
-                let b: Option<(String, u64)> = c.query_first("CHECKSUM TABLE b.sinkt").await?;
-                anyhow::ensure!(a.map(|x| x.1) == b.map(|x| x.1), "inserts: prepared and text statements differ");
+                anyhow::ensure!(
+                    checksum(&mut c, "sink").await? == checksum(&mut c, "sinkt").await?,
+                    "inserts: prepared and text statements differ"
+                );
             }
 
             reset(&mut c, "single").await?;
@@ -281,9 +289,10 @@ fn main() -> Result<()> {
                 reset(&mut c, "mcheck").await?;
                 load_data(&mut c, "mcheck", mixed_base).await?;
                 run_single(&mut c, "mcheck", &mixed).await?;
-                let a: Option<(String, u64)> = c.query_first("CHECKSUM TABLE b.msink").await?;
-                let b: Option<(String, u64)> = c.query_first("CHECKSUM TABLE b.mcheck").await?;
-                anyhow::ensure!(a.map(|x| x.1) == b.map(|x| x.1), "mixed: sink result differs from single statements");
+                anyhow::ensure!(
+                    checksum(&mut c, "msink").await? == checksum(&mut c, "mcheck").await?,
+                    "mixed: sink result differs from single statements"
+                );
             }
         }
         println!("{n} rows of 4 columns (~190 bytes), {runs} runs, medians; txns of 10 (inserts) / 4 (mixed) changes");
