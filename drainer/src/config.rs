@@ -883,6 +883,10 @@ ssl-ca = ""
         assert!(c.adjust(|_| None).unwrap_err().to_string().contains("advertise-addr"));
         let mut c = parse("[syncer]\nschema-source = \"127.0.0.1:10080\"").unwrap();
         assert!(c.adjust(|_| None).unwrap_err().to_string().contains("schema-source"));
+        let mut c = parse("[syncer]\nmemory-quota-mb = 0").unwrap();
+        assert!(c.adjust(|_| None).unwrap_err().to_string().contains("memory-quota-mb"));
+        let e = parse("[syncer]\nmemory-quota-mb = -1").unwrap_err().to_string();
+        assert!(e.contains("memory-quota-mb"), "{e}");
     }
 
     #[test]
