@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test this project: protoc, etcd, MariaDB (Debian
-# packages) and the Tansu Kafka-protocol broker (crates.io, built once into $TBRS_TOOLS/tansu).
+# packages), the Tansu Kafka-protocol broker (crates.io, built once into $TBRS_TOOLS/tansu) and, where
+# the Go module proxy serves it, PD's pd-server (scripts/install-pd.sh; else the tests use the PD stand-in).
 # Idempotent: each step is skipped when its tool is already there.
 set -euo pipefail
 TOOLS="${TBRS_TOOLS:-$HOME/.cache/tbrs}"
@@ -22,5 +23,6 @@ if ! "$TOOLS/tansu/bin/tansu" --version 2>/dev/null | grep -q '0\.6'; then
   cargo install tansu --version '~0.6' --locked --no-default-features --features dynostore \
     --root "$TOOLS/tansu" --quiet
 fi
+bash "$(dirname "$0")/install-pd.sh"
 echo "install-deps: protoc $(protoc --version | cut -d' ' -f2), $(etcd --version | head -1)," \
   "$(/usr/sbin/mariadbd --version | cut -d' ' -f4), $("$TOOLS/tansu/bin/tansu" --version)"

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Starts or stops one real service on loopback for manual use (tests use the Rust harness in tests/).
-#   scripts/services.sh start etcd|mariadb|tansu DIR PORT
+#   scripts/services.sh start pd|etcd|mariadb|tansu DIR PORT
+# `pd` is a real pd-server from the tools cache (scripts/install-pd.sh) or PATH; without one it is the PD
+# stand-in (`target/debug/pd-standin`, built by cargo) in front of an etcd in DIR/etcd on PORT+2.
 #   scripts/services.sh stop DIR
 # Each service keeps its data and log in DIR and its PID in DIR/pid.
 set -euo pipefail
@@ -8,7 +10,7 @@ TOOLS="${TBRS_TOOLS:-$HOME/.cache/tbrs}"
 cmd=${1:?start|stop}; shift
 case "$cmd" in
   start)
-    what=${1:?etcd|mariadb|tansu}; dir=${2:?DIR}; port=${3:?PORT}
+    what=${1:?pd|etcd|mariadb|tansu}; dir=${2:?DIR}; port=${3:?PORT}
     mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
     case "$what" in
       etcd)
@@ -17,6 +19,21 @@ case "$cmd" in
           --listen-client-urls "http://127.0.0.1:$port" --advertise-client-urls "http://127.0.0.1:$port" \
           --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
           --initial-cluster "n1=http://127.0.0.1:$peer" >"$dir/etcd.log" 2>&1 &
+        ;;
+      pd)
+        peer=$((port + 1))
+        pd_server="$TOOLS/pd-v8.1.2/bin/pd-server"
+        [ -x "$pd_server" ] || pd_server=$(command -v pd-server || true)
+        if [ -n "$pd_server" ]; then
+          "$pd_server" --name pd1 --data-dir "$dir/data" --client-urls "http://127.0.0.1:$port" \
+            --peer-urls "http://127.0.0.1:$peer" --initial-cluster "pd1=http://127.0.0.1:$peer" >"$dir/pd.log" 2>&1 &
+        else
+          "$0" start etcd "$dir/etcd" $((port + 2)) >/dev/null
+          here=$(cd "$(dirname "$0")/.." && pwd)
+          [ -x "$here/target/debug/pd-standin" ] || (cd "$here" && cargo build -q -p tests --bin pd-standin)
+          "$here/target/debug/pd-standin" --client-urls "http://127.0.0.1:$port" \
+            --etcd "http://127.0.0.1:$((port + 2))" >"$dir/pd.log" 2>&1 &
+        fi
         ;;
       mariadb)
         [ -d "$dir/data/mysql" ] || mariadb-install-db --no-defaults --user=root --datadir="$dir/data" \
@@ -42,6 +59,7 @@ case "$cmd" in
     dir=${1:?DIR}
     [ -f "$dir/pid" ] && kill "$(cat "$dir/pid")" 2>/dev/null || true
     rm -f "$dir/pid"
+    [ -f "$dir/etcd/pid" ] && "$0" stop "$dir/etcd"  # the PD stand-in's etcd
     ;;
-  *) echo "usage: $0 start etcd|mariadb|tansu DIR PORT | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start pd|etcd|mariadb|tansu DIR PORT | stop DIR" >&2; exit 2 ;;
 esac

@@ -305,7 +305,7 @@ pub struct Collector {
     notify: Arc<Notify>,
     readers: HashMap<String, watch::Sender<PumpView>>,
     fatal: mpsc::UnboundedSender<ReaderError>,
-    tso: Option<pump::tso::TsoSource>,
+    tso: Option<pump::pd::PdClient>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -336,7 +336,7 @@ pub struct CollectorParts {
     /// Fatal reader errors go here.
     pub fatal: mpsc::UnboundedSender<ReaderError>,
     /// The TSO, for the bound up to which paused pumps may be skipped (none: never skipped).
-    pub tso: Option<pump::tso::TsoSource>,
+    pub tso: Option<pump::pd::PdClient>,
 }
 
 impl Collector {

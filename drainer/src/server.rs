@@ -48,7 +48,7 @@ pub enum DrainerError {
     Etcd(#[from] pump::etcd::ConnectError),
     /// Cluster id / TSO.
     #[error(transparent)]
-    Tso(#[from] pump::tso::TsoError),
+    Pd(#[from] pump::pd::PdError),
     /// The node registry.
     #[error(transparent)]
     Registry(#[from] pump::node::RegistryError),
@@ -244,11 +244,12 @@ where
     F: Future<Output = ()> + Send,
 {
     let db_type = cfg.db_type().map_err(|e| DrainerError::Config(e.to_string()))?;
-    let client = pump::etcd::connect(&etcd_config(&cfg)?).await?;
-    let tso = pump::tso::TsoSource::connect(client.clone(), &cfg.pd_urls).await?;
-    let cluster_id = tso.cluster_id();
+    let pd_cfg = etcd_config(&cfg)?;
+    let pd = pump::pd::PdClient::connect(&pd_cfg).await?;
+    let client = pump::etcd::connect(&pd_cfg).await?;
+    let cluster_id = pd.cluster_id();
     let mut sink = make(cluster_id).await?;
-    let now_ts = tso.get_ts().await? as i64;
+    let now_ts = pd.get_ts().await? as i64;
     let node_id = pump::node::drainer_node_id((!cfg.node_id.is_empty()).then_some(cfg.node_id.as_str()), &cfg.addr)
         .map_err(|e| DrainerError::Config(e.to_string()))?;
 
@@ -337,7 +338,7 @@ where
         positions: positions.clone(),
         notify: notify.clone(),
         fatal: fatal_tx,
-        tso: Some(tso.clone()),
+        tso: Some(pd.clone()),
     });
     let collector = tokio::spawn(collector.run());
     let (merged_tx, merged_rx) = mpsc::channel(4);

@@ -6,7 +6,8 @@
 //! - [`goflags`]: Go-style `-flag` command lines for clap, shared by every binary.
 //! - [`etcd`]: connecting to PD's etcd (or a plain etcd), TLS from ssl-ca/ssl-cert/ssl-key.
 //! - [`node`]: node JSON, states, keys, the etcd [`node::Registry`], node ids.
-//! - [`tso`]: cluster id and the linearizable TSO allocator on a plain etcd.
+//! - [`pd`]: the PD client: cluster id, leader, batched TSO over `pdpb.PD`.
+//! - [`tso`]: the timestamp layout (physical ms << 18 | logical).
 //! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
 //! - `server` (feature `server`): the Pump server behind the `pump` binary.
 //! - [`client`]: the pump client TiDB embeds (discovery, range/hash, P and C to one pump, fail-over, probes).
@@ -19,6 +20,7 @@ pub mod encrypt;
 pub mod etcd;
 pub mod goflags;
 pub mod node;
+pub mod pd;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod server;

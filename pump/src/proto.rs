@@ -1,4 +1,4 @@
-//! Generated protobuf messages and gRPC services of package `binlog`.
+//! Generated protobuf messages and gRPC services of package `binlog`, and PD's `pdpb` ([`pdpb`]).
 //!
 //! Upstream marks most proto2 scalars `nullable=false`, so Go always writes them even when zero; our
 //! encoders set them explicitly (`Some(0)`) where byte-compatibility matters, and decoders treat a
@@ -7,6 +7,12 @@
 #![allow(missing_docs, clippy::all)]
 
 tonic::include_proto!("binlog");
+
+/// PD's `pdpb.PD` service, the part TiDB-Binlog uses (members and TSO): `pump/proto/pdpb.proto`.
+pub mod pdpb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("pdpb");
+}
 
 #[cfg(test)]
 mod tests {

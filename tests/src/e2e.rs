@@ -1,4 +1,4 @@
-//! A whole TiDB-Binlog cluster on loopback, end to end: etcd, pumps, a drainer, upstream and downstream
+//! A whole TiDB-Binlog cluster on loopback, end to end: PD, pumps, a drainer, upstream and downstream
 //! MariaDB and the TiDB stand-in's workload. Shared by `local-cluster` (README's first command) and the
 //! fault tests, which kill and restart parts of it while the workload runs.
 //!
@@ -83,7 +83,7 @@ pub struct E2e {
     standin_log: PathBuf,
     rt: tokio::runtime::Runtime,
     // Declared last: the services stop after our processes.
-    /// The real services (etcd, MariaDB up and down, Tansu for the Kafka sink).
+    /// The real services (PD, MariaDB up and down, Tansu for the Kafka sink).
     pub cluster: Cluster,
     /// One whole cluster at a time in a test process (see [`E2E_SLOT`]); released last.
     _slot: std::sync::MutexGuard<'static, ()>,
@@ -98,30 +98,30 @@ impl E2e {
     pub fn start(opts: Options, mut say: impl FnMut(&str)) -> Result<Self> {
         let slot = E2E_SLOT.lock().unwrap_or_else(|p| p.into_inner());
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-        say("starting etcd, the upstream and downstream MariaDB");
-        let mut builder = Cluster::builder().etcd().upstream_db().downstream_db();
+        say("starting PD, the upstream and downstream MariaDB");
+        let mut builder = Cluster::builder().pd().upstream_db().downstream_db();
         if opts.sink == SinkKind::Kafka {
             builder = builder.kafka();
         }
         let cluster = builder.start()?;
         let root = cluster.dir().to_path_buf();
-        let etcd = cluster.etcd().url();
+        let pd = cluster.pd().url();
         let up = cluster.upstream.as_ref().context("upstream")?.url();
 
         say(&format!("starting {} pumps", opts.pumps));
         let mut pumps = Vec::new();
         for i in 0..opts.pumps {
             let id = format!("pump-{i}");
-            pumps.push(Node::pump(&root.join(&id), &etcd, &id, &[])?);
+            pumps.push(Node::pump(&root.join(&id), &pd, &id, &[])?);
         }
         // The drainer starts from a ts taken before the workload's first DDL.
-        let initial_ts = rt.block_on(tso(&etcd))?;
+        let initial_ts = rt.block_on(tso(&pd))?;
 
         say("starting the TiDB stand-in (upstream truth in MariaDB, binlogs through the pumps)");
         let status_port = free_port();
         let standin_log = root.join("standin.log");
         let mut cmd = Command::new(binary("standin")?);
-        cmd.arg(format!("--pd-urls={etcd}"))
+        cmd.arg(format!("--pd-urls={pd}"))
             .arg(format!("--upstream={up}"))
             .arg(format!("--status-addr=127.0.0.1:{status_port}"))
             .arg(format!("--duration={}ms", opts.duration.as_millis()))
@@ -151,18 +151,18 @@ impl E2e {
             format!("-schema-source=http://127.0.0.1:{status_port}"),
         ];
         flags.extend(opts.drainer_flags.iter().cloned());
-        let drainer = Node::drainer(&drainer_dir, &etcd, "drainer-0", &flags)?;
+        let drainer = Node::drainer(&drainer_dir, &pd, "drainer-0", &flags)?;
         Ok(Self { pumps, drainer, standin, opts, standin_log, rt, cluster, _slot: slot })
     }
 
-    /// The etcd URL (`pd-urls`).
-    pub fn etcd_url(&self) -> String {
-        self.cluster.etcd().url()
+    /// The PD URL (`pd-urls`).
+    pub fn pd_url(&self) -> String {
+        self.cluster.pd().url()
     }
 
     /// A fresh ts from the cluster's TSO.
     pub fn tso(&self) -> Result<i64> {
-        self.rt.block_on(tso(&self.etcd_url()))
+        self.rt.block_on(tso(&self.pd_url()))
     }
 
     /// The drainer's checkpoint ts (`GET /commit_ts`).
@@ -205,7 +205,7 @@ impl E2e {
             }
             if start.elapsed() > timeout {
                 // Which pump holds the merge back: each one's registry state and watermark, and its log.
-                let pumps = crate::nodes::list_nodes(&self.etcd_url(), pump::node::NodeKind::Pump).unwrap_or_default();
+                let pumps = crate::nodes::list_nodes(&self.pd_url(), pump::node::NodeKind::Pump).unwrap_or_default();
                 let mut why = String::new();
                 for p in &pumps {
                     why.push_str(&format!("pump {} {} maxCommitTS {}\n", p.node_id, p.state, p.max_commit_ts));
@@ -248,8 +248,8 @@ impl E2e {
             SinkKind::Kafka => {
                 let kafka = self.cluster.kafka.as_ref().context("kafka")?;
                 let topic = self.rt.block_on(async {
-                    let mut c = etcd_client::Client::connect([self.etcd_url()], None).await?;
-                    anyhow::Ok(format!("{}_obinlog", pump::tso::cluster_id(&mut c).await?))
+                    let pd = pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(&self.pd_url())?).await?;
+                    anyhow::Ok(format!("{}_obinlog", pd.cluster_id()))
                 })?;
                 run(
                     Command::new(binary("binlog-consumer")?)
@@ -364,10 +364,9 @@ fn drainer_config(opts: &Options, cluster: &Cluster, dir: &Path) -> Result<PathB
     Ok(path)
 }
 
-async fn tso(etcd: &str) -> Result<i64> {
-    let client = etcd_client::Client::connect([etcd], None).await?;
-    let ts = pump::tso::EtcdTso::new(client).get_ts().await?;
-    Ok(i64::try_from(ts)?)
+async fn tso(pd: &str) -> Result<i64> {
+    let pd = pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(pd)?).await?;
+    Ok(i64::try_from(pd.get_ts().await?)?)
 }
 
 /// The drainer's checkpoint ts from `GET /commit_ts`.

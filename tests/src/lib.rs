@@ -1,8 +1,10 @@
-//! The process-level test harness: starts real services (etcd, MariaDB, the Tansu Kafka broker) and
-//! our binaries on loopback, each in its own temp directory, and stops them by PID on drop.
+//! The process-level test harness: starts real services (PD, etcd, MariaDB, the Tansu Kafka broker)
+//! and our binaries on loopback, each in its own temp directory, and stops them by PID on drop.
 //!
 //! # Layout
 //! - [`Cluster`] / [`ClusterBuilder`]: what a test asks for, started in one call.
+//! - [`Pd`] ([`pd`]): a real pd-server when installed, else the PD stand-in ([`pd_standin`]) in front of
+//!   an [`Etcd`].
 //! - [`Etcd`], [`MariaDb`], [`Tansu`]: one real service each.
 //! - [`Proc`]: a child process killed (and reaped) on drop.
 //!
@@ -19,7 +21,11 @@ use anyhow::{Context, Result, bail};
 
 pub mod e2e;
 pub mod nodes;
+pub mod pd;
+pub mod pd_standin;
 pub mod pki;
+
+pub use pd::Pd;
 
 /// A child process that is killed with SIGKILL and reaped when dropped.
 #[derive(Debug)]
@@ -362,16 +368,16 @@ impl Tansu {
 /// What a test asks the harness to start.
 #[derive(Debug, Default)]
 pub struct ClusterBuilder {
-    etcd: bool,
+    pd: bool,
     upstream_db: bool,
     downstream_db: bool,
     kafka: bool,
 }
 
 impl ClusterBuilder {
-    /// Start a real etcd (stands in for PD's etcd).
-    pub fn etcd(mut self) -> Self {
-        self.etcd = true;
+    /// Start a PD (real pd-server, or the PD stand-in: [`pd`]).
+    pub fn pd(mut self) -> Self {
+        self.pd = true;
         self
     }
     /// Start a MariaDB that plays the upstream truth.
@@ -395,7 +401,7 @@ impl ClusterBuilder {
         let dir = tempfile::Builder::new().prefix("tbrs-cluster-").tempdir()?;
         let root = dir.path().to_path_buf();
         Ok(Cluster {
-            etcd: if self.etcd { Some(Etcd::start(&root.join("etcd"))?) } else { None },
+            pd: if self.pd { Some(Pd::start(&root.join("pd"))?) } else { None },
             upstream: if self.upstream_db { Some(MariaDb::start(&root.join("upstream"))?) } else { None },
             downstream: if self.downstream_db { Some(MariaDb::start(&root.join("downstream"))?) } else { None },
             kafka: if self.kafka { Some(Tansu::start(&root.join("kafka"))?) } else { None },
@@ -407,8 +413,8 @@ impl ClusterBuilder {
 /// A running set of real services; everything stops (by PID) and the temp dir is removed on drop.
 #[derive(Debug)]
 pub struct Cluster {
-    /// The etcd, if asked for.
-    pub etcd: Option<Etcd>,
+    /// The PD, if asked for.
+    pub pd: Option<Pd>,
     /// The upstream MariaDB, if asked for.
     pub upstream: Option<MariaDb>,
     /// The downstream MariaDB, if asked for.
@@ -437,9 +443,9 @@ impl Cluster {
         self.dir.path()
     }
 
-    /// The etcd (panics with a clear message if the test did not ask for it).
-    pub fn etcd(&self) -> &Etcd {
-        self.etcd.as_ref().expect("the test did not ask for etcd")
+    /// The PD (panics with a clear message if the test did not ask for it).
+    pub fn pd(&self) -> &Pd {
+        self.pd.as_ref().expect("the test did not ask for PD")
     }
 }
 

@@ -48,13 +48,13 @@ async fn http_get(addr: &str, path: &str) -> Option<String> {
     buf.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())
 }
 
-/// One etcd, `pumps` pumps, the TSO and a status API serving one table without a primary key.
+/// One PD, `pumps` pumps, the TSO and a status API serving one table without a primary key.
 struct Env {
     rt: tokio::runtime::Runtime,
     cluster: tests::Cluster,
     pumps: Vec<tests::nodes::Node>,
     cluster_id: u64,
-    tso: pump::tso::TsoSource,
+    tso: pump::pd::PdClient,
     table_id: i64,
     version: i64,
     status_addr: String,
@@ -63,8 +63,8 @@ struct Env {
 impl Env {
     fn start(pumps: usize) -> Result<Env> {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-        let cluster = tests::Cluster::builder().etcd().start()?;
-        let etcd = cluster.etcd().url();
+        let cluster = tests::Cluster::builder().pd().start()?;
+        let etcd = cluster.pd().url();
         let root = cluster.dir().to_path_buf();
         let mut nodes = Vec::new();
         for i in 0..pumps {
@@ -77,9 +77,8 @@ impl Env {
             )?);
         }
         let (cluster_id, tso) = rt.block_on(async {
-            let c = etcd_client::Client::connect([etcd.as_str()], None).await?;
-            let id = pump::tso::cluster_id(&c).await?;
-            anyhow::Ok((id, pump::tso::TsoSource::connect(c, &etcd).await?))
+            let pd = pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(&etcd)?).await?;
+            anyhow::Ok((pd.cluster_id(), pd))
         })?;
         // Schema: one database, one table without a primary key (implicit row id handle), served as
         // TiDB's status API for the drainer.
@@ -126,7 +125,7 @@ impl Env {
             .arg(format!("-addr={daddr}"))
             .arg(format!("-advertise-addr={daddr}"))
             .arg(format!("-data-dir={}", root.join("drainer").join("data").display()))
-            .arg(format!("-pd-urls={}", self.cluster.etcd().url()))
+            .arg(format!("-pd-urls={}", self.cluster.pd().url()))
             .arg("-node-id=lag-drainer")
             .arg(format!("-initial-commit-ts={initial}"))
             .arg(format!("-schema-source=http://{}", self.status_addr))
@@ -137,7 +136,7 @@ impl Env {
 
 struct Writer {
     c: PumpClient<tonic::transport::Channel>,
-    tso: pump::tso::TsoSource,
+    tso: pump::pd::PdClient,
     cluster_id: u64,
     table_id: i64,
     version: i64,

@@ -7,7 +7,7 @@
 //! For 1, 16 and 64 concurrent clients, each writes transactions as TiDB does (a Prewrite binlog
 //! carrying the payload, then its Commit binlog; every write is acknowledged only once durable):
 //! * ours: the real `pump` process (sync-log on, default config) over gRPC `WriteBinlog`, one
-//!   connection per client, registered in a real etcd. The clients run in a separate load-generator
+//!   connection per client, registered in PD's etcd. The clients run in a separate load-generator
 //!   process (this binary re-run with `--load-client`), so the server's CPU and the clients' CPU are
 //!   measured apart;
 //! * baseline: `pump_store::Store::append` in this process with the same records and the same shard
@@ -269,8 +269,8 @@ fn main() -> Result<()> {
     let dur = Duration::from_secs_f64(secs);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
 
-    let cluster = tests::Cluster::builder().etcd().start()?;
-    let etcd = cluster.etcd().url();
+    let cluster = tests::Cluster::builder().pd().start()?;
+    let etcd = cluster.pd().url();
     let root = cluster.dir().to_path_buf();
     let mut pump = tests::nodes::Node::pump(
         &root.join("pump"),
@@ -282,10 +282,8 @@ fn main() -> Result<()> {
     let addr = pump.addr();
     let pump_pid = pump.pid().context("the pump is not running")?.to_string();
     let (cluster_id, first_ts) = rt.block_on(async {
-        let c = etcd_client::Client::connect([etcd.as_str()], None).await?;
-        let id = pump::tso::cluster_id(&c).await?;
-        let tso = pump::tso::TsoSource::connect(c, &etcd).await?;
-        anyhow::Ok((id, tso.get_ts().await? as i64))
+        let pd = pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(&etcd)?).await?;
+        anyhow::Ok((pd.cluster_id(), pd.get_ts().await? as i64))
     })?;
     // One ts sequence above every TSO value the pump has seen, shared by both systems.
     let mut next_ts = first_ts + (1 << 18);

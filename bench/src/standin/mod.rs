@@ -42,7 +42,7 @@ use pump::tidb::codec::{Datum, Handle, record_key};
 use pump::tidb::model::{EXTRA_HANDLE_ID, Job, TableInfo, action, flag, schema_state, tp};
 use pump::tidb::row::{encode_insert_row, encode_row, encode_update_row};
 use pump::tidb::value::{Value, flatten, is_string_type};
-use pump::tso::TsoSource;
+use pump::pd::PdClient;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -246,7 +246,7 @@ struct TxnLogLine {
 struct Ctx {
     cfg: Config,
     pool: Pool,
-    tso: TsoSource,
+    tso: PdClient,
     client: PumpsClient,
     catalog: status::Shared,
     tables: RwLock<Arc<Vec<Arc<WorkTable>>>>,
@@ -265,8 +265,8 @@ struct Ctx {
 /// keeps serving until the returned handle is dropped.
 pub async fn run(cfg: Config) -> Result<(Summary, Option<tokio::task::JoinHandle<()>>)> {
     let etcd_cfg = pump::etcd::EtcdConfig::from_pd_urls(&cfg.pd_urls)?;
-    let etcd = pump::etcd::connect(&etcd_cfg).await.with_context(|| format!("connecting to pd {}", cfg.pd_urls))?;
-    let tso = TsoSource::connect(etcd.clone(), &cfg.pd_urls).await?;
+    let tso = PdClient::connect(&etcd_cfg).await?;
+    let etcd = pump::etcd::connect(&etcd_cfg).await.with_context(|| format!("connecting to PD's etcd at {}", cfg.pd_urls))?;
     let client = match &cfg.binlog_socket {
         Some(socket) => PumpsClient::local(tso.cluster_id(), cfg.client.clone(), socket),
         None => PumpsClient::connect(Registry::new(etcd), tso.cluster_id(), cfg.client.clone())

@@ -6,7 +6,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use pump::tso::TsoSource;
+use pump::pd::{PdClient, PdOptions};
 
 use crate::ctx::Ctx;
 use crate::output::{Zone, ts_ms};
@@ -16,8 +16,9 @@ pub const SAVEPOINT: &str = "savepoint";
 
 /// `-cmd generate_meta`.
 pub async fn generate_meta(ctx: &Ctx) -> Result<()> {
-    let client = ctx.etcd_client().await?;
-    let src = TsoSource::connect(client, &ctx.endpoints()).await?;
+    // A CLI gives up sooner than a daemon: 5 s of retries, then the error names PD and its endpoints.
+    let opts = PdOptions { retry_for: std::time::Duration::from_secs(5), ..PdOptions::default() };
+    let src = PdClient::connect_with(&ctx.etcd, opts).await?;
     let ts = src.get_ts().await?;
     let ts = i64::try_from(ts).context("the ts does not fit in int64")?;
     let times = ctx.flags.time_zone.as_ref().map(|_| {

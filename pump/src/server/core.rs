@@ -25,7 +25,8 @@ use super::binlogs::{self, WriteKind};
 use super::config::Config;
 use super::metrics::Metrics;
 use crate::node::{NodeKind, NodeState, NodeStatus, Registry};
-use crate::tso::{self, TsoSource};
+use crate::pd::{PdClient, PdError};
+use crate::tso;
 
 /// What a `pause`/`close` request or a signal asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +70,7 @@ pub struct Core {
     /// The etcd registry.
     pub registry: Registry,
     /// Where timestamps come from.
-    pub tso: TsoSource,
+    pub pd: PdClient,
     /// The binlog store.
     pub store: Store,
     /// Metrics.
@@ -97,18 +98,18 @@ impl Core {
         cfg: Config,
         node_id: String,
         registry: Registry,
-        tso: TsoSource,
+        pd: PdClient,
         store: Store,
         metrics: Metrics,
         first_ts: u64,
     ) -> (Arc<Self>, watch::Receiver<Option<Stop>>) {
         let (stop_tx, stop_rx) = watch::channel(None);
         let core = Core {
-            cluster_id: tso.cluster_id(),
+            cluster_id: pd.cluster_id(),
             cfg,
             node_id,
             registry,
-            tso,
+            pd,
             store,
             metrics,
             state: Mutex::new(NodeState::Online),
@@ -139,8 +140,8 @@ impl Core {
     }
 
     /// A fresh ts from the TSO (also refreshes the base of [`Core::approx_ts`]).
-    pub async fn fresh_ts(&self) -> Result<u64, tso::TsoError> {
-        let ts = self.tso.get_ts().await?;
+    pub async fn fresh_ts(&self) -> Result<u64, PdError> {
+        let ts = self.pd.get_ts().await?;
         *self.last_tso.lock().unwrap_or_else(|e| e.into_inner()) = (ts, Instant::now());
         Ok(ts)
     }

@@ -49,7 +49,7 @@ use self::core::{Core, Stop};
 use crate::etcd::EtcdConfig;
 use crate::node::{NodeKind, NodeState, Registry};
 use crate::proto::pump_server::PumpServer;
-use crate::tso::TsoSource;
+use crate::pd::PdClient;
 
 fn opt_path(s: &str) -> Option<std::path::PathBuf> {
     (!s.is_empty()).then(|| s.into())
@@ -103,10 +103,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     std::fs::create_dir_all(&cfg.data_dir).with_context(|| format!("creating data-dir {}", cfg.data_dir.display()))?;
     let node_id = crate::node::pump_node_id(&cfg.data_dir, Some(&cfg.node_id), &cfg.addr)?;
 
-    let client = crate::etcd::connect(&etcd_config(&cfg)?).await?;
-    let tso = TsoSource::connect(client.clone(), &cfg.pd_urls).await?;
-    let registry = Registry::new(client);
-    let first_ts = tso.get_ts().await.context("getting a ts from the TSO")?;
+    let pd_cfg = etcd_config(&cfg)?;
+    let pd = PdClient::connect(&pd_cfg).await?;
+    let registry = Registry::new(crate::etcd::connect(&pd_cfg).await?);
+    let first_ts = pd.get_ts().await.context("getting a ts from PD")?;
     let store = store::Store::open(store_config(&cfg))
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let metrics = metrics::Metrics::new().context("registering metrics")?;
@@ -114,7 +114,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&cfg.addr).await.with_context(|| format!("listening on addr {}", cfg.addr))?;
     let tls = serve::Tls::from_security(&cfg.security)?;
     let max_msg = usize::try_from(cfg.max_message_size).unwrap_or(usize::MAX);
-    let (core, mut stop_rx) = Core::new(cfg, node_id.clone(), registry.clone(), tso, store, metrics, first_ts);
+    let (core, mut stop_rx) = Core::new(cfg, node_id.clone(), registry.clone(), pd, store, metrics, first_ts);
     core.refresh_metrics();
 
     let pump_svc = PumpServer::new(grpc::PumpService::new(core.clone()))

@@ -1,4 +1,4 @@
-//! `local-cluster`: README's first command. Starts a whole TiDB-Binlog cluster on loopback (etcd, pumps,
+//! `local-cluster`: README's first command. Starts a whole TiDB-Binlog cluster on loopback (PD, pumps,
 //! a drainer, upstream and downstream MariaDB, the TiDB stand-in running a workload), shows live progress,
 //! stops the workload, waits for the drainer to catch up and prints a verification report: per-table row
 //! counts and checksums upstream vs downstream, checkpoint lag percentiles and throughput. The exit code is
@@ -94,7 +94,7 @@ fn main() -> Result<()> {
             let _ = lags.record(lag.max(1));
             parts.push(format!("drainer lag {:.1}s", lag as f64 / 1000.0));
         }
-        let etcd = e.etcd_url();
+        let etcd = e.pd_url();
         for kind in [NodeKind::Pump, NodeKind::Drainer] {
             for node in list_nodes(&etcd, kind).unwrap_or_default() {
                 parts.push(format!("{} {}", node.node_id, node.state.as_str()));

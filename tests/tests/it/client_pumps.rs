@@ -152,8 +152,8 @@ fn fast() -> ClientConfig {
 }
 
 async fn setup(n: usize) -> (Cluster, Registry, Vec<FakePump>) {
-    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().etcd().start().unwrap()).await.unwrap();
-    let client = etcd_client::Client::connect([cluster.etcd().url().as_str()], None).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().pd().start().unwrap()).await.unwrap();
+    let client = etcd_client::Client::connect([cluster.pd().url().as_str()], None).await.unwrap();
     let reg = Registry::new(client);
     let mut pumps = Vec::new();
     for i in 0..n {
@@ -266,7 +266,7 @@ async fn the_client_follows_the_registry() {
     assert_eq!(p_and_c(&late.binlogs()).0, [1, 2, 3, 4, 5]);
     assert!(pumps[0].binlogs().is_empty());
     // Deleting the key removes the pump.
-    etcd_client::Client::connect([_cluster.etcd().url().as_str()], None)
+    etcd_client::Client::connect([_cluster.pd().url().as_str()], None)
         .await
         .unwrap()
         .delete(NodeKind::Pump.key("pump-late"), None)
@@ -322,8 +322,8 @@ async fn an_orphan_prewrite_left_by_a_failed_call_is_rolled_back() {
 #[test]
 fn binlog_socket_writes_to_the_local_pump_over_its_unix_socket() {
     use crate::pump_util::{cluster_id, pull_until, start_pump, tso};
-    let cluster = Cluster::builder().etcd().start().unwrap();
-    let url = cluster.etcd().url();
+    let cluster = Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
     let sock = cluster.dir().join("pump.sock");
     let pump = start_pump(&url, &cluster.dir().join("pump"), &["-socket", sock.to_str().unwrap()]);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -1,6 +1,4 @@
-//! binlogctl's generate_meta (savepoint from the etcd TSO) and encrypt against a real etcd.
-
-use pump::tso;
+//! binlogctl's generate_meta (savepoint from PD's TSO) and encrypt, against PD (real or the stand-in).
 
 use crate::ctl_util::{Env, ctl};
 
@@ -16,13 +14,13 @@ fn generate_meta_writes_a_fresh_increasing_savepoint() {
     let env = Env::start();
     let dir = env.cluster.dir().join("bp");
     let dir_s = dir.to_str().unwrap();
-    let before = tso::compose(tso::now_ms(), 0);
+    let raw = || env.block_on(tests::pd::raw_ts(&env.url())).unwrap();
+    let (cluster_id, before) = raw();
     let run = env.ctl(&["-cmd", "generate_meta", "-data-dir", dir_s]);
     let first = savepoint_ts(&dir.join("savepoint"));
+    let (_, after) = raw();
     assert!(run.ok().stdout.contains(&format!("meta: {{CommitTS: {first}}}")), "{run:?}");
-    assert!(first >= before, "the ts follows the clock");
-    let stored: u64 = String::from_utf8(env.get(tso::TSO_KEY).unwrap()).unwrap().parse().unwrap();
-    assert_eq!(stored, first, "the ts came from the shared allocator");
+    assert!(before < first && first < after, "PD's ts: {before} < {first} < {after}");
 
     let run = env.ctl(&["--cmd=generate_meta", "--data-dir", dir_s, "-time-zone", "Asia/Shanghai"]);
     let second = savepoint_ts(&dir.join("savepoint"));
@@ -35,11 +33,23 @@ fn generate_meta_writes_a_fresh_increasing_savepoint() {
     let run = env.ctl(&["-cmd", "generate_meta", "-data-dir", dir_s, "-json"]);
     let v: serde_json::Value = serde_json::from_str(&run.ok().stdout).unwrap();
     assert_eq!(v["commitTS"].as_u64().unwrap(), savepoint_ts(&dir.join("savepoint")));
-    assert!(v["clusterID"].as_u64().unwrap() > 0);
+    assert_eq!(v["clusterID"].as_u64().unwrap(), cluster_id);
+    assert_eq!(env.block_on(tests::pd::stored_cluster_id(&env.url())).unwrap(), cluster_id);
+}
 
-    // A PD endpoint is refused clearly (PD keeps its cluster id at /pd/cluster_id).
-    env.put(tso::PD_CLUSTER_ID_KEY, "6569368151110378289");
-    env.ctl(&["-cmd", "generate_meta", "-data-dir", dir_s]).failed(1, "only a plain etcd is supported");
+#[test]
+fn generate_meta_refuses_a_plain_etcd_and_names_a_dead_pd() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = tests::Etcd::start(&dir.path().join("etcd")).unwrap();
+    let bp = dir.path().join("bp");
+    let url = etcd.url();
+    let run = ctl(&["-pd-urls", &url, "-cmd", "generate_meta", "-data-dir", bp.to_str().unwrap()], &[]);
+    run.failed(1, &format!("{url} is not a PD"));
+    assert!(!bp.join("savepoint").exists());
+
+    let dead = format!("http://127.0.0.1:{}", tests::free_port());
+    let run = ctl(&["-pd-urls", &dead, "-cmd", "generate_meta", "-data-dir", bp.to_str().unwrap()], &[]);
+    run.failed(1, &format!("PD unreachable at {dead}"));
 }
 
 #[test]

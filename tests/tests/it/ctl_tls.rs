@@ -2,13 +2,12 @@
 //! (certificates made here with rcgen: a CA, a server cert for 127.0.0.1, a client cert).
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use pump::etcd::EtcdConfig;
 use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
 use rcgen::{BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use tests::{Proc, find_binary, free_port, wait_until};
+use tests::wait_until;
 
 use crate::ctl_util::{FakeNode, ctl};
 
@@ -67,27 +66,17 @@ fn make_pki(dir: &Path) -> Pki {
 }
 
 #[test]
-fn binlogctl_and_the_registry_speak_tls_to_etcd() {
+fn binlogctl_and_the_registry_speak_tls_to_pd() {
     let dir = tempfile::Builder::new().prefix("tbrs-ctl-tls-").tempdir().unwrap();
     let pki = make_pki(dir.path());
-    let (port, peer) = (free_port(), free_port());
-    let client_url = format!("https://127.0.0.1:{port}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut cmd = Command::new(find_binary("etcd", &[]).unwrap());
-    cmd.args(["--name", "n1", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("n1={peer_url}")])
-        .arg("--cert-file")
-        .arg(&pki.server_cert)
-        .arg("--key-file")
-        .arg(&pki.server_key)
-        .arg("--trusted-ca-file")
-        .arg(&pki.ca)
-        .arg("--client-cert-auth");
-    let etcd = Proc::spawn("etcd-tls", cmd, &dir.path().join("etcd.log")).unwrap();
-
+    let tls = tests::pd::PdTls {
+        ca: pki.ca.clone(),
+        cert: pki.server_cert.clone(),
+        key: pki.server_key.clone(),
+        client: Some((pki.client_cert.clone(), pki.client_key.clone())),
+    };
+    let pd_node = tests::Pd::start_with(&dir.path().join("pd"), Some(tls)).unwrap();
+    let port = pd_node.port;
     let s = |p: &PathBuf| p.to_str().unwrap().to_owned();
     let (ca, cert, key) = (s(&pki.ca), s(&pki.client_cert), s(&pki.client_key));
     // pd-urls may say http://: with -ssl-ca binlogctl dials https, as upstream does.
@@ -100,7 +89,7 @@ fn binlogctl_and_the_registry_speak_tls_to_etcd() {
     };
     let run = |args: Vec<String>| ctl(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
     wait_until("TLS etcd to answer binlogctl", Duration::from_secs(20), || run(tls_args(&["-cmd", "drainers"])).code == 0)
-        .unwrap_or_else(|e| panic!("{e}: {}", etcd.log_tail()));
+        .unwrap_or_else(|e| panic!("{e}: {}", pd_node.log_tail()));
 
     // Register a node over TLS with the library, then list it with binlogctl.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -141,5 +130,5 @@ fn binlogctl_and_the_registry_speak_tls_to_etcd() {
     // Without TLS, or without the client certificate etcd demands, it fails with an error.
     assert_eq!(ctl(&["-pd-urls", &pd, "-cmd", "pumps"], &[]).code, 1);
     assert_eq!(ctl(&["-pd-urls", &pd, "-ssl-ca", &ca, "-cmd", "pumps"], &[]).code, 1);
-    drop(etcd);
+    drop(pd_node);
 }

@@ -20,15 +20,20 @@ pub struct Env {
 
 impl Env {
     pub fn start() -> Self {
-        let cluster = Cluster::builder().etcd().start().unwrap();
+        let cluster = Cluster::builder().pd().start().unwrap();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let url = cluster.etcd().url();
+        let url = cluster.pd().url();
         let client = rt.block_on(etcd_client::Client::connect([url.as_str()], None)).unwrap();
         Self { cluster, rt, client }
     }
 
     pub fn url(&self) -> String {
-        self.cluster.etcd().url()
+        self.cluster.pd().url()
+    }
+
+    /// Runs `f` on this env's runtime.
+    pub fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.rt.block_on(f)
     }
 
     /// Writes a node's JSON straight into etcd, as a running pump or drainer would.

@@ -241,7 +241,7 @@ impl Running {
 fn config(cluster: &Cluster, status: &str, data: &std::path::Path) -> Config {
     let mut cfg = Config::default();
     cfg.addr = format!("127.0.0.1:{}", free_port());
-    cfg.pd_urls = cluster.etcd().url();
+    cfg.pd_urls = cluster.pd().url();
     cfg.data_dir = data.to_path_buf();
     cfg.node_id = "drainer-1".into();
     cfg.detect_interval = 1;
@@ -273,8 +273,8 @@ async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 async fn setup() -> (Cluster, Registry, String, Arc<Mutex<Vec<Job>>>) {
-    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().etcd().start().unwrap()).await.unwrap();
-    let client = etcd_client::Client::connect([cluster.etcd().url().as_str()], None).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().pd().start().unwrap()).await.unwrap();
+    let client = etcd_client::Client::connect([cluster.pd().url().as_str()], None).await.unwrap();
     let jobs = Arc::new(Mutex::new(base_jobs()));
     let status = start_status_api(jobs.clone()).await;
     (cluster, Registry::new(client), status, jobs)
@@ -328,7 +328,7 @@ async fn drainer_merges_three_pumps_in_commit_ts_order_and_paused_pumps_stop_blo
     wait_for("110 once both silent pumps are paused", 20, || d.sink.ts().contains(&110)).await;
     // Real TSO from here on: pc keeps committing while pa and pb stay paused; each scan's TSO bound lets
     // it through.
-    let tso = pump::tso::TsoSource::connect(reg.client().clone(), &cluster.etcd().url()).await.unwrap();
+    let tso = crate::pump_util::tso(&cluster.pd().url()).await;
     let t1 = tso.get_ts().await.unwrap() as i64;
     c.lock().unwrap().push(fake(t1));
     wait_for("pc's binlog past the paused pumps", 20, || d.sink.ts().contains(&t1)).await;

@@ -7,8 +7,8 @@ use tests::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_starts_stores_keys_and_survives_a_restart() {
-    let mut cluster = tokio::task::spawn_blocking(|| Cluster::builder().etcd().start().unwrap()).await.unwrap();
-    let url = cluster.etcd().url();
+    let mut cluster = tokio::task::spawn_blocking(|| Cluster::builder().pd().start().unwrap()).await.unwrap();
+    let url = cluster.pd().url();
     let mut client = etcd_client::Client::connect([url.as_str()], None).await.unwrap();
     client.put("/tidb-binlog/v1/pumps/n1", r#"{"state":"online"}"#, None).await.unwrap();
     let status = client.status().await.unwrap();
@@ -16,7 +16,7 @@ async fn etcd_starts_stores_keys_and_survives_a_restart() {
     assert_ne!(cluster_id, 0, "etcd reports a cluster id in every header");
     drop(client);
 
-    let mut etcd = cluster.etcd.take().unwrap();
+    let mut etcd = cluster.pd.take().unwrap();
     let etcd = tokio::task::spawn_blocking(move || {
         etcd.restart().unwrap();
         etcd

@@ -29,4 +29,4 @@ mod sink_items;
 mod sink_sql_mode;
 mod standin_pumps;
 mod tls_cluster;
-mod tso_etcd;
+mod pd;

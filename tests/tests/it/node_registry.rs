@@ -7,8 +7,8 @@ use tests::Cluster;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_update_list_get_and_watch() {
-    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().etcd().start().unwrap()).await.unwrap();
-    let url = cluster.etcd().url();
+    let cluster = tokio::task::spawn_blocking(|| Cluster::builder().pd().start().unwrap()).await.unwrap();
+    let url = cluster.pd().url();
     let client = etcd_client::Client::connect([url.as_str()], None).await.unwrap();
     let reg = Registry::new(client.clone());
 

@@ -69,7 +69,7 @@ fn environment_overrides_file_and_flags_override_environment() {
     let args = ["-config", file.to_str().unwrap(), "-data-dir", data.to_str().unwrap(), "-pd-urls", &dead];
     let (code, _, err) = pump(&args, &[("PUMP_ADVERTISE_ADDR", "127.0.0.1:8250")]);
     assert_ne!(code, 0);
-    assert!(!err.contains("advertise-addr") && err.contains("etcd"), "env fixed advertise-addr, etcd is down: {err}");
+    assert!(!err.contains("advertise-addr") && err.contains("PD unreachable"), "env fixed advertise-addr, PD is down: {err}");
     let (code, _, err) =
         pump(&[&args[..], &["-advertise-addr", "0.0.0.0:1"]].concat(), &[("PUMP_ADVERTISE_ADDR", "127.0.0.1:8250")]);
     assert_eq!(code, 2);

@@ -15,8 +15,8 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn written_transactions_are_pulled_back_joined_and_in_order() {
-    let cluster = Cluster::builder().etcd().start().unwrap();
-    let url = cluster.etcd().url();
+    let cluster = Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
     let pump = start_pump(&url, &cluster.dir().join("pump"), &[]);
     rt().block_on(async {
         let cid = cluster_id(&url).await;
@@ -52,8 +52,8 @@ fn written_transactions_are_pulled_back_joined_and_in_order() {
 
 #[test]
 fn idle_pump_writes_fake_binlogs_and_heartbeats_its_watermark() {
-    let cluster = Cluster::builder().etcd().start().unwrap();
-    let url = cluster.etcd().url();
+    let cluster = Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
     let pump = start_pump(&url, &cluster.dir().join("pump"), &[]);
     rt().block_on(async {
         let first = node(&url, NodeKind::Pump, &pump.node_id).await.unwrap();
@@ -81,8 +81,8 @@ fn idle_pump_writes_fake_binlogs_and_heartbeats_its_watermark() {
 
 #[test]
 fn cluster_id_probe_and_bad_payloads() {
-    let cluster = Cluster::builder().etcd().start().unwrap();
-    let url = cluster.etcd().url();
+    let cluster = Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
     let mut pump = start_pump(&url, &cluster.dir().join("pump"), &[]);
     rt().block_on(async {
         let cid = cluster_id(&url).await;
@@ -103,8 +103,8 @@ fn cluster_id_probe_and_bad_payloads() {
 
 #[test]
 fn http_api_answers_with_upstream_shapes() {
-    let cluster = Cluster::builder().etcd().start().unwrap();
-    let url = cluster.etcd().url();
+    let cluster = Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
     let pump = start_pump(&url, &cluster.dir().join("pump"), &[]);
 
     let (code, body) = http("GET", &pump.addr, "/status").unwrap();

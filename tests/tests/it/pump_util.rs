@@ -116,16 +116,14 @@ pub async fn wait_state(etcd_url: &str, id: &str, state: NodeState, timeout: Dur
     }
 }
 
-/// etcd's cluster id, which the pump requires on every request.
-pub async fn cluster_id(etcd_url: &str) -> u64 {
-    let client = etcd_client::Client::connect([etcd_url], None).await.unwrap();
-    pump::tso::cluster_id(&client).await.unwrap()
+/// PD's cluster id, which the pump requires on every request.
+pub async fn cluster_id(pd_url: &str) -> u64 {
+    tso(pd_url).await.cluster_id()
 }
 
-/// A TSO allocator sharing the pump's etcd (linearizable with the pump's own timestamps).
-pub async fn tso(etcd_url: &str) -> pump::tso::EtcdTso {
-    let client = etcd_client::Client::connect([etcd_url], None).await.unwrap();
-    pump::tso::EtcdTso::new(client)
+/// A client of the pump's PD (its timestamps are linearizable with the pump's own).
+pub async fn tso(pd_url: &str) -> pump::pd::PdClient {
+    pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(pd_url).unwrap()).await.unwrap()
 }
 
 /// A P-binlog.

@@ -22,8 +22,8 @@ async fn record(State(p): State<Pushes>, method: Method, OriginalUri(uri): Origi
 
 #[test]
 fn pump_and_drainer_push_metrics_to_the_gateway() {
-    let cluster = tests::Cluster::builder().etcd().start().unwrap();
-    let etcd = cluster.etcd().url();
+    let cluster = tests::Cluster::builder().pd().start().unwrap();
+    let etcd = cluster.pd().url();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let pushes: Pushes = Arc::default();
     let gw = format!("127.0.0.1:{}", free_port());

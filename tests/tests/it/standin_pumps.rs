@@ -28,8 +28,8 @@ struct Run {
 
 async fn start(pumps: usize) -> Run {
     let cluster =
-        tokio::task::spawn_blocking(|| Cluster::builder().etcd().upstream_db().start().unwrap()).await.unwrap();
-    let client = etcd_client::Client::connect([cluster.etcd().url().as_str()], None).await.unwrap();
+        tokio::task::spawn_blocking(|| Cluster::builder().pd().upstream_db().start().unwrap()).await.unwrap();
+    let client = etcd_client::Client::connect([cluster.pd().url().as_str()], None).await.unwrap();
     let reg = Registry::new(client);
     let mut ps = Vec::new();
     for i in 0..pumps {
@@ -43,7 +43,7 @@ async fn start(pumps: usize) -> Run {
 
 fn standin(run: &Run, extra: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(tests::our_binary("standin"));
-    cmd.args(["--pd-urls", &run._cluster.etcd().url(), "--upstream", &run.upstream, "--json", "--seed", "7"])
+    cmd.args(["--pd-urls", &run._cluster.pd().url(), "--upstream", &run.upstream, "--json", "--seed", "7"])
         .args(["--write-timeout", "1s", "--commit-retry-for", "2s", "--detect-interval", "1s"])
         .arg("--txn-log")
         .arg(run.dir.path().join("txns.jsonl"))

@@ -1,6 +1,6 @@
-//! `[security]` end to end: etcd, a pump and a drainer that all require TLS with client certificates.
+//! `[security]` end to end: PD, a pump and a drainer that all require TLS with client certificates.
 //! The pump serves gRPC and HTTPS on its one port and checks `cert-allowed-cn`; its registry and TSO
-//! talk TLS to etcd; the drainer pulls from it over TLS and serves its own API over HTTPS, where
+//! talk TLS to PD and its etcd; the drainer pulls from it over TLS and serves its own API over HTTPS, where
 //! binlogctl pauses it.
 
 use std::path::Path;
@@ -12,7 +12,7 @@ use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
 use pump::proto::WriteBinlogReq;
 use pump::proto::pump_client::PumpClient;
 use tests::pki::{Leaf, Pki};
-use tests::{Proc, find_binary, free_port, our_binary, wait_until};
+use tests::{Proc, free_port, our_binary, wait_until};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::ctl_util::ctl;
@@ -91,18 +91,10 @@ fn pump_and_drainer_speak_tls_with_client_certificates_and_allowed_cns() {
         pki.leaf("intruder").unwrap(),
     );
 
-    // etcd with TLS and client-certificate auth.
-    let (port, peer) = (free_port(), free_port());
-    let client_url = format!("https://127.0.0.1:{port}");
-    let peer_url = format!("http://127.0.0.1:{peer}");
-    let mut cmd = Command::new(find_binary("etcd", &[]).unwrap());
-    cmd.args(["--name", "n1", "--data-dir", &s(&root.join("etcd"))])
-        .args(["--listen-client-urls", &client_url, "--advertise-client-urls", &client_url])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-        .args(["--initial-cluster", &format!("n1={peer_url}")])
-        .args(["--cert-file", &s(&etcd_cert.cert), "--key-file", &s(&etcd_cert.key)])
-        .args(["--trusted-ca-file", &s(&pki.ca), "--client-cert-auth"]);
-    let etcd = Proc::spawn("etcd-tls", cmd, &root.join("etcd.log")).unwrap();
+    // PD with TLS and client-certificate auth (its gRPC and its etcd on one port).
+    let tls = tests::pd::PdTls { ca: pki.ca.clone(), cert: etcd_cert.cert.clone(), key: etcd_cert.key.clone(), client: None };
+    let etcd = tests::Pd::start_with(&root.join("pd"), Some(tls)).unwrap();
+    let client_url = etcd.url();
     let rt = rt();
     let reg = rt.block_on(async {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
@@ -141,8 +133,7 @@ fn pump_and_drainer_speak_tls_with_client_certificates_and_allowed_cns() {
             ssl_key: Some(tidb_cert.key.clone()),
             ..EtcdConfig::default()
         };
-        let mut c = pump::etcd::connect(&cfg).await.unwrap();
-        pump::tso::cluster_id(&mut c).await.unwrap()
+        pump::pd::PdClient::connect(&cfg).await.unwrap().cluster_id()
     });
     rt.block_on(async {
         probe(&pump_addr, &pki, Some(&tidb_cert), cluster_id).await.unwrap_or_else(|e| panic!("{e}\n{}", pump.log_tail()));
