@@ -34,6 +34,9 @@ pub enum Cmd {
     Status,
     /// Compare two MySQL-protocol databases table by table (ours; `-source`, `-target`).
     Diff,
+    /// Settle a Prewrite a pump holds without its Commit (ours; `-node-id`, `-start-ts`, and
+    /// `-commit-ts N` or `-rollback`), after checking the transaction in TiDB.
+    SettlePrewrite,
 }
 
 /// binlogctl's flags, upstream names and defaults.
@@ -105,6 +108,19 @@ pub struct Flags {
     /// diff: schemas to compare, comma separated (default: every non-system schema of the source).
     #[arg(long, value_delimiter = ',')]
     pub schemas: Vec<String>,
+
+    /// settle-prewrite: the start_ts of the pending Prewrite (ours).
+    #[arg(long = "start-ts")]
+    pub start_ts: Option<i64>,
+
+    /// settle-prewrite: it committed at this commit_ts (ours).
+    #[arg(long = "commit-ts")]
+    pub commit_ts: Option<i64>,
+
+    /// settle-prewrite: it rolled back (ours).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false",
+          action = ArgAction::Set)]
+    pub rollback: bool,
 
     /// diff: rows per checksummed chunk.
     #[arg(long = "chunk-size", default_value_t = 10_000)]

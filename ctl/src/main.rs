@@ -66,6 +66,7 @@ async fn run(flags: Flags) -> anyhow::Result<()> {
         Cmd::Encrypt => cmd::encrypt::encrypt(&ctx),
         Cmd::Status => cmd::status::status(&ctx).await,
         Cmd::Diff => cmd::diff::diff(&ctx).await,
+        Cmd::SettlePrewrite => cmd::prewrite::settle(&ctx).await,
     }
 }
 

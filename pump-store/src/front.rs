@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use crate::format::Loc;
-use crate::resolver::{Resolver, TimeoutResolver};
+use crate::resolver::{Resolver, WaitResolver};
 use crate::store::{Shard, Shared};
 use crate::{Committed, Kind, Record, StoreConfig, StoreError, StoreStats};
 
@@ -264,13 +264,13 @@ fn shard_dirs(dir: &Path, want: usize) -> Result<Vec<PathBuf>, StoreError> {
 }
 
 impl Store {
-    /// Opens (creating if needed) the store in `cfg.dir` with the default [`TimeoutResolver`].
+    /// Opens (creating if needed) the store in `cfg.dir` with the [`WaitResolver`] (an orphan Prewrite
+    /// waits for its Commit, a Rollback or [`Store::settle`]).
     /// Recovers every shard from a crash (in parallel): truncates a torn or corrupt tail of its last
     /// segment (logged and counted), then replays the records its sorter had not released. Blocks
     /// while it reads.
     pub fn open(cfg: StoreConfig) -> Result<Store, StoreError> {
-        let resolver = TimeoutResolver { timeout: cfg.max_txn_timeout };
-        Store::open_with_resolver(cfg, Arc::new(resolver))
+        Store::open_with_resolver(cfg, Arc::new(WaitResolver))
     }
 
     /// Like [`Store::open`] with a custom [`Resolver`] for unmatched Prewrites (shared by the shards).
@@ -387,6 +387,19 @@ impl Store {
         Ok(None)
     }
 
+    /// Settles the pending Prewrite `start_ts` by hand (an operator who checked TiDB): a Commit at
+    /// `commit_ts`, or with `None` a Rollback, written to its shard as a resolver would.
+    pub fn settle(&self, start_ts: i64, commit_ts: Option<i64>) -> Result<(), StoreError> {
+        self.shards[shard_of(start_ts, self.shards.len())].settle(start_ts, commit_ts)
+    }
+
+    /// Every unmatched Prewrite (start_ts, time since this process saw it), oldest start_ts first.
+    pub fn pending(&self) -> Vec<(i64, Duration)> {
+        let mut v: Vec<_> = self.shards.iter().flat_map(|s| s.pending()).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Counters and gauges for metrics, summed over the shards (`max_commit_ts` is the front's
     /// watermark, `gc_ts` the lowest GC ts, `available_space` the lowest figure).
     pub fn stats(&self) -> StoreStats {
@@ -400,7 +413,6 @@ impl Store {
             total.segments += st.segments;
             total.disk_bytes += st.disk_bytes;
             total.torn_tail_truncations += st.torn_tail_truncations;
-            total.loss_count += st.loss_count;
             total.write_errors += st.write_errors;
             total.pending_prewrites += st.pending_prewrites;
             total.gc_ts = total.gc_ts.min(st.gc_ts);

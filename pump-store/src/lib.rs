@@ -34,7 +34,7 @@ mod store;
 
 pub use format::DecodeError;
 pub use io::IoBackend;
-pub use resolver::{Resolution, Resolver, TimeoutResolver};
+pub use resolver::{Resolution, Resolver, WaitResolver};
 pub use front::{MAX_AUTO_SHARDS, MAX_SHARDS, Store, default_shards, shard_of};
 
 /// Store configuration. `Default` gives upstream's defaults.
@@ -47,11 +47,11 @@ pub struct StoreConfig {
     /// A segment is sealed and a new one started once it reaches this many bytes (default 512 MiB).
     /// A segment can exceed it by one batch; records never span segments.
     pub segment_size: u64,
-    /// How long an unmatched Prewrite may wait (measured from its start_ts's physical time) before the
-    /// default resolver treats it as rolled back and counts it as lost (default 600 s).
+    /// Upstream's max-txn-timeout (600 s): GC keeps this much below the GC ts for transactions still
+    /// running; the pump warns about a Prewrite pending longer than this (it is never dropped for it).
     pub max_txn_timeout: Duration,
-    /// `[storage] stop-write-at-available-space`: refuse every non-fake binlog while the filesystem
-    /// has at most this many bytes available (default 10 GiB).
+    /// `[storage] stop-write-at-available-space`: refuse new Prewrites while the filesystem has at most
+    /// this many bytes available (default 10 GiB); Commits, Rollbacks and fakes still go in.
     pub stop_write_at_available_space: u64,
     /// Upper bound of bytes taken into one group-commit batch (default 8 MiB).
     pub max_batch_bytes: usize,
@@ -145,8 +145,6 @@ pub struct StoreStats {
     pub disk_bytes: u64,
     /// Torn or corrupt tails truncated at open.
     pub torn_tail_truncations: u64,
-    /// Prewrites given up as rolled back without knowing (`binlog_pump_loss_binlog_count`).
-    pub loss_count: u64,
     /// Write or fsync failures (the store refuses writes after the first one).
     pub write_errors: u64,
     /// Prewrites still waiting for their Commit.
@@ -200,6 +198,20 @@ pub enum StoreError {
     /// A payload larger than the format allows.
     #[error("record of {0} bytes is larger than the 1 GiB limit")]
     TooLarge(usize),
+    /// Settling a transaction whose Prewrite is not pending here (unknown, or already matched).
+    #[error("no pending prewrite with start_ts {start_ts} in this store")]
+    NotPending {
+        /// The start_ts asked for.
+        start_ts: i64,
+    },
+    /// Settling with a commit_ts that is not after the start_ts.
+    #[error("commit_ts {commit_ts} is not after start_ts {start_ts}")]
+    BadCommitTs {
+        /// The transaction.
+        start_ts: i64,
+        /// The commit_ts given.
+        commit_ts: i64,
+    },
     /// The store was closed.
     #[error("store is closed")]
     Closed,

@@ -143,6 +143,18 @@ impl Sorter {
         self.queue.is_empty()
     }
 
+    /// Whether the Prewrite `start_ts` is pending and unmatched.
+    pub(crate) fn is_unmatched(&self, start_ts: i64) -> bool {
+        self.pending.get(&start_ts).is_some_and(|p| !p.matched)
+    }
+
+    /// Unmatched Prewrites with the time each arrived.
+    pub(crate) fn unmatched(&self) -> Vec<(i64, Instant)> {
+        let mut v: Vec<_> = self.pending.iter().filter(|(_, p)| !p.matched).map(|(ts, p)| (*ts, p.arrived)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Number of prewrites waiting for their commit.
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.values().filter(|p| !p.matched).count()

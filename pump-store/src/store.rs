@@ -162,7 +162,6 @@ pub(crate) struct Counters {
     fsyncs: AtomicU64,
     bytes_written: AtomicU64,
     truncations: AtomicU64,
-    loss: AtomicU64,
     write_errors: AtomicU64,
 }
 
@@ -254,12 +253,11 @@ impl Drop for Inner {
 }
 
 impl Shard {
-    /// Opens (creating if needed) the shard in `cfg.dir` with the default [`TimeoutResolver`] and a
-    /// bell of its own (tests).
+    /// Opens (creating if needed) the shard in `cfg.dir` with the [`crate::WaitResolver`] and a bell
+    /// of its own (tests).
     #[cfg(test)]
     pub(crate) fn open(cfg: StoreConfig) -> Result<Shard, StoreError> {
-        let resolver = crate::TimeoutResolver { timeout: cfg.max_txn_timeout };
-        Shard::open_with(cfg, Arc::new(resolver), Arc::new(Bell::default()))
+        Shard::open_with(cfg, Arc::new(crate::WaitResolver), Arc::new(Bell::default()))
     }
 
     /// Opens (creating if needed) the shard in `cfg.dir`, ringing `bell` when readers may have
@@ -321,7 +319,9 @@ impl Shard {
         if let Some(why) = shared.poisoned() {
             return Err(StoreError::Poisoned(why));
         }
-        if check_space && rec.kind != Kind::Fake {
+        // Only a new Prewrite is refused below the threshold: Commits, Rollbacks and fakes settle what
+        // is stored, and refusing them would strand the Prewrites already held.
+        if check_space && rec.kind == Kind::Prewrite {
             let available = shared.avail.load(Ordering::Relaxed);
             let threshold = shared.cfg.stop_write_at_available_space;
             if available <= threshold {
@@ -428,13 +428,37 @@ impl Shard {
             segments: st.metas.len() as u64,
             disk_bytes: st.metas.values().map(|m| m.file_len).sum(),
             torn_tail_truncations: c.truncations.load(Ordering::Relaxed),
-            loss_count: c.loss.load(Ordering::Relaxed),
             write_errors: c.write_errors.load(Ordering::Relaxed),
             pending_prewrites: st.sorter.pending_len() as u64,
             max_commit_ts: st.sorter.watermark(),
             gc_ts: st.gc_ts,
             available_space: shared.avail.load(Ordering::Relaxed),
         }
+    }
+
+    /// Writes the outcome of the pending Prewrite `start_ts`: a Commit at `commit_ts` (empty payload)
+    /// or, with `None`, a Rollback. Refused unless that Prewrite is pending here and unmatched. Bypasses
+    /// the free-space check: it only ever releases what is stored.
+    pub(crate) fn settle(&self, start_ts: i64, commit_ts: Option<i64>) -> Result<(), StoreError> {
+        if !self.inner.shared.lock().sorter.is_unmatched(start_ts) {
+            return Err(StoreError::NotPending { start_ts });
+        }
+        if let Some(c) = commit_ts
+            && c <= start_ts
+        {
+            return Err(StoreError::BadCommitTs { start_ts, commit_ts: c });
+        }
+        let rec = match commit_ts {
+            Some(commit_ts) => Record { kind: Kind::Commit, start_ts, commit_ts, payload: Bytes::new() },
+            None => Record { kind: Kind::Rollback, start_ts, commit_ts: 0, payload: Bytes::new() },
+        };
+        self.append_blocking_inner(rec, false)
+    }
+
+    /// Unmatched Prewrites: (start_ts, how long since this process saw it).
+    pub(crate) fn pending(&self) -> Vec<(i64, Duration)> {
+        let now = Instant::now();
+        self.inner.shared.lock().sorter.unmatched().into_iter().map(|(ts, at)| (ts, now.duration_since(at))).collect()
     }
 
     /// Flushes every queued append, stops the writer and ends every pull stream. Appends after this
@@ -957,23 +981,26 @@ fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
             st.sorter.due_for_resolve(Instant::now(), RESOLVE_AFTER)
         };
         for start_ts in due {
-            let rec = match resolver.resolve(start_ts) {
+            let prewrite = match store.get(start_ts) {
+                Ok(Some(r)) if r.kind == Kind::Prewrite => r.payload,
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(start_ts, "resolver could not read the prewrite: {e}");
+                    continue;
+                }
+            };
+            let settled = match resolver.resolve(start_ts, &prewrite) {
                 Resolution::Unknown => continue,
                 Resolution::Committed(commit_ts) => {
                     tracing::info!(start_ts, commit_ts, "resolver: prewrite committed; writing its commit");
-                    Record { kind: Kind::Commit, start_ts, commit_ts, payload: Bytes::new() }
+                    Some(commit_ts)
                 }
                 Resolution::RolledBack => {
                     tracing::info!(start_ts, "resolver: prewrite rolled back");
-                    Record { kind: Kind::Rollback, start_ts, commit_ts: 0, payload: Bytes::new() }
-                }
-                Resolution::Lost => {
-                    tracing::warn!(start_ts, "no commit for prewrite within max-txn-timeout; treating it as rolled back (binlog lost)");
-                    store.inner.shared.counters.loss.fetch_add(1, Ordering::Relaxed);
-                    Record { kind: Kind::Rollback, start_ts, commit_ts: 0, payload: Bytes::new() }
+                    None
                 }
             };
-            if let Err(e) = store.append_blocking_inner(rec, false) {
+            if let Err(e) = store.settle(start_ts, settled) {
                 tracing::error!(start_ts, "resolver could not write its resolution: {e}");
             }
         }

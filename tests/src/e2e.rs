@@ -50,6 +50,10 @@ pub struct Options {
     pub drainer_flags: Vec<String>,
     /// Extra lines for drainer.toml's `[syncer.to]` section (e.g. `compression = "gzip"`).
     pub to_extra: String,
+    /// Extra stand-in flags (e.g. `--lose-commit-binlog-every=7`).
+    pub standin_flags: Vec<String>,
+    /// Extra lines for every pump.toml; `{status}` becomes the stand-in's status API URL (TiDB's).
+    pub pump_toml_extra: String,
 }
 
 impl Default for Options {
@@ -65,6 +69,8 @@ impl Default for Options {
             syncer_extra: String::new(),
             drainer_flags: Vec::new(),
             to_extra: String::new(),
+            standin_flags: Vec::new(),
+            pump_toml_extra: String::new(),
         }
     }
 }
@@ -108,17 +114,24 @@ impl E2e {
         let pd = cluster.pd().url();
         let up = cluster.upstream.as_ref().context("upstream")?.url();
 
+        let status_port = free_port();
         say(&format!("starting {} pumps", opts.pumps));
         let mut pumps = Vec::new();
         for i in 0..opts.pumps {
             let id = format!("pump-{i}");
-            pumps.push(Node::pump(&root.join(&id), &pd, &id, &[])?);
+            let mut flags = Vec::new();
+            if !opts.pump_toml_extra.is_empty() {
+                let toml = root.join(format!("{id}.toml"));
+                let extra = opts.pump_toml_extra.replace("{status}", &format!("http://127.0.0.1:{status_port}"));
+                std::fs::write(&toml, format!("[storage]\nstop-write-at-available-space = \"1 MiB\"\n{extra}\n"))?;
+                flags.push(format!("-config={}", toml.display()));
+            }
+            pumps.push(Node::pump(&root.join(&id), &pd, &id, &flags)?);
         }
         // The drainer starts from a ts taken before the workload's first DDL.
         let initial_ts = rt.block_on(tso(&pd))?;
 
         say("starting the TiDB stand-in (upstream truth in MariaDB, binlogs through the pumps)");
-        let status_port = free_port();
         let standin_log = root.join("standin.log");
         let mut cmd = Command::new(binary("standin")?);
         cmd.arg(format!("--pd-urls={pd}"))
@@ -132,7 +145,8 @@ impl E2e {
             // Every transaction's start/commit ts, pump and outcome, kept with the dir if a check fails.
             .arg(format!("--txn-log={}", root.join("standin-txns.jsonl").display()))
             // The summary goes to stdout as one JSON line; the status API stays up for the drainer.
-            .args(["--json", "--serve"]);
+            .args(["--json", "--serve"])
+            .args(&opts.standin_flags);
         let mut standin = Proc::spawn("standin", cmd, &standin_log)?;
         wait_until("the stand-in's status API", Duration::from_secs(60), || {
             std::net::TcpStream::connect(("127.0.0.1", status_port)).is_ok() || !standin.is_running()
@@ -173,6 +187,12 @@ impl E2e {
     /// The stand-in's summary, once the workload has finished.
     pub fn workload_summary(&self) -> Option<serde_json::Value> {
         standin_summary(&self.standin_log)
+    }
+
+    /// The stand-in's per-transaction log (`--txn-log`): one JSON object per line.
+    pub fn txn_log(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.cluster.dir().join("standin-txns.jsonl"))?;
+        Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
     }
 
     /// Waits for the workload to finish, calling `tick` about every 500 ms meanwhile (for progress

@@ -1,5 +1,5 @@
 //! `standin`: plays a TiDB cluster. Every transaction runs in a real upstream MariaDB, takes its
-//! commit ts from the TSO on PD's etcd while holding its row locks, and is sent to the pumps as TiDB's
+//! commit ts from PD's TSO while holding its row locks, and is sent to the pumps as TiDB's
 //! P and C binlogs; DDL goes out as DDL binlogs and into the DDL history of TiDB's status API.
 //!
 //! `standin --pd-urls http://127.0.0.1:2379 --upstream mysql://root@127.0.0.1:3306 --duration 30s`
@@ -104,6 +104,13 @@ struct Args {
     /// Random seed (0 = from the clock).
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Fault: every Nth transaction's C/Rollback binlog is never sent (TiDB dying right after its
+    /// commit); `/mvcc/hex` still answers its outcome (0 = never).
+    #[arg(long, default_value_t = 0)]
+    lose_commit_binlog_every: u64,
+    /// Every Nth transaction rolls back upstream after its P-binlog (0 = never).
+    #[arg(long, default_value_t = 0)]
+    rollback_every: u64,
 }
 
 #[tokio::main]
@@ -143,6 +150,8 @@ async fn main() -> Result<()> {
         txn_log: a.txn_log,
         progress: !a.json && !a.no_progress,
         seed: a.seed,
+        lose_commit_binlog_every: a.lose_commit_binlog_every,
+        rollback_every: a.rollback_every,
     };
     if cfg.duration.is_none() && cfg.txns.is_none() && !a.serve {
         anyhow::bail!("--duration 0 needs --txns");

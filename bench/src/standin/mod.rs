@@ -133,6 +133,12 @@ pub struct Config {
     pub progress: bool,
     /// Random seed (0: from the clock).
     pub seed: u64,
+    /// Fault: every Nth transaction (0 = none) commits or rolls back upstream but its C/Rollback binlog
+    /// is never sent, as when TiDB dies right after committing in TiKV. The status API's `/mvcc/hex`
+    /// still knows its outcome, as TiKV would.
+    pub lose_commit_binlog_every: u64,
+    /// Every Nth transaction (0 = none) rolls back upstream after its P-binlog was written.
+    pub rollback_every: u64,
 }
 
 impl Default for Config {
@@ -158,6 +164,8 @@ impl Default for Config {
             client: ClientConfig::default(),
             binlog_socket: None,
             txn_log: None,
+            lose_commit_binlog_every: 0,
+            rollback_every: 0,
             progress: true,
             seed: 0,
         }
@@ -238,7 +246,8 @@ struct TxnLogLine {
     start_ts: u64,
     commit_ts: u64,
     pump: String,
-    /// `committed` (P and C written), `commit_binlog_failed`, `rolled_back`.
+    /// `committed` (P and C written), `commit_binlog_failed`, `rolled_back`, `commit_binlog_lost`
+    /// (the `--lose-commit-binlog-every` fault: committed or rolled back, C/Rollback never sent).
     outcome: &'static str,
     ddl_job_id: i64,
 }
@@ -258,6 +267,10 @@ struct Ctx {
     pending_commits: tokio::sync::Mutex<tokio::task::JoinSet<()>>,
     stop: AtomicBool,
     next_slot: Mutex<Instant>,
+    /// Transactions that reached their commit point (for the `*_every` knobs).
+    finished: AtomicU64,
+    /// What TiKV would answer about each transaction's primary key (`/mvcc/hex`).
+    mvcc: status::Mvcc,
 }
 
 /// Runs the stand-in: connects, creates the workload schema (as DDL binlogs), seeds rows, runs the
@@ -290,11 +303,12 @@ pub async fn run(cfg: Config) -> Result<(Summary, Option<tokio::task::JoinHandle
     }
     drop(conn);
     let catalog: status::Shared = Arc::new(RwLock::new(Catalog::replay(jobs)));
+    let mvcc = status::Mvcc::default();
 
     let server = match cfg.status_addr {
         Some(addr) => {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("status address {addr}"))?;
-            let app = status::router(catalog.clone());
+            let app = status::router(catalog.clone()).merge(status::mvcc_router(mvcc.clone()));
             Some(tokio::spawn(async move {
                 let _ = axum::serve(listener, app).await;
             }))
@@ -332,6 +346,8 @@ pub async fn run(cfg: Config) -> Result<(Summary, Option<tokio::task::JoinHandle
         pending_commits: tokio::sync::Mutex::new(tokio::task::JoinSet::new()),
         stop: AtomicBool::new(false),
         next_slot: Mutex::new(Instant::now()),
+        finished: AtomicU64::new(0),
+        mvcc,
     });
 
     setup(&ctx).await?;
@@ -949,6 +965,7 @@ async fn dml_txn_inner(
 /// C-binlog to the background. Returns the commit ts.
 async fn commit_with_binlog(ctx: &Arc<Ctx>, conn: &mut Conn, p: Binlog) -> Result<u64, TxnError> {
     let start_ts = p.start_ts() as u64;
+    let key = p.prewrite_key().to_vec();
     let out = match ctx.client.write_binlog(&p).await {
         Ok(o) => o,
         Err(e) => {
@@ -957,25 +974,51 @@ async fn commit_with_binlog(ctx: &Arc<Ctx>, conn: &mut Conn, p: Binlog) -> Resul
         }
     };
     ctx.counters.wrote(&out);
+    let n = ctx.finished.fetch_add(1, Ordering::Relaxed) + 1;
+    let every = |k: u64| k > 0 && n % k == 0;
+    let lose = every(ctx.cfg.lose_commit_binlog_every);
     let commit_ts = match ctx.tso.get_ts().await {
         Ok(ts) => ts,
         Err(e) => {
             let _ = conn.query_drop("ROLLBACK").await;
-            spawn_commit(ctx, p, 0, out).await;
+            ctx.mvcc.record(&key, start_ts, None);
+            spawn_commit(ctx, p, 0, out, false).await;
             return Err(TxnError::Fatal(anyhow!(e).context("commit ts")));
         }
     };
+    if every(ctx.cfg.rollback_every) {
+        conn.query_drop("ROLLBACK").await.map_err(|e| TxnError::Fatal(e.into()))?;
+        ctx.mvcc.record(&key, start_ts, None);
+        spawn_commit(ctx, p, 0, out, lose).await;
+        return Err(TxnError::Aborted(anyhow!("start_ts {start_ts} rolled back on purpose (--rollback-every)")));
+    }
     if let Err(e) = conn.query_drop("COMMIT").await {
-        spawn_commit(ctx, p, 0, out).await;
+        ctx.mvcc.record(&key, start_ts, None);
+        spawn_commit(ctx, p, 0, out, false).await;
         return Err(TxnError::Fatal(anyhow!(e).context(format!("upstream commit of start_ts {start_ts}"))));
     }
-    spawn_commit(ctx, p, commit_ts, out).await;
+    ctx.mvcc.record(&key, start_ts, Some(commit_ts));
+    spawn_commit(ctx, p, commit_ts, out, lose).await;
     Ok(commit_ts)
 }
 
 /// Writes the C (or, with `commit_ts == 0`, Rollback) binlog in the background, as TiDB does.
-async fn spawn_commit(ctx: &Arc<Ctx>, mut b: Binlog, commit_ts: u64, p_out: WriteOutcome) {
+/// With `lose`, the binlog is not written (the `--lose-commit-binlog-every` fault) and the txn log says
+/// `commit_binlog_lost`.
+async fn spawn_commit(ctx: &Arc<Ctx>, mut b: Binlog, commit_ts: u64, p_out: WriteOutcome, lose: bool) {
     let WriteOutcome::Written { node_id: p_pump } = p_out else { return };
+    if lose {
+        if let Some(log) = &ctx.log {
+            let _ = log.send(TxnLogLine {
+                start_ts: b.start_ts() as u64,
+                commit_ts,
+                pump: p_pump,
+                outcome: "commit_binlog_lost",
+                ddl_job_id: b.ddl_job_id(),
+            });
+        }
+        return;
+    }
     b.prewrite_value = None;
     if commit_ts == 0 {
         b.set_tp(BinlogType::Rollback);
@@ -1117,11 +1160,11 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
         ctx.counters.wrote(&out);
         ctx.counters.ddl_binlogs.fetch_add(1, Ordering::Relaxed);
         match ctx.tso.get_ts().await {
-            Ok(cts) => spawn_commit(ctx, pre, cts, out).await,
+            Ok(cts) => spawn_commit(ctx, pre, cts, out, false).await,
             Err(e) => {
                 // Nothing ran upstream yet: roll the written Prewrite back (a Prewrite left
                 // unanswered holds its pump's watermark for max-txn-timeout).
-                spawn_commit(ctx, pre, 0, out).await;
+                spawn_commit(ctx, pre, 0, out, false).await;
                 return Err(anyhow!(e).context(format!("commit ts of job {}'s DeleteOnly binlog", job.id)));
             }
         }
@@ -1147,7 +1190,7 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
         Err(e) => {
             // Still no ts: roll the binlog back so the pump is not held; the binlog is lost.
             ctx.catalog.write().map_err(|_| anyhow!("catalog poisoned"))?.apply(&job);
-            spawn_commit(ctx, p, 0, out).await;
+            spawn_commit(ctx, p, 0, out, false).await;
             return Err(e.context(format!("commit ts of DDL job {}", job.id)));
         }
     };
@@ -1164,7 +1207,7 @@ async fn ddl(ctx: &Arc<Ctx>, op: DdlOp) -> Result<Job> {
     ctx.catalog.write().map_err(|_| anyhow!("catalog poisoned"))?.apply(&job);
     ctx.counters.ddl.fetch_add(1, Ordering::Relaxed);
     refresh_tables(ctx).await?;
-    spawn_commit(ctx, p, commit_ts, out).await;
+    spawn_commit(ctx, p, commit_ts, out, false).await;
     Ok(job)
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Routes: `GET /ddl/history[?start_job_id=&limit=]` (newest first, at most 2048), `GET /schema`,
 //! `GET /schema/{db}`, `GET /schema/{db}/{table}`, `GET /schema?table_id=N`, `GET /schema?table_ids=a,b`,
-//! `GET /db-table/{id}`, `GET /status`.
+//! `GET /db-table/{id}`, `GET /status`; `GET /mvcc/hex/{key}` ([`mvcc_router`]): what TiKV knows of the
+//! transactions whose primary key is `key`, in TiDB's JSON (what the pump's resolver reads).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -22,6 +23,46 @@ pub const MAX_HISTORY: usize = 2048;
 
 /// The shared catalog the routes read.
 pub type Shared = Arc<RwLock<Catalog>>;
+
+/// Each transaction's outcome by its primary key (the P-binlog's `prewrite_key`): (start_ts, commit_ts
+/// or `None` if it rolled back), recorded when it commits or rolls back upstream.
+#[derive(Debug, Clone, Default)]
+pub struct Mvcc(Arc<std::sync::Mutex<HashMap<Vec<u8>, Vec<(u64, Option<u64>)>>>>);
+
+impl Mvcc {
+    /// Records the outcome of the transaction `start_ts` whose primary key is `key`.
+    pub fn record(&self, key: &[u8], start_ts: u64, commit_ts: Option<u64>) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(key.to_vec()).or_default().push((start_ts, commit_ts));
+    }
+}
+
+/// `GET /mvcc/hex/{key}`: `{"key", "region_id", "value": {"info": {"writes": [...]}}}`, newest write
+/// first, a Rollback as `"type": 3` with `commit_ts = start_ts`, a Put with no `type` (kvproto's JSON).
+pub fn mvcc_router(mvcc: Mvcc) -> Router {
+    Router::new().route("/mvcc/hex/{key}", get(mvcc_hex)).with_state(mvcc)
+}
+
+async fn mvcc_hex(State(m): State<Mvcc>, Path(key): Path<String>) -> Response {
+    let Ok(raw) = hex::decode(&key) else { return bad(format!("invalid hex key {key}")) };
+    let writes: Vec<serde_json::Value> = m
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&raw)
+        .map(|v| {
+            v.iter()
+                .rev()
+                .map(|&(start, commit)| match commit {
+                    Some(c) => serde_json::json!({"start_ts": start, "commit_ts": c}),
+                    None => serde_json::json!({"type": 3, "start_ts": start, "commit_ts": start}),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let info = if writes.is_empty() { serde_json::json!({}) } else { serde_json::json!({"writes": writes}) };
+    ok_json(serde_json::json!({"key": key, "region_id": 2, "value": {"info": info}}).to_string())
+}
 
 /// The router of the status API.
 pub fn router(catalog: Shared) -> Router {

@@ -5,7 +5,8 @@
 //! The rules come from how the cluster uses the states (spec §7, seed guide "Pump/Drainer state"):
 //! - drainers pull from, and wait for, every pump that is not offline (a paused one only up to its max
 //!   commit ts); an offline pump is forgotten;
-//! - pumps keep binlogs until every non-offline drainer has consumed them (GC and offline both wait);
+//! - pumps keep binlogs for `gc` (and, with `gc-waits-for-drainers`, until every non-offline drainer
+//!   consumed them); a pump going offline waits for every non-offline drainer;
 //! - TiDB writes only to online pumps.
 
 use pump::node::{NodeKind, NodeState, NodeStatus};
@@ -58,20 +59,22 @@ pub fn explain(kind: NodeKind, to: NodeState) -> &'static str {
              Binlogs it holds that a drainer has not consumed are never replicated."
         }
         (NodeKind::Drainer, Online) => {
-            "Pumps keep binlogs until it has consumed them, and a pump going offline waits for it."
+            "Pumps keep binlogs for gc (with gc-waits-for-drainers, until it has consumed them), and a pump \
+             going offline waits for it."
         }
         (NodeKind::Drainer, Pausing) => {
             "A transitional state the drainer sets while it shuts down after a pause request."
         }
         (NodeKind::Drainer, Paused) => {
-            "The drainer does not replicate; pumps keep binlogs for it (GC and pump offline wait for it)."
+            "The drainer does not replicate; a pump going offline waits for it, and pumps with \
+             gc-waits-for-drainers keep binlogs for it."
         }
         (NodeKind::Drainer, Closing) => {
             "A transitional state the drainer sets while it shuts down after an offline request."
         }
         (NodeKind::Drainer, Offline) => {
-            "Pumps no longer keep binlogs for the drainer: they may GC what it has not consumed, and pumps \
-             going offline no longer wait for it."
+            "Pumps no longer keep binlogs for the drainer (with gc-waits-for-drainers) and pumps going \
+             offline no longer wait for it; nothing replicates to its downstream any more."
         }
     }
 }
@@ -112,10 +115,15 @@ pub fn check_update(kind: NodeKind, node: &NodeStatus, to: NodeState, view: View
             }
         }
         (NodeKind::Drainer, Offline) => {
+            // A dead drainer set offline by hand is upstream's runbook: allowed, saying what it gives up.
+            // A running one is refused: -cmd offline-drainer makes it stop at a consistent checkpoint.
+            let flag = |m: String| if answers == Some(true) { refuse(m) } else { warn(m) };
             for p in view.live_pumps().filter(|p| p.max_commit_ts > node.max_commit_ts) {
-                out.push(refuse(format!(
+                out.push(flag(format!(
                     "pump {} ({}) holds binlogs up to ts {} but drainer {id} has consumed only up to ts {}: once \
-                     the drainer is offline pumps may GC the binlogs it has not replicated",
+                     the drainer is offline nothing replicates them to its downstream, pumps with \
+                     gc-waits-for-drainers stop keeping them for it, and a drainer started again from this \
+                     checkpoint finds whatever pump GC left",
                     p.node_id, p.state, p.max_commit_ts, node.max_commit_ts
                 )));
             }
@@ -193,13 +201,17 @@ mod tests {
     }
 
     #[test]
-    fn drainer_offline_refused_while_pumps_hold_newer_binlogs() {
+    fn a_dead_drainer_may_go_offline_saying_what_it_gives_up_a_live_one_may_not() {
         let d = node("d1", NodeState::Paused, 50);
         let pumps = [node("p1", NodeState::Online, 60), node("p2", NodeState::Offline, 99)];
         let view = View { pumps: &pumps, drainers: std::slice::from_ref(&d) };
         let f = check_update(NodeKind::Drainer, &d, NodeState::Offline, view, Some(false));
-        assert_eq!(severities(&f), [Severity::Refuse]);
+        assert_eq!(severities(&f), [Severity::Warn]);
         assert!(f[0].message.contains("pump p1") && !f[0].message.contains("p2"), "{f:?}");
+        assert!(f[0].message.contains("consumed only up to ts 50"), "{f:?}");
+        let view = View { pumps: &pumps, drainers: std::slice::from_ref(&d) };
+        let f = check_update(NodeKind::Drainer, &d, NodeState::Offline, view, Some(true));
+        assert!(severities(&f).contains(&Severity::Refuse), "{f:?}");
     }
 
     #[test]

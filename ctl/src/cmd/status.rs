@@ -98,6 +98,10 @@ fn row(kind: NodeKind, n: &NodeStatus, probe: &Probe, now: i64) -> Row {
     let pump_pos = probe.as_ref().and_then(|b| b.as_ref()).and_then(|b| b.get("PumpPos")).and_then(|m| {
         m.as_object().map(|o| o.iter().filter_map(|(k, v)| Some((k.clone(), v.as_i64()?))).collect())
     });
+    let mut problems = Vec::new();
+    if kind == NodeKind::Pump {
+        problems.extend(pending_problem(n, probe.as_ref().and_then(|b| b.as_ref())));
+    }
     Row {
         kind: kind.name(),
         node: n.clone(),
@@ -105,8 +109,30 @@ fn row(kind: NodeKind, n: &NodeStatus, probe: &Probe, now: i64) -> Row {
         heartbeat_age_secs: age_secs(n.update_ts, now),
         answers: probe.as_ref().map(Option::is_some),
         pump_pos: if kind == NodeKind::Drainer { pump_pos } else { None },
-        problems: Vec::new(),
+        problems,
     }
+}
+
+/// A Prewrite pending this long is named (an open transaction's Prewrite waits for seconds at most).
+pub const PENDING_SECS: i64 = 30;
+
+/// The pump's `/status` `PendingPrewrites` (ours): the oldest Prewrite waiting for its Commit longer
+/// than [`PENDING_SECS`] holds the pump's watermark and every drainer; say which and what to do.
+fn pending_problem(n: &NodeStatus, body: Option<&serde_json::Value>) -> Option<String> {
+    let list = body?.get("PendingPrewrites")?.as_array()?;
+    let old: Vec<(i64, i64)> = list
+        .iter()
+        .filter_map(|p| Some((p.get("startTS")?.as_i64()?, p.get("ageSeconds")?.as_i64()?)))
+        .filter(|(_, age)| *age > PENDING_SECS)
+        .collect();
+    let (start_ts, age) = *old.first()?;
+    Some(format!(
+        "{} prewrite(s) wait for their commit; the oldest, start_ts {start_ts}, for {age}s: the pump's watermark \
+         and every drainer wait for it. Check that transaction in TiDB, then run binlogctl -cmd settle-prewrite \
+         -node-id {} -start-ts {start_ts} with -commit-ts N (it committed) or -rollback (it did not)",
+        old.len(),
+        n.node_id
+    ))
 }
 
 fn stale(r: &Row) -> bool {
@@ -380,6 +406,18 @@ mod tests {
         assert!(why[0].contains("nothing from pump p3"), "{why:?}");
         assert!(why[1].contains("waits for pump p2") && why[1].contains("38s behind pump p1"), "{why:?}");
         assert_eq!(r.drainers[0].pump_pos.as_ref().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn a_pump_with_an_old_pending_prewrite_is_named_with_what_to_do() {
+        let body = serde_json::json!({"PendingPrewrites": [{"startTS": 42, "ageSeconds": 700}, {"startTS": 50, "ageSeconds": 2}]});
+        let pumps = [node("p1", NodeState::Online, NOW, NOW)];
+        let r = build(&pumps, &[Some(Some(body))], &[], &[], NOW);
+        let p = &r.pumps[0].problems;
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].contains("1 prewrite(s)") && p[0].contains("start_ts 42") && p[0].contains("-node-id p1 -start-ts 42"), "{p:?}");
+        let fresh = serde_json::json!({"PendingPrewrites": [{"startTS": 50, "ageSeconds": 2}]});
+        assert!(build(&pumps, &[Some(Some(fresh))], &[], &[], NOW).pumps[0].problems.is_empty());
     }
 
     #[test]

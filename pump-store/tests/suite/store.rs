@@ -303,23 +303,56 @@ async fn a_torn_tail_is_truncated_and_counted() {
 }
 
 #[tokio::test]
-async fn an_old_unmatched_prewrite_is_given_up_and_counted_as_lost() {
+async fn an_old_unmatched_prewrite_stays_pending_until_settled_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(cfg(dir.path())).unwrap();
-    // start_ts 100 has physical time 0: far older than max-txn-timeout.
-    store.append(p(100, "lost")).await.unwrap();
+    // start_ts 100 has physical time 0: far older than max-txn-timeout. It is never dropped for that.
+    store.append(p(100, "old")).await.unwrap();
     let s = tso(0);
     store.append(fake(s)).await.unwrap();
-    assert_eq!(store.max_commit_ts(), 0);
-    let got = take(&store, 0, 1).await;
-    assert_eq!(got[0].commit_ts, s);
-    assert_eq!(store.stats().loss_count, 1);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(store.max_commit_ts(), 0, "the pending prewrite holds the watermark");
+    assert_eq!(store.stats().pending_prewrites, 1);
+    assert_eq!(store.pending().iter().map(|(ts, _)| *ts).collect::<Vec<_>>(), [100]);
+    // Settling refuses what is not pending and a commit_ts not after start_ts.
+    assert!(matches!(store.settle(99, Some(s)), Err(StoreError::NotPending { start_ts: 99 })));
+    assert!(matches!(store.settle(100, Some(100)), Err(StoreError::BadCommitTs { .. })));
+    // An operator who checked TiDB settles it as committed: served as its Commit, then the fake.
+    store.settle(100, Some(101)).unwrap();
+    let got = take(&store, 0, 2).await;
+    assert_eq!((got[0].start_ts, got[0].commit_ts, got[0].kind), (100, 101, Kind::Commit));
+    assert_eq!(got[0].prewrite.as_deref(), Some(&b"old"[..]));
+    assert_eq!(got[1].commit_ts, s);
     assert_eq!(store.stats().pending_prewrites, 0);
+    assert!(store.settle(100, None).is_err(), "settled once");
+}
+
+#[tokio::test]
+async fn below_the_space_threshold_only_new_prewrites_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = tso(0);
+    {
+        let store = Store::open(cfg(dir.path())).unwrap();
+        store.append(p(s, "held")).await.unwrap();
+        store.append(p(s + 2, "held too")).await.unwrap();
+        store.close().await;
+    }
+    // The same directory with a threshold no disk meets.
+    let full = StoreConfig { stop_write_at_available_space: u64::MAX, ..cfg(dir.path()) };
+    let store = Store::open(full).unwrap();
+    assert!(matches!(store.append(p(s + 4, "new")).await, Err(StoreError::NoSpace { .. })));
+    // The Prewrites already held still get their Commit and Rollback, and fakes still go in.
+    store.append(c(s, s + 1, "c")).await.unwrap();
+    store.append(rollback(s + 2)).await.unwrap();
+    store.append(fake(s + 5)).await.unwrap();
+    let got = take(&store, 0, 2).await;
+    assert_eq!((got[0].start_ts, got[0].commit_ts), (s, s + 1));
+    assert_eq!(got[1].commit_ts, s + 5);
 }
 
 struct CommitsAt(i64);
 impl Resolver for CommitsAt {
-    fn resolve(&self, _start_ts: i64) -> Resolution {
+    fn resolve(&self, _start_ts: i64, _prewrite: &[u8]) -> Resolution {
         Resolution::Committed(self.0)
     }
 }
@@ -334,7 +367,6 @@ async fn a_resolver_can_commit_a_prewrite_whose_commit_never_came() {
     assert_eq!((got[0].start_ts, got[0].commit_ts, got[0].kind), (s, s + 7, Kind::Commit));
     assert!(got[0].payload.is_empty());
     assert_eq!(got[0].prewrite.as_deref(), Some(&b"p"[..]));
-    assert_eq!(store.stats().loss_count, 0);
 }
 
 #[tokio::test]

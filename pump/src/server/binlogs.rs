@@ -211,10 +211,22 @@ pub fn fake_binlog(ts: i64) -> Vec<u8> {
 }
 
 /// The C-binlog `commit` with the P-binlog's `prewrite_value`, `ddl_query`, `ddl_job_id` and
-/// `ddl_schema_state` (and `start_ts`) copied in, re-encoded: what PullBinlogs serves.
-pub fn join(commit: &[u8], prewrite: &[u8]) -> Result<Vec<u8>, prost::DecodeError> {
-    let mut c = Binlog::decode(commit)?;
+/// `ddl_schema_state` (and `start_ts`) copied in, re-encoded: what PullBinlogs serves. `commit_ts` is
+/// the stored record's; an empty `commit` is a Commit the resolver (or an operator) wrote for a
+/// transaction whose C-binlog never came, served exactly as TiDB's C-binlog would have been:
+/// `tp = Commit`, that `commit_ts`, the P-binlog's `prewrite_key`.
+pub fn join(commit: &[u8], prewrite: &[u8], commit_ts: i64) -> Result<Vec<u8>, prost::DecodeError> {
     let p = Binlog::decode(prewrite)?;
+    let mut c = if commit.is_empty() {
+        Binlog {
+            tp: Some(BinlogType::Commit as i32),
+            commit_ts: Some(commit_ts),
+            prewrite_key: p.prewrite_key.clone(),
+            ..Binlog::default()
+        }
+    } else {
+        Binlog::decode(commit)?
+    };
     c.start_ts = Some(p.start_ts());
     c.ddl_job_id = Some(p.ddl_job_id());
     c.ddl_schema_state = Some(p.ddl_schema_state());
@@ -355,12 +367,14 @@ mod tests {
             ..Default::default()
         });
         let c = enc(Binlog { tp: Some(1), start_ts: Some(5), commit_ts: Some(6), prewrite_key: Some(b"k".to_vec()), ..Default::default() });
-        let j = Binlog::decode(join(&c, &p).unwrap().as_slice()).unwrap();
+        let j = Binlog::decode(join(&c, &p, 6).unwrap().as_slice()).unwrap();
         assert_eq!(j.tp(), BinlogType::Commit);
         assert_eq!((j.start_ts(), j.commit_ts()), (5, 6));
         assert_eq!(j.prewrite_value(), b"rows");
         assert_eq!(j.ddl_query(), b"create table t (a int)");
         assert_eq!((j.ddl_job_id(), j.ddl_schema_state()), (12, 1));
         assert_eq!(j.prewrite_key(), b"k");
+        // A resolved Commit (empty payload) is served as TiDB's C-binlog: same bytes as the real one.
+        assert_eq!(join(&[], &p, 6).unwrap(), join(&c, &p, 6).unwrap());
     }
 }

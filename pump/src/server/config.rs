@@ -29,6 +29,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "data-dir",
     "heartbeat-interval",
     "gc",
+    "gc-waits-for-drainers",
     "gen-binlog-interval",
     "node-id",
     "log-file",
@@ -55,6 +56,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "storage.kv.write-buffer",
     "storage.kv.write-L0-pause-trigger",
     "storage.kv.write-L0-slowdown-trigger",
+    "resolver.",
+    "resolver.tidb-status-urls",
 ];
 
 pub use super::config_file::ConfigError;
@@ -77,6 +80,10 @@ pub struct Config {
     pub heartbeat_interval: u64,
     /// How long to keep binlogs: an integer is days, a string a Go duration.
     pub gc: GcSpec,
+    /// Ours: keep binlogs past `gc` until every non-offline drainer has consumed them (the 2.1-era rule
+    /// upstream dropped in v3.0.1). Off by default, as upstream: GC goes by time, and a drainer behind the
+    /// GC ts is a warning, `binlog_pump_drainer_behind_gc_count` and an alert.
+    pub gc_waits_for_drainers: bool,
     /// Seconds of idleness after which a fake binlog is written.
     pub gen_binlog_interval: u64,
     /// Node id (used only if `<data-dir>/.node` does not exist).
@@ -89,6 +96,8 @@ pub struct Config {
     pub security: Security,
     /// Storage options.
     pub storage: Storage,
+    /// Our extension: where to learn the fate of a Prewrite whose Commit never came.
+    pub resolver: ResolverConfig,
     /// Flag-only: `-log-rotate` (hour, day; empty: never).
     #[serde(skip)]
     pub log_rotate: String,
@@ -113,18 +122,31 @@ impl Default for Config {
             data_dir: DEFAULT_DATA_DIR.into(),
             heartbeat_interval: 2,
             gc: GcSpec::default(),
+            gc_waits_for_drainers: false,
             gen_binlog_interval: 3,
             node_id: String::new(),
             log_file: String::new(),
             log_level: "info".into(),
             security: Security::default(),
             storage: Storage::default(),
+            resolver: ResolverConfig::default(),
             log_rotate: String::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             metrics_addr: String::new(),
             metrics_interval: 15,
         }
     }
+}
+
+/// `[resolver]` (ours; upstream asks TiKV through PD instead): the TiDB status APIs asked about a
+/// Prewrite whose Commit never came (`GET <url>/mvcc/hex/<primary key>`, `pump::server::resolver`).
+/// Empty (the default): such a Prewrite waits for its Commit, a Rollback or an operator's
+/// `binlogctl -cmd settle-prewrite`; it is never dropped.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ResolverConfig {
+    /// TiDB status API URLs (`http://tidb:10080`; `https://` with `[security]`), asked in order.
+    pub tidb_status_urls: Vec<String>,
 }
 
 /// `[security]`: TLS for gRPC, HTTP and the etcd client. Off unless `ssl-ca` is set.

@@ -59,6 +59,20 @@ pub enum WriteError {
     Store(String),
 }
 
+/// upstream's `maxTxnTimeoutSecond`: a Prewrite pending longer than this is warned about (never dropped).
+pub const MAX_TXN_TIMEOUT_SECS: i64 = 600;
+
+/// A Prewrite waiting for its Commit (`/status` `PendingPrewrites`, ours).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PendingPrewrite {
+    /// Its start_ts.
+    #[serde(rename = "startTS")]
+    pub start_ts: i64,
+    /// Seconds since its start_ts's physical time.
+    #[serde(rename = "ageSeconds")]
+    pub age_seconds: i64,
+}
+
 /// The pump's shared state (one per process, behind an `Arc`).
 pub struct Core {
     /// The validated config.
@@ -80,7 +94,7 @@ pub struct Core {
     last_tso: Mutex<(u64, Instant)>,
     wrote: AtomicBool,
     gc_running: AtomicBool,
-    seen_loss: AtomicU64,
+    pending_warned: Mutex<Option<Instant>>,
     seen_write_errors: AtomicU64,
     stop_tx: watch::Sender<Option<Stop>>,
 }
@@ -117,7 +131,7 @@ impl Core {
             last_tso: Mutex::new((first_ts, Instant::now())),
             wrote: AtomicBool::new(false),
             gc_running: AtomicBool::new(false),
-            seen_loss: AtomicU64::new(0),
+            pending_warned: Mutex::new(None),
             seen_write_errors: AtomicU64::new(0),
             stop_tx,
         };
@@ -279,6 +293,19 @@ impl Core {
         }
     }
 
+    /// Every Prewrite waiting for its Commit, oldest start_ts first, with its age from start_ts.
+    pub fn pending_prewrites(&self) -> Vec<PendingPrewrite> {
+        let now = tso::now_ms() as i64;
+        self.store
+            .pending()
+            .into_iter()
+            .map(|(start_ts, _)| PendingPrewrite {
+                start_ts,
+                age_seconds: (now - tso::physical_ms(start_ts.max(0) as u64) as i64).max(0) / 1000,
+            })
+            .collect()
+    }
+
     /// Every second: storage gauges and counters from the store and the file system.
     pub async fn metrics_loop(self: Arc<Self>) {
         loop {
@@ -293,8 +320,26 @@ impl Core {
         let m = &self.metrics;
         m.max_commit_ts.set(tso::physical_ms(st.max_commit_ts.max(0) as u64) as i64);
         m.done_gc_ts.set(tso::physical_ms(st.gc_ts.max(0) as u64) as i64);
-        let seen = self.seen_loss.swap(st.loss_count, Ordering::Relaxed);
-        m.loss_binlog.inc_by(st.loss_count.saturating_sub(seen));
+        let pending = self.pending_prewrites();
+        m.pending_prewrites.set(pending.len() as i64);
+        let oldest = pending.first().map_or(0, |p| p.age_seconds);
+        m.oldest_pending_prewrite.set(oldest);
+        if oldest > MAX_TXN_TIMEOUT_SECS {
+            let mut last = self.pending_warned.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                *last = Some(Instant::now());
+                let p = &pending[0];
+                tracing::warn!(
+                    start_ts = p.start_ts,
+                    age_seconds = p.age_seconds,
+                    pending = pending.len(),
+                    "a prewrite has waited longer than max-txn-timeout for its commit; replication through this \
+                     pump holds until it is settled: check the transaction in TiDB, then run binlogctl -cmd \
+                     settle-prewrite -node-id <this pump> -start-ts {} with -commit-ts N or -rollback",
+                    p.start_ts
+                );
+            }
+        }
         let seen = self.seen_write_errors.swap(st.write_errors, Ordering::Relaxed);
         m.storage_errors.with_label_values(&["write_binlog_batch"]).inc_by(st.write_errors.saturating_sub(seen));
         match rustix::fs::statvfs(&self.cfg.data_dir) {
@@ -308,9 +353,9 @@ impl Core {
         }
     }
 
-    /// The GC ts for now: `now - gc`, but never above what every non-offline drainer has consumed.
-    /// Returns `None` when there is nothing to collect. (The store keeps a further
-    /// `max_txn_timeout`, 10 minutes, below it, as upstream.)
+    /// The GC ts for now: `now - gc`, as upstream since v3.0.1; with `gc-waits-for-drainers` (ours) never
+    /// above what every non-offline drainer has consumed. Returns `None` when there is nothing to
+    /// collect. (The store keeps a further `max_txn_timeout`, 10 minutes, below it, as upstream.)
     pub async fn gc_target(&self) -> Option<i64> {
         let keep = self.cfg.gc.0;
         let by_time = tso::compose(tso::now_ms().saturating_sub(keep.as_millis() as u64), 0) as i64;
@@ -321,25 +366,35 @@ impl Core {
                 return None;
             }
         };
-        let laggard = drainers.iter().filter(|d| d.state != NodeState::Offline).min_by_key(|d| d.max_commit_ts);
-        let consumed = laggard.map(|d| d.max_commit_ts);
-        if let Some(d) = laggard.filter(|d| d.max_commit_ts < by_time) {
-            // Data older than `gc` stays on disk for this drainer: say who, so an operator can tell a
-            // lagging drainer from a dead one (`binlogctl -cmd offline-drainer` / `update-drainer`).
+        let live: Vec<&NodeStatus> = drainers.iter().filter(|d| d.state != NodeState::Offline).collect();
+        let behind: Vec<&&NodeStatus> = live.iter().filter(|d| d.max_commit_ts < by_time).collect();
+        self.metrics.drainers_behind_gc.set(behind.len() as i64);
+        let waits = self.cfg.gc_waits_for_drainers;
+        for d in &behind {
             let behind_ms = tso::now_ms().saturating_sub(tso::physical_ms(d.max_commit_ts.max(0) as u64));
-            tracing::warn!(
-                drainer = %d.node_id,
-                state = %d.state,
-                max_commit_ts = d.max_commit_ts,
-                behind_hours = format!("{:.1}", behind_ms as f64 / 3_600_000.0),
-                gc_hours = format!("{:.1}", keep.as_secs_f64() / 3600.0),
-                "GC held back: a drainer that is not offline has not consumed binlogs older than gc; \
-                 if it is gone for good, set it offline with binlogctl so the pump can free disk space"
-            );
+            let (behind_hours, gc_hours) =
+                (format!("{:.1}", behind_ms as f64 / 3_600_000.0), format!("{:.1}", keep.as_secs_f64() / 3600.0));
+            if waits {
+                // Data older than `gc` stays on disk for this drainer: say who, so an operator can tell a
+                // lagging drainer from a dead one.
+                tracing::warn!(
+                    drainer = %d.node_id, state = %d.state, max_commit_ts = d.max_commit_ts, behind_hours, gc_hours,
+                    "GC held back (gc-waits-for-drainers): a drainer that is not offline has not consumed binlogs \
+                     older than gc; if it is gone for good, set it offline with binlogctl so the pump can free disk space"
+                );
+            } else {
+                tracing::warn!(
+                    drainer = %d.node_id, state = %d.state, max_commit_ts = d.max_commit_ts, behind_hours, gc_hours,
+                    "a drainer that is not offline is behind the GC ts: binlogs older than gc are deleted before it \
+                     consumed them, so its downstream will miss them; set gc-waits-for-drainers = true to keep \
+                     them (the disk then grows), or set the drainer offline with binlogctl if it is gone"
+                );
+            }
         }
-        let target = consumed.map_or(by_time, |c| c.min(by_time));
+        let consumed = live.iter().map(|d| d.max_commit_ts).min();
+        let target = if waits { consumed.map_or(by_time, |c| c.min(by_time)) } else { by_time };
         let (done, max) = (self.store.gc_ts(), self.store.max_commit_ts());
-        tracing::debug!(target, by_time, ?consumed, done, max, "GC round");
+        tracing::debug!(target, by_time, ?consumed, waits, done, max, "GC round");
         (target > done && max > target).then_some(target)
     }
 

@@ -41,7 +41,7 @@ pub fn entity(core: &Core, c: Committed) -> Option<Entity> {
                 tracing::error!(start_ts = c.start_ts, commit_ts = c.commit_ts, "Matching P-binlog not found");
                 return None;
             };
-            match binlogs::join(&c.payload, p) {
+            match binlogs::join(&c.payload, p, c.commit_ts) {
                 Ok(b) => b,
                 Err(e) => {
                     core.metrics.storage_errors.with_label_values(&["read_value"]).inc();

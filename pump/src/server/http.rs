@@ -1,5 +1,8 @@
 //! The HTTP API on the gRPC port: `/status`, `/state/{nodeID}/{pause|close}`, `/drainers`,
-//! `/debug/binlog/{ts}`, `/debug/gc/trigger`, `/metrics`. Replies are upstream's shapes.
+//! `/debug/binlog/{ts}`, `/debug/gc/trigger`, `/metrics`. Replies are upstream's shapes. Ours besides:
+//! `/status` also lists `PendingPrewrites`; `GET /debug/prewrites` lists them; `POST
+//! /debug/prewrites/{start_ts}/commit/{commit_ts}` and `POST /debug/prewrites/{start_ts}/rollback` settle
+//! one by hand (what `binlogctl -cmd settle-prewrite` calls).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -25,6 +28,9 @@ pub fn router(core: Arc<Core>) -> Router {
         .route("/drainers", get(drainers))
         .route("/debug/binlog/{ts}", get(debug_binlog))
         .route("/debug/gc/trigger", post(gc_trigger).get(gc_trigger))
+        .route("/debug/prewrites", get(pending))
+        .route("/debug/prewrites/{start_ts}/commit/{commit_ts}", post(settle_commit))
+        .route("/debug/prewrites/{start_ts}/rollback", post(settle_rollback))
         .route("/metrics", get(metrics))
         .with_state(core)
 }
@@ -46,6 +52,9 @@ struct StatusReply {
     checkpoint: serde_json::Value,
     #[serde(rename = "ErrMsg")]
     err_msg: String,
+    /// Ours: Prewrites of this pump waiting for their Commit.
+    #[serde(rename = "PendingPrewrites")]
+    pending_prewrites: Vec<super::core::PendingPrewrite>,
 }
 
 async fn status(State(core): State<Arc<Core>>) -> Response {
@@ -54,6 +63,7 @@ async fn status(State(core): State<Arc<Core>>) -> Response {
         commit_ts: 0,
         checkpoint: serde_json::json!({}),
         err_msg: String::new(),
+        pending_prewrites: core.pending_prewrites(),
     };
     match core.registry.list(NodeKind::Pump).await {
         Ok(pumps) => reply.status = pumps.into_iter().map(|p| (p.node_id.clone(), p)).collect(),
@@ -131,6 +141,29 @@ async fn debug_binlog(State(core): State<Arc<Core>>, Path(ts): Path<String>) -> 
         }
     }
     out.into_response()
+}
+
+async fn pending(State(core): State<Arc<Core>>) -> Response {
+    json(&core.pending_prewrites())
+}
+
+async fn settle(core: &Core, start_ts: i64, commit_ts: Option<i64>) -> Response {
+    let what = commit_ts.map_or("rolled back".to_owned(), |c| format!("committed at {c}"));
+    match core.store.settle(start_ts, commit_ts) {
+        Ok(()) => {
+            tracing::warn!(start_ts, ?commit_ts, "prewrite settled by hand: {what}");
+            json(&ApiReply { message: format!("prewrite {start_ts} settled: {what}"), code: 200, data: None })
+        }
+        Err(e) => (StatusCode::BAD_REQUEST, json(&ApiReply { message: e.to_string(), code: 3, data: None })).into_response(),
+    }
+}
+
+async fn settle_commit(State(core): State<Arc<Core>>, Path((start_ts, commit_ts)): Path<(i64, i64)>) -> Response {
+    settle(&core, start_ts, Some(commit_ts)).await
+}
+
+async fn settle_rollback(State(core): State<Arc<Core>>, Path(start_ts): Path<i64>) -> Response {
+    settle(&core, start_ts, None).await
 }
 
 async fn gc_trigger(State(core): State<Arc<Core>>) -> Response {

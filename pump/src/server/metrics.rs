@@ -24,8 +24,17 @@ pub struct Metrics {
     pub storage_size: IntGaugeVec,
     /// `binlog_pump_storage_max_commit_ts` (physical ms).
     pub max_commit_ts: IntGauge,
-    /// `binlog_pump_storage_query_tikv_count` (always 0 here: we never ask TiKV).
+    /// `binlog_pump_storage_query_tikv_count`: questions to the resolver's source (`[resolver]`: TiDB's
+    /// status API here, TiKV upstream).
     pub query_tikv: IntCounter,
+    /// `binlog_pump_drainer_behind_gc_count` (ours): non-offline drainers whose checkpoint is below the
+    /// GC ts by time (they miss binlogs unless `gc-waits-for-drainers`).
+    pub drainers_behind_gc: IntGauge,
+    /// `binlog_pump_storage_pending_prewrite_count` (ours): Prewrites waiting for their Commit.
+    pub pending_prewrites: IntGauge,
+    /// `binlog_pump_storage_oldest_pending_prewrite_seconds` (ours): age of the oldest pending Prewrite,
+    /// from its start_ts; above 600 (max-txn-timeout) it blocks replication and needs an operator.
+    pub oldest_pending_prewrite: IntGauge,
     /// `binlog_pump_storage_error_count{type}`.
     pub storage_errors: IntCounterVec,
     /// `binlog_pump_storage_write_binlog_size{type}`.
@@ -74,6 +83,14 @@ impl Metrics {
         let max_commit_ts = IntGauge::with_opts(st("max_commit_ts", "max commit ts of storage"))?;
         let query_tikv = IntCounter::with_opts(st("query_tikv_count", "Total count that queried tikv"))?;
         let storage_errors = IntCounterVec::new(st("error_count", "Total count of storage errors"), &["type"])?;
+        let pending_prewrites = IntGauge::with_opts(st("pending_prewrite_count", "Prewrites waiting for their commit"))?;
+        let drainers_behind_gc = IntGauge::with_opts(
+            Opts::new("drainer_behind_gc_count", "Non-offline drainers whose checkpoint is below the GC ts by time")
+                .namespace("binlog")
+                .subsystem("pump"),
+        )?;
+        let oldest_pending_prewrite =
+            IntGauge::with_opts(st("oldest_pending_prewrite_seconds", "Age of the oldest pending prewrite by its start ts"))?;
         let hst = |name: &str, help: &str| HistogramOpts::new(name, help).namespace("binlog").subsystem("pump_storage");
         let write_size = HistogramVec::new(
             hst("write_binlog_size", "write binlog size").buckets(exponential_buckets(16.0, 2.0, 25)?),
@@ -100,6 +117,9 @@ impl Metrics {
         registry.register(Box::new(max_commit_ts.clone()))?;
         registry.register(Box::new(query_tikv.clone()))?;
         registry.register(Box::new(storage_errors.clone()))?;
+        registry.register(Box::new(pending_prewrites.clone()))?;
+        registry.register(Box::new(drainers_behind_gc.clone()))?;
+        registry.register(Box::new(oldest_pending_prewrite.clone()))?;
         registry.register(Box::new(write_size.clone()))?;
         registry.register(Box::new(write_duration.clone()))?;
         registry.register(Box::new(slow_chaser.clone()))?;
@@ -116,6 +136,9 @@ impl Metrics {
             storage_size,
             max_commit_ts,
             query_tikv,
+            drainers_behind_gc,
+            pending_prewrites,
+            oldest_pending_prewrite,
             storage_errors,
             write_size,
             write_duration,
@@ -170,6 +193,9 @@ mod tests {
             "binlog_pump_storage_storage_size_bytes{type=\"available\"}",
             "binlog_pump_storage_max_commit_ts",
             "binlog_pump_storage_query_tikv_count",
+            "binlog_pump_storage_pending_prewrite_count",
+            "binlog_pump_drainer_behind_gc_count",
+            "binlog_pump_storage_oldest_pending_prewrite_seconds",
             "binlog_pump_storage_error_count{type=\"write_binlog\"}",
             "binlog_pump_storage_write_binlog_size_bucket",
             "binlog_pump_storage_write_binlog_duration_time_bucket",

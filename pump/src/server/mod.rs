@@ -25,6 +25,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod push;
+pub mod resolver;
 pub mod serve;
 pub mod store;
 pub mod tls;
@@ -96,6 +97,21 @@ async fn signal() -> &'static str {
     }
 }
 
+/// The HTTP client for TiDB's status API: `[security]`'s CA and client certificate when set.
+fn status_api_client(sec: &config::Security) -> anyhow::Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
+    if !sec.ssl_ca.is_empty() {
+        let read = |p: &str| std::fs::read(p).with_context(|| format!("reading [security] file {p}"));
+        b = b.add_root_certificate(reqwest::Certificate::from_pem(&read(&sec.ssl_ca)?)?);
+        if !sec.ssl_cert.is_empty() {
+            let mut pem = read(&sec.ssl_cert)?;
+            pem.extend(read(&sec.ssl_key)?);
+            b = b.identity(reqwest::Identity::from_pem(&pem)?);
+        }
+    }
+    Ok(b.build()?)
+}
+
 /// Runs the pump until it is paused or closed (by HTTP or a signal); returns after writing its final
 /// state to etcd.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -107,9 +123,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let pd = PdClient::connect(&pd_cfg).await?;
     let registry = Registry::new(crate::etcd::connect(&pd_cfg).await?);
     let first_ts = pd.get_ts().await.context("getting a ts from PD")?;
-    let store = store::Store::open(store_config(&cfg))
-        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
     let metrics = metrics::Metrics::new().context("registering metrics")?;
+    let resolver: std::sync::Arc<dyn pump_store::Resolver> = if cfg.resolver.tidb_status_urls.is_empty() {
+        std::sync::Arc::new(pump_store::WaitResolver)
+    } else {
+        let client = status_api_client(&cfg.security)?;
+        let rt = tokio::runtime::Handle::current();
+        resolver::TidbStatusResolver::new(cfg.resolver.tidb_status_urls.clone(), client, rt, metrics.query_tikv.clone())
+    };
+    let store = store::Store::open_with_resolver(store_config(&cfg), resolver)
+        .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;
 
     let listener = TcpListener::bind(&cfg.addr).await.with_context(|| format!("listening on addr {}", cfg.addr))?;
     let tls = serve::Tls::from_security(&cfg.security)?;

@@ -71,9 +71,7 @@ fn main() -> Result<()> {
         tables: a.tables,
         rate: a.rate,
         ddl_every: a.ddl_every,
-        syncer_extra: String::new(),
-        drainer_flags: Vec::new(),
-        to_extra: String::new(),
+        ..Options::default()
     };
     let mut n = 0;
     let mut e2e = E2e::start(opts, |what| {

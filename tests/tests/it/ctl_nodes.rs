@@ -76,8 +76,7 @@ fn update_rewrites_only_the_state_and_refuses_data_loss_without_force() {
     want.state = NodeState::Offline;
     assert_eq!(env.node(NodeKind::Pump, "p1"), want);
 
-    // Drainer offline while p2 holds newer binlogs: refused; paused is fine.
-    env.ctl(&["-cmd", "update-drainer", "-node-id", "d1", "-state", "offline"]).failed(1, "data-loss risk");
+    // Paused is fine.
     let run = env.ctl(&["--cmd", "update-drainer", "--node-id", "d1", "--state", "paused"]);
     assert!(run.ok().stdout.contains("updated drainer d1 in etcd: state online -> paused"), "{run:?}");
     assert_eq!(env.node(NodeKind::Drainer, "d1").state, NodeState::Paused);
@@ -90,13 +89,20 @@ fn update_rewrites_only_the_state_and_refuses_data_loss_without_force() {
     assert!(pump_alive.requests().contains(&"GET /status".to_string()));
 
     // -json: one object scripts can parse, refusal included (exit 1, etcd untouched).
-    let run = env.ctl(&["-cmd", "update-drainer", "-node-id", "d1", "-state", "offline", "-json"]);
+    // A running drainer behind p2 set offline by hand: refused (offline-drainer stops it cleanly).
+    let drainer_alive = FakeNode::start(200);
+    env.put_node(NodeKind::Drainer, &node("d2", &drainer_alive.addr, NodeState::Online, 90));
+    let run = env.ctl(&["-cmd", "update-drainer", "-node-id", "d2", "-state", "offline", "-json"]);
     run.failed(1, "data-loss risk");
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}: {run:?}"));
-    assert_eq!((v["node_id"].as_str(), v["from"].as_str(), v["to"].as_str()), (Some("d1"), Some("paused"), Some("offline")));
+    assert_eq!((v["node_id"].as_str(), v["from"].as_str(), v["to"].as_str()), (Some("d2"), Some("online"), Some("offline")));
     assert_eq!(v["applied"], serde_json::json!(false));
     assert_eq!(v["findings"][0]["severity"], "data_loss_risk", "{v}");
-    assert_eq!(env.node(NodeKind::Drainer, "d1").state, NodeState::Paused);
+    assert_eq!(env.node(NodeKind::Drainer, "d2").state, NodeState::Online);
+    // A dead drainer set offline (upstream's runbook): applied, saying what it gives up.
+    let run = env.ctl(&["-cmd", "update-drainer", "-node-id", "d1", "-state", "offline"]);
+    assert!(run.ok().stdout.contains("consumed only up to ts 90"), "{run:?}");
+    assert_eq!(env.node(NodeKind::Drainer, "d1").state, NodeState::Offline);
 
     // Same state: nothing to do.
     assert!(env.ctl(&["-cmd", "update-pump", "-node-id", "p2", "-state", "online"]).ok().stdout.contains("already online"));

@@ -47,10 +47,10 @@ fn make_pki(dir: &Path) -> Pki {
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     let ca = ca_params.self_signed(&ca_key).unwrap();
     let mut ders = Vec::new();
-    let mut leaf = |purpose: ExtendedKeyUsagePurpose, name: &str| {
+    let mut leaf = |purpose: &[ExtendedKeyUsagePurpose], name: &str| {
         let key = KeyPair::generate().unwrap();
         let mut params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        params.extended_key_usages = vec![purpose];
+        params.extended_key_usages = purpose.to_vec();
         let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
         let (c, k) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}-key.pem")));
         std::fs::write(&c, cert.pem()).unwrap();
@@ -58,8 +58,10 @@ fn make_pki(dir: &Path) -> Pki {
         ders.push((cert.der().to_vec(), key.serialize_der()));
         (c, k)
     };
-    let (server_cert, server_key) = leaf(ExtendedKeyUsagePurpose::ServerAuth, "server");
-    let (client_cert, client_key) = leaf(ExtendedKeyUsagePurpose::ClientAuth, "client");
+    // The server certificate is also a client one: a real PD dials its own etcd with it.
+    let (server_cert, server_key) =
+        leaf(&[ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth], "server");
+    let (client_cert, client_key) = leaf(&[ExtendedKeyUsagePurpose::ClientAuth], "client");
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
     Pki { ca: ca_path, ca_der: ca.der().to_vec(), server_der: ders.swap_remove(0), server_cert, server_key, client_cert, client_key }

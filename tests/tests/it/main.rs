@@ -17,6 +17,7 @@ mod harness_services;
 mod kafka_sink;
 mod mysql_sink;
 mod node_registry;
+mod orphan_prewrite;
 mod pump_config;
 mod pump_gc;
 mod pump_robust;

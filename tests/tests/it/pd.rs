@@ -115,13 +115,14 @@ fn a_pd_restart_is_waited_out_and_an_outage_past_the_bound_names_pd() {
     let url = cluster.pd().url();
     let rt = rt();
     let opts = PdOptions { retry_for: Duration::from_secs(3), attempt_timeout: Duration::from_secs(1) };
-    let pd = rt.block_on(PdClient::connect_with(&cfg(&url), opts)).unwrap();
+    let short = rt.block_on(PdClient::connect_with(&cfg(&url), opts)).unwrap();
+    let pd = rt.block_on(PdClient::connect(&cfg(&url))).unwrap();
     let t1 = rt.block_on(pd.get_ts()).unwrap();
     let member = cluster.pd.as_mut().unwrap();
     member.kill();
-    let err = rt.block_on(pd.get_ts()).unwrap_err().to_string();
+    let err = rt.block_on(short.get_ts()).unwrap_err().to_string();
     assert!(err.contains("PD unreachable at") && err.contains(&url), "the error names PD and the endpoint: {err}");
-    // Down, then back within the bound: the waiting call succeeds, above everything before.
+    // Down, then back within the bound (30 s by default): the waiting call succeeds, above everything before.
     let waiting = rt.spawn({
         let pd = pd.clone();
         async move { pd.get_ts().await }

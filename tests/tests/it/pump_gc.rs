@@ -1,6 +1,7 @@
 //! Pump GC end to end with the real binary: `POST /debug/gc/trigger` deletes sealed segments older than
-//! `gc` (less upstream's 10-minute margin), never what a non-offline drainer has not consumed yet, and a
-//! pull from before the GC ts starts at it.
+//! `gc` (less upstream's 10-minute margin), by time as upstream (a drainer behind is named, counted in
+//! `binlog_pump_drainer_behind_gc_count` and misses them), or with `gc-waits-for-drainers` never what a
+//! non-offline drainer has not consumed yet; a pull from before the GC ts starts at it.
 //!
 //! The old data is written beforehand into the pump's store directory with the `pump-store` library (as
 //! an earlier run of the pump would have left it, but two hours in the past and in small segments), then
@@ -38,7 +39,16 @@ fn metric(addr: &str, name: &str) -> Option<f64> {
 }
 
 #[test]
-fn gc_deletes_old_segments_but_never_what_a_drainer_still_needs() {
+fn with_gc_waits_for_drainers_gc_deletes_old_segments_but_never_what_a_drainer_still_needs() {
+    gc_with_a_lagging_drainer(true);
+}
+
+#[test]
+fn by_default_gc_goes_by_time_and_names_the_drainer_behind_it() {
+    gc_with_a_lagging_drainer(false);
+}
+
+fn gc_with_a_lagging_drainer(waits: bool) {
     let cluster = Cluster::builder().pd().start().unwrap();
     let url = cluster.pd().url();
     let data_dir = cluster.dir().join("pump");
@@ -69,8 +79,29 @@ fn gc_deletes_old_segments_but_never_what_a_drainer_still_needs() {
     drainer.max_commit_ts = first_commit;
     rt.block_on(registry.create(NodeKind::Drainer, &drainer)).unwrap();
 
-    let pump = start_pump(&url, &data_dir, &["-gc", "1h"]);
+    let toml = cluster.dir().join("pump-gc.toml");
+    std::fs::write(&toml, format!("gc-waits-for-drainers = {waits}\n[storage]\nstop-write-at-available-space = \"1 MiB\"\n")).unwrap();
+    let pump = start_pump(&url, &data_dir, &["-gc", "1h", "-config", toml.to_str().unwrap()]);
     let cid = rt.block_on(cluster_id(&url));
+
+    if !waits {
+        // By time: the lagging drainer does not hold GC; it is named and counted.
+        let mut after = Vec::new();
+        wait_until("old segments deleted past the lagging drainer", Duration::from_secs(30), || {
+            let _ = http("POST", &pump.addr, "/debug/gc/trigger");
+            std::thread::sleep(Duration::from_millis(200));
+            after = segments(&store_dir);
+            after.len() < before.len()
+        })
+        .unwrap_or_else(|e| panic!("{e}\n{}", pump.proc.log_tail()));
+        assert_eq!(metric(&pump.addr, "binlog_pump_drainer_behind_gc_count"), Some(1.0));
+        let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap();
+        assert!(
+            log.lines().any(|l| l.contains("behind the GC ts") && l.contains("gc-test-drainer")),
+            "the pump names the drainer behind the GC ts"
+        );
+        return;
+    }
 
     // GC is held at the drainer's checkpoint: the GC ts becomes its maxCommitTS and no old segment goes.
     // The pump's own first round may still run ("gc is working"): trigger until ours is the one that runs.
