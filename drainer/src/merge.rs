@@ -26,7 +26,9 @@
 //! Upstream blocks the whole merge on a source until it yields an item, so a paused pump stalls the
 //! drainer until it is online (or offline) again. We do better where it is safe. A reader may mark its
 //! source *excludable up to a bound* ([`SourceSender::set_exclude_upto`]) when the pump is `paused` in
-//! etcd **and** the reader has received everything up to the `maxCommitTS` the pump registered. The bound
+//! etcd with a pause record equal to its registered `maxCommitTS` (written by a pump that paused holding
+//! no open Prewrite: `pump::node::Registry::set_pause_record`) **and** the reader has received everything
+//! up to that `maxCommitTS`. The bound
 //! is a TSO taken *before* the etcd read that showed the pump paused: a resumed pump registers `online`
 //! before it accepts a prewrite, and a new transaction's commit ts is allocated after its prewrite, so
 //! everything the pump can carry after resuming has a commit ts above the bound. While its queue is
@@ -35,10 +37,11 @@
 //! the last batch is queued (release/acquire), so a skipped source never hides a queued item. When the
 //! pump comes back the reader clears the bound and the source is required again. A pump that is
 //! `online` in etcd but silent (crashed, unreachable) still blocks the merge, as upstream: skipping it
-//! could reorder its binlogs behind later ones. Caveat: a transaction prewritten on the pump *before*
-//! it paused and committed after (TiDB retries the commit binlog on the same pump) can carry a commit ts
-//! below the bound; it shows up as disorder (counted and logged). Our pump avoids it by not pausing with
-//! unmatched prewrites; an upstream pump does not promise that.
+//! could reorder its binlogs behind later ones. So does a `paused` pump without a pause record (it
+//! paused with open Prewrites, or an operator set it paused by hand, or it is upstream's pump): a
+//! transaction prewritten before the pause and committed after could carry a commit ts below any bound,
+//! so it is waited for, as upstream. Disorder (a binlog below the merge position) is counted, logged
+//! and alerted on (`binlog_drainer_disorder_binlog`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -106,6 +106,10 @@ pub struct PumpView {
     pub status: NodeStatus,
     /// A TSO taken before the read that returned `status` (0 if unknown).
     pub safe_ts: i64,
+    /// The pump is `paused` with a pause record equal to its registered max commit ts: it paused
+    /// holding no open Prewrite, so nothing it holds can commit above that later
+    /// (`Registry::set_pause_record`). Only then may the merge go on without it.
+    pub clean_pause: bool,
 }
 
 /// How readers connect.
@@ -165,7 +169,7 @@ pub async fn run_reader(
                 tracing::info!(pump = %id, last, "pump is offline; its reader stops");
                 return Ok(());
             }
-            NodeState::Paused if last >= st.max_commit_ts => {
+            NodeState::Paused if last >= st.max_commit_ts && view.clean_pause => {
                 // A view from a watch event carries no bound: keep the last one until the next scan.
                 if view.safe_ts > 0 {
                     out.set_exclude_upto(Some(view.safe_ts));
@@ -175,7 +179,8 @@ pub async fn run_reader(
                 }
                 continue;
             }
-            NodeState::Paused => out.set_exclude_upto(None),
+            // Paused without a pause record (open Prewrites at pause, or set paused by hand): it is
+            // waited for as upstream does, like a pump that is online.
             _ => out.set_exclude_upto(None),
         }
         match session(&st, &mut status, &mut last, &out, &cfg, &positions).await {
@@ -306,6 +311,8 @@ pub struct Collector {
     readers: HashMap<String, watch::Sender<PumpView>>,
     fatal: mpsc::UnboundedSender<ReaderError>,
     tso: Option<pump::pd::PdClient>,
+    /// Pumps' pause records as of the last scan.
+    pause_records: std::collections::BTreeMap<String, i64>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -354,12 +361,15 @@ impl Collector {
             readers: HashMap::new(),
             fatal: p.fatal,
             tso: p.tso,
+            pause_records: Default::default(),
         }
     }
 
     /// Applies one pump status.
     fn apply(&mut self, st: NodeStatus, safe_ts: i64) {
-        let view = PumpView { status: st.clone(), safe_ts };
+        let clean_pause =
+            st.state == NodeState::Paused && self.pause_records.get(&st.node_id) == Some(&st.max_commit_ts);
+        let view = PumpView { status: st.clone(), safe_ts, clean_pause };
         if let Some(tx) = self.readers.get(&st.node_id) {
             if tx.is_closed() {
                 // the reader ended (offline); forget it so a later online starts a new one
@@ -400,6 +410,14 @@ impl Collector {
             Some(t) => t.get_ts().await.map(|t| t as i64).unwrap_or(0),
             None => 0,
         };
+        match self.registry.pause_records().await {
+            Ok(r) => self.pause_records = r,
+            Err(e) => {
+                // Without the records no paused pump may be passed this round.
+                tracing::warn!(error = %e, "reading pumps' pause records in etcd failed");
+                self.pause_records.clear();
+            }
+        }
         match self.registry.list_with_revision(NodeKind::Pump).await {
             Ok((pumps, rev)) => {
                 for st in pumps {

@@ -38,6 +38,10 @@ pub struct Row {
     pub heartbeat_age_secs: Option<i64>,
     /// Whether `GET /status` answered (not probed for offline nodes).
     pub answers: Option<bool>,
+    /// Pump only, when paused: whether its pause record (ours) says it paused holding no open Prewrite,
+    /// so drainers may go on without it past its max commit ts.
+    #[serde(rename = "cleanPause", skip_serializing_if = "Option::is_none")]
+    pub clean_pause: Option<bool>,
     /// Drainer only: the newest commit ts it received from each pump (its `/status` `PumpPos`).
     #[serde(rename = "pumpPos", skip_serializing_if = "Option::is_none")]
     pub pump_pos: Option<std::collections::BTreeMap<String, i64>>,
@@ -82,7 +86,8 @@ pub async fn status(ctx: &Ctx) -> Result<()> {
     };
     let pump_up = futures::future::join_all(pumps.iter().map(ask)).await;
     let drainer_up = futures::future::join_all(drainers.iter().map(ask)).await;
-    let report = build(&pumps, &pump_up, &drainers, &drainer_up, now_ms());
+    let records = reg.pause_records().await?;
+    let report = build(&pumps, &pump_up, &drainers, &drainer_up, &records, now_ms());
     if ctx.flags.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -109,6 +114,7 @@ fn row(kind: NodeKind, n: &NodeStatus, probe: &Probe, now: i64) -> Row {
         heartbeat_age_secs: age_secs(n.update_ts, now),
         answers: probe.as_ref().map(Option::is_some),
         pump_pos: if kind == NodeKind::Drainer { pump_pos } else { None },
+        clean_pause: None,
         problems,
     }
 }
@@ -140,8 +146,18 @@ fn stale(r: &Row) -> bool {
 }
 
 /// Builds the report from the registry and the probes (pure, for tests).
-pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], drainer_up: &[Probe], now: i64) -> Report {
+pub fn build(
+    pumps: &[NodeStatus],
+    pump_up: &[Probe],
+    drainers: &[NodeStatus],
+    drainer_up: &[Probe],
+    pause_records: &std::collections::BTreeMap<String, i64>,
+    now: i64,
+) -> Report {
     let mut prows: Vec<Row> = pumps.iter().zip(pump_up).map(|(n, up)| row(NodeKind::Pump, n, up, now)).collect();
+    for p in prows.iter_mut().filter(|p| p.node.state == NodeState::Paused) {
+        p.clean_pause = Some(pause_records.get(&p.node.node_id) == Some(&p.node.max_commit_ts));
+    }
     let mut drows: Vec<Row> =
         drainers.iter().zip(drainer_up).map(|(n, up)| row(NodeKind::Drainer, n, up, now)).collect();
     // The pumps a drainer pulls from: every non-offline pump but a paused one, which it only drains up
@@ -203,14 +219,22 @@ pub fn build(pumps: &[NodeStatus], pump_up: &[Probe], drainers: &[NodeStatus], d
 }
 
 /// The pumps that keep drainer `d` from advancing. A pump it pulls from (online, pausing, closing) holds
-/// the merge while it does not answer or its heartbeat is stale. A paused pump holds it only until the
-/// drainer has received everything up to the pump's registered maxCommitTS; after that the merge goes on
-/// without it. What the drainer received is the larger of its `PumpPos` for the pump and its checkpoint.
+/// the merge while it does not answer or its heartbeat is stale. A paused pump with a pause record holds
+/// it only until the drainer has received everything up to the pump's registered maxCommitTS; after that
+/// the merge goes on without it. A paused pump without one always holds it. What the drainer received is the larger of its `PumpPos` for the pump and its checkpoint.
 fn pump_waits(d: &Row, pumps: &[Row]) -> Vec<String> {
     let mut out = Vec::new();
     for p in pumps.iter().filter(|p| p.node.state != NodeState::Offline) {
         let id = &p.node.node_id;
-        if p.node.state == NodeState::Paused {
+        if p.node.state == NodeState::Paused && p.clean_pause != Some(true) {
+            out.push(format!(
+                "waits for pump {id}, which is paused without a record that it holds no open transaction (it \
+                 paused with prewrites whose commit had not arrived, or it was set paused by hand): a commit \
+                 it holds could still come below the drainer's position, so the drainer waits for it, as \
+                 upstream; start the pump, or once you know it holds nothing needed, -cmd update-pump -state \
+                 offline -force"
+            ));
+        } else if p.node.state == NodeState::Paused {
             // Everything up to its checkpoint the drainer has consumed, from every pump.
             let pos = d.pump_pos.as_ref().and_then(|pos| pos.get(id).copied()).unwrap_or(0);
             let received = pos.max(d.node.max_commit_ts);
@@ -334,7 +358,7 @@ mod tests {
     fn paused_pump_blocks_every_drainer_and_slowest_drainer_holds_gc() {
         let pumps = [node("p1", NodeState::Online, NOW - 3000, NOW - 1000), node("p2", NodeState::Paused, NOW - 60_000, NOW - 60_000)];
         let drainers = [node("d1", NodeState::Online, NOW - 61_000, NOW - 500), node("d2", NodeState::Paused, NOW - 90_000, NOW - 90_000), node("d3", NodeState::Offline, 1, 1)];
-        let r = build(&pumps, &[UP, DOWN], &drainers, &[UP, DOWN, SKIP], NOW);
+        let r = build(&pumps, &[UP, DOWN], &drainers, &[UP, DOWN, SKIP], &records(&pumps), NOW);
         assert_eq!(r.pumps[0].lag_secs, Some(3));
         assert_eq!(r.drainers[0].heartbeat_age_secs, Some(0));
         let d1 = &r.drainers[0].problems;
@@ -351,24 +375,24 @@ mod tests {
     fn healthy_drainer_behind_is_called_slow_and_closing_pump_names_its_wait() {
         let pumps = [node("p1", NodeState::Closing, NOW - 1000, NOW - 1000)];
         let drainers = [node("d1", NodeState::Online, NOW - 30_000, NOW - 200)];
-        let r = build(&pumps, &[UP], &drainers, &[UP], NOW);
+        let r = build(&pumps, &[UP], &drainers, &[UP], &records(&pumps), NOW);
         // A closing pump still serves its binlogs: the drainer pulls from it as from an online one.
         assert_eq!(r.drainers[0].problems.len(), 1, "{:?}", r.drainers[0].problems);
         assert!(r.drainers[0].problems[0].contains("behind the pumps by 29s"), "{:?}", r.drainers[0].problems);
         assert!(r.pumps[0].problems[0].contains("waits for drainer d1"), "{:?}", r.pumps[0].problems);
         // A closing pump that does not answer holds the merge.
-        let r = build(&pumps, &[DOWN], &drainers, &[UP], NOW);
+        let r = build(&pumps, &[DOWN], &drainers, &[UP], &records(&pumps), NOW);
         assert!(r.drainers[0].problems[0].contains("pump p1, which is closing in etcd but does not answer"), "{:?}", r.drainers[0].problems);
 
         let pumps = [node("p1", NodeState::Online, NOW - 1000, NOW - 1000)];
-        let r = build(&pumps, &[UP], &drainers, &[UP], NOW);
+        let r = build(&pumps, &[UP], &drainers, &[UP], &records(&pumps), NOW);
         assert_eq!(r.drainers[0].problems.len(), 1);
         assert!(r.drainers[0].problems[0].contains("behind the pumps by 29s"), "{:?}", r.drainers[0].problems);
         let caught_up = [node("d1", NodeState::Online, NOW - 1000, NOW - 200)];
-        assert!(build(&pumps, &[UP], &caught_up, &[UP], NOW).drainers[0].problems.is_empty());
+        assert!(build(&pumps, &[UP], &caught_up, &[UP], &records(&pumps), NOW).drainers[0].problems.is_empty());
         // A checkpoint a few seconds behind (savepoint cadence) is normal.
         let trailing = [node("d1", NodeState::Online, NOW - 1000 - SLOW_SECS * 1000, NOW - 200)];
-        assert!(build(&pumps, &[UP], &trailing, &[UP], NOW).drainers[0].problems.is_empty());
+        assert!(build(&pumps, &[UP], &trailing, &[UP], &records(&pumps), NOW).drainers[0].problems.is_empty());
     }
 
     #[test]
@@ -378,16 +402,16 @@ mod tests {
         // Received p2's last binlog (and went on with p1 only): nothing blocks it, and p2's old
         // position is not a merge wait either.
         let pos = |p2_ms: i64| Some(Some(serde_json::json!({"PumpPos": {"p1": (NOW - 1000) << 18, "p2": p2_ms << 18}})));
-        let r = build(&pumps, &[UP, DOWN], &drainers, &[pos(NOW - 60_000)], NOW);
+        let r = build(&pumps, &[UP, DOWN], &drainers, &[pos(NOW - 60_000)], &records(&pumps), NOW);
         assert!(r.drainers[0].problems.is_empty(), "{:?}", r.drainers[0].problems);
         // Not yet received: it waits for the paused pump, whose process is gone.
         let behind = [node("d1", NodeState::Online, NOW - 70_000, NOW - 100)];
-        let r = build(&pumps, &[UP, DOWN], &behind, &[pos(NOW - 65_000)], NOW);
+        let r = build(&pumps, &[UP, DOWN], &behind, &[pos(NOW - 65_000)], &records(&pumps), NOW);
         let why = &r.drainers[0].problems;
         assert_eq!(why.len(), 1, "{why:?}");
         assert!(why[0].contains("waits for pump p2, which is paused") && why[0].contains("start the pump"), "{why:?}");
         // Only paused pumps: nothing to pull, and that is said.
-        let r = build(&pumps[1..], &[DOWN], &drainers, &[UP], NOW);
+        let r = build(&pumps[1..], &[DOWN], &drainers, &[UP], &records(&pumps), NOW);
         assert_eq!(r.drainers[0].problems, ["no pump is online: there is nothing to pull"]);
     }
 
@@ -400,7 +424,7 @@ mod tests {
         ];
         let drainers = [node("d1", NodeState::Online, NOW - 40_000, NOW - 100)];
         let body = serde_json::json!({"PumpPos": {"p1": (NOW - 2000) << 18, "p2": (NOW - 40_000) << 18}, "Synced": false});
-        let r = build(&pumps, &[UP, UP, UP], &drainers, &[Some(Some(body))], NOW);
+        let r = build(&pumps, &[UP, UP, UP], &drainers, &[Some(Some(body))], &records(&pumps), NOW);
         let why = &r.drainers[0].problems;
         assert_eq!(why.len(), 2, "{why:?}");
         assert!(why[0].contains("nothing from pump p3"), "{why:?}");
@@ -408,21 +432,41 @@ mod tests {
         assert_eq!(r.drainers[0].pump_pos.as_ref().unwrap().len(), 2);
     }
 
+    /// Pause records of every paused pump: each paused cleanly.
+    fn records(pumps: &[NodeStatus]) -> std::collections::BTreeMap<String, i64> {
+        pumps.iter().filter(|p| p.state == NodeState::Paused).map(|p| (p.node_id.clone(), p.max_commit_ts)).collect()
+    }
+
+    #[test]
+    fn a_paused_pump_without_a_pause_record_holds_every_drainer() {
+        let pumps = [node("p1", NodeState::Online, NOW, NOW), node("p2", NodeState::Paused, NOW - 60_000, NOW - 60_000)];
+        // The drainer has received everything p2 registered: with a clean pause record it goes on...
+        let drainers = [node("d1", NodeState::Online, NOW - 1_000, NOW)];
+        let r = build(&pumps, &[UP, DOWN], &drainers, &[UP], &records(&pumps), NOW);
+        assert!(r.drainers[0].problems.is_empty(), "{:?}", r.drainers[0].problems);
+        assert_eq!(r.pumps[1].clean_pause, Some(true));
+        // ...without one (hand-set paused, or paused with open prewrites) it waits, and says why.
+        let r = build(&pumps, &[UP, DOWN], &drainers, &[UP], &Default::default(), NOW);
+        let why = &r.drainers[0].problems;
+        assert!(why.iter().any(|w| w.contains("waits for pump p2") && w.contains("without a record")), "{why:?}");
+        assert_eq!(r.pumps[1].clean_pause, Some(false));
+    }
+
     #[test]
     fn a_pump_with_an_old_pending_prewrite_is_named_with_what_to_do() {
         let body = serde_json::json!({"PendingPrewrites": [{"startTS": 42, "ageSeconds": 700}, {"startTS": 50, "ageSeconds": 2}]});
         let pumps = [node("p1", NodeState::Online, NOW, NOW)];
-        let r = build(&pumps, &[Some(Some(body))], &[], &[], NOW);
+        let r = build(&pumps, &[Some(Some(body))], &[], &[], &records(&pumps), NOW);
         let p = &r.pumps[0].problems;
         assert_eq!(p.len(), 1, "{p:?}");
         assert!(p[0].contains("1 prewrite(s)") && p[0].contains("start_ts 42") && p[0].contains("-node-id p1 -start-ts 42"), "{p:?}");
         let fresh = serde_json::json!({"PendingPrewrites": [{"startTS": 50, "ageSeconds": 2}]});
-        assert!(build(&pumps, &[Some(Some(fresh))], &[], &[], NOW).pumps[0].problems.is_empty());
+        assert!(build(&pumps, &[Some(Some(fresh))], &[], &[], &records(&pumps), NOW).pumps[0].problems.is_empty());
     }
 
     #[test]
     fn json_row_flattens_the_node_json() {
-        let r = build(&[node("p1", NodeState::Online, NOW, NOW)], &[UP], &[], &[], NOW);
+        let r = build(&[node("p1", NodeState::Online, NOW, NOW)], &[UP], &[], &[], &Default::default(), NOW);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["pumps"][0]["nodeId"], "p1");
         assert_eq!(v["pumps"][0]["lagSeconds"], 0);

@@ -6,6 +6,9 @@ use etcd_client::{Client, Compare, CompareOp, EventType, GetOptions, Txn, TxnOp,
 
 use super::{NodeKind, NodeStatus, parse_node_key};
 
+/// Where pumps keep their pause records (ours; see [`Registry::set_pause_record`]).
+pub const PAUSE_RECORD_PREFIX: &str = "/tidb-binlog/v1/pause-records/";
+
 /// Why a registry operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -139,6 +142,37 @@ impl Registry {
         } else {
             Err(RegistryError::NotFound { kind, node_id: status.node_id.clone() })
         }
+    }
+
+    /// Sets (`Some(ts)`) or removes (`None`) pump `node_id`'s pause record (ours, at
+    /// [`PAUSE_RECORD_PREFIX`]`<node_id>`, decimal): written by a pump that paused holding every
+    /// transaction it accepted complete up to `ts` (no open Prewrite), so a drainer may go on without it
+    /// past `ts`; removed when the pump starts. Upstream's tools never read it.
+    pub async fn set_pause_record(&self, node_id: &str, ts: Option<i64>) -> Result<(), RegistryError> {
+        let key = format!("{PAUSE_RECORD_PREFIX}{node_id}");
+        let mut kv = self.client.kv_client();
+        match ts {
+            Some(ts) => kv.put(key.as_str(), ts.to_string(), None).await.map(|_| ()).map_err(etcd("put", &key)),
+            None => kv.delete(key.as_str(), None).await.map(|_| ()).map_err(etcd("delete", &key)),
+        }
+    }
+
+    /// Every pump's pause record: node id → ts (see [`Registry::set_pause_record`]).
+    pub async fn pause_records(&self) -> Result<std::collections::BTreeMap<String, i64>, RegistryError> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(PAUSE_RECORD_PREFIX, Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(etcd("list", PAUSE_RECORD_PREFIX))?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| {
+                let id = String::from_utf8_lossy(kv.key()).strip_prefix(PAUSE_RECORD_PREFIX)?.to_owned();
+                Some((id, std::str::from_utf8(kv.value()).ok()?.trim().parse().ok()?))
+            })
+            .collect())
     }
 
     /// Creates or updates, choosing by a Get first (upstream `UpdateNode`).

@@ -161,6 +161,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
 
     let prev = registry.get(NodeKind::Pump, &node_id).await?.map(|s| s.state);
+    // A pause record from an earlier clean pause no longer holds once we accept writes again.
+    registry.set_pause_record(&node_id, None).await.context("removing this pump's pause record in etcd")?;
     core.publish().await.context("registering in etcd")?;
     tracing::info!(node_id, previous = ?prev, addr = %core.cfg.addr, advertise = %core.cfg.advertise_addr, "pump online");
     if prev.is_none_or(|s| s == NodeState::Offline) {
@@ -189,12 +191,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     if let Err(e) = core.publish().await {
         tracing::warn!(error = %e, state = %core.state(), "recording the state in etcd");
     }
+    let mut settled = false;
     let end = match stop {
         Stop::Pause => {
             // Commits of prewrites already accepted still come in while pausing (only new
             // Prewrites are refused); wait for them so the registered max commit ts covers them.
             tokio::select! {
-                _ = core.wait_prewrites_settled(Duration::from_secs(30)) => {}
+                s = core.wait_prewrites_settled(Duration::from_secs(30)) => settled = s,
                 sig = signal() => tracing::warn!(signal = sig, "signal while pausing: pausing now"),
             }
             NodeState::Paused
@@ -214,6 +217,18 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     core.store.clone().close().await;
     core.publish_final(end).await.with_context(|| format!("recording state {end} in etcd"))?;
+    if end == NodeState::Paused {
+        // Only a pump that holds no open Prewrite may be passed by drainers while paused: up to its
+        // registered max commit ts nothing it holds can commit later. Otherwise drainers wait for it.
+        let record = settled.then(|| core.status().max_commit_ts);
+        if record.is_none() {
+            tracing::warn!("paused with open prewrites (or interrupted): drainers wait for this pump until it is back");
+        }
+        core.registry
+            .set_pause_record(&core.node_id, record)
+            .await
+            .context("recording this pump's pause record in etcd")?;
+    }
     heartbeat.abort();
     tracing::info!(state = %end, "pump stopped");
     Ok(())

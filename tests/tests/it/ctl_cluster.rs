@@ -292,6 +292,7 @@ fn status_reports_the_live_cluster_as_it_is() {
     wait_advance(&env, &d, m2);
     let v = status();
     assert_eq!((v["pumps"][1]["state"].as_str(), v["pumps"][1]["answers"].as_bool()), (Some("paused"), Some(false)));
+    assert_eq!(v["pumps"][1]["cleanPause"], serde_json::json!(true), "an idle pump pauses cleanly: {v:#}");
     assert!(problems(&v).is_empty(), "{v:#}");
 
     // The drainer paused: status says so, and it holds back GC.

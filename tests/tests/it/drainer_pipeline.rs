@@ -320,12 +320,18 @@ async fn drainer_merges_three_pumps_in_commit_ts_order_and_paused_pumps_stop_blo
     assert_eq!((ch[0].table.schema.as_str(), ch[0].table.name.as_str()), ("test", "t2"));
     assert!(matches!(items[3].body, Body::Empty), "fake binlog is Empty");
 
-    // pa paused having delivered its maxCommitTS: skippable; pb still online and silent: still blocks.
+    // pa paused cleanly (its pause record says it holds no open transaction) having delivered its
+    // maxCommitTS: skippable; pb still online and silent: still blocks.
     set_pump(&reg, "pa", &a_addr, NodeState::Paused, 100).await;
+    reg.set_pause_record("pa", Some(100)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(d.sink.ts().len(), 10, "an online silent pump must still block the merge");
+    // pb set paused by hand, without a pause record: it may still hold an open transaction, so it blocks.
     set_pump(&reg, "pb", &b_addr, NodeState::Paused, 100).await;
-    wait_for("110 once both silent pumps are paused", 20, || d.sink.ts().contains(&110)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(d.sink.ts().len(), 10, "a paused pump without a pause record must still block the merge");
+    reg.set_pause_record("pb", Some(100)).await.unwrap();
+    wait_for("110 once both silent pumps are paused cleanly", 20, || d.sink.ts().contains(&110)).await;
     // Real TSO from here on: pc keeps committing while pa and pb stay paused; each scan's TSO bound lets
     // it through.
     let tso = crate::pump_util::tso(&cluster.pd().url()).await;
