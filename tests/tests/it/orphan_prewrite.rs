@@ -84,3 +84,29 @@ fn without_a_source_the_drainer_holds_status_names_the_prewrite_and_an_operator_
     assert!(report.equal && report.tables > 0, "{}", report.text);
     Ok(())
 }
+
+#[test]
+fn a_twenty_minute_old_transaction_whose_commit_trails_by_five_seconds_is_served() {
+    use crate::pump_util::{cluster_id, commit, prewrite, pull_until, start_pump, tso};
+    use pump::proto::WriteBinlogReq;
+    let cluster = tests::Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
+    let pump = start_pump(&url, &cluster.dir().join("pump"), &[]);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(async {
+        let cid = cluster_id(&url).await;
+        let pd = tso(&url).await;
+        let now = pd.get_ts().await.unwrap();
+        // A pessimistic ETL transaction: started 20 minutes ago (its start_ts), prewritten now.
+        let start = pump::tso::compose(pump::tso::physical_ms(now) - 20 * 60 * 1000, 7) as i64;
+        let mut c = pump.client().await;
+        let w = |payload: Vec<u8>| WriteBinlogReq { cluster_id: cid, payload: payload.into() };
+        assert_eq!(c.write_binlog(w(prewrite(start, b"etl rows"))).await.unwrap().into_inner().errmsg, "");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let commit_ts = pd.get_ts().await.unwrap() as i64;
+        assert_eq!(c.write_binlog(w(commit(start, commit_ts))).await.unwrap().into_inner().errmsg, "");
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == commit_ts)).await;
+        let b = got.iter().find(|b| b.commit_ts() == commit_ts).unwrap();
+        assert_eq!((b.start_ts(), b.prewrite_value()), (start, &b"etl rows"[..]));
+    });
+}
