@@ -135,11 +135,21 @@ pub async fn update(ctx: &Ctx, kind: NodeKind) -> Result<()> {
 
 /// The node's answer to `PUT /state/<id>/<action>`.
 #[derive(Debug, Deserialize)]
-struct ApiReply {
+pub(crate) struct ApiReply {
     #[serde(default)]
-    message: String,
+    pub(crate) message: String,
     #[serde(default)]
-    code: i64,
+    pub(crate) code: i64,
+}
+
+/// Sends `req` to a node's HTTP API at `url` and reads its `{message, code}` reply; `unreachable` says
+/// what to do when the node does not answer.
+pub(crate) async fn api_call(req: reqwest::RequestBuilder, url: &str, unreachable: impl FnOnce() -> String) -> Result<ApiReply> {
+    let resp = req.send().await.with_context(unreachable)?;
+    let status = resp.status();
+    let body = resp.text().await.with_context(|| format!("reading the reply of {url}"))?;
+    serde_json::from_str(&body)
+        .with_context(|| format!("{url} replied HTTP {status} with something that is not the node API's JSON: {body:?}"))
 }
 
 /// `-cmd pause-*|offline-* -node-id X`: look the node up, then ask it over HTTP.
@@ -159,7 +169,7 @@ pub async fn apply(ctx: &Ctx, kind: NodeKind, action: Action) -> Result<()> {
     let word = action.path_word();
     let url = ctx.node_url(&node.host, &format!("/state/{}/{word}", node.node_id));
     let http = ctx.http(REQUEST_TIMEOUT)?;
-    let resp = http.put(&url).send().await.with_context(|| {
+    let reply = api_call(http.put(&url), &url, || {
         format!(
             "{kind} {} ({}) does not answer at {url}; if its process is gone for good, fix its state with \
              -cmd update-{kind} -state {}",
@@ -167,11 +177,8 @@ pub async fn apply(ctx: &Ctx, kind: NodeKind, action: Action) -> Result<()> {
             node.state,
             if action == Action::Pause { "paused" } else { "offline" }
         )
-    })?;
-    let status = resp.status();
-    let body = resp.text().await.with_context(|| format!("reading the reply of {url}"))?;
-    let reply: ApiReply = serde_json::from_str(&body)
-        .with_context(|| format!("{url} replied HTTP {status} with something that is not the node API's JSON: {body:?}"))?;
+    })
+    .await?;
     if reply.code != 200 {
         bail!("{kind} {} refused {word}: {} (code {})", node.node_id, reply.message, reply.code);
     }

@@ -4,19 +4,11 @@
 //! `-rollback` writes a Rollback and the transaction is never replicated. Until then the pump holds its
 //! watermark (and every drainer) at that Prewrite: `-cmd status` names it.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use pump::node::NodeKind;
-use serde::Deserialize;
 
+use super::nodes::api_call;
 use crate::ctx::{Ctx, REQUEST_TIMEOUT};
-
-#[derive(Debug, Default, Deserialize)]
-struct ApiReply {
-    #[serde(default)]
-    message: String,
-    #[serde(default)]
-    code: i64,
-}
 
 /// `-cmd settle-prewrite -node-id P -start-ts S (-commit-ts C | -rollback)`.
 pub async fn settle(ctx: &Ctx) -> Result<()> {
@@ -29,13 +21,10 @@ pub async fn settle(ctx: &Ctx) -> Result<()> {
     let reg = ctx.registry().await?;
     let node = ctx.lookup(&reg, NodeKind::Pump).await?;
     let url = ctx.node_url(&node.host, &path);
-    let resp = ctx.http(REQUEST_TIMEOUT)?.post(&url).send().await.with_context(|| {
+    let reply = api_call(ctx.http(REQUEST_TIMEOUT)?.post(&url), &url, || {
         format!("pump {} does not answer at {url}; start it first (the Prewrite is in its data dir)", node.node_id)
-    })?;
-    let status = resp.status();
-    let body = resp.text().await.with_context(|| format!("reading the reply of {url}"))?;
-    let reply: ApiReply = serde_json::from_str(&body)
-        .with_context(|| format!("{url} replied HTTP {status} with something that is not the pump API's JSON: {body:?}"))?;
+    })
+    .await?;
     if reply.code != 200 {
         bail!("pump {} refused: {}", node.node_id, reply.message);
     }
