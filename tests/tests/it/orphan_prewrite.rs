@@ -110,3 +110,56 @@ fn a_twenty_minute_old_transaction_whose_commit_trails_by_five_seconds_is_served
         assert_eq!((b.start_ts(), b.prewrite_value()), (start, &b"etl rows"[..]));
     });
 }
+
+/// Measures the time from a Prewrite whose Commit never comes to its Commit served, through the TiDB
+/// status API source (here a loopback server answering as TiDB's `/mvcc/hex` does).
+#[test]
+fn the_status_api_resolver_serves_a_lost_commit_within_seconds() {
+    use crate::pump_util::{cluster_id, prewrite, pull_until, start_pump, tso};
+    use pump::proto::WriteBinlogReq;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    // start_ts -> commit_ts that "TiKV" knows.
+    let known: std::sync::Arc<std::sync::Mutex<Option<(i64, i64)>>> = Default::default();
+    let status_addr = rt.block_on(async {
+        let known = known.clone();
+        let app = axum::Router::new().route(
+            "/mvcc/hex/{key}",
+            axum::routing::get(move |axum::extract::Path(key): axum::extract::Path<String>| {
+                let known = *known.lock().unwrap();
+                async move {
+                    let writes = known.map_or(serde_json::json!([]), |(s, c)| serde_json::json!([{"start_ts": s, "commit_ts": c}]));
+                    serde_json::json!({"key": key, "region_id": 2, "value": {"info": {"writes": writes}}}).to_string()
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        addr
+    });
+    let cluster = tests::Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
+    let toml = cluster.dir().join("pump.toml");
+    std::fs::write(
+        &toml,
+        format!("[storage]\nstop-write-at-available-space = \"1 MiB\"\n[resolver]\ntidb-status-urls = [\"http://{status_addr}\"]\n"),
+    )
+    .unwrap();
+    let pump = start_pump(&url, &cluster.dir().join("pump"), &["-config", toml.to_str().unwrap()]);
+    rt.block_on(async {
+        let (cid, pd) = (cluster_id(&url).await, tso(&url).await);
+        let start = pd.get_ts().await.unwrap() as i64;
+        let commit_ts = pd.get_ts().await.unwrap() as i64;
+        *known.lock().unwrap() = Some((start, commit_ts));
+        let mut c = pump.client().await;
+        let p = WriteBinlogReq { cluster_id: cid, payload: prewrite(start, b"rows").into() };
+        let lost_at = Instant::now();
+        assert_eq!(c.write_binlog(p).await.unwrap().into_inner().errmsg, "");
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == commit_ts)).await;
+        let took = lost_at.elapsed();
+        let b = got.iter().find(|b| b.commit_ts() == commit_ts).unwrap();
+        assert_eq!((b.start_ts(), b.prewrite_value()), (start, &b"rows"[..]));
+        eprintln!("lost commit served through /mvcc/hex {took:?} after its prewrite");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+    });
+}
