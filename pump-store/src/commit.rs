@@ -10,6 +10,9 @@
 //! the lead for up to `lead_linger`, yielding its core, so that the async appenders it just answered can
 //! queue again without having to wake it.
 //!
+//! With the io_uring backend nobody leads: the shard's pipeline thread (`pipeline`) takes the batches,
+//! and appenders only queue and wake it (`Queue::parked` says how).
+//!
 //! Invariants: at most one leader at a time (`Queue::leader`); `leader == false` implies an empty queue;
 //! records are written in queue order; an append is answered only after its batch is durable or failed.
 
@@ -32,7 +35,8 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    fn complete(self, res: Result<(), StoreError>) {
+    /// Tells the appender its result.
+    pub(crate) fn complete(self, res: Result<(), StoreError>) {
         match self {
             Waiter::Thread(slot) => slot.set(SlotState::Done(res)),
             Waiter::Task(tx) => {
@@ -93,16 +97,30 @@ pub(crate) struct Queued {
     pub(crate) waiter: Waiter,
 }
 
+/// Where the pipeline thread (io_uring backend) waits, so an appender knows how to wake it.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parked {
+    /// Running, or waiting for a completion it needs anyway (no wake-up needed).
+    #[default]
+    No,
+    /// Idle on `Shared::queue_cv`.
+    Condvar,
+    /// In its device's wait, with room for another batch in flight.
+    Device,
+}
+
 /// The commit queue, behind `Shared::queue`.
 #[derive(Debug, Default)]
 pub(crate) struct Queue {
-    pending: VecDeque<Queued>,
+    pub(crate) pending: VecDeque<Queued>,
+    /// How to wake the pipeline thread (io_uring backend; always `No` with std).
+    pub(crate) parked: Parked,
     /// Somebody is leading (writing, or handed the lead and about to).
     leader: bool,
     /// The lead was handed to the background thread.
     kick: bool,
     /// No new appends are taken.
-    closed: bool,
+    pub(crate) closed: bool,
     /// The background thread has finished: the active file and the directory lock are released.
     exited: bool,
     close_waiters: Vec<oneshot::Sender<()>>,
@@ -136,8 +154,18 @@ impl Shared {
     }
 }
 
+/// Wakes the pipeline thread as `how` says (called after releasing the queue lock).
+fn unpark(shared: &Shared, how: Parked) {
+    match how {
+        Parked::No => {}
+        Parked::Condvar => shared.queue_cv.notify_all(),
+        Parked::Device => shared.wake_device(),
+    }
+}
+
 /// Appends from a thread that may block: leads if nobody is writing, else waits as a follower (and
-/// leads if handed the lead). Returns once the record is durable or failed.
+/// leads if handed the lead). Returns once the record is durable or failed. With the io_uring backend it
+/// only queues, wakes the pipeline thread and waits.
 pub(crate) fn append_thread(shared: &Shared, rec: Record) -> Result<(), StoreError> {
     let slot = Arc::new(Slot::default());
     {
@@ -146,6 +174,16 @@ pub(crate) fn append_thread(shared: &Shared, rec: Record) -> Result<(), StoreErr
             return Err(StoreError::Closed);
         }
         q.pending.push_back(Queued { rec, waiter: Waiter::Thread(slot.clone()) });
+        if shared.pipelined {
+            let how = std::mem::take(&mut q.parked);
+            drop(q);
+            unpark(shared, how);
+            return match slot.wait() {
+                Wake::Done(r) => r,
+                // Nobody hands the lead on in pipelined mode; answer rather than hang if that broke.
+                Wake::Lead => Err(StoreError::Closed),
+            };
+        }
         if q.leader {
             drop(q);
             match slot.wait() {
@@ -167,6 +205,12 @@ pub(crate) fn append_task(shared: &Shared, rec: Record) -> Result<oneshot::Recei
         return Err(StoreError::Closed);
     }
     q.pending.push_back(Queued { rec, waiter: Waiter::Task(tx) });
+    if shared.pipelined {
+        let how = std::mem::take(&mut q.parked);
+        drop(q);
+        unpark(shared, how);
+        return Ok(rx);
+    }
     if !q.leader {
         q.leader = true;
         q.kick = true;
@@ -186,12 +230,27 @@ pub(crate) fn close(shared: &Shared) -> oneshot::Receiver<()> {
     } else {
         q.close_waiters.push(tx);
     }
+    let how = std::mem::take(&mut q.parked);
+    drop(q);
     shared.queue_cv.notify_all();
+    unpark(shared, how);
     rx
 }
 
+/// The encoded size of the batch [`take_batch`] would take now.
+pub(crate) fn peek_batch_bytes(q: &Queue, max: usize) -> usize {
+    let mut bytes = 0usize;
+    for item in &q.pending {
+        if bytes >= max {
+            break;
+        }
+        bytes += crate::format::encoded_len(item.rec.payload.len());
+    }
+    bytes
+}
+
 /// Takes the next batch off the queue: at least one append, then more while under `max` bytes.
-fn take_batch(q: &mut Queue, max: usize) -> Vec<Queued> {
+pub(crate) fn take_batch(q: &mut Queue, max: usize) -> Vec<Queued> {
     let mut batch = Vec::new();
     let mut bytes = 0usize;
     while bytes < max {
@@ -320,9 +379,16 @@ pub(crate) fn background(shared: Arc<Shared>) {
     q.leader = true;
     drop(q);
     drop(shared.writer.lock().unwrap_or_else(|e| e.into_inner()).take());
+    exited(&shared);
+}
+
+/// The writer has been released (background or pipeline thread at close): marks the shard closed and
+/// answers the `close` callers.
+pub(crate) fn exited(shared: &Shared) {
     shared.lock().closed = true;
     shared.bell.ring();
     let mut q = shared.queue();
+    q.leader = true;
     q.exited = true;
     for tx in q.close_waiters.drain(..) {
         let _ = tx.send(());

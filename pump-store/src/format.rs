@@ -10,8 +10,10 @@ use std::fmt;
 
 /// First 8 bytes of every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TBRSSEG\0";
-/// The segment format version this code writes.
-pub const VERSION: u32 = 1;
+/// The segment format version this code writes (v2: pad records, a preallocated zero tail; FORMAT.md).
+pub const VERSION: u32 = 2;
+/// The oldest segment format version this code reads.
+pub const MIN_VERSION: u32 = 1;
 /// Size of the segment header in bytes.
 pub const HEADER_LEN: usize = 32;
 /// Size of the record frame (`len:u32 | crc:u32`) in front of every record body.
@@ -24,6 +26,8 @@ pub const TRAILER_MAGIC: [u8; 8] = *b"TBRSEND\0";
 pub const TRAILER_LEN: usize = 16;
 /// Largest record body we accept (1 GiB); a bigger length field is treated as corruption.
 pub const MAX_BODY_LEN: usize = 1 << 30;
+/// The smallest encoded record (frame and fixed body, empty payload), hence the smallest pad record.
+pub const MIN_RECORD_LEN: usize = FRAME_LEN + BODY_FIXED_LEN;
 
 /// Kind byte of a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,6 +42,8 @@ pub enum RecordKind {
     Fake,
     /// The footer of a sealed segment (its payload is a [`Footer`]).
     Footer,
+    /// Padding up to an alignment boundary (v2): its payload is zeros and it carries nothing. Scans skip it.
+    Pad,
 }
 
 impl RecordKind {
@@ -49,6 +55,7 @@ impl RecordKind {
             RecordKind::Rollback => 3,
             RecordKind::Fake => 4,
             RecordKind::Footer => 0x7f,
+            RecordKind::Pad => 0x7e,
         }
     }
 
@@ -60,6 +67,7 @@ impl RecordKind {
             3 => RecordKind::Rollback,
             4 => RecordKind::Fake,
             0x7f => RecordKind::Footer,
+            0x7e => RecordKind::Pad,
             _ => return None,
         })
     }
@@ -83,11 +91,16 @@ pub struct SegmentHeader {
     pub seq: u64,
 }
 
-/// Encodes a segment header.
+/// Encodes a segment header of the current [`VERSION`].
 pub fn encode_header(seq: u64) -> [u8; HEADER_LEN] {
+    encode_header_version(seq, VERSION)
+}
+
+/// Encodes a segment header claiming format `version` (tests write old segments with it).
+pub fn encode_header_version(seq: u64, version: u32) -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
     h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-    h[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    h[8..12].copy_from_slice(&version.to_le_bytes());
     // 12..16 flags, 0
     h[16..24].copy_from_slice(&seq.to_le_bytes());
     // 24..28 reserved, 0
@@ -157,7 +170,7 @@ pub fn decode_header(b: &[u8]) -> Result<SegmentHeader, DecodeError> {
         return Err(DecodeError::BadCrc { stored, computed });
     }
     let version = u32_at(b, 8);
-    if version != VERSION {
+    if !(MIN_VERSION..=VERSION).contains(&version) {
         return Err(DecodeError::UnsupportedVersion(version));
     }
     Ok(SegmentHeader { version, seq: u64_at(b, 16) })
@@ -201,6 +214,40 @@ pub fn encode_record(out: &mut Vec<u8>, r: &RecordRef<'_>) {
     h.update(&out[start + FRAME_LEN..]);
     let crc = h.finalize();
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// How many bytes of padding to put at `pos` so that the next record starts at a multiple of `align`:
+/// 0 if `pos` is aligned, else the gap to the next boundary, or that gap plus `align` when the gap is too
+/// small for a record ([`MIN_RECORD_LEN`]). So a pad is never longer than `align + MIN_RECORD_LEN - 1`.
+pub fn pad_len(pos: u64, align: u64) -> usize {
+    let gap = ((align - pos % align) % align) as usize;
+    match gap {
+        0 => 0,
+        g if g < MIN_RECORD_LEN => g + align as usize,
+        g => g,
+    }
+}
+
+/// Appends a pad record of exactly `len` bytes (`len` ≥ [`MIN_RECORD_LEN`]; shorter is a no-op).
+// Format: { len | crc | kind=Pad | 0:i64 | 0:i64 | 0:u64 | 0:u64 | zeros }
+pub fn encode_pad(out: &mut Vec<u8>, len: usize) {
+    if len < MIN_RECORD_LEN {
+        return;
+    }
+    let zeros = vec![0u8; len - MIN_RECORD_LEN];
+    encode_record(
+        out,
+        &RecordRef { kind: RecordKind::Pad, start_ts: 0, commit_ts: 0, prewrite_at: Loc::default(), payload: &zeros },
+    );
+}
+
+/// The first block of a v2 segment: its header, then a pad record up to `align` bytes, so that the first
+/// batch starts aligned.
+pub fn encode_header_block(seq: u64, align: u64) -> Vec<u8> {
+    let mut v = encode_header(seq).to_vec();
+    let pad = pad_len(HEADER_LEN as u64, align);
+    encode_pad(&mut v, pad);
+    v
 }
 
 /// Reads the body length from a frame; `Ok(None)` if fewer than [`FRAME_LEN`] bytes are given.
@@ -401,9 +448,9 @@ pub struct ScanStop {
 pub struct Scan<'a> {
     /// The header, if it decoded.
     pub header: Result<SegmentHeader, DecodeError>,
-    /// Every valid data record, in file order, with its offset.
+    /// Every valid data record (not the pads), in file order, with its offset.
     pub records: Vec<(u64, RecordRef<'a>)>,
-    /// Bytes that are valid data (header plus the records); a writer resumes here.
+    /// Bytes that are valid data (header plus the records and pads); a writer resumes here.
     pub valid_len: u64,
     /// The footer, if the segment is sealed and its footer and trailer are intact right after the data.
     pub footer: Option<Footer>,
@@ -412,7 +459,8 @@ pub struct Scan<'a> {
 }
 
 /// Scans a whole segment image: header, then records until the end, a footer, or the first invalid
-/// byte. Never panics; every returned record passed its CRC.
+/// byte (in a v2 segment the preallocated zero tail is such a stop: a zero length is out of range). Pad
+/// records are skipped. Never panics; every returned record passed its CRC.
 pub fn scan_segment(b: &[u8]) -> Scan<'_> {
     let header = decode_header(b);
     let mut scan = Scan { header: header.clone(), records: Vec::new(), valid_len: 0, footer: None, stop: None };
@@ -432,6 +480,7 @@ pub fn scan_segment(b: &[u8]) -> Scan<'_> {
                 scan.valid_len = off as u64;
                 return scan;
             }
+            Ok((r, used)) if r.kind == RecordKind::Pad => off += used,
             Ok((r, used)) => {
                 scan.records.push((off as u64, r));
                 off += used;
@@ -448,8 +497,9 @@ pub fn scan_segment(b: &[u8]) -> Scan<'_> {
 }
 
 /// The fuzz oracle: scans `b` as a segment image and panics if any invariant breaks: every returned
-/// record re-encodes to exactly the bytes at its offset (so its CRC holds), records are contiguous from
-/// the header to `valid_len`, and a reported footer decodes from the tail. A scan itself never panics.
+/// record re-encodes to exactly the bytes at its offset (so its CRC holds), records and pad records are
+/// contiguous from the header to `valid_len`, and a reported footer decodes from the tail. A scan itself
+/// never panics.
 /// Used by `fuzz/` and by the stable regression test over a mutated corpus.
 pub fn check_scan_invariants(b: &[u8]) {
     let scan = scan_segment(b);
@@ -458,7 +508,17 @@ pub fn check_scan_invariants(b: &[u8]) {
         return;
     }
     let mut next = HEADER_LEN as u64;
+    let skip_pads = |mut at: u64| {
+        while let Ok((r, used)) = decode_record(&b[at as usize..]) {
+            if r.kind != RecordKind::Pad || at >= scan.valid_len {
+                break;
+            }
+            at += used as u64;
+        }
+        at
+    };
     for (off, r) in &scan.records {
+        next = skip_pads(next);
         assert_eq!(*off, next, "records not contiguous");
         let mut enc = Vec::new();
         encode_record(&mut enc, r);
@@ -466,9 +526,10 @@ pub fn check_scan_invariants(b: &[u8]) {
         assert_eq!(&b[at..at + enc.len()], &enc[..], "returned record differs from its bytes");
         let (again, used) = decode_record(&b[at..]).expect("a returned record decodes again");
         assert_eq!((again, used), (*r, enc.len()));
-        assert_ne!(r.kind, RecordKind::Footer, "footer returned as data");
+        assert!(!matches!(r.kind, RecordKind::Footer | RecordKind::Pad), "footer or pad returned as data");
         next += enc.len() as u64;
     }
+    next = skip_pads(next);
     assert_eq!(scan.valid_len, next, "valid_len is not the end of the last record");
     assert!(scan.valid_len as usize <= b.len());
     if let Some(f) = &scan.footer {

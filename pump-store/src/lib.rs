@@ -26,11 +26,13 @@ mod commit;
 pub mod format;
 mod front;
 mod io;
+mod pipeline;
 mod reader;
 pub mod recovery_check;
 mod resolver;
 mod sorter;
 mod store;
+mod writer;
 
 pub use format::DecodeError;
 pub use io::IoBackend;
@@ -62,6 +64,11 @@ pub struct StoreConfig {
     pub lead_linger: Duration,
     /// How a batch is written and synced (default [`IoBackend::Std`]).
     pub io_backend: IoBackend,
+    /// [`IoBackend::Uring`]: how many batches may be in flight at once per shard (default 16).
+    pub io_depth: usize,
+    /// Allocate every segment to `segment_size` when it is created (`fallocate`), so that a durable
+    /// write never grows the file (default true; where the filesystem cannot, segments grow as written).
+    pub preallocate: bool,
     /// How many shards a *fresh* directory gets (default 1; 0 = [`default_shards`], the available
     /// cores up to [`MAX_AUTO_SHARDS`]). Each shard is a segment log of its own with its own group
     /// commit; an existing directory keeps the count it was written with (FORMAT.md).
@@ -79,6 +86,8 @@ impl Default for StoreConfig {
             max_batch_bytes: 8 << 20,
             lead_linger: Duration::from_micros(200),
             io_backend: IoBackend::Std,
+            io_depth: 16,
+            preallocate: true,
             shards: 1,
         }
     }

@@ -338,7 +338,7 @@ impl Cursor {
                     self.push(r, Kind::Fake, None);
                 }
             }
-            RecordKind::Footer => {}
+            RecordKind::Footer | RecordKind::Pad => {}
         }
     }
 
@@ -393,8 +393,8 @@ fn read_one(file: &File, off: u64) -> std::io::Result<Option<(RecordKind, i64, B
     Ok(format::decode_record(&buf).ok().map(|(r, _)| (r.kind, r.start_ts, Bytes::copy_from_slice(r.payload))))
 }
 
-/// Calls `f` for every record in `[from, to)` of segment `seq`, reading big chunks sequentially, until
-/// `f` returns false. Bytes in that range were written and synced by us, so damage is an error.
+/// Calls `f` for every record in `[from, to)` of segment `seq` (pad records skipped), reading big chunks
+/// sequentially, until `f` returns false. Bytes in that range were written and synced by us, so damage is an error.
 pub(crate) fn read_records(
     file: &File,
     path: &Path,
@@ -420,6 +420,10 @@ pub(crate) fn read_records(
                 break;
             }
             let (r, used) = format::decode_record(rest).map_err(|e| corrupt(buf_off + consumed as u64, e))?;
+            if r.kind == RecordKind::Pad {
+                consumed += used;
+                continue;
+            }
             if !f(Loc { seq, off: buf_off + consumed as u64 }, r) {
                 return Ok(());
             }

@@ -7,17 +7,19 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::commit::{self, BatchResult, Queue, Queued};
-use crate::io::BatchIo;
+use crate::commit::{self, Queue};
 use crate::format::{
     self, BODY_FIXED_LEN, Footer, HEADER_LEN, IndexEntry, Loc, MAX_BODY_LEN, RecordKind, RecordRef, TRAILER_LEN,
 };
+use crate::io::{Device, IoBackend, UringDevice, Wake};
+use crate::pipeline;
+use crate::writer::{Writer, create_segment};
 use crate::resolver::{Resolution, Resolver};
 use crate::front::Bell;
 use crate::sorter::Sorter;
@@ -37,7 +39,7 @@ pub(crate) fn seg_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:016}.seg"))
 }
 
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
+pub(crate) fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> StoreError + 'a {
     move |source| StoreError::Io { op, path: path.to_path_buf(), source }
 }
 
@@ -60,11 +62,12 @@ pub(crate) struct SegMeta {
 }
 
 impl SegMeta {
-    fn new() -> SegMeta {
+    /// An active segment without records, whose first record goes at `data_start`.
+    pub(crate) fn new(data_start: u64) -> SegMeta {
         SegMeta {
             sealed: false,
-            data_end: HEADER_LEN as u64,
-            file_len: HEADER_LEN as u64,
+            data_end: data_start,
+            file_len: data_start,
             min_ts: i64::MAX,
             max_ts: i64::MIN,
             max_commit: i64::MIN,
@@ -90,7 +93,7 @@ impl SegMeta {
 
     /// Accounts for a durable record of `len` bytes at `off`.
     /// `safe_watermark`: every Commit at or below it lies before `off`.
-    fn observe(&mut self, off: u64, kind: RecordKind, start_ts: i64, commit_ts: i64, len: u64, safe_watermark: i64) {
+    pub(crate) fn observe(&mut self, off: u64, kind: RecordKind, start_ts: i64, commit_ts: i64, len: u64, safe_watermark: i64) {
         if self.index.last().is_none_or(|e| off - e.off >= INDEX_EVERY) {
             self.index.push(IndexEntry { off, prefix_max_commit: self.max_commit, safe_watermark });
         }
@@ -100,14 +103,14 @@ impl SegMeta {
                 self.min_ts = self.min_ts.min(commit_ts);
                 self.max_commit = self.max_commit.max(commit_ts);
             }
-            RecordKind::Rollback | RecordKind::Footer => {}
+            RecordKind::Rollback | RecordKind::Footer | RecordKind::Pad => {}
         }
         self.max_ts = self.max_ts.max(start_ts).max(commit_ts);
         self.records += 1;
         self.data_end = off + len;
     }
 
-    fn footer(&self, seal_watermark: i64, replay_from: u64) -> Footer {
+    pub(crate) fn footer(&self, seal_watermark: i64, replay_from: u64) -> Footer {
         Footer {
             seal_watermark,
             replay_from,
@@ -157,10 +160,10 @@ impl State {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    appends: AtomicU64,
-    batches: AtomicU64,
-    fsyncs: AtomicU64,
-    bytes_written: AtomicU64,
+    pub(crate) appends: AtomicU64,
+    pub(crate) batches: AtomicU64,
+    pub(crate) fsyncs: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
     truncations: AtomicU64,
     write_errors: AtomicU64,
 }
@@ -172,21 +175,26 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Rung (after the state lock is released) whenever readers may have something new.
     pub(crate) bell: Arc<Bell>,
-    counters: Counters,
+    pub(crate) counters: Counters,
     poisoned: Mutex<Option<String>>,
     avail: AtomicU64,
     /// The group-commit queue (see `commit`).
     pub(crate) queue: Mutex<Queue>,
-    /// Wakes the background thread (lead handed to it, close).
+    /// Wakes the background thread (lead handed to it, close) or the idle pipeline thread.
     pub(crate) queue_cv: Condvar,
-    /// The active segment; only the leader touches it. `None` once closed.
+    /// The active segment; only the leader (std) or the pipeline thread (io_uring) touches it. `None`
+    /// once closed.
     pub(crate) writer: Mutex<Option<Writer>>,
+    /// Batches go through the io_uring pipeline thread (`pipeline`) instead of a leader.
+    pub(crate) pipelined: bool,
+    /// Wakes the pipeline thread while it waits on its device (set by that thread).
+    waker: OnceLock<Arc<dyn Wake>>,
     /// Test hook: the next batch write fails as if the disk had failed.
     #[cfg(test)]
-    fail_next_write: std::sync::atomic::AtomicBool,
+    pub(crate) fail_next_write: std::sync::atomic::AtomicBool,
     /// Test hook: the thread that wrote the last batch.
     #[cfg(test)]
-    last_writer: Mutex<Option<std::thread::ThreadId>>,
+    pub(crate) last_writer: Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl Shared {
@@ -195,7 +203,8 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn poison(&self, why: String) {
+    /// Refuses every later write until the store is reopened (the first reason is kept).
+    pub(crate) fn poison(&self, why: String) {
         tracing::error!(dir = %self.cfg.dir.display(), "pump-store refuses writes until reopened: {why}");
         self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
         let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
@@ -204,8 +213,20 @@ impl Shared {
         }
     }
 
-    fn poisoned(&self) -> Option<String> {
+    /// Why the store refuses writes, if it does.
+    pub(crate) fn poisoned(&self) -> Option<String> {
         self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub(crate) fn set_waker(&self, w: Arc<dyn Wake>) {
+        let _ = self.waker.set(w);
+    }
+
+    /// Wakes the pipeline thread from its device wait.
+    pub(crate) fn wake_device(&self) {
+        if let Some(w) = self.waker.get() {
+            w.wake();
+        }
     }
 
     pub(crate) fn refresh_space(&self) {
@@ -220,6 +241,21 @@ fn available_space(dir: &Path) -> u64 {
             tracing::warn!(dir = %dir.display(), "statvfs failed, not enforcing the space limit: {e}");
             u64::MAX
         }
+    }
+}
+
+/// The io_uring path's device for `cfg`, or `None` for the std backend (configured, or io_uring
+/// unavailable here: then with a warning).
+fn device_for(cfg: &StoreConfig) -> Option<Box<dyn Device>> {
+    match cfg.io_backend {
+        IoBackend::Std => None,
+        IoBackend::Uring => match UringDevice::new(cfg.io_depth.max(1)) {
+            Ok(d) => Some(Box::new(d)),
+            Err(e) => {
+                tracing::warn!(dir = %cfg.dir.display(), "io_uring unavailable ({e}); using the std backend");
+                None
+            }
+        },
     }
 }
 
@@ -264,12 +300,32 @@ impl Shard {
     /// something new. Recovers from a crash: truncates a torn or corrupt tail of the last segment
     /// (logged and counted), then replays the records the sorter had not released. Blocks while it reads.
     pub(crate) fn open_with(cfg: StoreConfig, resolver: Arc<dyn Resolver>, bell: Arc<Bell>) -> Result<Shard, StoreError> {
-        let shared = Arc::new(recover(cfg, bell)?);
+        let device = device_for(&cfg);
+        Shard::open_with_device(cfg, resolver, bell, device)
+    }
+
+    /// [`Shard::open_with`] with the io_uring path's device given (`None`: the std backend).
+    pub(crate) fn open_with_device(
+        cfg: StoreConfig,
+        resolver: Arc<dyn Resolver>,
+        bell: Arc<Bell>,
+        device: Option<Box<dyn Device>>,
+    ) -> Result<Shard, StoreError> {
+        let shared = Arc::new(recover(cfg, bell, device.is_some())?);
+        // An active segment of an older format is sealed: new records go into one of this format.
+        if let Some(w) = shared.writer.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+            && w.version < format::VERSION
+        {
+            w.rotate(&shared)?;
+        }
         let bg_shared = shared.clone();
-        let background = std::thread::Builder::new()
-            .name("pump-store-commit".into())
-            .spawn(move || commit::background(bg_shared))
-            .map_err(io_err("spawn commit thread", &shared.cfg.dir))?;
+        let spawned = match device {
+            Some(dev) => {
+                std::thread::Builder::new().name("pump-store-uring".into()).spawn(move || pipeline::run(bg_shared, dev))
+            }
+            None => std::thread::Builder::new().name("pump-store-commit".into()).spawn(move || commit::background(bg_shared)),
+        };
+        let background = spawned.map_err(io_err("spawn commit thread", &shared.cfg.dir))?;
         let inner = Arc::new(Inner { shared: shared.clone(), background: Some(background) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -472,13 +528,13 @@ pub(crate) fn to_record(r: &RecordRef<'_>) -> Record {
     let kind = match r.kind {
         RecordKind::Prewrite => Kind::Prewrite,
         RecordKind::Commit => Kind::Commit,
-        RecordKind::Rollback | RecordKind::Footer => Kind::Rollback,
+        RecordKind::Rollback | RecordKind::Footer | RecordKind::Pad => Kind::Rollback,
         RecordKind::Fake => Kind::Fake,
     };
     Record { kind, start_ts: r.start_ts, commit_ts: r.commit_ts, payload: Bytes::copy_from_slice(r.payload) }
 }
 
-fn record_kind(k: Kind) -> RecordKind {
+pub(crate) fn record_kind(k: Kind) -> RecordKind {
     match k {
         Kind::Prewrite => RecordKind::Prewrite,
         Kind::Commit => RecordKind::Commit,
@@ -488,12 +544,12 @@ fn record_kind(k: Kind) -> RecordKind {
 }
 
 /// Feeds one durable record to the sorter.
-fn feed(sorter: &mut Sorter, loc: Loc, kind: RecordKind, start_ts: i64, commit_ts: i64, now: Instant) {
+pub(crate) fn feed(sorter: &mut Sorter, loc: Loc, kind: RecordKind, start_ts: i64, commit_ts: i64, now: Instant) {
     match kind {
         RecordKind::Prewrite => sorter.prewrite(start_ts, loc, now),
         RecordKind::Commit | RecordKind::Fake => sorter.commit(start_ts, commit_ts, loc.seq),
         RecordKind::Rollback => sorter.rollback(start_ts),
-        RecordKind::Footer => {}
+        RecordKind::Footer | RecordKind::Pad => {}
     }
 }
 
@@ -607,6 +663,7 @@ fn scan_file(path: &Path, mut f: impl FnMut(u64, &RecordRef<'_>)) -> Result<File
                     footer_at = Some(buf_off + consumed as u64);
                     break;
                 }
+                Ok((r, used)) if r.kind == RecordKind::Pad => consumed += used,
                 Ok((r, used)) => {
                     f(buf_off + consumed as u64, &r);
                     consumed += used;
@@ -655,23 +712,42 @@ fn scan_file(path: &Path, mut f: impl FnMut(u64, &RecordRef<'_>)) -> Result<File
     }
 }
 
-fn create_segment(dir: &Path, seq: u64) -> Result<File, StoreError> {
-    let path = seg_path(dir, seq);
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&path)
-        .map_err(io_err("create", &path))?;
-    file.write_all_at(&format::encode_header(seq), 0).map_err(io_err("write header", &path))?;
-    file.sync_all().map_err(io_err("fsync", &path))?;
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync dir", dir))?;
-    Ok(file)
+/// The active segment as recovery leaves it.
+struct Active {
+    seq: u64,
+    file: File,
+    version: u32,
+    /// Where the next record goes (end of the valid records and pads).
+    len: u64,
+    /// The file's length (preallocated).
+    room: u64,
 }
 
-/// Opens the directory and rebuilds the in-memory state; returns it and the writer for the active segment.
-fn recover(cfg: StoreConfig, bell: Arc<Bell>) -> Result<Shared, StoreError> {
+impl Active {
+    fn create(cfg: &StoreConfig, seq: u64, metas: &mut BTreeMap<u64, SegMeta>) -> Result<Active, StoreError> {
+        let (file, len, room) = create_segment(cfg, seq)?;
+        let mut m = SegMeta::new(len);
+        m.file_len = room;
+        metas.insert(seq, m);
+        Ok(Active { seq, file, version: format::VERSION, len, room })
+    }
+}
+
+/// Bytes past the end of the records that recovery reads to tell a clean preallocated tail (zeros)
+/// from a torn or damaged one.
+const TAIL_CHECK: u64 = 1 << 20;
+
+/// Whether `len` bytes at `off` of `file` (at most [`TAIL_CHECK`]) are all zero.
+fn zeros_at(file: &File, path: &Path, off: u64, len: u64) -> Result<bool, StoreError> {
+    let mut buf = vec![0u8; len.min(TAIL_CHECK) as usize];
+    file.read_exact_at(&mut buf, off).map_err(io_err("read", path))?;
+    Ok(buf.iter().all(|&b| b == 0))
+}
+
+/// Opens the directory and rebuilds the in-memory state; returns it with the writer for the active
+/// segment. `pipelined`: batches will go through the io_uring pipeline (which needs the active segment's
+/// end aligned).
+fn recover(cfg: StoreConfig, bell: Arc<Bell>, pipelined: bool) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
     let lock_path = dir.join(LOCK_FILE);
@@ -690,11 +766,8 @@ fn recover(cfg: StoreConfig, bell: Arc<Bell>) -> Result<Shared, StoreError> {
     let counters = Counters::default();
     let mut metas = BTreeMap::new();
     let seqs = list_segments(&dir)?;
-    let (active_seq, active_file) = match seqs.split_last() {
-        None => {
-            metas.insert(1, SegMeta::new());
-            (1, create_segment(&dir, 1)?)
-        }
+    let active = match seqs.split_last() {
+        None => Active::create(&cfg, 1, &mut metas)?,
         Some((&last, sealed)) => {
             for &seq in sealed {
                 let path = seg_path(&dir, seq);
@@ -704,7 +777,7 @@ fn recover(cfg: StoreConfig, bell: Arc<Bell>) -> Result<Shared, StoreError> {
                     }
                     Err(seal_err) => {
                         // Not sealed: only acceptable if every byte is a valid record.
-                        let mut m = SegMeta::new();
+                        let mut m = SegMeta::new(HEADER_LEN as u64);
                         let scan = scan_file(&path, |off, r| {
                             let len = format::encoded_len(r.payload.len()) as u64;
                             m.observe(off, r.kind, r.start_ts, r.commit_ts, len, i64::MIN);
@@ -714,6 +787,7 @@ fn recover(cfg: StoreConfig, bell: Arc<Bell>) -> Result<Shared, StoreError> {
                         }
                         tracing::warn!(path = %path.display(), "segment is not sealed ({seal_err}); scanned it");
                         m.sealed = true;
+                        m.data_end = scan.valid_len;
                         m.file_len = scan.file_len;
                         metas.insert(seq, m);
                     }
@@ -729,42 +803,86 @@ fn recover(cfg: StoreConfig, bell: Arc<Bell>) -> Result<Shared, StoreError> {
                         reason: format::DecodeError::BadFooter("segment header names another sequence number"),
                     });
                 }
-                Ok(_) => {}
+                Ok(h) if scan.footer.is_none() => recover_active(&cfg, &counters, &path, last, h.version, &scan, pipelined)?,
+                Ok(_) => {
+                    if let Some(f) = &scan.footer {
+                        metas.insert(last, SegMeta::from_footer(f, scan.file_len));
+                    }
+                    Active::create(&cfg, last + 1, &mut metas)?
+                }
                 Err(e) => {
                     tracing::warn!(path = %path.display(), offset = 0, "segment header torn ({e}); starting the segment afresh");
                     counters.truncations.fetch_add(1, Ordering::Relaxed);
-                    let file = create_segment(&dir, last)?;
-                    metas.insert(last, SegMeta::new());
-                    return finish(cfg, bell, lock, gc_ts, counters, metas, last, file);
+                    Active::create(&cfg, last, &mut metas)?
                 }
-            }
-            if let Some(f) = &scan.footer {
-                metas.insert(last, SegMeta::from_footer(f, scan.file_len));
-                let next = last + 1;
-                metas.insert(next, SegMeta::new());
-                (next, create_segment(&dir, next)?)
-            } else {
-                let valid = scan.valid_len;
-                let file = OpenOptions::new().read(true).write(true).open(&path).map_err(io_err("open", &path))?;
-                if let Some(stop) = &scan.stop {
-                    tracing::warn!(
-                        path = %path.display(),
-                        offset = stop.offset,
-                        dropped_bytes = scan.file_len - valid,
-                        "truncating torn or corrupt tail: {}",
-                        stop.reason
-                    );
-                    counters.truncations.fetch_add(1, Ordering::Relaxed);
-                    file.set_len(valid).map_err(io_err("truncate", &path))?;
-                    file.sync_all().map_err(io_err("fsync", &path))?;
-                }
-                // Its meta is rebuilt during the replay, which knows the watermarks.
-                metas.insert(last, SegMeta::new());
-                (last, file)
             }
         }
     };
-    finish(cfg, bell, lock, gc_ts, counters, metas, active_seq, active_file)
+    // A recovered active segment's meta is rebuilt during the replay, which knows the watermarks.
+    metas.entry(active.seq).or_insert_with(|| SegMeta::new(active.len));
+    finish(cfg, bell, lock, gc_ts, counters, metas, active, pipelined)
+}
+
+/// The last segment, not sealed: keeps its valid records and cuts everything after them (a torn
+/// batch, the zeros of its preallocation, and whatever a crash left behind a hole, so no stale byte
+/// can ever follow new records); then, in format v2, pads it to the io_uring path's alignment and
+/// preallocates it again.
+fn recover_active(
+    cfg: &StoreConfig,
+    counters: &Counters,
+    path: &Path,
+    seq: u64,
+    version: u32,
+    scan: &FileScan,
+    pipelined: bool,
+) -> Result<Active, StoreError> {
+    let mut len = scan.valid_len;
+    let file = OpenOptions::new().read(true).write(true).open(path).map_err(io_err("open", path))?;
+    if let Some(stop) = &scan.stop {
+        // A v2 segment normally ends in the zeros of its preallocation: not worth a warning.
+        let clean = version >= 2
+            && stop.reason == format::DecodeError::BadLength(0)
+            && zeros_at(&file, path, len, scan.file_len - len)?;
+        if clean {
+            tracing::debug!(path = %path.display(), offset = len, "end of records; cutting the preallocated tail");
+        } else {
+            tracing::warn!(
+                path = %path.display(),
+                offset = stop.offset,
+                dropped_bytes = scan.file_len - len,
+                "truncating torn or corrupt tail: {}",
+                stop.reason
+            );
+            counters.truncations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    let mut room = scan.file_len;
+    let mut changed = false;
+    if scan.file_len > len {
+        file.set_len(len).map_err(io_err("truncate", path))?;
+        room = len;
+        changed = true;
+    }
+    if version >= 2 {
+        let pad = format::pad_len(len, crate::io::ALIGN);
+        if pipelined && pad > 0 {
+            let mut v = Vec::with_capacity(pad);
+            format::encode_pad(&mut v, pad);
+            file.write_all_at(&v, len).map_err(io_err("write pad", path))?;
+            len += pad as u64;
+            room = room.max(len);
+            changed = true;
+        }
+        let want = crate::writer::prealloc_target(len, cfg.segment_size);
+        if cfg.preallocate && room < want {
+            room = crate::writer::preallocate(&file, path, room, want);
+            changed = true;
+        }
+    }
+    if changed {
+        file.sync_all().map_err(io_err("fsync", path))?;
+    }
+    Ok(Active { seq, file, version, len, room })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -775,8 +893,8 @@ fn finish(
     gc_ts: i64,
     counters: Counters,
     mut metas: BTreeMap<u64, SegMeta>,
-    active_seq: u64,
-    active_file: File,
+    active: Active,
+    pipelined: bool,
 ) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     // Replay: from the last footer's replay_from (the oldest record its sorter had not released), with
@@ -785,13 +903,13 @@ fn finish(
         .values()
         .rev()
         .find_map(|m| m.seal)
-        .unwrap_or((0, metas.keys().next().copied().unwrap_or(active_seq)));
+        .unwrap_or((0, metas.keys().next().copied().unwrap_or(active.seq)));
     let mut sorter = Sorter::new(w0);
     let now = Instant::now();
     let replay: Vec<u64> = metas.range(from..).map(|(s, _)| *s).collect();
     for seq in replay {
-        let rebuild = seq == active_seq && metas.get(&seq).is_some_and(|m| !m.sealed);
-        let mut m = SegMeta::new();
+        let rebuild = seq == active.seq && metas.get(&seq).is_some_and(|m| !m.sealed);
+        let mut m = SegMeta::new(active.len);
         let path = seg_path(&dir, seq);
         scan_file(&path, |off, r| {
             let safe = sorter.watermark();
@@ -802,22 +920,21 @@ fn finish(
             }
         })?;
         if rebuild {
-            m.file_len = m.data_end;
+            m.data_end = active.len;
+            m.file_len = active.room;
             metas.insert(seq, m);
         }
     }
     sorter.drain();
-    let active_len = metas.get(&active_seq).map(|m| m.data_end).unwrap_or(HEADER_LEN as u64);
     let state = State {
         sorter,
         metas,
-        durable_end: Loc { seq: active_seq, off: active_len },
+        durable_end: Loc { seq: active.seq, off: active.len },
         gc_ts,
         closed: false,
         floor: i64::MIN,
     };
-    let io = crate::io::open(cfg.io_backend).map_err(io_err("set up the io backend", &dir))?;
-    let writer = Writer { io, file: active_file, seq: active_seq, len: active_len, buf: Vec::new(), _lock: lock };
+    let writer = Writer::new(active.file, active.seq, active.version, active.len, active.room, lock);
     Ok(Shared {
         avail: AtomicU64::new(available_space(&dir)),
         cfg,
@@ -828,6 +945,8 @@ fn finish(
         queue: Mutex::new(Queue::default()),
         queue_cv: Condvar::new(),
         writer: Mutex::new(Some(writer)),
+        pipelined,
+        waker: OnceLock::new(),
         #[cfg(test)]
         fail_next_write: std::sync::atomic::AtomicBool::new(false),
         #[cfg(test)]
@@ -835,136 +954,9 @@ fn finish(
     })
 }
 
-/// The active segment, written by the current leader: owns the segment file and the directory lock
-/// (released when the store closes, so a closed store can be reopened at once).
-#[derive(Debug)]
-pub(crate) struct Writer {
-    /// Writes and syncs batches (declared first: dropped before the buffer it may have borrowed).
-    io: Box<dyn BatchIo>,
-    file: File,
-    seq: u64,
-    len: u64,
-    buf: Vec<u8>,
-    _lock: File,
-}
-
-impl Writer {
-    /// Writes one batch with one `pwrite` and (with `sync_log`) one `fdatasync`, then publishes it to
-    /// the sorter and the readers. A failure poisons the store.
-    pub(crate) fn write_batch(&mut self, shared: &Shared, batch: &[Queued]) -> BatchResult {
-        if let Some(why) = shared.poisoned() {
-            return BatchResult::Poisoned(why);
-        }
-        if self.len >= shared.cfg.segment_size
-            && let Err(e) = self.rotate(shared)
-        {
-            shared.poison(e.to_string());
-            return BatchResult::Poisoned(e.to_string());
-        }
-        self.buf.clear();
-        let mut observed = Vec::with_capacity(batch.len());
-        {
-            let mut st = shared.lock();
-            let now = Instant::now();
-            // Raise the floor while the sorter is still idle, before this batch's Prewrites arrive.
-            st.releasable(shared.bell.seen());
-            // The watermark published with the durable end where this batch starts.
-            let safe = st.sorter.watermark();
-            for Queued { rec, .. } in batch {
-                let off = self.len + self.buf.len() as u64;
-                let kind = record_kind(rec.kind);
-                let prewrite_at = if kind == RecordKind::Commit {
-                    st.sorter.prewrite_loc(rec.start_ts).unwrap_or_default()
-                } else {
-                    Loc::default()
-                };
-                let before = self.buf.len();
-                format::encode_record(
-                    &mut self.buf,
-                    &RecordRef { kind, start_ts: rec.start_ts, commit_ts: rec.commit_ts, prewrite_at, payload: &rec.payload },
-                );
-                let loc = Loc { seq: self.seq, off };
-                feed(&mut st.sorter, loc, kind, rec.start_ts, rec.commit_ts, now);
-                observed.push((off, kind, rec.start_ts, rec.commit_ts, (self.buf.len() - before) as u64, safe));
-            }
-        }
-        let path = seg_path(&shared.cfg.dir, self.seq);
-        let mut res = Ok(());
-        #[cfg(test)]
-        {
-            *shared.last_writer.lock().unwrap() = Some(std::thread::current().id());
-        }
-        #[cfg(test)]
-        if shared.fail_next_write.swap(false, Ordering::SeqCst) {
-            res = Err(("write", io::Error::other("injected failure")));
-        }
-        if res.is_ok() {
-            res = self.io.write_batch(&self.file, &self.buf, self.len, shared.cfg.sync_log);
-        }
-        if let Err((op, e)) = res {
-            let msg = format!("{op} {}: {e}", path.display());
-            shared.poison(msg.clone());
-            return BatchResult::Io { op, path, kind: e.kind(), msg };
-        }
-        self.len += self.buf.len() as u64;
-        {
-            let mut st = shared.lock();
-            if let Some(m) = st.metas.get_mut(&self.seq) {
-                for (off, kind, s, c, len, safe) in observed {
-                    m.observe(off, kind, s, c, len, safe);
-                }
-                m.file_len = self.len;
-            }
-            st.durable_end = Loc { seq: self.seq, off: self.len };
-            st.sorter.drain();
-            shared.bell.raise_seen(st.sorter.watermark());
-        }
-        shared.bell.ring();
-        let c = &shared.counters;
-        c.appends.fetch_add(batch.len() as u64, Ordering::Relaxed);
-        c.batches.fetch_add(1, Ordering::Relaxed);
-        if shared.cfg.sync_log {
-            c.fsyncs.fetch_add(1, Ordering::Relaxed);
-        }
-        c.bytes_written.fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        BatchResult::Ok
-    }
-
-    /// Seals the active segment (footer + trailer, fsynced) and starts the next one.
-    fn rotate(&mut self, shared: &Shared) -> Result<(), StoreError> {
-        let dir = &shared.cfg.dir;
-        let path = seg_path(dir, self.seq);
-        let footer = {
-            let st = shared.lock();
-            let meta = st.metas.get(&self.seq).cloned().unwrap_or_else(SegMeta::new);
-            meta.footer(st.sorter.watermark(), st.sorter.oldest_seq().unwrap_or(self.seq + 1))
-        };
-        let seal = format::encode_seal(&footer);
-        self.file.write_all_at(&seal, self.len).map_err(io_err("write footer", &path))?;
-        self.file.sync_data().map_err(io_err("fsync", &path))?;
-        let sealed_len = self.len + seal.len() as u64;
-        let next = self.seq + 1;
-        let file = create_segment(dir, next)?;
-        {
-            let mut st = shared.lock();
-            if let Some(m) = st.metas.get_mut(&self.seq) {
-                m.sealed = true;
-                m.file_len = sealed_len;
-                m.seal = Some((footer.seal_watermark, footer.replay_from));
-            }
-            st.metas.insert(next, SegMeta::new());
-            st.durable_end = Loc { seq: next, off: HEADER_LEN as u64 };
-        }
-        shared.bell.ring();
-        shared
-            .counters
-            .bytes_written
-            .fetch_add((seal.len() + HEADER_LEN) as u64, Ordering::Relaxed);
-        self.file = file;
-        self.seq = next;
-        self.len = HEADER_LEN as u64;
-        Ok(())
-    }
+/// Fsyncs a directory (after creating, renaming or removing an entry in it).
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), StoreError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync dir", dir))
 }
 
 /// Asks the resolver about Prewrites the sorter is stuck on and writes what it learns as records.

@@ -1,15 +1,22 @@
 //! Crash consistency: a segment cut at any byte (what a crash leaves when the tail was never synced),
-//! optionally followed by garbage, must recover every record acknowledged before the cut and nothing else.
+//! optionally followed by garbage and then the zeros of the preallocated rest, must recover every record
+//! acknowledged before the cut and nothing else.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
 use proptest::prelude::*;
-use pump_store::{Kind, Record, Store, StoreConfig};
+use pump_store::{Kind, Record, Store, StoreConfig, format};
 
 fn cfg(dir: &std::path::Path, sync_log: bool) -> StoreConfig {
-    StoreConfig { dir: dir.to_path_buf(), sync_log, stop_write_at_available_space: 0, ..StoreConfig::default() }
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        sync_log,
+        stop_write_at_available_space: 0,
+        segment_size: 1 << 20,
+        ..StoreConfig::default()
+    }
 }
 
 fn payload(i: usize, len: usize) -> Bytes {
@@ -21,25 +28,30 @@ fn check(sizes: &[usize], cut: f64, garbage: &[u8]) {
     let base = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
     let seg_name = format!("{:016}.seg", 1);
 
-    // Write the records through the real writer, noting the file length at each acknowledgement.
+    // Write the records through the real writer; each one's end is where the log was when it was
+    // acknowledged (one append at a time, so one batch each).
     let a = tempfile::tempdir().unwrap();
-    let mut acked_len = Vec::new();
     {
         let store = Store::open(cfg(a.path(), false)).unwrap();
         for (i, &n) in sizes.iter().enumerate() {
             let ts = base + i as i64 + 1;
             store.append_blocking(Record { kind: Kind::Fake, start_ts: ts, commit_ts: ts, payload: payload(i, n) }).unwrap();
-            acked_len.push(std::fs::metadata(a.path().join(&seg_name)).unwrap().len());
         }
     }
     let image = std::fs::read(a.path().join(&seg_name)).unwrap();
-    let k = ((image.len() as f64) * cut) as usize;
+    let scan = format::scan_segment(&image);
+    assert_eq!(scan.records.len(), sizes.len());
+    let acked_len: Vec<u64> = scan.records.iter().map(|(off, r)| off + format::encoded_len(r.payload.len()) as u64).collect();
+    let k = ((scan.valid_len as f64) * cut) as usize;
     let acked = acked_len.iter().filter(|&&l| l as usize <= k).count();
 
-    // Crash: only the first k bytes made it, then whatever garbage.
+    // Crash: only the first k bytes made it, then whatever garbage, then the preallocated zeros.
     let b = tempfile::tempdir().unwrap();
     let mut crashed = image[..k].to_vec();
     crashed.extend_from_slice(garbage);
+    if crashed.len() < image.len() {
+        crashed.resize(image.len(), 0);
+    }
     std::fs::write(b.path().join(&seg_name), &crashed).unwrap();
 
     let store = Store::open(cfg(b.path(), true)).unwrap();

@@ -287,15 +287,17 @@ async fn a_torn_tail_is_truncated_and_counted() {
         store.close().await;
     }
     let seg = shard_dir(dir.path(), base + 10).join(format!("{:016}.seg", 1));
-    let len = std::fs::metadata(&seg).unwrap().len();
-    // Half of an 11th record, then garbage.
-    let f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
-    use std::io::Write;
-    (&f).write_all(&[0x2a, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]).unwrap();
+    let end = pump_store::format::scan_segment(&std::fs::read(&seg).unwrap()).valid_len;
+    // Half of an 11th record, then garbage, where the records end (before the preallocated zeros).
+    let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0x2a, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7], end).unwrap();
     drop(f);
     let store = Store::open(cfg(dir.path())).unwrap();
     assert_eq!(store.stats().torn_tail_truncations, 1);
-    assert_eq!(std::fs::metadata(&seg).unwrap().len(), len);
+    let image = std::fs::read(&seg).unwrap();
+    assert_eq!(pump_store::format::scan_segment(&image).valid_len, end);
+    assert!(image[end as usize..].iter().all(|&b| b == 0), "the torn bytes are gone");
     assert_eq!(store.max_commit_ts(), base + 10);
     store.append(fake(base + 11)).await.unwrap();
     let got = take(&store, 0, 11).await;
