@@ -9,20 +9,25 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use pump_store::{Kind, Record, Store, StoreConfig};
+use pump_store::{IoBackend, Kind, Record, Store, StoreConfig};
 
 const DIR_ENV: &str = "PUMP_STORE_KILL9_DIR";
 /// `threads`: the child appends from blocking threads (leader/follower path); else from async tasks.
 const MODE_ENV: &str = "PUMP_STORE_KILL9_MODE";
 /// How many shards the child's store has.
 const SHARDS_ENV: &str = "PUMP_STORE_KILL9_SHARDS";
+/// `uring`: the child writes through the io_uring pipeline.
+const BACKEND_ENV: &str = "PUMP_STORE_KILL9_BACKEND";
+/// How many concurrent appenders the child runs.
+const WRITERS_ENV: &str = "PUMP_STORE_KILL9_WRITERS";
 
-fn cfg(dir: &std::path::Path, shards: usize) -> StoreConfig {
+fn cfg(dir: &std::path::Path, shards: usize, io_backend: IoBackend) -> StoreConfig {
     StoreConfig {
         dir: dir.to_path_buf(),
         stop_write_at_available_space: 0,
         segment_size: 64 << 10,
         shards,
+        io_backend,
         ..StoreConfig::default()
     }
 }
@@ -31,16 +36,24 @@ fn child_shards() -> usize {
     std::env::var(SHARDS_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(1)
 }
 
-/// The child: appends from 8 concurrent tasks (or threads) forever, printing `ACK <ts>` after each
+fn child_backend() -> IoBackend {
+    if std::env::var(BACKEND_ENV).is_ok_and(|b| b == "uring") { IoBackend::Uring } else { IoBackend::Std }
+}
+
+fn child_writers() -> u8 {
+    std::env::var(WRITERS_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(8)
+}
+
+/// The child: appends from `PUMP_STORE_KILL9_WRITERS` (default 8) concurrent tasks (or threads) forever, printing `ACK <ts>` after each
 /// acknowledgement. Does nothing unless started by the parent test.
 #[test]
 fn kill9_child() {
     let Ok(dir) = std::env::var(DIR_ENV) else { return };
     if std::env::var(MODE_ENV).is_ok_and(|m| m == "threads") {
-        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards())).unwrap();
+        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards(), child_backend())).unwrap();
         let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
-        let threads: Vec<_> = (0..8u8)
+        let threads: Vec<_> = (0..child_writers())
             .map(|t| {
                 let store = store.clone();
                 let next = next.clone();
@@ -62,11 +75,11 @@ fn kill9_child() {
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards())).unwrap();
+        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards(), child_backend())).unwrap();
         let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
         let mut tasks = Vec::new();
-        for t in 0..8u8 {
+        for t in 0..child_writers() {
             let store = store.clone();
             let next = next.clone();
             tasks.push(tokio::spawn(async move {
@@ -85,15 +98,25 @@ fn kill9_child() {
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record() {
-    kill9_loop(1);
+    kill9_loop(1, IoBackend::Std, 8);
 }
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record_across_four_shards() {
-    kill9_loop(4);
+    kill9_loop(4, IoBackend::Std, 8);
 }
 
-fn kill9_loop(shards: usize) {
+#[test]
+fn kill_9_with_64_writers_on_the_io_uring_pipeline_loses_no_acknowledged_record() {
+    kill9_loop(1, IoBackend::Uring, 64);
+}
+
+#[test]
+fn kill_9_with_64_writers_on_the_io_uring_pipeline_across_four_shards() {
+    kill9_loop(4, IoBackend::Uring, 64);
+}
+
+fn kill9_loop(shards: usize, backend: IoBackend, writers: u8) {
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: HashSet<i64> = HashSet::new();
@@ -105,6 +128,8 @@ fn kill9_loop(shards: usize) {
             .env(DIR_ENV, dir.path())
             .env(MODE_ENV, mode)
             .env(SHARDS_ENV, shards.to_string())
+            .env(BACKEND_ENV, if backend == IoBackend::Uring { "uring" } else { "std" })
+            .env(WRITERS_ENV, writers.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -131,7 +156,8 @@ fn kill9_loop(shards: usize) {
         reader.join().unwrap();
         acked.extend(rx.try_iter());
 
-        let store = Store::open(cfg(dir.path(), shards)).unwrap();
+        // Reopened with the std backend: the pipeline's segments are plain v2 segments.
+        let store = Store::open(cfg(dir.path(), shards, IoBackend::Std)).unwrap();
         assert_eq!(store.shard_count(), shards);
         let wm = store.max_commit_ts();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -160,7 +186,11 @@ fn kill9_loop(shards: usize) {
             })
             .take(5)
             .collect();
-        assert!(missing.is_empty(), "round {round} ({mode}, {shards} shards): acknowledged but lost: {missing:?} ({} acked)", acked.len());
+        assert!(
+            missing.is_empty(),
+            "round {round} ({mode}, {shards} shards, {backend:?}): acknowledged but lost: {missing:?} ({} acked)",
+            acked.len()
+        );
         drop(store);
     }
 }

@@ -9,10 +9,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use futures::StreamExt;
 use proptest::prelude::*;
-use pump_store::{Committed, Kind, Record, Store, StoreConfig, StoreError};
+use pump_store::{Committed, IoBackend, Kind, Record, Store, StoreConfig, StoreError};
 
 fn cfg(dir: &std::path::Path, shards: usize) -> StoreConfig {
     StoreConfig { dir: dir.to_path_buf(), stop_write_at_available_space: 0, shards, ..StoreConfig::default() }
+}
+
+fn cfg_with(dir: &std::path::Path, shards: usize, io_backend: IoBackend) -> StoreConfig {
+    StoreConfig { io_backend, ..cfg(dir, shards) }
 }
 
 /// A realistic TSO for "now", so the timeout resolver considers it young.
@@ -147,9 +151,9 @@ fn op() -> impl Strategy<Value = Op> {
 /// upstream definition (the largest commit ts before the first unsettled Prewrite, in arrival order),
 /// never goes down while open, and reaches it once nothing is open; at the end, a pull yields exactly
 /// the committed transactions and fakes, in commit-ts order, each joined with its Prewrite.
-fn run_model(shards: usize, ops: &[Op]) {
+fn run_model(shards: usize, backend: IoBackend, ops: &[Op]) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = Store::open(cfg(dir.path(), shards)).unwrap();
+    let mut store = Store::open(cfg_with(dir.path(), shards, backend)).unwrap();
     let mut tso = tso_now();
     let mut next = || {
         tso += 1;
@@ -191,7 +195,7 @@ fn run_model(shards: usize, ops: &[Op]) {
             }
             Op::Reopen => {
                 drop(store);
-                store = Store::open(cfg(dir.path(), shards)).unwrap();
+                store = Store::open(cfg_with(dir.path(), shards, backend)).unwrap();
                 last_wm = i64::MIN;
             }
         }
@@ -239,12 +243,22 @@ proptest! {
 
     #[test]
     fn the_sharded_store_follows_the_model(ops in prop::collection::vec(op(), 1..60)) {
-        run_model(4, &ops);
+        run_model(4, IoBackend::Std, &ops);
     }
 
     #[test]
     fn one_shard_follows_the_model(ops in prop::collection::vec(op(), 1..60)) {
-        run_model(1, &ops);
+        run_model(1, IoBackend::Std, &ops);
+    }
+
+    #[test]
+    fn the_sharded_store_follows_the_model_on_io_uring(ops in prop::collection::vec(op(), 1..60)) {
+        run_model(4, IoBackend::Uring, &ops);
+    }
+
+    #[test]
+    fn one_shard_follows_the_model_on_io_uring(ops in prop::collection::vec(op(), 1..60)) {
+        run_model(1, IoBackend::Uring, &ops);
     }
 }
 

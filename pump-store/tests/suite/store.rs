@@ -1,5 +1,5 @@
 // Behaviour of the store through its public API, against real files in a temp dir; included by
-// `tests/store.rs` once per shard count (`SHARDS`).
+// `tests/store.rs` once per shard count (`SHARDS`) and write path (`BACKEND`).
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -9,7 +9,13 @@ use futures::StreamExt;
 use pump_store::{Committed, Kind, Record, Resolution, Resolver, Store, StoreConfig, StoreError};
 
 fn cfg(dir: &std::path::Path) -> StoreConfig {
-    StoreConfig { dir: dir.to_path_buf(), stop_write_at_available_space: 0, shards: SHARDS, ..StoreConfig::default() }
+    StoreConfig {
+        dir: dir.to_path_buf(),
+        stop_write_at_available_space: 0,
+        shards: SHARDS,
+        io_backend: BACKEND,
+        ..StoreConfig::default()
+    }
 }
 
 /// The directory holding the shard a record with `start_ts` goes to.
