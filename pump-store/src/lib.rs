@@ -13,6 +13,11 @@
 //! shard. The watermark is the minimum of what the shards can release, and a pull merges the shards'
 //! streams into one commit_ts order.
 //!
+//! Two write paths ([`IoBackend`]): `Std`, the leader/follower group commit above, one batch in flight;
+//! and `Uring`, a pipeline thread per shard that keeps up to [`StoreConfig::io_depth`] batches in flight
+//! as aligned `O_DIRECT` + `RWF_DSYNC` writes and acknowledges each once it and every earlier one are
+//! durable. Segments are preallocated ahead of the writes, so a durable write does not grow the file.
+//!
 //! The on-disk format is documented in `FORMAT.md` beside this crate; [`format`] holds its codec.
 #![warn(missing_docs)]
 #![deny(unsafe_code)]

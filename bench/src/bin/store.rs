@@ -12,6 +12,14 @@
 //! = n µs. `STORE_OVERWRITE_MIB=n` adds `device_overwrite`: device_raw
 //! overwriting an n MiB file written and synced beforehand, instead of appending to a growing one.
 //!
+//! `STORE_PIPELINE=1` runs only issue 25's comparison instead (`pipeline_appends`): the io_uring
+//! pipeline (`ours_uring`), the std backend on preallocated segments (`ours_std`), the std backend
+//! growing its file as before preallocation (`ours_std_growing`: the store before issue 25),
+//! `raft_engine`, and the device doing what fio's best job did (`device_uring`: `io_depth` writes of
+//! ours_uring's average batch in flight, `O_DIRECT` + `RWF_DSYNC`, on a file written beforehand;
+//! `device_uring_qd1`: the same one at a time, for the 1-writer cases), at 1/16/64 writers × 256 B,
+//! 1 KiB and 16 KiB, plus 16 writers × 256 KiB (bandwidth). `STORE_CASE` filters these too.
+//!
 //! * Durable appends, for 1, 16 and 64 concurrent writer threads × 256 B, 1 KiB and 16 KiB payloads:
 //!   - ours: `Store::append_blocking` (leader/follower group commit: one write + one fdatasync per batch,
 //!     issued by the first waiting appender);
@@ -114,7 +122,15 @@ fn store_cfg(dir: &Path) -> StoreConfig {
 }
 
 fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration, io_backend: IoBackend, shards: usize) -> Result<(Run, f64)> {
-    let store = Store::open(StoreConfig { io_backend, shards, ..store_cfg(dir) })?;
+    let (run, st) = run_ours_cfg(StoreConfig { io_backend, shards, ..store_cfg(dir) }, writers, payload, dur)?;
+    Ok((run, st.bytes_written as f64 / st.batches.max(1) as f64))
+}
+
+/// `writers` threads appending `payload`-byte fakes to a store opened with `cfg` for `dur`; the run and
+/// the store's counters after it.
+fn run_ours_cfg(cfg: StoreConfig, writers: usize, payload: usize, dur: Duration) -> Result<(Run, pump_store::StoreStats)> {
+    let shards = cfg.shards.max(1);
+    let store = Store::open(cfg)?;
     anyhow::ensure!(store.shard_count() == shards, "asked for {shards} shards, got {}", store.shard_count());
     let ts = Arc::new(AtomicI64::new(now_ts()));
     let body = Bytes::from(vec![0x5au8; payload]);
@@ -124,9 +140,7 @@ fn run_ours(dir: &Path, writers: usize, payload: usize, dur: Duration, io_backen
         s.append_blocking(Record { kind: Kind::Fake, start_ts: t, commit_ts: t, payload: body.clone() })?;
         Ok(())
     }))?;
-    let st = store.stats();
-    let avg_batch = st.bytes_written as f64 / st.batches.max(1) as f64;
-    Ok((run, avg_batch))
+    Ok((run, store.stats()))
 }
 
 /// Ours through the async API, as the pump server calls it: `writers` tokio tasks on a 2-worker
@@ -470,6 +484,158 @@ fn run_device_overwrite(dir: &Path, batch: usize, size: u64, dur: Duration) -> R
         ops += 1;
     }
     Ok(Run { ops, bytes: ops * buf.len() as u64, secs: start.elapsed().as_secs_f64(), hist })
+}
+
+/// A `size`-byte file of zeros under `root`, written and synced once (the device baselines overwrite it,
+/// as a preallocated, written-ahead log would be).
+fn prewritten(root: &Path, size: u64) -> Result<PathBuf> {
+    use std::os::unix::fs::FileExt;
+    let path = root.join("prewritten");
+    if std::fs::metadata(&path).is_ok_and(|m| m.len() == size) {
+        return Ok(path);
+    }
+    let f = OpenOptions::new().create(true).truncate(true).write(true).open(&path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < size {
+        f.write_all_at(&chunk, at)?;
+        at += chunk.len() as u64;
+    }
+    f.sync_all()?;
+    Ok(path)
+}
+
+/// The device baseline of the io_uring path (what fio's best job in issue 25 did): `depth` writes of
+/// `block` bytes (a multiple of 4 KiB) in flight through one io_uring, `O_DIRECT` with `RWF_DSYNC`, at
+/// consecutive offsets of the pre-written file `path` (wrapping around). Latency per write.
+fn run_device_uring(path: &Path, block: usize, depth: usize, dur: Duration) -> Result<Run> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    const ALIGN: usize = 4096;
+    anyhow::ensure!(block > 0 && block % ALIGN == 0, "block {block} is not a multiple of 4 KiB");
+    let f = OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32).open(path)?;
+    let size = f.metadata()?.len() / block as u64 * block as u64;
+    anyhow::ensure!(size >= (block * depth) as u64, "file too small for {depth} × {block} B");
+    let mut mem = vec![0xa5u8; block * depth + ALIGN];
+    let skew = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
+    let base = mem[skew..].as_mut_ptr();
+    let mut ring = io_uring::IoUring::new((depth + 1).next_power_of_two() as u32)?;
+    let fd = io_uring::types::Fd(f.as_raw_fd());
+    let dsync = rustix::io::ReadWriteFlags::DSYNC.bits() as i32;
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut started = vec![Instant::now(); depth];
+    let (mut ops, mut off, mut in_flight) = (0u64, 0u64, 0usize);
+    let mut free: Vec<usize> = (0..depth).collect();
+    let mut failure = None;
+    let start = Instant::now();
+    loop {
+        while failure.is_none() && start.elapsed() < dur {
+            let Some(slot) = free.pop() else { break };
+            let write = io_uring::opcode::Write::new(fd, base.wrapping_add(slot * block), block as u32)
+                .offset(off)
+                .rw_flags(dsync)
+                .build()
+                .user_data(slot as u64);
+            off = (off + block as u64) % size;
+            started[slot] = Instant::now();
+            // SAFETY: the entry points into `mem`, which outlives the ring's use of it: this function
+            // does not return before every submitted write has completed (the loop below waits for
+            // `in_flight` to reach zero, also after an error), and slot `slot` is not reused before its
+            // completion was reaped. The ring has room: at most `depth` entries are ever pending.
+            if unsafe { ring.submission().push(&write) }.is_err() {
+                free.push(slot);
+                break;
+            }
+            in_flight += 1;
+        }
+        if in_flight == 0 {
+            break;
+        }
+        if let Err(e) = ring.submit_and_wait(1) {
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                // The ring cannot be waited on: leak the buffers rather than free memory in use.
+                std::mem::forget(mem);
+                return Err(e.into());
+            }
+            continue;
+        }
+        let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
+        for (slot, res) in done {
+            let slot = slot as usize;
+            in_flight -= 1;
+            free.push(slot);
+            if res != block as i32 {
+                failure.get_or_insert(anyhow::anyhow!("device write returned {res}"));
+                continue;
+            }
+            hist.record(started[slot].elapsed().as_micros().max(1) as u64)?;
+            ops += 1;
+        }
+    }
+    drop(mem);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(Run { ops, bytes: ops * block as u64, secs: start.elapsed().as_secs_f64(), hist })
+}
+
+/// Issue 25's comparison (`STORE_PIPELINE=1`, see the module doc); medians of `rounds`.
+fn pipeline_appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
+    let depth = StoreConfig::default().io_depth;
+    println!("# issue 25: durable appends, io_uring pipeline (io_depth {depth}) vs std vs raft-engine vs device; {} s per system, case and round; medians of {rounds} rounds", dur.as_secs_f64());
+    let file = prewritten(root, 1 << 30)?;
+    let cases = [(1usize, 256usize), (16, 256), (64, 256), (1, 1024), (16, 1024), (64, 1024), (1, 16384), (16, 16384), (64, 16384), (16, 256 << 10)];
+    for (writers, payload) in cases {
+        let case = format!("store_pipeline_{writers}w_{payload}B");
+        if std::env::var("STORE_CASE").is_ok_and(|f| !case.contains(&f)) {
+            continue;
+        }
+        let (mut uring, mut std_pre, mut growing, mut raft, mut dev, mut dev1) =
+            (Medians::default(), Medians::default(), Medians::default(), Medians::default(), Medians::default(), Medians::default());
+        let (mut uring_batch, mut uring_disk, mut std_disk, mut blocks) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..rounds {
+            let (r, st) = run_ours_cfg(StoreConfig { io_backend: IoBackend::Uring, ..store_cfg(&fresh(root, "uring")?) }, writers, payload, dur)?;
+            uring.add(&r);
+            uring_batch.push(st.bytes_written as f64 / st.batches.max(1) as f64);
+            uring_disk.push(st.bytes_written as f64 / st.appends.max(1) as f64);
+            let (r, st) = run_ours_cfg(StoreConfig { io_backend: IoBackend::Std, ..store_cfg(&fresh(root, "std")?) }, writers, payload, dur)?;
+            std_pre.add(&r);
+            std_disk.push(st.bytes_written as f64 / st.appends.max(1) as f64);
+            let growing_cfg = StoreConfig { io_backend: IoBackend::Std, preallocate: false, ..store_cfg(&fresh(root, "growing")?) };
+            growing.add(&run_ours_cfg(growing_cfg, writers, payload, dur)?.0);
+            raft.add(&run_raft_engine(&fresh(root, "raft")?, writers, payload, dur)?);
+            let block = (*uring_batch.last().unwrap_or(&4096.0) as usize).div_ceil(4096).max(1) * 4096;
+            blocks.push(block as f64);
+            dev.add(&run_device_uring(&file, block, depth, dur)?);
+            if writers == 1 {
+                dev1.add(&run_device_uring(&file, block, 1, dur)?);
+            }
+            for d in ["uring", "std", "growing", "raft"] {
+                let _ = std::fs::remove_dir_all(root.join(d));
+            }
+        }
+        println!(
+            "{case}: ours_uring {:.0}/s p50 {:.0} p99 {:.0} µs, {:.1} MiB/s, batch {:.0} B, disk {:.0} B/append | ours_std {:.0}/s p99 {:.0}, disk {:.0} B/append | ours_std_growing {:.0}/s p99 {:.0} | raft_engine {:.0}/s p99 {:.0} | device_uring({depth} × {:.0} B) {:.0} writes/s {:.1} MiB/s p99 {:.0}{}",
+            uring.ops(), median(uring.p50.clone()), uring.p99(), uring.mibs(), median(uring_batch), median(uring_disk),
+            std_pre.ops(), std_pre.p99(), median(std_disk),
+            growing.ops(), growing.p99(),
+            raft.ops(), raft.p99(),
+            median(blocks.clone()), dev.ops(), dev.mibs(), dev.p99(),
+            if writers == 1 { format!(" | device_uring_qd1 {:.0} writes/s p50 {:.0} p99 {:.0} µs", dev1.ops(), median(dev1.p50.clone()), dev1.p99()) } else { String::new() }
+        );
+        Comparison::higher_is_better(&format!("{case}_uring_ops"), uring.ops(), growing.ops(), "ours_std_growing", "appends/s").print();
+        Comparison::lower_is_better(&format!("{case}_uring_p99"), uring.p99(), growing.p99(), "ours_std_growing", "µs").print();
+        Comparison::higher_is_better(&format!("{case}_uring_ops"), uring.ops(), std_pre.ops(), "ours_std", "appends/s").print();
+        Comparison::lower_is_better(&format!("{case}_uring_p99"), uring.p99(), std_pre.p99(), "ours_std", "µs").print();
+        Comparison::higher_is_better(&format!("{case}_uring_ops"), uring.ops(), raft.ops(), "raft_engine", "appends/s").print();
+        Comparison::higher_is_better(&format!("{case}_std_ops"), std_pre.ops(), growing.ops(), "ours_std_growing", "appends/s").print();
+        // Durable payload bandwidth against the device writing whole blocks of the same batch size.
+        Comparison::higher_is_better(&format!("{case}_uring_mibs"), uring.mibs(), dev.mibs(), "device_uring", "MiB/s (ours: payload)").print();
+        if writers == 1 {
+            Comparison::lower_is_better(&format!("{case}_uring_p99"), uring.p99(), dev1.p99(), "device_uring_qd1", "µs").print();
+        }
+    }
+    Ok(())
 }
 
 fn fresh(root: &Path, name: &str) -> Result<PathBuf> {
@@ -886,6 +1052,11 @@ fn main() -> Result<()> {
         None => std::env::current_dir()?.join("target").join("bench-store"),
     };
     std::fs::create_dir_all(&root)?;
+    if std::env::var("STORE_PIPELINE").is_ok_and(|v| v == "1") {
+        pipeline_appends(&root, Duration::from_secs_f64(secs), rounds)?;
+        let _ = std::fs::remove_dir_all(&root);
+        return Ok(());
+    }
     if secs > 0.0 {
         appends(&root, Duration::from_secs_f64(secs), rounds)?;
     }
