@@ -40,7 +40,7 @@ mod store;
 mod writer;
 
 pub use format::DecodeError;
-pub use io::IoBackend;
+pub use io::{IoBackend, probe_device};
 pub use resolver::{Resolution, Resolver, WaitResolver};
 pub use front::{MAX_AUTO_SHARDS, MAX_SHARDS, Store, default_shards, shard_of};
 

@@ -506,77 +506,18 @@ fn prewritten(root: &Path, size: u64) -> Result<PathBuf> {
 }
 
 /// The device baseline of the io_uring path (what fio's best job in issue 25 did): `depth` writes of
-/// `block` bytes (a multiple of 4 KiB) in flight through one io_uring, `O_DIRECT` with `RWF_DSYNC`, at
-/// consecutive offsets of the pre-written file `path` (wrapping around). Latency per write.
+/// `block` bytes in flight, `O_DIRECT` with `RWF_DSYNC`, at consecutive offsets of the pre-written file
+/// `path`, through `pump_store::probe_device` (the store's own io_uring device, without the store).
 fn run_device_uring(path: &Path, block: usize, depth: usize, dur: Duration) -> Result<Run> {
-    use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
-    const ALIGN: usize = 4096;
-    anyhow::ensure!(block > 0 && block % ALIGN == 0, "block {block} is not a multiple of 4 KiB");
-    let f = OpenOptions::new().write(true).custom_flags(rustix::fs::OFlags::DIRECT.bits() as i32).open(path)?;
-    let size = f.metadata()?.len() / block as u64 * block as u64;
-    anyhow::ensure!(size >= (block * depth) as u64, "file too small for {depth} × {block} B");
-    let mut mem = vec![0xa5u8; block * depth + ALIGN];
-    let skew = (ALIGN - mem.as_ptr() as usize % ALIGN) % ALIGN;
-    let base = mem[skew..].as_mut_ptr();
-    let mut ring = io_uring::IoUring::new((depth + 1).next_power_of_two() as u32)?;
-    let fd = io_uring::types::Fd(f.as_raw_fd());
-    let dsync = rustix::io::ReadWriteFlags::DSYNC.bits() as i32;
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut started = vec![Instant::now(); depth];
-    let (mut ops, mut off, mut in_flight) = (0u64, 0u64, 0usize);
-    let mut free: Vec<usize> = (0..depth).collect();
-    let mut failure = None;
     let start = Instant::now();
-    loop {
-        while failure.is_none() && start.elapsed() < dur {
-            let Some(slot) = free.pop() else { break };
-            let write = io_uring::opcode::Write::new(fd, base.wrapping_add(slot * block), block as u32)
-                .offset(off)
-                .rw_flags(dsync)
-                .build()
-                .user_data(slot as u64);
-            off = (off + block as u64) % size;
-            started[slot] = Instant::now();
-            // SAFETY: the entry points into `mem`, which outlives the ring's use of it: this function
-            // does not return before every submitted write has completed (the loop below waits for
-            // `in_flight` to reach zero, also after an error), and slot `slot` is not reused before its
-            // completion was reaped. The ring has room: at most `depth` entries are ever pending.
-            if unsafe { ring.submission().push(&write) }.is_err() {
-                free.push(slot);
-                break;
-            }
-            in_flight += 1;
-        }
-        if in_flight == 0 {
-            break;
-        }
-        if let Err(e) = ring.submit_and_wait(1) {
-            if e.kind() != std::io::ErrorKind::Interrupted {
-                // The ring cannot be waited on: leak the buffers rather than free memory in use.
-                std::mem::forget(mem);
-                return Err(e.into());
-            }
-            continue;
-        }
-        let done: Vec<(u64, i32)> = ring.completion().map(|c| (c.user_data(), c.result())).collect();
-        for (slot, res) in done {
-            let slot = slot as usize;
-            in_flight -= 1;
-            free.push(slot);
-            if res != block as i32 {
-                failure.get_or_insert(anyhow::anyhow!("device write returned {res}"));
-                continue;
-            }
-            hist.record(started[slot].elapsed().as_micros().max(1) as u64)?;
-            ops += 1;
-        }
+    let lat = pump_store::probe_device(path, block, depth, dur)?;
+    let secs = start.elapsed().as_secs_f64();
+    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for l in &lat {
+        hist.record(l.as_micros().max(1) as u64)?;
     }
-    drop(mem);
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    Ok(Run { ops, bytes: ops * block as u64, secs: start.elapsed().as_secs_f64(), hist })
+    let ops = lat.len() as u64;
+    Ok(Run { ops, bytes: ops * block as u64, secs, hist })
 }
 
 /// Issue 25's comparison (`STORE_PIPELINE=1`, see the module doc); medians of `rounds`.

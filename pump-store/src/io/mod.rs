@@ -134,6 +134,59 @@ pub(crate) fn open_direct(path: &std::path::Path) -> io::Result<(File, bool)> {
     }
 }
 
+/// Measures the device as the io_uring path uses it, without the store (for `bench`): `depth` writes of
+/// `block` bytes (a multiple of 4096) in flight, `O_DIRECT` with `RWF_DSYNC`, at consecutive offsets of
+/// the existing file `path` (overwritten, wrapping around at its end), for `dur`. Returns each write's
+/// latency, in completion order.
+pub fn probe_device(path: &std::path::Path, block: usize, depth: usize, dur: std::time::Duration) -> io::Result<Vec<std::time::Duration>> {
+    use std::time::Instant;
+    if block == 0 || !block.is_multiple_of(ALIGN as usize) || depth == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "block must be a positive multiple of 4096, depth positive"));
+    }
+    let (file, _) = open_direct(path)?;
+    let size = file.metadata()?.len() / block as u64 * block as u64;
+    if size < (block * depth) as u64 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "file too small for the writes in flight"));
+    }
+    let mut dev = UringDevice::new(depth)?;
+    let mut started = std::collections::HashMap::new();
+    let mut latencies = Vec::new();
+    let mut free: Vec<AlignedBuf> = (0..depth)
+        .map(|_| {
+            let mut b = AlignedBuf::default();
+            let v = b.begin(block);
+            v.resize(v.len() + block, 0xa5);
+            b.finish();
+            b
+        })
+        .collect();
+    let (mut off, mut token, mut in_flight) = (0u64, 0u64, 0usize);
+    let mut done = Vec::new();
+    let start = Instant::now();
+    loop {
+        while start.elapsed() < dur {
+            let Some(buf) = free.pop() else { break };
+            started.insert(token, Instant::now());
+            dev.submit(&file, WriteOp { token, buf, off, dsync: true }).map_err(|(_, e)| e)?;
+            token += 1;
+            in_flight += 1;
+            off = (off + block as u64) % size;
+        }
+        if in_flight == 0 {
+            return Ok(latencies);
+        }
+        dev.wait(&mut done)?;
+        for c in done.drain(..) {
+            c.result?;
+            in_flight -= 1;
+            if let Some(t) = started.remove(&c.token) {
+                latencies.push(t.elapsed());
+            }
+            free.push(c.buf);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,6 +250,17 @@ mod tests {
         }
         assert_eq!(failed[0].token, 99);
         assert!(failed[0].result.is_err());
+    }
+
+    #[test]
+    fn the_device_probe_writes_in_place_and_times_every_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![0u8; 256 << 10]).unwrap();
+        let lat = probe_device(&path, 8192, 4, std::time::Duration::from_millis(50)).unwrap();
+        assert!(!lat.is_empty());
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 256 << 10, "the file never grows");
+        assert!(probe_device(&path, 1000, 4, std::time::Duration::ZERO).is_err());
     }
 
     #[test]
