@@ -66,13 +66,15 @@ pub struct StoreConfig {
     /// ([`Store::append`]), keeps the lead after a batch while the queue is empty, yielding its core,
     /// before it sleeps (default 200 µs; zero sleeps at once). Answered appenders that append again in
     /// that time need no wake-up of the writer (measured in `bench`'s `store`, `bench/RESULTS.md`).
+    /// Std backend only: the io_uring pipeline's thread takes queued appends as they come.
     pub lead_linger: Duration,
     /// How a batch is written and synced (default [`IoBackend::Std`]).
     pub io_backend: IoBackend,
     /// [`IoBackend::Uring`]: how many batches may be in flight at once per shard (default 16).
     pub io_depth: usize,
-    /// Allocate every segment to `segment_size` when it is created (`fallocate`), so that a durable
-    /// write never grows the file (default true; where the filesystem cannot, segments grow as written).
+    /// Preallocate the active segment ahead of its writes (`fallocate`, in steps of at least 4 MiB and
+    /// then doubling, up to `segment_size`), so that a durable write does not grow the file (default
+    /// true; where the filesystem cannot, segments grow as they are written, as in format v1).
     pub preallocate: bool,
     /// How many shards a *fresh* directory gets (default 1; 0 = [`default_shards`], the available
     /// cores up to [`MAX_AUTO_SHARDS`]). Each shard is a segment log of its own with its own group
