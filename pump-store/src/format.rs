@@ -592,6 +592,29 @@ mod tests {
     }
 
     #[test]
+    fn pads_fill_to_the_boundary_within_their_bound_and_scans_skip_them() {
+        for pos in 0..3 * 4096u64 {
+            let pad = pad_len(pos, 4096);
+            assert_eq!((pos + pad as u64) % 4096, 0, "pos {pos}");
+            assert!(pad == 0 || (MIN_RECORD_LEN..4096 + MIN_RECORD_LEN).contains(&pad), "pos {pos}: pad {pad}");
+        }
+        let mut file = encode_header_block(1, 4096);
+        assert_eq!(file.len(), 4096);
+        file.extend(rec(RecordKind::Fake, 3, 3, b"f"));
+        let pad = pad_len(file.len() as u64, 4096);
+        encode_pad(&mut file, pad);
+        file.extend(rec(RecordKind::Fake, 4, 4, b"g"));
+        file.extend(vec![0u8; 8192]); // the preallocated tail
+        let s = scan_segment(&file);
+        let ts: Vec<i64> = s.records.iter().map(|(_, r)| r.commit_ts).collect();
+        assert_eq!(ts, vec![3, 4]);
+        assert_eq!(s.records[1].0, 8192);
+        assert_eq!(s.valid_len, 8192 + rec(RecordKind::Fake, 4, 4, b"g").len() as u64);
+        assert_eq!(s.stop.map(|st| st.reason), Some(DecodeError::BadLength(0)));
+        check_scan_invariants(&file);
+    }
+
+    #[test]
     fn scan_stops_at_torn_tail_and_reads_a_seal() {
         let mut file = encode_header(1).to_vec();
         file.extend(rec(RecordKind::Prewrite, 1, 0, b"p"));
