@@ -113,7 +113,7 @@ async fn pull_tails_live_appends() {
 }
 
 #[tokio::test]
-async fn below_the_space_threshold_only_fakes_are_accepted() {
+async fn below_the_space_threshold_a_prewrite_is_refused_by_upstreams_message_and_a_fake_accepted() {
     let dir = tempfile::tempdir().unwrap();
     let store =
         Store::open(StoreConfig { stop_write_at_available_space: u64::MAX, ..cfg(dir.path()) }).unwrap();
