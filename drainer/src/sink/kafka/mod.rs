@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use futures::FutureExt;
 use prost::Message as _;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
@@ -99,6 +99,8 @@ pub struct KafkaConfig {
     pub ack_timeout: Duration,
     /// Idempotent producer (ours; default true).
     pub idempotent: bool,
+    /// How long [`KafkaSink::connect`] retries while no broker answers (ours; default 2 minutes).
+    pub connect_timeout: Duration,
 }
 
 impl KafkaConfig {
@@ -116,6 +118,7 @@ impl KafkaConfig {
             max_pending_bytes: 90 << 20,
             ack_timeout: Duration::from_secs(30),
             idempotent: true,
+            connect_timeout: Duration::from_secs(120),
         }
     }
 
@@ -169,6 +172,15 @@ pub enum KafkaSinkError {
     /// The sink's tasks stopped after an error that was already returned.
     #[error("the sink stopped after an earlier error")]
     Stopped,
+    /// No broker of `kafka-addrs` answered (at start, after retrying for `connect_timeout`).
+    #[error("kafka brokers {addrs} unreachable: {source}")]
+    Unreachable {
+        /// The brokers tried (`kafka-addrs`).
+        addrs: String,
+        /// The last client error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The topic has fewer partitions than the partitioning needs, or none.
     #[error("topic {topic}: {reason}")]
     Topic {
@@ -210,6 +222,7 @@ struct Msg {
 /// What the sink, its encoder task and its ack task share.
 struct Shared {
     cfg: KafkaConfig,
+    limit: MessageLimit,
     partitions: i32,
     /// The encoder holds the lock while it produces an item's messages and queues the item for the ack
     /// task, so a recovery that holds it sees every produced item in its queue.
@@ -267,7 +280,7 @@ pub async fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<i32, Kaf
         return Ok(n);
     }
     let admin: AdminClient<DefaultClientContext> = cfg.common().create().map_err(kerr("admin client"))?;
-    let topic = NewTopic::new(&cfg.topic, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(&cfg.topic, partitions, TopicReplication::Fixed(-1)); // the brokers' default.replication.factor
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&topic], &opts).await.map_err(kerr(format!("creating topic {}", cfg.topic)))?;
     for r in results {
@@ -291,12 +304,64 @@ pub async fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<i32, Kaf
 /// The topic's partition count, or `None` when the brokers do not know it.
 fn topic_partitions(cfg: &KafkaConfig) -> Result<Option<i32>, KafkaSinkError> {
     let consumer: BaseConsumer = cfg.common().create().map_err(kerr("metadata client"))?;
-    let md = consumer
-        .fetch_metadata(Some(&cfg.topic), Duration::from_secs(10))
-        .map_err(kerr(format!("metadata of {}", cfg.topic)))?;
+    let md = consumer.fetch_metadata(Some(&cfg.topic), Duration::from_secs(10)).map_err(|e| {
+        if unreachable(&e) {
+            KafkaSinkError::Unreachable { addrs: cfg.addrs.clone(), source: e }
+        } else {
+            kerr(format!("metadata of {}", cfg.topic))(e)
+        }
+    })?;
     Ok(md.topics().iter().find(|t| t.name() == cfg.topic).and_then(|t| {
         if t.error().is_some() || t.partitions().is_empty() { None } else { Some(t.partitions().len() as i32) }
     }))
+}
+
+/// Whether `e` says that no broker answered (as opposed to a broker refusing the request).
+fn unreachable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(e.rdkafka_error_code(), Some(C::BrokerTransportFailure | C::AllBrokersDown | C::OperationTimedOut | C::Resolve))
+}
+
+/// Bytes a record batch may add around one message: the v2 batch header (61), the record's own
+/// framing (at most 21) and the chunk header, with room to spare.
+const RECORD_OVERHEAD: usize = 256;
+
+/// The topic's `max.message.bytes` (the broker's `message.max.bytes` when the topic does not set it),
+/// or `None` when the brokers do not say.
+pub async fn topic_max_message_bytes(cfg: &KafkaConfig) -> Result<Option<usize>, KafkaSinkError> {
+    let admin: AdminClient<DefaultClientContext> = cfg.common().create().map_err(kerr("admin client"))?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let res = admin
+        .describe_configs([&ResourceSpecifier::Topic(&cfg.topic)], &opts)
+        .await
+        .map_err(kerr(format!("configs of topic {}", cfg.topic)))?;
+    let value = res.into_iter().find_map(|r| r.ok()).and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
+    Ok(value.and_then(|v| v.parse().ok()))
+}
+
+/// The largest payload the sink sends and what sets it.
+#[derive(Debug, Clone)]
+struct MessageLimit {
+    /// Payload bytes per message: larger transactions are chunked.
+    payload: usize,
+    /// `kafka-max-message-size`, or the topic's `max.message.bytes` when that is smaller.
+    bound: String,
+    /// The topic's `max.message.bytes`, when known: a produce batch must not exceed it.
+    topic_max: Option<usize>,
+}
+
+impl MessageLimit {
+    fn new(cfg: &KafkaConfig, topic_max: Option<usize>) -> Self {
+        let own = cfg.message_limit();
+        match topic_max {
+            Some(t) if t.saturating_sub(RECORD_OVERHEAD) < own => Self {
+                payload: t.saturating_sub(RECORD_OVERHEAD).max(1),
+                bound: format!("max.message.bytes {t} of topic {} less {RECORD_OVERHEAD} bytes of record overhead", cfg.topic),
+                topic_max,
+            },
+            _ => Self { payload: own, bound: "kafka-max-message-size".into(), topic_max },
+        }
+    }
 }
 
 /// What the topic's partitions hold last: per partition, the commit ts of the last whole transaction
@@ -363,12 +428,16 @@ pub fn chunk_of<H: Headers>(headers: Option<&H>) -> Option<(u32, u32)> {
     })
 }
 
-fn make_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSinkError> {
-    let limit = cfg.message_limit();
+fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit) -> Result<FutureProducer, KafkaSinkError> {
     let mut pc = cfg.common();
+    // A produce batch must fit the topic's max.message.bytes as a whole; one message always fits
+    // (its payload is at most the limit), so only batches of several are capped.
+    if let Some(t) = limit.topic_max {
+        pc.set("batch.size", t.saturating_sub(RECORD_OVERHEAD).clamp(1, 1_000_000).to_string());
+    }
     pc.set("acks", "all")
         .set("enable.idempotence", if cfg.idempotent { "true" } else { "false" })
-        .set("message.max.bytes", (limit + 4096).to_string())
+        .set("message.max.bytes", (limit.payload + 4096).clamp(1000, RDKAFKA_MAX_MESSAGE).to_string())
         .set("batch.num.messages", cfg.max_messages.max(1).to_string())
         .set("linger.ms", "5")
         .set("message.timeout.ms", cfg.ack_timeout.as_millis().max(1000).to_string())
@@ -487,8 +556,8 @@ async fn encode_loop(
 }
 
 /// Encodes `binlog` for partition `p`, in chunks when over `limit`.
-fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: usize) -> Result<(), KafkaSinkError> {
-    let chunks = translate::encode_chunks(binlog, limit)?;
+fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: &MessageLimit) -> Result<(), KafkaSinkError> {
+    let chunks = translate::encode_chunks(binlog, limit.payload, &limit.bound)?;
     let n = chunks.len();
     for (i, payload) in chunks.into_iter().enumerate() {
         let chunk = (n > 1).then(|| format!("{i}/{n}"));
@@ -505,7 +574,7 @@ async fn encode_item(
     acks: &mpsc::UnboundedSender<Pending>,
     budget: &Arc<Semaphore>,
 ) -> Result<(), KafkaSinkError> {
-    let limit = shared.cfg.message_limit();
+    let limit = &shared.limit;
     let held = |p: i32| topic_ts.get(&p).is_some_and(|&ts| item.commit_ts <= ts); // restart
     let single = shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single;
     let mut msgs = Vec::new();
@@ -513,7 +582,7 @@ async fn encode_item(
         // The common case, encoded directly; chunked through the message when over the limit.
         Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
             let payload = encoder.dml(item.commit_ts, tables);
-            if payload.len() <= limit {
+            if payload.len() <= limit.payload {
                 msgs.push(Msg { partition: 0, chunk: None, payload, ack: None });
             } else if let Some(binlog) = translate::to_secondary(item) {
                 push_chunks(&mut msgs, 0, &binlog, limit)?;
@@ -677,7 +746,7 @@ impl Acker {
             self.window.push_back(p);
         }
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        *producer = make_producer(&shared.cfg)?;
+        *producer = make_producer(&shared.cfg, &shared.limit)?;
         if let Err(e) = ensure_topic(&shared.cfg, shared.partitions).await {
             tracing::warn!(error = %e, "kafka sink: topic check failed");
         }
@@ -694,17 +763,36 @@ impl Acker {
 
 impl KafkaSink {
     /// Connects, creates the topic if missing, reads the topic's last commit ts per partition, and
-    /// starts the encoder and ack tasks (needs a Tokio runtime).
+    /// starts the encoder and ack tasks (needs a Tokio runtime). While no broker answers it retries
+    /// (logging each failure) for up to `connect_timeout`, then returns
+    /// [`KafkaSinkError::Unreachable`] naming the brokers.
     pub async fn connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
+        let deadline = Instant::now() + cfg.connect_timeout;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match Self::try_connect(cfg.clone()).await {
+                Err(e @ KafkaSinkError::Unreachable { .. }) if Instant::now() + backoff < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "kafka sink: no broker answers; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn try_connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
         let want = if cfg.partitioning == Partitioning::Single { 1 } else { cfg.partitions.max(1) };
         let partitions = ensure_topic(&cfg, want).await?;
         let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
-        let producer = make_producer(&cfg)?;
+        let limit = MessageLimit::new(&cfg, topic_max_message_bytes(&cfg).await?);
+        let producer = make_producer(&cfg, &limit)?;
         let topic_ts = last_commit_ts(&cfg, partitions)?;
-        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, "kafka sink: connected");
+        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, payload_limit = limit.payload, "kafka sink: connected");
         let budget = Arc::new(Semaphore::new(budget_size(&cfg)));
         let shared = Arc::new(Shared {
             cfg,
+            limit,
             partitions,
             producer: tokio::sync::Mutex::new(producer),
             durable: watch::channel(0).0,

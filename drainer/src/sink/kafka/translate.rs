@@ -12,9 +12,9 @@ use crate::proto::slave;
 use crate::sink::file::pb::timestamp_to_local;
 use crate::txn::{Body, Column, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Value, format_duration, mysql_type};
 
-/// A transaction that cannot be made to fit `kafka-max-message-size`.
+/// A transaction that cannot be made to fit the message size limit.
 #[derive(Debug, thiserror::Error)]
-#[error("commit ts {commit_ts}: {what} needs {size} bytes, over kafka-max-message-size {limit}")]
+#[error("commit ts {commit_ts}: {what} needs {size} bytes, over {bound} ({limit} bytes)")]
 pub struct TooLarge {
     /// The transaction.
     pub commit_ts: i64,
@@ -24,6 +24,8 @@ pub struct TooLarge {
     pub size: usize,
     /// The limit.
     pub limit: usize,
+    /// What sets the limit: `kafka-max-message-size`, or the topic's `max.message.bytes`.
+    pub bound: String,
 }
 
 /// A column value as it goes on the wire: upstream's `DatumToColumn` mapping (see the table in the
@@ -227,15 +229,15 @@ fn field_len(len: usize) -> usize {
 /// Encodes `binlog` as one message, or — when it is over `limit` bytes — as ordered chunks, each a
 /// valid DML `Binlog` with the same commit ts carrying a run of the mutations (a table split over
 /// chunks repeats its header). A DDL, or one mutation with its table header, over the limit is an
-/// error.
-pub fn encode_chunks(binlog: &slave::Binlog, limit: usize) -> Result<Vec<Vec<u8>>, TooLarge> {
+/// error naming `bound`, what sets the limit.
+pub fn encode_chunks(binlog: &slave::Binlog, limit: usize, bound: &str) -> Result<Vec<Vec<u8>>, TooLarge> {
     let commit_ts = binlog.commit_ts();
     let whole = binlog.encoded_len();
     if whole <= limit {
         return Ok(vec![binlog.encode_to_vec()]);
     }
     let Some(dml) = &binlog.dml_data else {
-        return Err(TooLarge { commit_ts, what: "the DDL".into(), size: whole, limit });
+        return Err(TooLarge { commit_ts, what: "the DDL".into(), size: whole, limit, bound: bound.into() });
     };
     // Fixed part of every chunk: type + commit ts (≤ 13 bytes) and the dml_data wrapper (≤ 11).
     let base = dml_binlog(commit_ts, Vec::new()).encoded_len() + 11;
@@ -263,6 +265,7 @@ pub fn encode_chunks(binlog: &slave::Binlog, limit: usize) -> Result<Vec<Vec<u8>
                         what: format!("one row of `{}`.`{}`", table.schema_name(), table.table_name()),
                         size: base + need,
                         limit,
+                        bound: bound.into(),
                     });
                 }
                 cur.push(header.clone());
@@ -482,9 +485,9 @@ mod tests {
         };
         let b = to_secondary(&item).unwrap();
         let whole = b.encode_to_vec();
-        assert_eq!(encode_chunks(&b, whole.len()).unwrap(), vec![whole.clone()]);
+        assert_eq!(encode_chunks(&b, whole.len(), "kafka-max-message-size").unwrap(), vec![whole.clone()]);
         let limit = 1000;
-        let chunks = encode_chunks(&b, limit).unwrap();
+        let chunks = encode_chunks(&b, limit, "kafka-max-message-size").unwrap();
         assert!(chunks.len() > 3, "{}", chunks.len());
         let mut ids = Vec::new();
         for c in &chunks {
@@ -497,7 +500,7 @@ mod tests {
             }
         }
         assert_eq!(ids, (0..50).collect::<Vec<u64>>(), "all rows, in order");
-        let err = encode_chunks(&b, 200).unwrap_err().to_string();
+        let err = encode_chunks(&b, 200, "kafka-max-message-size").unwrap_err().to_string();
         assert!(err.contains("one row of `s`.`t`") && err.contains("commit ts 9"), "{err}");
     }
     fn wide_table() -> Arc<TableSchema> {
