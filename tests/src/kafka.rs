@@ -241,6 +241,11 @@ impl Kafka {
         self.nodes[id - 1].port
     }
 
+    /// The OS process id of node `id` (1-based), 0 when it is not running.
+    pub fn pid(&self, id: usize) -> u32 {
+        self.nodes[id - 1].proc.as_ref().map(Proc::pid).unwrap_or(0)
+    }
+
     /// Kills node `id` (1-based) with SIGKILL; its data stays.
     pub fn kill(&mut self, id: usize) {
         if let Some(mut p) = self.nodes[id - 1].proc.take() {

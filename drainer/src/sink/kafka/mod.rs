@@ -380,8 +380,9 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
         if high <= low {
             continue;
         }
-        // Some brokers (Tansu) report the last batch's base offset + 1 as the high watermark: start
-        // there and read forward to the end of the partition.
+        // Start at the high watermark − 1 and read forward to the end of the partition: the last
+        // offset may hold a control record, and some Kafka-protocol brokers report the last batch's
+        // base offset + 1 as the high watermark.
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(high - 1)).map_err(kerr("assign"))?;
         consumer.assign(&tpl).map_err(kerr("assign"))?;
