@@ -97,6 +97,37 @@ async fn kafka_sink_loses_and_duplicates_nothing_when_the_broker_is_killed_and_r
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_sends_again_what_timed_out_while_the_broker_was_down() {
+    let (_dir, mut kafka) = start_kafka(1).await;
+    let addrs = kafka.addrs();
+    let mut cfg = config(&addrs, "timed_out");
+    cfg.ack_timeout = Duration::from_secs(3);
+    let mut sink = KafkaSink::connect(cfg).await.unwrap();
+    let (items, _) = sink_items::workload(10, 40);
+    for it in &items[..10] {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    kafka.kill(1);
+    // These time out in the producer (3 s) while the broker is down; a new producer sends them again.
+    for it in &items[10..] {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sink.durable_ts(), items[9].commit_ts, "nothing is durable while the broker is down");
+    let kafka = tokio::task::spawn_blocking(move || {
+        kafka.start_node(1).unwrap();
+        kafka
+    })
+    .await
+    .unwrap();
+    let durable = tokio::time::timeout(Duration::from_secs(60), sink.flush()).await.expect("flushed").unwrap();
+    assert_eq!(durable, items.last().unwrap().commit_ts);
+    let (got, _) = consume(&kafka.addrs(), "timed_out", items.len()).await;
+    assert_eq!(got_ts(&got), commit_ts(&items), "every transaction, in commit-ts order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_waits_for_brokers_that_are_down_at_start_and_names_them_when_it_gives_up() {
     // Nothing listens: the error names the brokers once `connect_timeout` is over.
     let nobody = format!("127.0.0.1:{}", tests::free_port());

@@ -13,41 +13,49 @@
 //! - **Topic creation** through the admin API when the topic is missing (at start, and again when
 //!   deliveries stall, e.g. after a broker lost its topics).
 //!
+//! - **Brokers down at start**: `connect` retries for `connect_timeout` (2 minutes), logging each
+//!   failure, then fails naming `kafka-addrs`.
+//! - **The topic's `max.message.bytes`** (read at start) caps the message size when it is below
+//!   `kafka-max-message-size`: larger transactions are chunked to it rather than refused by the broker.
+//!
 //! # Pipeline
 //! `write` only queues the item (bounded). An **encoder task** translates and encodes it, takes its
-//! bytes from the unacked-bytes budget, produces its messages and queues it for an **ack task**, which
-//! awaits acks in write order and publishes the durable ts once per run of released items. So encoding
-//! overlaps the caller's work and the broker round trips, and the durable ts advances without new
-//! writes.
+//! bytes from the unacked-bytes budget, produces its messages and moves them into the **ack window**
+//! ([`window`]): the producer's delivery callback (librdkafka's polling thread) releases items in
+//! write order and publishes the durable ts once per report that released any. So encoding overlaps
+//! the caller's work and the broker round trips, the durable ts advances without new writes, and no
+//! task wakes up per message. A **recovery task** starts a new producer after a failed delivery.
 //!
 //! # Invariants
 //! - `durable_ts` is the highest commit ts whose messages, and every earlier item's, are acked (an ack
 //!   window released strictly in order, as upstream's Successes channel).
 //! - At most `max_pending_bytes` of unacked message bytes (upstream: 90 MiB; one larger item takes the
 //!   whole budget) plus `ENCODE_QUEUE` queued items: `write` waits beyond it.
-//! - Produce order is write order: the encoder produces an item's messages and queues it for the ack
-//!   task under the producer lock; a recovery holds that lock while it re-sends.
+//! - Produce order is write order: the encoder produces an item's messages and pushes it into the
+//!   window under the producer lock; a recovery holds that lock while it re-sends.
 //! - A delivery error rebuilds the producer and re-sends every unacked item (at most three times
 //!   without progress); then, or on any other error, the tasks stop and `write`/`flush` return it.
 
 pub mod translate;
+mod window;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use prost::Message as _;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use window::{AckContext, Failure, Msg, Window};
 
 use crate::proto::slave;
 use crate::sink::{Sink, SinkError};
@@ -202,33 +210,19 @@ const ENCODE_QUEUE: usize = 256;
 /// Items the encoder task takes from its queue at once.
 const ENCODE_BATCH: usize = 64;
 
-/// One written item waiting for its acks; holds its share of the unacked-bytes budget until released.
-struct Pending {
-    commit_ts: i64,
-    msgs: Vec<Msg>,
-    _budget: Option<OwnedSemaphorePermit>,
-}
+type Producer = ThreadedProducer<AckContext>;
 
-/// One message of a pending item; kept until acked so it can be sent again by a new producer.
-struct Msg {
-    partition: i32,
-    /// The chunk header value (`"i/n"`) when the transaction is chunked.
-    chunk: Option<String>,
-    payload: Vec<u8>,
-    /// `None` once acked.
-    ack: Option<DeliveryFuture>,
-}
-
-/// What the sink, its encoder task and its ack task share.
+/// What the sink, its encoder task and its recovery task share.
 struct Shared {
     cfg: KafkaConfig,
     limit: MessageLimit,
     partitions: i32,
-    /// The encoder holds the lock while it produces an item's messages and queues the item for the ack
-    /// task, so a recovery that holds it sees every produced item in its queue.
-    producer: tokio::sync::Mutex<FutureProducer>,
-    /// The durable ts, published by the ack task (also woken, unchanged, when a task fails).
-    durable: watch::Sender<i64>,
+    /// The encoder holds the lock while it produces an item's messages and pushes the item into the
+    /// window, so a recovery that holds it sees every produced item in the window.
+    producer: tokio::sync::Mutex<Producer>,
+    /// Produced items waiting for acks; publishes the durable ts (also woken, unchanged, when a task
+    /// fails).
+    window: Arc<Window>,
     /// The error that stopped a task, until the sink returns it.
     failure: std::sync::Mutex<Option<KafkaSinkError>>,
     stopped: AtomicBool,
@@ -238,7 +232,7 @@ impl Shared {
     fn fail(&self, e: KafkaSinkError) {
         self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
         self.stopped.store(true, Ordering::Release);
-        self.durable.send_modify(|_| {});
+        self.window.durable().send_modify(|_| {});
     }
 }
 
@@ -429,7 +423,7 @@ pub fn chunk_of<H: Headers>(headers: Option<&H>) -> Option<(u32, u32)> {
     })
 }
 
-fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit) -> Result<FutureProducer, KafkaSinkError> {
+fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit, window: &Arc<Window>) -> Result<Producer, KafkaSinkError> {
     let mut pc = cfg.common();
     // A produce batch must fit the topic's max.message.bytes as a whole; one message always fits
     // (its payload is at most the limit), so only batches of several are capped.
@@ -444,7 +438,7 @@ fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit) -> Result<FutureProduc
         .set("message.timeout.ms", cfg.ack_timeout.as_millis().max(1000).to_string())
         .set("queue.buffering.max.kbytes", "2097151")
         .set("queue.buffering.max.messages", "1000000");
-    pc.create().map_err(kerr("producer"))
+    pc.create_with_context(AckContext { window: window.clone() }).map_err(kerr("producer"))
 }
 
 fn hash_of(v: &impl Hash) -> u64 {
@@ -517,14 +511,14 @@ fn messages(partitioning: Partitioning, partitions: i32, item: &Item) -> Vec<(i3
 }
 
 /// Hands one message to the producer, waiting while its queue is full.
-async fn produce(producer: &FutureProducer, topic: &str, m: &Msg, commit_ts: i64) -> Result<DeliveryFuture, KafkaSinkError> {
+async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: usize, commit_ts: i64) -> Result<(), KafkaSinkError> {
     loop {
-        let mut record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(m.partition).payload(&m.payload);
+        let mut record: BaseRecord<'_, (), Vec<u8>, usize> = BaseRecord::with_opaque_to(topic, opaque).partition(m.partition).payload(&m.payload);
         if let Some(tag) = &m.chunk {
             record = record.headers(OwnedHeaders::new().insert(Header { key: CHUNK_HEADER, value: Some(tag.as_bytes()) }));
         }
-        match producer.send_result(record) {
-            Ok(f) => return Ok(f),
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
             Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -535,20 +529,14 @@ async fn produce(producer: &FutureProducer, topic: &str, m: &Msg, commit_ts: i64
 
 /// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
 /// too many are unacked), produces its messages and queues it for the ack task, in write order.
-async fn encode_loop(
-    shared: Arc<Shared>,
-    topic_ts: HashMap<i32, i64>,
-    mut items: mpsc::Receiver<Arc<Item>>,
-    acks: mpsc::UnboundedSender<Pending>,
-    budget: Arc<Semaphore>,
-) {
+async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>, budget: Arc<Semaphore>) {
     let mut encoder = translate::Encoder::default();
     // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
     // per run instead of a cross-thread wake-up per item.
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
     while items.recv_many(&mut batch, ENCODE_BATCH).await > 0 {
         for item in batch.drain(..) {
-            if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &acks, &budget).await {
+            if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &budget).await {
                 shared.fail(e);
                 return;
             }
@@ -562,7 +550,7 @@ fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: &Mess
     let n = chunks.len();
     for (i, payload) in chunks.into_iter().enumerate() {
         let chunk = (n > 1).then(|| format!("{i}/{n}"));
-        msgs.push(Msg { partition: p, chunk, payload, ack: None });
+        msgs.push(Msg { partition: p, chunk, payload });
     }
     Ok(())
 }
@@ -572,7 +560,6 @@ async fn encode_item(
     encoder: &mut translate::Encoder,
     topic_ts: &HashMap<i32, i64>,
     item: &Item,
-    acks: &mpsc::UnboundedSender<Pending>,
     budget: &Arc<Semaphore>,
 ) -> Result<(), KafkaSinkError> {
     let limit = &shared.limit;
@@ -584,7 +571,7 @@ async fn encode_item(
         Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
             let payload = encoder.dml(item.commit_ts, tables);
             if payload.len() <= limit.payload {
-                msgs.push(Msg { partition: 0, chunk: None, payload, ack: None });
+                msgs.push(Msg { partition: 0, chunk: None, payload });
             } else if let Some(binlog) = translate::to_secondary(item) {
                 push_chunks(&mut msgs, 0, &binlog, limit)?;
             }
@@ -606,157 +593,84 @@ async fn encode_item(
         Some(budget.clone().acquire_many_owned(want).await.map_err(|_| KafkaSinkError::Stopped)?)
     };
     let producer = shared.producer.lock().await;
-    for m in msgs.iter_mut() {
-        m.ack = Some(produce(&producer, &shared.cfg.topic, m, item.commit_ts).await?);
+    let opaques = shared.window.reserve(msgs.len());
+    for (m, &op) in msgs.iter().zip(&opaques) {
+        produce(&producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
     }
-    acks.send(Pending { commit_ts: item.commit_ts, msgs, _budget: permit }).map_err(|_| KafkaSinkError::Stopped)
+    shared.window.push(item.commit_ts, msgs, permit);
+    Ok(())
 }
 
 fn budget_size(cfg: &KafkaConfig) -> usize {
     cfg.max_pending_bytes.clamp(1, u32::MAX as usize)
 }
 
-/// What [`Acker::release_done`] found.
-enum Released {
-    /// It released at least one item.
-    Some,
-    /// The front item is still waiting for an ack.
-    None,
-    /// A delivery of the front item failed.
-    Failed { commit_ts: i64, partition: i32, reason: String },
-}
-
-/// The ack task: awaits each queued item's acks in order and publishes the durable ts once per run of
-/// released items; rebuilds the producer after a failed delivery.
-struct Acker {
+/// The recovery task: after a failed delivery, a new producer sends every unacked item again;
+/// while deliveries stall, it checks that the topic still exists.
+struct Recovery {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Pending>,
-    window: VecDeque<Pending>,
-    last_topic_check: Instant,
-    /// Producer rebuilds since the window last advanced.
+    /// Producer rebuilds since the durable ts last moved.
     rebuilds: u32,
+    durable_at_rebuild: i64,
 }
 
-impl Acker {
+impl Recovery {
     async fn run(mut self) {
+        let mut durable = self.shared.window.durable().subscribe();
+        let mut last = *durable.borrow_and_update();
+        let mut since = Instant::now();
         loop {
-            if self.window.is_empty() {
-                match self.rx.recv().await {
-                    Some(p) => self.window.push_back(p),
-                    None => return,
-                }
+            tokio::select! {
+                _ = self.shared.window.failed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
-            while let Ok(p) = self.rx.try_recv() {
-                self.window.push_back(p);
-            }
-            if let Err(e) = self.step().await {
-                self.shared.fail(e);
+            if self.shared.stopped.load(Ordering::Acquire) {
                 return;
             }
-        }
-    }
-
-    /// Releases every finished item at the front; when there is none, waits (up to 2 s) for the
-    /// front item's next ack. So acks that arrived together are released together, with one
-    /// published durable ts and no timer.
-    async fn step(&mut self) -> Result<(), KafkaSinkError> {
-        match self.release_done() {
-            Released::Some => Ok(()),
-            Released::Failed { commit_ts, partition, reason } => self.recover(commit_ts, partition, reason).await,
-            Released::None => self.wait_front().await,
-        }
-    }
-
-    /// Pops every fully acked item at the front without waiting and publishes the last one's ts.
-    fn release_done(&mut self) -> Released {
-        let mut released = None;
-        let mut outcome = Released::None;
-        while let Some(front) = self.window.front_mut() {
-            let commit_ts = front.commit_ts;
-            let mut waiting = false;
-            for m in front.msgs.iter_mut() {
-                let Some(fut) = m.ack.as_mut() else { continue };
-                match fut.now_or_never() {
-                    None => waiting = true,
-                    Some(r) => match delivery_error(r) {
-                        None => m.ack = None,
-                        Some(reason) => outcome = Released::Failed { commit_ts, partition: m.partition, reason },
-                    },
+            if let Some(f) = self.shared.window.failure() {
+                if let Err(e) = self.recover(f).await {
+                    self.shared.fail(e);
+                    return;
                 }
-                if waiting || matches!(outcome, Released::Failed { .. }) {
-                    break;
-                }
+                continue;
             }
-            if waiting || matches!(outcome, Released::Failed { .. }) {
-                break;
-            }
-            self.window.pop_front();
-            self.rebuilds = 0;
-            released = Some(commit_ts);
-            outcome = Released::Some;
-        }
-        if let Some(ts) = released {
-            self.shared.durable.send_if_modified(|d| {
-                let moved = ts > *d;
-                *d = (*d).max(ts);
-                moved
-            });
-        }
-        outcome
-    }
-
-    /// Waits (up to 2 s) for the front item's next unacked message.
-    async fn wait_front(&mut self) -> Result<(), KafkaSinkError> {
-        let Some(front) = self.window.front_mut() else { return Ok(()) };
-        let commit_ts = front.commit_ts;
-        let Some(m) = front.msgs.iter_mut().find(|m| m.ack.is_some()) else { return Ok(()) };
-        let partition = m.partition;
-        let fut = m.ack.as_mut().expect("found above");
-        match tokio::time::timeout(Duration::from_secs(2), fut).await {
-            Ok(r) => match delivery_error(r) {
-                None => m.ack = None,
-                Some(reason) => return self.recover(commit_ts, partition, reason).await,
-            },
-            Err(_) => {
-                // Still waiting: make sure the topic exists (a broker may have lost it).
-                if self.last_topic_check.elapsed() > Duration::from_secs(2) {
-                    self.last_topic_check = Instant::now();
-                    if let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await {
-                        tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
-                    }
-                }
+            // Deliveries stall: make sure the topic exists (someone may have deleted it).
+            let now = *durable.borrow_and_update();
+            if now != last || self.shared.window.is_empty() {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() > Duration::from_secs(2)
+                && let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await
+            {
+                tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
             }
         }
-        Ok(())
     }
 
-    /// After a failed delivery: a new producer sends every unacked message again, in order (the
-    /// brokers may have restarted and lost the topic or the producer id). Gives up after three
-    /// rebuilds without progress. A message whose ack was lost may then be in the topic twice;
-    /// consumers drop a commit ts at or below the last one they saw.
-    async fn recover(&mut self, commit_ts: i64, partition: i32, reason: String) -> Result<(), KafkaSinkError> {
+    /// A new producer sends every unacked item again, whole, in order (the brokers may have lost the
+    /// producer id, or a message timed out). Gives up after three rebuilds without progress. A
+    /// message whose ack was lost may then be in the topic twice; consumers drop a commit ts at or
+    /// below the last one they saw.
+    async fn recover(&mut self, f: Failure) -> Result<(), KafkaSinkError> {
         let shared = self.shared.clone();
+        let durable = *shared.window.durable().borrow();
+        if durable != self.durable_at_rebuild {
+            (self.rebuilds, self.durable_at_rebuild) = (0, durable);
+        }
         if self.rebuilds >= 3 {
-            return Err(KafkaSinkError::Delivery { commit_ts, topic: shared.cfg.topic.clone(), partition, reason });
+            return Err(KafkaSinkError::Delivery { commit_ts: f.commit_ts, topic: shared.cfg.topic.clone(), partition: f.partition, reason: f.reason });
         }
         self.rebuilds += 1;
-        tracing::warn!(commit_ts, partition, %reason, attempt = self.rebuilds, "kafka sink: delivery failed; new producer, sending unacked messages again");
-        // Holding the producer stops the encoder; everything it produced is then in `rx`.
+        tracing::warn!(commit_ts = f.commit_ts, partition = f.partition, reason = %f.reason, attempt = self.rebuilds, "kafka sink: delivery failed; new producer, sending unacked messages again");
+        // Holding the producer stops the encoder between items.
         let mut producer = shared.producer.lock().await;
-        while let Ok(p) = self.rx.try_recv() {
-            self.window.push_back(p);
-        }
+        let resend = shared.window.new_epoch();
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        *producer = make_producer(&shared.cfg, &shared.limit)?;
+        *producer = make_producer(&shared.cfg, &shared.limit, &shared.window)?;
         if let Err(e) = ensure_topic(&shared.cfg, shared.partitions).await {
             tracing::warn!(error = %e, "kafka sink: topic check failed");
         }
-        // A transaction with any unacked message is sent whole again, so a chunk sequence is never
-        // cut in the middle.
-        for item in self.window.iter_mut().filter(|i| i.msgs.iter().any(|m| m.ack.is_some())) {
-            for m in item.msgs.iter_mut() {
-                m.ack = Some(produce(&producer, &shared.cfg.topic, m, item.commit_ts).await?);
-            }
+        for (op, m) in &resend {
+            produce(&producer, &shared.cfg.topic, m, *op, f.commit_ts).await?;
         }
         Ok(())
     }
@@ -787,7 +701,8 @@ impl KafkaSink {
         let partitions = ensure_topic(&cfg, want).await?;
         let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
         let limit = MessageLimit::new(&cfg, topic_max_message_bytes(&cfg).await?);
-        let producer = make_producer(&cfg, &limit)?;
+        let window = Arc::new(Window::new(watch::channel(0).0));
+        let producer = make_producer(&cfg, &limit, &window)?;
         let topic_ts = last_commit_ts(&cfg, partitions)?;
         tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, payload_limit = limit.payload, "kafka sink: connected");
         let budget = Arc::new(Semaphore::new(budget_size(&cfg)));
@@ -796,17 +711,13 @@ impl KafkaSink {
             limit,
             partitions,
             producer: tokio::sync::Mutex::new(producer),
-            durable: watch::channel(0).0,
+            window,
             failure: std::sync::Mutex::new(None),
             stopped: AtomicBool::new(false),
         });
         let (to_encoder, items) = mpsc::channel(ENCODE_QUEUE);
-        let (acks, rx) = mpsc::unbounded_channel();
-        let acker = Acker { shared: shared.clone(), rx, window: VecDeque::new(), last_topic_check: Instant::now(), rebuilds: 0 };
-        let tasks = vec![
-            tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, acks, budget)),
-            tokio::spawn(acker.run()),
-        ];
+        let recovery = Recovery { shared: shared.clone(), rebuilds: 0, durable_at_rebuild: 0 };
+        let tasks = vec![tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, budget)), tokio::spawn(recovery.run())];
         Ok(Self { shared, to_encoder, last_written: 0, topic_ts, tasks })
     }
 
@@ -817,7 +728,7 @@ impl KafkaSink {
 
     /// Follows [`Sink::durable_ts`] as the ack task publishes it (for benches and monitors).
     pub fn durable_watch(&self) -> watch::Receiver<i64> {
-        self.shared.durable.subscribe()
+        self.shared.window.durable().subscribe()
     }
 
     /// The error that stopped the sink's tasks (once; later calls say the sink stopped).
@@ -845,7 +756,7 @@ impl KafkaSink {
 
     /// Waits until every queued message is acked.
     pub async fn flush_all(&mut self) -> Result<i64, KafkaSinkError> {
-        let mut durable = self.shared.durable.subscribe();
+        let mut durable = self.shared.window.durable().subscribe();
         loop {
             self.check()?;
             let ts = *durable.borrow_and_update();
@@ -858,23 +769,12 @@ impl KafkaSink {
     }
 }
 
-fn delivery_error<T, M>(
-    r: Result<Result<T, (rdkafka::error::KafkaError, M)>, futures::channel::oneshot::Canceled>,
-) -> Option<String> {
-    match r {
-        Ok(Ok(_)) => None,
-        Ok(Err((e, _))) => Some(e.to_string()),
-        Err(_) => Some("the producer was dropped".to_string()),
-    }
-}
-
-
 impl Sink for KafkaSink {
     async fn load_checkpoint(&mut self) -> Result<Option<i64>, SinkError> {
         // The lowest partition's last ts: every partition holds everything up to it.
         let ts = if self.topic_ts.len() as i32 == self.shared.partitions { self.topic_ts.values().min().copied() } else { None };
         if let Some(ts) = ts {
-            self.shared.durable.send_if_modified(|d| {
+            self.shared.window.durable().send_if_modified(|d| {
                 let moved = ts > *d;
                 *d = (*d).max(ts);
                 moved
@@ -888,7 +788,7 @@ impl Sink for KafkaSink {
     }
 
     fn durable_ts(&self) -> i64 {
-        *self.shared.durable.borrow()
+        *self.shared.window.durable().borrow()
     }
 
     async fn flush(&mut self) -> Result<i64, SinkError> {

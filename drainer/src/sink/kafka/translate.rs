@@ -163,10 +163,11 @@ pub fn table_header(table: &TableSchema) -> slave::Table {
         .collect();
     let mut unique_keys = Vec::new();
     let has_primary = table.unique_keys.iter().any(|k| k.is_primary());
-    if table.pk_is_handle && !has_primary {
-        if let Some(pk) = table.columns.iter().find(|c| c.primary_key) {
-            unique_keys.push(slave::Key { name: Some("PRIMARY".into()), column_names: vec![pk.name.clone()] });
-        }
+    if table.pk_is_handle
+        && !has_primary
+        && let Some(pk) = table.columns.iter().find(|c| c.primary_key)
+    {
+        unique_keys.push(slave::Key { name: Some("PRIMARY".into()), column_names: vec![pk.name.clone()] });
     }
     for k in &table.unique_keys {
         let column_names = k.columns.iter().filter_map(|&i| table.columns.get(i)).map(|c| c.name.clone()).collect();
@@ -330,11 +331,15 @@ const HEADER_CACHE: usize = 4096;
 /// of [`to_secondary`]'s message — without building the message: each table's header (names, column
 /// info, unique keys) is encoded once and cached, values are written from the rows, and the scratch
 /// buffers are reused.
+/// A table's schema (kept so its pointer cannot be reused) and its encoded `Table` fields before the
+/// mutations and after them.
+type TableHeader = (Arc<TableSchema>, Vec<u8>, Vec<u8>);
+
 #[derive(Default)]
 pub struct Encoder {
     /// By table schema (pointer, with the `Arc` kept so it cannot be reused): the encoded `Table`
     /// fields before the mutations (1–3) and after them (5).
-    headers: HashMap<usize, (Arc<TableSchema>, Vec<u8>, Vec<u8>)>,
+    headers: HashMap<usize, TableHeader>,
     row: Vec<u8>,
     mutation: Vec<u8>,
     table: Vec<u8>,
