@@ -327,14 +327,14 @@ fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
 /// Tables whose encoded headers the [`Encoder`] keeps before it starts over.
 const HEADER_CACHE: usize = 4096;
 
-/// Encodes DML transactions straight to `slave.binlog.Binlog` bytes — the same bytes as prost makes
-/// of [`to_secondary`]'s message — without building the message: each table's header (names, column
-/// info, unique keys) is encoded once and cached, values are written from the rows, and the scratch
-/// buffers are reused.
 /// A table's schema (kept so its pointer cannot be reused) and its encoded `Table` fields before the
 /// mutations and after them.
 type TableHeader = (Arc<TableSchema>, Vec<u8>, Vec<u8>);
 
+/// Encodes DML transactions straight to `slave.binlog.Binlog` bytes — the same bytes as prost makes
+/// of [`to_secondary`]'s message — without building the message: each table's header (names, column
+/// info, unique keys) is encoded once and cached, values are written from the rows, and the scratch
+/// buffers are reused.
 #[derive(Default)]
 pub struct Encoder {
     /// By table schema (pointer, with the `Arc` kept so it cannot be reused): the encoded `Table`
