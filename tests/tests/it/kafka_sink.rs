@@ -268,3 +268,69 @@ async fn kafka_sink_advances_durable_ts_without_more_writes_and_reports_encoder_
     assert!(err.contains("stopped after an earlier error"), "{err}");
     assert_eq!(sink.durable_ts(), last, "nothing past the failed item is durable");
 }
+
+/// Reads every transaction of `topic`/`partition` until the partition is quiet for 3 s; returns them
+/// and the partition's resolved ts.
+async fn read_partition(addr: &str, topic: &str, partition: i32) -> (Vec<Txn>, i64) {
+    let mut c = BinlogConsumer::new(ConsumerConfig {
+        addrs: addr.into(),
+        topic: topic.into(),
+        partition,
+        start: StartAt::Beginning,
+        after_commit_ts: 0,
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    while let Some(t) = c.next_timeout(Duration::from_secs(3)).await.unwrap() {
+        got.push(t);
+    }
+    assert_eq!(c.skipped(), 0, "partition {partition}: a duplicate");
+    (got, c.resolved_ts())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_partitions_by_primary_key_in_order_with_a_resolved_ts_per_partition() {
+    use drainer::sink::kafka::Partitioning;
+    let cluster = start().await;
+    let addr = cluster.kafka.as_ref().unwrap().addr();
+    let mut cfg = KafkaConfig::new(&addr, "by_pk");
+    cfg.partitioning = Partitioning::PrimaryKey;
+    cfg.partitions = 4;
+    let mut items = vec![sink_items::ddl(5, "db", CREATE_TABLE)];
+    items.extend(sink_items::workload(10, 60).0);
+    let last = items.last().unwrap().commit_ts;
+    let mut sink = KafkaSink::connect(cfg.clone()).await.unwrap();
+    for it in &items {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    assert_eq!(sink.flush().await.unwrap(), last);
+    // The encoder sends the resolved ts within a second of the last write.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    drop(sink);
+
+    // Every row change once, each key's changes in one partition in commit-ts order; the DDL and a
+    // resolved ts covering the last transaction in every partition.
+    let want: usize = items.iter().map(|i| if let Body::Dml(t) = &i.body { t[0].rows.len() } else { 0 }).sum();
+    let mut rows = 0;
+    let mut home: std::collections::HashMap<i64, i32> = Default::default();
+    let mut used = 0;
+    for p in 0..4 {
+        let (txns, resolved) = read_partition(&addr, "by_pk", p).await;
+        assert_eq!(resolved, last, "partition {p}'s resolved ts");
+        assert!(txns[0].binlog.ddl_data.is_some(), "partition {p} starts with the DDL");
+        let ts: Vec<i64> = txns.iter().map(|t| t.commit_ts).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "partition {p} in commit-ts order: {ts:?}");
+        used += usize::from(txns.len() > 1);
+        for (_, m) in txns.iter().flat_map(mutations) {
+            let id = m.row.columns[0].int64_value();
+            assert_eq!(*home.entry(id).or_insert(p), p, "row {id} in two partitions");
+            rows += 1;
+        }
+    }
+    assert_eq!(rows, want, "every row change once");
+    assert!(used >= 3, "keys spread over the partitions: {used} of 4 used");
+
+    // A restarted sink knows from the resolved ts that every partition holds everything.
+    let mut sink = KafkaSink::connect(cfg).await.unwrap();
+    assert_eq!(sink.load_checkpoint().await.unwrap(), Some(last));
+}

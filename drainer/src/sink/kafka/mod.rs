@@ -65,6 +65,14 @@ use crate::txn::{Body, Item, RowChange, TableChanges, Value};
 /// from 0. Messages without it are whole transactions.
 pub const CHUNK_HEADER: &str = "tidb-binlog-chunk";
 
+/// The record header of a resolved-ts message (ours, with `kafka-partition-by` only): ASCII commit ts
+/// `R`. The message is a `Binlog` with commit ts `R` and no data; in its partition every message of a
+/// transaction with commit ts ≤ `R` comes before it.
+pub const RESOLVED_HEADER: &str = "tidb-binlog-resolved";
+
+/// How often, at most, the encoder sends resolved-ts messages while items flow.
+const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
+
 /// librdkafka's ceiling for `message.max.bytes`.
 const RDKAFKA_MAX_MESSAGE: usize = 1_000_000_000;
 
@@ -413,6 +421,11 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
     Ok(out)
 }
 
+/// Whether a message is a resolved-ts message ([`RESOLVED_HEADER`]).
+pub fn is_resolved<H: Headers>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| h.iter().any(|h| h.key == RESOLVED_HEADER))
+}
+
 /// The chunk header of a message, if it has one: `(index, count)`.
 pub fn chunk_of<H: Headers>(headers: Option<&H>) -> Option<(u32, u32)> {
     let h = headers?;
@@ -514,8 +527,8 @@ fn messages(partitioning: Partitioning, partitions: i32, item: &Item) -> Vec<(i3
 async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: usize, commit_ts: i64) -> Result<(), KafkaSinkError> {
     loop {
         let mut record: BaseRecord<'_, (), Vec<u8>, usize> = BaseRecord::with_opaque_to(topic, opaque).partition(m.partition).payload(&m.payload);
-        if let Some(tag) = &m.chunk {
-            record = record.headers(OwnedHeaders::new().insert(Header { key: CHUNK_HEADER, value: Some(tag.as_bytes()) }));
+        if let Some((key, value)) = &m.header {
+            record = record.headers(OwnedHeaders::new().insert(Header { key, value: Some(value.as_bytes()) }));
         }
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -534,14 +547,50 @@ async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items
     // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
     // per run instead of a cross-thread wake-up per item.
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
-    while items.recv_many(&mut batch, ENCODE_BATCH).await > 0 {
+    // Resolved ts: with several partitions, the last written commit ts goes to every partition at
+    // most once per interval, and once more when the items stop.
+    let partitioned = shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single;
+    let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
+    loop {
+        let owed = partitioned && written > resolved;
+        let n = tokio::select! {
+            n = items.recv_many(&mut batch, ENCODE_BATCH) => n,
+            _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
+        };
+        if n == 0 && !owed {
+            return; // The sink was dropped.
+        }
         for item in batch.drain(..) {
+            written = written.max(item.commit_ts);
             if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &budget).await {
                 shared.fail(e);
                 return;
             }
         }
+        if partitioned && written > resolved && (n == 0 || resolved_at.elapsed() >= RESOLVED_INTERVAL) {
+            if let Err(e) = send_resolved(&shared, &topic_ts, written).await {
+                shared.fail(e);
+                return;
+            }
+            (resolved, resolved_at) = (written, Instant::now());
+        }
     }
+}
+
+/// Sends a resolved-ts message for `ts` to every partition that does not already hold a later ts.
+async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Result<(), KafkaSinkError> {
+    let payload = slave::Binlog { r#type: Some(slave::BinlogType::Dml as i32), commit_ts: Some(ts), ..Default::default() }.encode_to_vec();
+    let msgs: Vec<Msg> = (0..shared.partitions)
+        .filter(|p| topic_ts.get(p).is_none_or(|&held| ts > held))
+        .map(|p| Msg { partition: p, header: Some((RESOLVED_HEADER, ts.to_string())), payload: payload.clone() })
+        .collect();
+    let producer = shared.producer.lock().await;
+    let opaques = shared.window.reserve(msgs.len());
+    for (m, &op) in msgs.iter().zip(&opaques) {
+        produce(&producer, &shared.cfg.topic, m, op, ts).await?;
+    }
+    shared.window.push(ts, msgs, None);
+    Ok(())
 }
 
 /// Encodes `binlog` for partition `p`, in chunks when over `limit`.
@@ -549,8 +598,8 @@ fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: &Mess
     let chunks = translate::encode_chunks(binlog, limit.payload, &limit.bound)?;
     let n = chunks.len();
     for (i, payload) in chunks.into_iter().enumerate() {
-        let chunk = (n > 1).then(|| format!("{i}/{n}"));
-        msgs.push(Msg { partition: p, chunk, payload });
+        let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
+        msgs.push(Msg { partition: p, header, payload });
     }
     Ok(())
 }
@@ -571,7 +620,7 @@ async fn encode_item(
         Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
             let payload = encoder.dml(item.commit_ts, tables);
             if payload.len() <= limit.payload {
-                msgs.push(Msg { partition: 0, chunk: None, payload });
+                msgs.push(Msg { partition: 0, header: None, payload });
             } else if let Some(binlog) = translate::to_secondary(item) {
                 push_chunks(&mut msgs, 0, &binlog, limit)?;
             }

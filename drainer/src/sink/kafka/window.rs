@@ -47,8 +47,9 @@ fn unpack(opaque: usize) -> (u16, u64) {
 pub(super) struct Msg {
     /// The partition it goes to.
     pub(super) partition: i32,
-    /// The chunk header value (`"i/n"`) when the transaction is chunked.
-    pub(super) chunk: Option<String>,
+    /// Its record header, if any: the chunk header (`"i/n"`) when the transaction is chunked, or the
+    /// resolved-ts header.
+    pub(super) header: Option<(&'static str, String)>,
     /// The encoded message.
     pub(super) payload: Vec<u8>,
 }
@@ -238,7 +239,7 @@ impl Window {
             p.acked.iter_mut().for_each(|a| *a = false);
             p.remaining = p.msgs.len();
             for (i, m) in p.msgs.iter().enumerate() {
-                let copy = Msg { partition: m.partition, chunk: m.chunk.clone(), payload: m.payload.clone() };
+                let copy = Msg { partition: m.partition, header: m.header.clone(), payload: m.payload.clone() };
                 out.push((opaque(epoch, p.first_seq + i as u64), copy));
             }
         }
@@ -275,7 +276,7 @@ mod tests {
     use super::*;
 
     fn msgs(n: usize) -> Vec<Msg> {
-        (0..n).map(|i| Msg { partition: 0, chunk: None, payload: vec![i as u8] }).collect()
+        (0..n).map(|i| Msg { partition: 0, header: None, payload: vec![i as u8] }).collect()
     }
 
     fn window() -> (Window, watch::Receiver<i64>) {
