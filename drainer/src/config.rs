@@ -132,6 +132,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "syncer.to.topic-name",
     "syncer.to.kafka-partition-by",
     "syncer.to.kafka-partitions",
+    "syncer.to.kafka-format",
     "syncer.to.oracle-service-name",
     "syncer.to.oracle-connect-string",
 ];
@@ -455,6 +456,8 @@ pub struct ToConfig {
     pub kafka_partition_by: String,
     /// Kafka (ours): partitions to create when the topic is missing and `kafka-partition-by` is set.
     pub kafka_partitions: i64,
+    /// Kafka (ours): `protobuf` (upstream's `slave.binlog.Binlog`) or `canal-json`.
+    pub kafka_format: String,
     /// Oracle (not supported by us).
     pub oracle_service_name: String,
     /// Oracle (not supported by us).
@@ -488,6 +491,7 @@ impl Default for ToConfig {
             kafka_client_id: String::new(),
             kafka_partition_by: String::new(),
             kafka_partitions: 0,
+            kafka_format: String::new(),
             topic_name: String::new(),
             oracle_service_name: String::new(),
             oracle_connect_string: String::new(),

@@ -291,6 +291,19 @@ impl Kafka {
         Ok(())
     }
 
+    /// Reads `topic` from the beginning with Kafka's own console consumer (Java, not our code) until
+    /// `max` messages or 20 s without one; returns the message values, one per line.
+    pub fn console_consume(&self, topic: &str, max: usize) -> Result<Vec<String>> {
+        let mut cmd = self.java("org.apache.kafka.tools.consumer.ConsoleConsumer");
+        cmd.args(["--bootstrap-server", &self.addrs(), "--topic", topic, "--from-beginning"])
+            .args(["--max-messages", &max.to_string(), "--timeout-ms", "20000"]);
+        let out = cmd.output().context("running Kafka's console consumer")?;
+        if !out.status.success() && out.stdout.is_empty() {
+            bail!("console consumer failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8(out.stdout)?.lines().map(str::to_string).collect())
+    }
+
     /// The node id leading `topic`/`partition`, from the cluster's metadata.
     pub fn leader_of(&self, topic: &str, partition: i32) -> Result<usize> {
         let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", self.addrs()).create()?;

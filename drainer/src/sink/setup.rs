@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, DbType, Security, invalid};
 use crate::sink::file::FileSinkConfig;
-use crate::sink::kafka::{KafkaConfig, Partitioning};
+use crate::sink::kafka::{Format, KafkaConfig, Partitioning};
 use crate::sink::mysql::{CheckpointCfg, MysqlSinkConfig, MysqlTls};
 
 /// A password from `password` / `encrypted_password` (the latter wins, as upstream).
@@ -37,7 +37,7 @@ pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
 
 /// The Kafka sink: `kafka-addrs`, `kafka-version`, `kafka-max-messages`, `kafka-max-message-size`,
 /// `kafka-client-id`, `topic-name` (default `<cluster id>_obinlog`), and ours: `kafka-partition-by`
-/// (`none`, `table`, `primary-key`) and `kafka-partitions`.
+/// (`none`, `table`, `primary-key`), `kafka-partitions` and `kafka-format` (`protobuf`, `canal-json`).
 pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, ConfigError> {
     let to = &cfg.syncer.to;
     if !to.zookeeper_addrs.is_empty() {
@@ -64,6 +64,11 @@ pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, Config
     if !to.kafka_client_id.is_empty() {
         k.client_id = to.kafka_client_id.clone();
     }
+    k.format = match to.kafka_format.as_str() {
+        "" | "protobuf" => Format::Protobuf,
+        "canal-json" => Format::CanalJson,
+        other => return Err(invalid("syncer.to.kafka-format", format!("{other:?} is not one of protobuf, canal-json"))),
+    };
     k.partitioning = match to.kafka_partition_by.as_str() {
         "" | "none" => Partitioning::Single,
         "table" => Partitioning::Table,
@@ -291,6 +296,10 @@ table = "t"
         let c = k("kafka-partition-by = \"primary-key\"\nkafka-partitions = 8\n").unwrap();
         assert_eq!((c.partitioning, c.partitions), (Partitioning::PrimaryKey, 8));
         assert_eq!(k("kafka-partition-by = \"table\"\n").unwrap().partitioning, Partitioning::Table);
+        assert_eq!(k("").unwrap().format, Format::Protobuf);
+        assert_eq!(k("kafka-format = \"canal-json\"\n").unwrap().format, Format::CanalJson);
+        let e = k("kafka-format = \"avro\"\n").unwrap_err().to_string();
+        assert!(e.contains("kafka-format") && e.contains("\"avro\""), "{e}");
         assert_eq!(k("kafka-partition-by = \"none\"\n").unwrap().partitioning, Partitioning::Single);
         let e = k("kafka-partition-by = \"row\"\n").unwrap_err().to_string();
         assert!(e.contains("kafka-partition-by") && e.contains("\"row\""), "{e}");

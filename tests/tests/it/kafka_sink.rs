@@ -334,3 +334,47 @@ async fn kafka_sink_partitions_by_primary_key_in_order_with_a_resolved_ts_per_pa
     let mut sink = KafkaSink::connect(cfg).await.unwrap();
     assert_eq!(sink.load_checkpoint().await.unwrap(), Some(last));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canal_json_is_read_by_kafkas_own_console_consumer_with_every_value() {
+    use drainer::sink::kafka::Format;
+    let cluster = start().await;
+    let addr = cluster.kafka.as_ref().unwrap().addr();
+    let mut cfg = KafkaConfig::new(&addr, "canal");
+    cfg.format = Format::CanalJson;
+    let mut items = vec![sink_items::ddl(5, "db", CREATE_TABLE)];
+    items.extend(sink_items::workload(10, 3).0);
+    let last = items.last().unwrap().commit_ts;
+    let mut sink = KafkaSink::connect(cfg.clone()).await.unwrap();
+    for it in &items {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    assert_eq!(sink.flush().await.unwrap(), last);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the watermark follows within a second
+    drop(sink);
+    // DDL, 3 + 5 + 5 row changes, then the watermark.
+    let rows: usize = items.iter().map(|i| if let Body::Dml(t) = &i.body { t[0].rows.len() } else { 0 }).sum();
+    let kafka = cluster.kafka.as_ref().unwrap();
+    let lines = tokio::task::block_in_place(|| kafka.console_consume("canal", 1 + rows + 1)).unwrap();
+    let msgs: Vec<serde_json::Value> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(msgs.len(), 1 + rows + 1, "{lines:#?}");
+    assert_eq!((msgs[0]["isDdl"].as_bool(), msgs[0]["sql"].as_str()), (Some(true), Some(CREATE_TABLE)));
+    let kinds: Vec<&str> = msgs[1..=rows].iter().map(|m| m["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds[..5], ["INSERT", "INSERT", "INSERT", "INSERT", "INSERT"]);
+    assert_eq!(kinds[6..8], ["UPDATE", "DELETE"]);
+    let first = &msgs[1];
+    assert_eq!((first["database"].as_str(), first["table"].as_str()), (Some("db"), Some("t")));
+    assert_eq!(first["pkNames"], serde_json::json!(["id"]));
+    assert_eq!(first["_tidb"]["commitTs"].as_i64(), Some(10));
+    let d = &first["data"][0];
+    assert_eq!((d["id"].as_str(), d["name"].as_str(), d["amount"].as_str()), (Some("1"), Some("name-1-0 ü"), Some("10.00")));
+    assert_eq!((d["price"].as_str(), d["created"].as_str()), (Some("1"), Some("2020-02-01 01:00:07")));
+    assert_eq!((d["data"].as_str(), d["big"].as_str(), &d["note"]), (Some("\u{0}\u{1}\u{ff}\u{1}\u{0}"), Some("18446744073709551614"), &serde_json::Value::Null));
+    let up = &msgs[7];
+    assert_eq!((up["data"][0]["name"].as_str(), up["old"][0]["name"].as_str()), (Some("name-1-1 ü"), Some("name-1-0 ü")));
+    let w = msgs.last().unwrap();
+    assert_eq!((w["type"].as_str(), w["_tidb"]["watermarkTs"].as_i64()), (Some("TIDB_WATERMARK"), Some(last)));
+    // A restarted sink reads its checkpoint back from the JSON.
+    let mut sink = KafkaSink::connect(cfg).await.unwrap();
+    assert_eq!(sink.load_checkpoint().await.unwrap(), Some(last));
+}

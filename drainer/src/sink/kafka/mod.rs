@@ -36,6 +36,7 @@
 //! - A delivery error rebuilds the producer and re-sends every unacked item (at most three times
 //!   without progress); then, or on any other error, the tasks stop and `write`/`flush` return it.
 
+pub mod canal;
 pub mod translate;
 mod window;
 
@@ -65,7 +66,7 @@ use crate::txn::{Body, Item, RowChange, TableChanges, Value};
 /// from 0. Messages without it are whole transactions.
 pub const CHUNK_HEADER: &str = "tidb-binlog-chunk";
 
-/// The record header of a resolved-ts message (ours, with `kafka-partition-by` only): ASCII commit ts
+/// The record header of a resolved-ts message (ours, with `kafka-partition-by` or canal-json): ASCII commit ts
 /// `R`. The message is a `Binlog` with commit ts `R` and no data; in its partition every message of a
 /// transaction with commit ts ≤ `R` comes before it.
 pub const RESOLVED_HEADER: &str = "tidb-binlog-resolved";
@@ -90,6 +91,25 @@ pub enum Partitioning {
     PrimaryKey,
 }
 
+/// The message format (`kafka-format`, ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Upstream's `slave.binlog.Binlog` protobuf, one message per transaction (and partition).
+    Protobuf,
+    /// Canal's flat JSON as TiCDC writes it, one message per row change or DDL ([`canal`]).
+    CanalJson,
+}
+
+impl Format {
+    /// The name `kafka-format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Protobuf => "protobuf",
+            Format::CanalJson => "canal-json",
+        }
+    }
+}
+
 /// The Kafka sink's settings (upstream keys in `[syncer.to]`, plus ours).
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -105,6 +125,8 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// `topic-name`, or `<clusterID>_obinlog`.
     pub topic: String,
+    /// `kafka-format` (ours; default [`Format::Protobuf`]).
+    pub format: Format,
     /// Partitioning (ours; default [`Partitioning::Single`]).
     pub partitioning: Partitioning,
     /// Partitions to create when the topic is missing (1 for [`Partitioning::Single`]).
@@ -129,6 +151,7 @@ impl KafkaConfig {
             max_message_size: 1 << 30,
             client_id: "tidb_binlog".into(),
             topic: topic.into(),
+            format: Format::Protobuf,
             partitioning: Partitioning::Single,
             partitions: 1,
             max_pending_bytes: 90 << 20,
@@ -405,12 +428,16 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
                 Some(Err(e)) => return Err(kerr(format!("reading {}/{p}", cfg.topic))(e)),
                 Some(Ok(m)) => {
                     let payload = m.payload().unwrap_or_default();
-                    let b = slave::Binlog::decode(payload).map_err(|e| KafkaSinkError::Topic {
+                    let ts = match cfg.format {
+                        Format::Protobuf => slave::Binlog::decode(payload).map(|b| b.commit_ts()).map_err(|e| e.to_string()),
+                        Format::CanalJson => canal::message_ts(payload).ok_or_else(|| "no _tidb.commitTs".to_string()),
+                    };
+                    let ts = ts.map_err(|e| KafkaSinkError::Topic {
                         topic: cfg.topic.clone(),
-                        reason: format!("message at {p}/{} is not a slave.binlog.Binlog: {e}", m.offset()),
+                        reason: format!("message at {p}/{} is not {}: {e}", m.offset(), cfg.format.name()),
                     })?;
                     let complete = chunk_of(m.headers()).is_none_or(|(i, n)| i + 1 == n);
-                    last = Some((m.offset(), b.commit_ts(), complete));
+                    last = Some((m.offset(), ts, complete));
                 }
             }
         }
@@ -547,12 +574,12 @@ async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items
     // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
     // per run instead of a cross-thread wake-up per item.
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
-    // Resolved ts: with several partitions, the last written commit ts goes to every partition at
-    // most once per interval, and once more when the items stop.
-    let partitioned = shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single;
+    // Resolved ts: with several partitions or canal-json, the last written commit ts goes to every
+    // partition at most once per interval, and once more when the items stop.
+    let resolves = (shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single) || shared.cfg.format == Format::CanalJson;
     let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
     loop {
-        let owed = partitioned && written > resolved;
+        let owed = resolves && written > resolved;
         let n = tokio::select! {
             n = items.recv_many(&mut batch, ENCODE_BATCH) => n,
             _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
@@ -567,7 +594,7 @@ async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items
                 return;
             }
         }
-        if partitioned && written > resolved && (n == 0 || resolved_at.elapsed() >= RESOLVED_INTERVAL) {
+        if resolves && written > resolved && (n == 0 || resolved_at.elapsed() >= RESOLVED_INTERVAL) {
             if let Err(e) = send_resolved(&shared, &topic_ts, written).await {
                 shared.fail(e);
                 return;
@@ -577,9 +604,55 @@ async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items
     }
 }
 
+/// The canal-json messages of `item` (one per row change, DDL to every partition), each partition's
+/// run marked with the chunk header so its completeness can be read back.
+fn canal_messages(shared: &Shared, item: &Item, held: &impl Fn(i32) -> bool, msgs: &mut Vec<Msg>) -> Result<(), KafkaSinkError> {
+    let parts = shared.partitions.max(1);
+    let mut by_part: Vec<Vec<Vec<u8>>> = vec![Vec::new(); parts as usize];
+    match &item.body {
+        Body::Dml(tables) => {
+            for t in tables {
+                for r in &t.rows {
+                    let p = match shared.cfg.partitioning {
+                        _ if parts <= 1 => 0,
+                        Partitioning::Single => 0,
+                        Partitioning::Table => partition_of_table(parts, t),
+                        Partitioning::PrimaryKey => partition_of_row(parts, t, r),
+                    };
+                    by_part[p as usize].push(canal::row_message(item.commit_ts, t, r));
+                }
+            }
+        }
+        Body::Ddl(ddl) => {
+            let m = canal::ddl_message(item.commit_ts, ddl);
+            by_part.iter_mut().for_each(|v| v.push(m.clone()));
+        }
+        Body::Empty => {}
+    }
+    let limit = &shared.limit;
+    for (p, payloads) in by_part.into_iter().enumerate() {
+        let (p, n) = (p as i32, payloads.len());
+        if held(p) {
+            continue;
+        }
+        for (i, payload) in payloads.into_iter().enumerate() {
+            if payload.len() > limit.payload {
+                let what = if matches!(item.body, Body::Ddl(_)) { "the DDL".to_string() } else { "one row".to_string() };
+                return Err(translate::TooLarge { commit_ts: item.commit_ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
+            }
+            let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
+            msgs.push(Msg { partition: p, header, payload });
+        }
+    }
+    Ok(())
+}
+
 /// Sends a resolved-ts message for `ts` to every partition that does not already hold a later ts.
 async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Result<(), KafkaSinkError> {
-    let payload = slave::Binlog { r#type: Some(slave::BinlogType::Dml as i32), commit_ts: Some(ts), ..Default::default() }.encode_to_vec();
+    let payload = match shared.cfg.format {
+        Format::Protobuf => slave::Binlog { r#type: Some(slave::BinlogType::Dml as i32), commit_ts: Some(ts), ..Default::default() }.encode_to_vec(),
+        Format::CanalJson => canal::watermark_message(ts),
+    };
     let msgs: Vec<Msg> = (0..shared.partitions)
         .filter(|p| topic_ts.get(p).is_none_or(|&held| ts > held))
         .map(|p| Msg { partition: p, header: Some((RESOLVED_HEADER, ts.to_string())), payload: payload.clone() })
@@ -616,6 +689,7 @@ async fn encode_item(
     let single = shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single;
     let mut msgs = Vec::new();
     match &item.body {
+        _ if shared.cfg.format == Format::CanalJson => canal_messages(shared, item, &held, &mut msgs)?,
         // The common case, encoded directly; chunked through the message when over the limit.
         Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
             let payload = encoder.dml(item.commit_ts, tables);

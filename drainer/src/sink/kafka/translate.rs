@@ -85,6 +85,20 @@ fn column_ref<'a>(col: &Column, v: Option<&'a Value>) -> ColumnRef<'a> {
     }
 }
 
+/// A column value as text, as canal-json carries it (`None` for NULL): the same mapping as the
+/// protobuf message's column ([`column_value`]) printed as a string; integers in decimal, doubles
+/// shortest, binary bytes as ISO-8859-1 (one char per byte), ENUM/SET as their number.
+pub fn column_text(col: &Column, v: Option<&Value>) -> Option<String> {
+    match column_ref(col, v) {
+        ColumnRef::Null => None,
+        ColumnRef::Int(i) => Some(i.to_string()),
+        ColumnRef::Uint(u) => Some(u.to_string()),
+        ColumnRef::Double(f) => Some(f.to_string()),
+        ColumnRef::Bytes(b) => Some(b.iter().map(|&c| char::from(c)).collect()),
+        ColumnRef::Text(t) => Some(t.into_owned()),
+    }
+}
+
 /// `t` as [`MysqlTime`]'s `Display` prints it, without the formatting machinery (a time is in most
 /// rows); `Display` itself for fields wider than it pads to.
 fn time_text(t: &MysqlTime) -> String {
