@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Starts or stops one real service on loopback for manual use (tests use the Rust harness in tests/).
-#   scripts/services.sh start pd|etcd|mariadb|tansu DIR PORT
+#   scripts/services.sh start pd|etcd|mariadb|kafka DIR PORT
 # `pd` is a real pd-server from the tools cache (scripts/install-pd.sh) or PATH; without one it is the PD
 # stand-in (`target/debug/pd-standin`, built by cargo) in front of an etcd in DIR/etcd on PORT+2.
+# `kafka` is Apache Kafka, single-node KRaft; its controller also takes PORT+1.
 #   scripts/services.sh stop DIR
 # Each service keeps its data and log in DIR and its PID in DIR/pid.
 set -euo pipefail
+scripts=$(cd "$(dirname "$0")" && pwd)
 TOOLS="${TBRS_TOOLS:-$HOME/.cache/tbrs}"
 cmd=${1:?start|stop}; shift
 case "$cmd" in
   start)
-    what=${1:?pd|etcd|mariadb|tansu}; dir=${2:?DIR}; port=${3:?PORT}
+    what=${1:?pd|etcd|mariadb|kafka}; dir=${2:?DIR}; port=${3:?PORT}
     mkdir -p "$dir"; dir=$(cd "$dir" && pwd)
     case "$what" in
       etcd)
@@ -42,9 +44,21 @@ case "$cmd" in
           --port="$port" --bind-address=127.0.0.1 --pid-file="$dir/mariadb.pid" --log-error="$dir/err.log" \
           --innodb-log-file-size=8M >/dev/null 2>&1 &
         ;;
-      tansu)
-        "$TOOLS/tansu/bin/tansu" broker --listener-url "tcp://127.0.0.1:$port" \
-          --advertised-listener-url "tcp://127.0.0.1:$port" --storage-engine memory://tansu/ >"$dir/tansu.log" 2>&1 &
+      kafka)
+        # Apache Kafka, single-node KRaft (broker and controller), storage formatted on first start.
+        bash "$scripts/install-kafka.sh"
+        libs="$TOOLS/kafka-$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$scripts/kafka/pom.xml")/libs"
+        cp "$scripts/kafka/log4j2.properties" "$dir/"
+        printf '%s\n' process.roles=broker,controller node.id=1 "controller.quorum.voters=1@127.0.0.1:$((port + 1))" \
+          "listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$((port + 1))" \
+          "advertised.listeners=PLAINTEXT://127.0.0.1:$port" controller.listener.names=CONTROLLER \
+          listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT "log.dirs=$dir/data" \
+          offsets.topic.replication.factor=1 transaction.state.log.replication.factor=1 \
+          transaction.state.log.min.isr=1 group.initial.rebalance.delay.ms=0 >"$dir/server.properties"
+        java=(java -Xms256m -Xmx1g "-Dlog4j2.configurationFile=$dir/log4j2.properties" -cp "$libs/*")
+        "${java[@]}" kafka.tools.StorageTool format --ignore-formatted -t dGJycy10ZXN0LWthZmthLg \
+          -c "$dir/server.properties" >"$dir/format.log" 2>&1
+        "${java[@]}" kafka.Kafka "$dir/server.properties" >"$dir/kafka.log" 2>&1 &
         ;;
       *) echo "unknown service $what" >&2; exit 2 ;;
     esac
@@ -61,5 +75,5 @@ case "$cmd" in
     rm -f "$dir/pid"
     [ -f "$dir/etcd/pid" ] && "$0" stop "$dir/etcd"  # the PD stand-in's etcd
     ;;
-  *) echo "usage: $0 start pd|etcd|mariadb|tansu DIR PORT | stop DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 start pd|etcd|mariadb|kafka DIR PORT | stop DIR" >&2; exit 2 ;;
 esac

@@ -130,6 +130,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "syncer.to.kafka-max-message-size",
     "syncer.to.kafka-client-id",
     "syncer.to.topic-name",
+    "syncer.to.kafka-partition-by",
+    "syncer.to.kafka-partitions",
+    "syncer.to.kafka-format",
     "syncer.to.oracle-service-name",
     "syncer.to.oracle-connect-string",
 ];
@@ -449,6 +452,12 @@ pub struct ToConfig {
     pub kafka_client_id: String,
     /// Kafka topic (default `<cluster id>_obinlog`).
     pub topic_name: String,
+    /// Kafka (ours): `none` (upstream: everything to partition 0), `table` or `primary-key`.
+    pub kafka_partition_by: String,
+    /// Kafka (ours): partitions to create when the topic is missing and `kafka-partition-by` is set.
+    pub kafka_partitions: i64,
+    /// Kafka (ours): `protobuf` (upstream's `slave.binlog.Binlog`) or `canal-json`.
+    pub kafka_format: String,
     /// Oracle (not supported by us).
     pub oracle_service_name: String,
     /// Oracle (not supported by us).
@@ -480,6 +489,9 @@ impl Default for ToConfig {
             kafka_max_messages: 1024,
             kafka_max_message_size: 1 << 30,
             kafka_client_id: String::new(),
+            kafka_partition_by: String::new(),
+            kafka_partitions: 0,
+            kafka_format: String::new(),
             topic_name: String::new(),
             oracle_service_name: String::new(),
             oracle_connect_string: String::new(),

@@ -23,7 +23,7 @@ pub enum SinkKind {
     Mysql,
     /// The drainer writes binlog files; reparo restores them into the downstream.
     File,
-    /// The drainer writes to the Tansu broker; the binlog consumer applies them to the downstream.
+    /// The drainer writes to Apache Kafka; the binlog consumer applies the topic to the downstream.
     Kafka,
 }
 
@@ -89,7 +89,7 @@ pub struct E2e {
     standin_log: PathBuf,
     rt: tokio::runtime::Runtime,
     // Declared last: the services stop after our processes.
-    /// The real services (PD, MariaDB up and down, Tansu for the Kafka sink).
+    /// The real services (PD, MariaDB up and down, Apache Kafka for the Kafka sink).
     pub cluster: Cluster,
     /// One whole cluster at a time in a test process (see [`E2E_SLOT`]); released last.
     _slot: std::sync::MutexGuard<'static, ()>,
@@ -267,10 +267,7 @@ impl E2e {
             }
             SinkKind::Kafka => {
                 let kafka = self.cluster.kafka.as_ref().context("kafka")?;
-                let topic = self.rt.block_on(async {
-                    let pd = pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(&self.pd_url())?).await?;
-                    anyhow::Ok(format!("{}_obinlog", pd.cluster_id()))
-                })?;
+                let topic = self.kafka_topic()?;
                 run(
                     Command::new(binary("binlog-consumer")?)
                         .arg(format!("--kafka-addrs={}", kafka.addr()))
@@ -284,6 +281,14 @@ impl E2e {
                 )
             }
         }
+    }
+
+    /// The Kafka sink's topic: upstream's default, `<cluster id>_obinlog`.
+    pub fn kafka_topic(&self) -> Result<String> {
+        self.rt.block_on(async {
+            let pd = pump::pd::PdClient::connect(&pump::etcd::EtcdConfig::from_pd_urls(&self.pd_url())?).await?;
+            anyhow::Ok(format!("{}_obinlog", pd.cluster_id()))
+        })
     }
 
     /// Compares every user table upstream and downstream.

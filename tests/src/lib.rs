@@ -1,15 +1,15 @@
-//! The process-level test harness: starts real services (PD, etcd, MariaDB, the Tansu Kafka broker)
-//! and our binaries on loopback, each in its own temp directory, and stops them by PID on drop.
+//! The process-level test harness: starts real services (PD, etcd, MariaDB, Apache Kafka) and our
+//! binaries on loopback, each in its own temp directory, and stops them by PID on drop.
 //!
 //! # Layout
 //! - [`Cluster`] / [`ClusterBuilder`]: what a test asks for, started in one call.
 //! - [`Pd`] ([`pd`]): a real pd-server when installed, else the PD stand-in ([`pd_standin`]) in front of
 //!   an [`Etcd`].
-//! - [`Etcd`], [`MariaDb`], [`Tansu`]: one real service each.
+//! - [`Etcd`], [`MariaDb`], [`Kafka`]: one real service each (Kafka in module [`kafka`]).
 //! - [`Proc`]: a child process killed (and reaped) on drop.
 //!
-//! Where the service binaries come from: `scripts/install-deps.sh` (apt for etcd and MariaDB, cargo
-//! install for Tansu under `$TBRS_TOOLS`, default `~/.cache/tbrs`). A missing binary is an error that
+//! Where the service binaries come from: `scripts/install-deps.sh` (apt for etcd and MariaDB, Maven
+//! Central for Kafka's jars under `$TBRS_TOOLS`, default `~/.cache/tbrs`). A missing binary is an error that
 //! names the install script, never a silently skipped test.
 
 use std::net::TcpListener;
@@ -20,11 +20,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 
 pub mod e2e;
+pub mod kafka;
 pub mod nodes;
 pub mod pd;
 pub mod pd_standin;
 pub mod pki;
 
+pub use kafka::Kafka;
 pub use pd::Pd;
 
 /// A child process that is killed with SIGKILL and reaped when dropped.
@@ -147,7 +149,7 @@ pub fn find_binary(name: &str, extra: &[PathBuf]) -> Result<PathBuf> {
     bail!("`{name}` not found on PATH or in {extra:?}; run scripts/install-deps.sh first")
 }
 
-/// Where `scripts/install-deps.sh` puts tools it builds (Tansu).
+/// Where `scripts/install-deps.sh` puts tools it fetches (Kafka's jars).
 pub fn tools_dir() -> PathBuf {
     match std::env::var_os("TBRS_TOOLS") {
         Some(d) => PathBuf::from(d),
@@ -310,61 +312,6 @@ impl MariaDb {
     }
 }
 
-/// The real Tansu Kafka-protocol broker, in-memory storage, on loopback.
-#[derive(Debug)]
-pub struct Tansu {
-    /// Broker port on 127.0.0.1.
-    pub port: u16,
-    bin: PathBuf,
-    proc: Proc,
-    dir: PathBuf,
-}
-
-impl Tansu {
-    /// Starts the broker and waits until its port accepts connections.
-    pub fn start(dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let bin = find_binary("tansu", &[tools_dir().join("tansu/bin")])?;
-        let port = free_port();
-        let proc = Self::spawn(&bin, dir, port)?;
-        wait_until("tansu to listen", Duration::from_secs(20), || port_open(port)).with_context(|| proc.log_tail())?;
-        Ok(Self { port, bin, proc, dir: dir.into() })
-    }
-
-    fn spawn(bin: &Path, dir: &Path, port: u16) -> Result<Proc> {
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut cmd = Command::new(bin);
-        cmd.args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"]);
-        Proc::spawn("tansu", cmd, &dir.join("tansu.log"))
-    }
-
-    /// `127.0.0.1:PORT`, what `kafka-addrs` takes.
-    pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// Creates a topic with `partitions` partitions through Tansu's own CLI.
-    pub fn create_topic(&self, name: &str, partitions: u32) -> Result<()> {
-        let out = Command::new(&self.bin)
-            .args(["topic", "create", "--broker", &format!("tcp://{}", self.addr())])
-            .args(["--partitions", &partitions.to_string(), name])
-            .output()?;
-        if !out.status.success() {
-            bail!("tansu topic create {name} failed: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(())
-    }
-
-    /// Restarts the broker on the same port (in-memory storage: topics and data are gone).
-    pub fn restart(&mut self) -> Result<()> {
-        self.proc.kill();
-        self.proc = Self::spawn(&self.bin, &self.dir, self.port)?;
-        let port = self.port;
-        wait_until("tansu to listen", Duration::from_secs(20), || port_open(port))
-    }
-}
-
 /// What a test asks the harness to start.
 #[derive(Debug, Default)]
 pub struct ClusterBuilder {
@@ -390,7 +337,7 @@ impl ClusterBuilder {
         self.downstream_db = true;
         self
     }
-    /// Start the Tansu Kafka-protocol broker.
+    /// Start a single-node Apache Kafka.
     pub fn kafka(mut self) -> Self {
         self.kafka = true;
         self
@@ -404,7 +351,7 @@ impl ClusterBuilder {
             pd: if self.pd { Some(Pd::start(&root.join("pd"))?) } else { None },
             upstream: if self.upstream_db { Some(MariaDb::start(&root.join("upstream"))?) } else { None },
             downstream: if self.downstream_db { Some(MariaDb::start(&root.join("downstream"))?) } else { None },
-            kafka: if self.kafka { Some(Tansu::start(&root.join("kafka"))?) } else { None },
+            kafka: if self.kafka { Some(Kafka::start(&root.join("kafka"))?) } else { None },
             dir,
         })
     }
@@ -420,7 +367,7 @@ pub struct Cluster {
     /// The downstream MariaDB, if asked for.
     pub downstream: Option<MariaDb>,
     /// The Kafka broker, if asked for.
-    pub kafka: Option<Tansu>,
+    pub kafka: Option<Kafka>,
     // Declared last so the processes above are killed before their folders go.
     dir: tempfile::TempDir,
 }

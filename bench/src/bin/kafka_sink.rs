@@ -1,7 +1,10 @@
-//! Kafka sink throughput into the real Tansu broker: our `KafkaSink` (translate each item to a
+//! Kafka sink throughput into a real Apache Kafka broker (single node, JIT at full tiers,
+//! `tests::kafka::BENCH_JVM`): our `KafkaSink` (translate each item to a
 //! `slave.binlog.Binlog`, produce, keep the in-order ack window) against a plain rdkafka
 //! `FutureProducer` sending the same message bytes (pre-encoded), same producer settings, same
-//! broker, in one run. Rounds alternate; medians are reported.
+//! broker, in one run. Rounds alternate; medians are reported, with the CPU each side cost this
+//! process and the broker per message (`/proc/<pid>/stat`), which a loaded machine disturbs less
+//! than wall time.
 //!
 //! Then end-to-end lag at half of our measured rate: each item gets a TSO-like commit ts (physical ms
 //! << 18) and a creation stamp when the bench makes it, is written at a steady rate, and its lag is
@@ -152,7 +155,7 @@ async fn plain_lag(addr: &str, topic: &str, payloads: &[Vec<u8>], rate: f64, sec
 }
 
 /// One acked item before timing: a new producer's first delivery waits for topic metadata and a
-/// producer id (up to a second against a fresh Tansu topic), a start-up cost, not throughput.
+/// producer id, a start-up cost, not throughput.
 async fn warm_up(sink: &mut KafkaSink, commit_ts: i64) -> Result<()> {
     sink.write(item(&table(), 0, 1, commit_ts)).await?;
     sink.flush().await?;
@@ -206,6 +209,16 @@ async fn plain(addr: &str, topic: &str, payloads: &[Vec<u8>]) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (USER_HZ = 100).
+fn cpu_secs(pid: &str) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the parenthesized command name: utime is field 14, stime 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).ok_or_else(|| anyhow::anyhow!("no ')' in /proc/{pid}/stat"))?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> Result<f64> { Ok(f.get(i).ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?.parse::<f64>()?) };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -216,18 +229,40 @@ async fn main() -> Result<()> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (n, rows, rounds, lag_secs) = (arg(0, 20_000), arg(1, 5), arg(2, 3), arg(3, 8));
-    let cluster = tokio::task::spawn_blocking(|| tests::Cluster::builder().kafka().start()).await??;
-    let addr = cluster.kafka.as_ref().expect("kafka").addr();
+    let dir = tempfile::Builder::new().prefix("tbrs-bench-kafka-").tempdir()?;
+    let kafka = {
+        let path = dir.path().to_path_buf();
+        tokio::task::spawn_blocking(move || tests::Kafka::builder().jvm_opts(tests::kafka::BENCH_JVM).start(&path)).await??
+    };
+    let addr = kafka.addr();
+    let me = std::process::id().to_string();
+    let broker = kafka.pid(1).to_string();
+    let cpu = || -> Result<(f64, f64)> { Ok((cpu_secs(&me)?, cpu_secs(&broker)?)) };
     let items = items(n, rows);
     let payloads: Vec<Vec<u8>> = items.iter().map(|i| translate::to_secondary(i).expect("dml").encode_to_vec()).collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     println!("{n} transactions x {rows} rows, {:.1} MB of messages, {rounds} rounds each", bytes as f64 / 1e6);
     let (mut o, mut p) = (Vec::new(), Vec::new());
+    // CPU seconds per side: (this process, the broker), summed over the rounds.
+    let (mut o_cpu, mut p_cpu) = ((0.0, 0.0), (0.0, 0.0));
     for r in 0..rounds {
+        let c0 = cpu()?;
         p.push(plain(&addr, &format!("plain_{r}"), &payloads).await?);
+        let c1 = cpu()?;
         o.push(ours(&addr, &format!("ours_{r}"), &items).await?);
+        let c2 = cpu()?;
+        p_cpu = (p_cpu.0 + c1.0 - c0.0, p_cpu.1 + c1.1 - c0.1);
+        o_cpu = (o_cpu.0 + c2.0 - c1.0, o_cpu.1 + c2.1 - c1.1);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    let per_msg = |s: f64| s * 1e6 / (n * rounds) as f64;
+    println!(
+        "CPU per message (incl. topic set-up and warm-up): ours {:.2} µs here + {:.2} µs broker; plain {:.2} µs here + {:.2} µs broker",
+        per_msg(o_cpu.0),
+        per_msg(o_cpu.1),
+        per_msg(p_cpu.0),
+        per_msg(p_cpu.1)
+    );
     let mut e = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
@@ -247,8 +282,8 @@ async fn main() -> Result<()> {
     println!("direct encoding alone (sink's path): {:.3} s (median)", median(e));
     println!("ours {o:.3?} s, plain {p:.3?} s");
     let (o, p) = (median(o), median(p));
-    Comparison::higher_is_better("kafka_sink messages/s into tansu", n as f64 / o, n as f64 / p, "plain rdkafka producer", "msg/s").print();
-    Comparison::higher_is_better("kafka_sink MB/s into tansu", bytes as f64 / 1e6 / o, bytes as f64 / 1e6 / p, "plain rdkafka producer", "MB/s").print();
+    Comparison::higher_is_better("kafka_sink messages/s into kafka", n as f64 / o, n as f64 / p, "plain rdkafka producer", "msg/s").print();
+    Comparison::higher_is_better("kafka_sink MB/s into kafka", bytes as f64 / 1e6 / o, bytes as f64 / 1e6 / p, "plain rdkafka producer", "MB/s").print();
 
     if lag_secs > 0 {
         let rate = (n as f64 / o / 2.0).round();

@@ -20,7 +20,7 @@ use rdkafka::message::BorrowedHeaders;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::proto::slave;
-use crate::sink::kafka::chunk_of;
+use crate::sink::kafka::{chunk_of, is_resolved};
 
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,6 +153,7 @@ pub struct BinlogConsumer {
     consumer: StreamConsumer,
     cfg: ConsumerConfig,
     assembler: Assembler,
+    resolved_ts: i64,
 }
 
 impl std::fmt::Debug for BinlogConsumer {
@@ -184,7 +185,7 @@ impl BinlogConsumer {
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&cfg.topic, cfg.partition, offset).map_err(kerr("assign"))?;
         consumer.assign(&tpl).map_err(kerr("assign"))?;
-        Ok(Self { consumer, assembler: Assembler::new(cfg.after_commit_ts), cfg })
+        Ok(Self { consumer, assembler: Assembler::new(cfg.after_commit_ts), cfg, resolved_ts: 0 })
     }
 
     /// Waits for the next whole transaction.
@@ -197,6 +198,10 @@ impl BinlogConsumer {
                 offset: m.offset(),
                 source,
             })?;
+            if is_resolved::<BorrowedHeaders>(m.headers()) {
+                self.resolved_ts = self.resolved_ts.max(binlog.commit_ts());
+                continue;
+            }
             let chunk = chunk_of::<BorrowedHeaders>(m.headers());
             if let Some(t) = self.assembler.push(m.offset(), binlog, chunk) {
                 return Ok(t);
@@ -215,6 +220,12 @@ impl BinlogConsumer {
     /// Messages skipped so far (duplicates, broken chunk sequences).
     pub fn skipped(&self) -> u64 {
         self.assembler.skipped
+    }
+
+    /// The highest resolved ts read so far (0 if none): every transaction of this partition with a
+    /// commit ts at or below it has been returned.
+    pub fn resolved_ts(&self) -> i64 {
+        self.resolved_ts
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::config::{Config, ConfigError, DbType, Security, invalid};
 use crate::sink::file::FileSinkConfig;
-use crate::sink::kafka::KafkaConfig;
+use crate::sink::kafka::{Format, KafkaConfig, Partitioning};
 use crate::sink::mysql::{CheckpointCfg, MysqlSinkConfig, MysqlTls};
 
 /// A password from `password` / `encrypted_password` (the latter wins, as upstream).
@@ -36,7 +36,8 @@ pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
 }
 
 /// The Kafka sink: `kafka-addrs`, `kafka-version`, `kafka-max-messages`, `kafka-max-message-size`,
-/// `kafka-client-id`, `topic-name` (default `<cluster id>_obinlog`).
+/// `kafka-client-id`, `topic-name` (default `<cluster id>_obinlog`), and ours: `kafka-partition-by`
+/// (`none`, `table`, `primary-key`), `kafka-partitions` and `kafka-format` (`protobuf`, `canal-json`).
 pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, ConfigError> {
     let to = &cfg.syncer.to;
     if !to.zookeeper_addrs.is_empty() {
@@ -62,6 +63,27 @@ pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, Config
     }
     if !to.kafka_client_id.is_empty() {
         k.client_id = to.kafka_client_id.clone();
+    }
+    k.format = match to.kafka_format.as_str() {
+        "" | "protobuf" => Format::Protobuf,
+        "canal-json" => Format::CanalJson,
+        other => return Err(invalid("syncer.to.kafka-format", format!("{other:?} is not one of protobuf, canal-json"))),
+    };
+    k.partitioning = match to.kafka_partition_by.as_str() {
+        "" | "none" => Partitioning::Single,
+        "table" => Partitioning::Table,
+        "primary-key" => Partitioning::PrimaryKey,
+        other => return Err(invalid("syncer.to.kafka-partition-by", format!("{other:?} is not one of none, table, primary-key"))),
+    };
+    match to.kafka_partitions {
+        0 => {}
+        n if n < 0 || n > i64::from(i32::MAX) => {
+            return Err(invalid("syncer.to.kafka-partitions", format!("{n} (must be between 1 and {})", i32::MAX)));
+        }
+        _ if k.partitioning == Partitioning::Single => {
+            return Err(invalid("syncer.to.kafka-partitions", "needs kafka-partition-by = \"table\" or \"primary-key\""));
+        }
+        n => k.partitions = n as i32,
     }
     Ok(k)
 }
@@ -265,6 +287,26 @@ table = "t"
         assert_eq!((k.addrs.as_str(), k.topic.as_str(), k.max_messages, k.client_id.as_str()), ("b1:9092,b2:9092", "6789_obinlog", 9, "me"));
         let c = cfg("[syncer]\ndb-type = \"kafka\"\n[syncer.to]\ntopic-name = \"t1\"\n");
         assert_eq!(kafka_config(&c, 1).unwrap().topic, "t1");
+        assert_eq!(kafka_config(&c, 1).unwrap().partitioning, Partitioning::Single);
+    }
+
+    #[test]
+    fn kafka_partition_keys_map_or_are_refused_by_name() {
+        let k = |extra: &str| kafka_config(&cfg(&format!("[syncer]\ndb-type = \"kafka\"\n[syncer.to]\n{extra}")), 1);
+        let c = k("kafka-partition-by = \"primary-key\"\nkafka-partitions = 8\n").unwrap();
+        assert_eq!((c.partitioning, c.partitions), (Partitioning::PrimaryKey, 8));
+        assert_eq!(k("kafka-partition-by = \"table\"\n").unwrap().partitioning, Partitioning::Table);
+        assert_eq!(k("").unwrap().format, Format::Protobuf);
+        assert_eq!(k("kafka-format = \"canal-json\"\n").unwrap().format, Format::CanalJson);
+        let e = k("kafka-format = \"avro\"\n").unwrap_err().to_string();
+        assert!(e.contains("kafka-format") && e.contains("\"avro\""), "{e}");
+        assert_eq!(k("kafka-partition-by = \"none\"\n").unwrap().partitioning, Partitioning::Single);
+        let e = k("kafka-partition-by = \"row\"\n").unwrap_err().to_string();
+        assert!(e.contains("kafka-partition-by") && e.contains("\"row\""), "{e}");
+        let e = k("kafka-partitions = 4\n").unwrap_err().to_string();
+        assert!(e.contains("kafka-partitions") && e.contains("kafka-partition-by"), "{e}");
+        let e = k("kafka-partition-by = \"table\"\nkafka-partitions = -1\n").unwrap_err().to_string();
+        assert!(e.contains("kafka-partitions") && e.contains("-1"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ enum Sink {
     Mysql,
     /// Binlog files, restored into the downstream by reparo.
     File,
-    /// The Tansu Kafka broker, applied to the downstream by the binlog consumer.
+    /// Apache Kafka (single node), applied to the downstream by the binlog consumer.
     Kafka,
 }
 

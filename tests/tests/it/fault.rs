@@ -15,7 +15,7 @@ use tests::nodes::node_status;
 
 const CATCH_UP: Duration = Duration::from_secs(120);
 
-fn opts() -> Options {
+pub(crate) fn opts() -> Options {
     Options { duration: Duration::from_secs(12), threads: 3, tables: 4, ddl_every: 60, ..Options::default() }
 }
 
@@ -25,7 +25,16 @@ fn run_with_fault(
     fault: impl FnOnce(&mut E2e) -> Result<()>,
     recover: impl FnOnce(&mut E2e) -> Result<()>,
 ) -> Result<()> {
-    let mut e2e = E2e::start(opts(), |_| {})?;
+    run_with_fault_in(opts(), fault, recover).map(drop)
+}
+
+/// As [`run_with_fault`] with `opts` (its sink, for instance); returns the cluster after verifying.
+pub(crate) fn run_with_fault_in(
+    opts: Options,
+    fault: impl FnOnce(&mut E2e) -> Result<()>,
+    recover: impl FnOnce(&mut E2e) -> Result<()>,
+) -> Result<E2e> {
+    let mut e2e = E2e::start(opts, |_| {})?;
     let mut rng = rand::rng();
     let fault_at = Duration::from_millis(rng.random_range(2_000..6_000));
     let recover_at = fault_at + Duration::from_millis(rng.random_range(1_000..3_000));
@@ -60,7 +69,7 @@ fn run_with_fault(
     }
     let report = e2e.finish_and_verify(CATCH_UP)?;
     assert!(report.equal && report.tables > 0, "{}", report.text);
-    Ok(())
+    Ok(e2e)
 }
 
 #[test]

@@ -1,6 +1,5 @@
-//! The harness really starts etcd, MariaDB and Tansu, and they really answer.
+//! The harness really starts etcd, MariaDB and Apache Kafka, and they really answer.
 
-use std::time::Duration;
 
 use mysql_async::prelude::*;
 use tests::Cluster;
@@ -52,14 +51,24 @@ async fn mariadb_starts_and_round_trips_rows_across_a_restart() {
     assert_eq!(rows, vec![(1, "x".to_string()), (2, "y".to_string())]);
 }
 
-#[test]
-fn tansu_starts_and_creates_a_topic() {
-    let cluster = Cluster::builder().kafka().start().unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_starts_keeps_topics_and_survives_a_restart() {
+    let mut cluster = tokio::task::spawn_blocking(|| Cluster::builder().kafka().start().unwrap()).await.unwrap();
     let kafka = cluster.kafka.as_ref().unwrap();
-    kafka.create_topic("harness_check", 1).unwrap();
+    kafka.create_topic("harness_check", 1, &[]).await.unwrap();
     // Creating it again must fail: the broker really keeps topics.
-    assert!(kafka.create_topic("harness_check", 1).is_err());
-    let _ = Duration::from_secs(0);
+    let err = kafka.create_topic("harness_check", 1, &[]).await.unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
+    // A SIGKILLed broker comes back with its data.
+    let mut kafka = cluster.kafka.take().unwrap();
+    let kafka = tokio::task::spawn_blocking(move || {
+        kafka.restart(1).unwrap();
+        kafka
+    })
+    .await
+    .unwrap();
+    let err = kafka.create_topic("harness_check", 1, &[]).await.unwrap_err().to_string();
+    assert!(err.contains("already exists"), "{err}");
 }
 
 #[test]

@@ -14,6 +14,7 @@ mod deploy_metrics;
 mod drainer_pipeline;
 mod e2e_options;
 mod harness_services;
+mod kafka_faults;
 mod kafka_sink;
 mod mysql_sink;
 mod node_registry;

@@ -13,41 +13,50 @@
 //! - **Topic creation** through the admin API when the topic is missing (at start, and again when
 //!   deliveries stall, e.g. after a broker lost its topics).
 //!
+//! - **Brokers down at start**: `connect` retries for `connect_timeout` (2 minutes), logging each
+//!   failure, then fails naming `kafka-addrs`.
+//! - **The topic's `max.message.bytes`** (read at start) caps the message size when it is below
+//!   `kafka-max-message-size`: larger transactions are chunked to it rather than refused by the broker.
+//!
 //! # Pipeline
 //! `write` only queues the item (bounded). An **encoder task** translates and encodes it, takes its
-//! bytes from the unacked-bytes budget, produces its messages and queues it for an **ack task**, which
-//! awaits acks in write order and publishes the durable ts once per run of released items. So encoding
-//! overlaps the caller's work and the broker round trips, and the durable ts advances without new
-//! writes.
+//! bytes from the unacked-bytes budget, produces its messages and moves them into the **ack window**
+//! ([`window`]): the producer's delivery callback (librdkafka's polling thread) releases items in
+//! write order and publishes the durable ts once per report that released any. So encoding overlaps
+//! the caller's work and the broker round trips, the durable ts advances without new writes, and no
+//! task wakes up per message. A **recovery task** starts a new producer after a failed delivery.
 //!
 //! # Invariants
 //! - `durable_ts` is the highest commit ts whose messages, and every earlier item's, are acked (an ack
 //!   window released strictly in order, as upstream's Successes channel).
 //! - At most `max_pending_bytes` of unacked message bytes (upstream: 90 MiB; one larger item takes the
 //!   whole budget) plus `ENCODE_QUEUE` queued items: `write` waits beyond it.
-//! - Produce order is write order: the encoder produces an item's messages and queues it for the ack
-//!   task under the producer lock; a recovery holds that lock while it re-sends.
+//! - Produce order is write order: the encoder produces an item's messages and pushes it into the
+//!   window under the producer lock; a recovery holds that lock while it re-sends.
 //! - A delivery error rebuilds the producer and re-sends every unacked item (at most three times
 //!   without progress); then, or on any other error, the tasks stop and `write`/`flush` return it.
 
+pub mod canal;
 pub mod translate;
+mod window;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, PoisonError};
 use std::time::{Duration, Instant};
 
-use futures::FutureExt;
 use prost::Message as _;
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Header, Headers, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseRecord, Producer as _, ThreadedProducer};
 use rdkafka::{Message, Offset, TopicPartitionList};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, watch};
+
+use window::{AckContext, Failure, Msg, Window};
 
 use crate::proto::slave;
 use crate::sink::{Sink, SinkError};
@@ -56,6 +65,14 @@ use crate::txn::{Body, Item, RowChange, TableChanges, Value};
 /// The record header that marks a chunk of a split transaction: ASCII `"<index>/<count>"`, index
 /// from 0. Messages without it are whole transactions.
 pub const CHUNK_HEADER: &str = "tidb-binlog-chunk";
+
+/// The record header of a resolved-ts message (ours, with `kafka-partition-by` or canal-json): ASCII commit ts
+/// `R`. The message is a `Binlog` with commit ts `R` and no data; in its partition every message of a
+/// transaction with commit ts ≤ `R` comes before it.
+pub const RESOLVED_HEADER: &str = "tidb-binlog-resolved";
+
+/// How often, at most, the encoder sends resolved-ts messages while items flow.
+const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// librdkafka's ceiling for `message.max.bytes`.
 const RDKAFKA_MAX_MESSAGE: usize = 1_000_000_000;
@@ -74,6 +91,25 @@ pub enum Partitioning {
     PrimaryKey,
 }
 
+/// The message format (`kafka-format`, ours).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Upstream's `slave.binlog.Binlog` protobuf, one message per transaction (and partition).
+    Protobuf,
+    /// Canal's flat JSON as TiCDC writes it, one message per row change or DDL ([`canal`]).
+    CanalJson,
+}
+
+impl Format {
+    /// The name `kafka-format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Protobuf => "protobuf",
+            Format::CanalJson => "canal-json",
+        }
+    }
+}
+
 /// The Kafka sink's settings (upstream keys in `[syncer.to]`, plus ours).
 #[derive(Debug, Clone)]
 pub struct KafkaConfig {
@@ -89,6 +125,8 @@ pub struct KafkaConfig {
     pub client_id: String,
     /// `topic-name`, or `<clusterID>_obinlog`.
     pub topic: String,
+    /// `kafka-format` (ours; default [`Format::Protobuf`]).
+    pub format: Format,
     /// Partitioning (ours; default [`Partitioning::Single`]).
     pub partitioning: Partitioning,
     /// Partitions to create when the topic is missing (1 for [`Partitioning::Single`]).
@@ -99,6 +137,8 @@ pub struct KafkaConfig {
     pub ack_timeout: Duration,
     /// Idempotent producer (ours; default true).
     pub idempotent: bool,
+    /// How long [`KafkaSink::connect`] retries while no broker answers (ours; default 2 minutes).
+    pub connect_timeout: Duration,
 }
 
 impl KafkaConfig {
@@ -111,11 +151,13 @@ impl KafkaConfig {
             max_message_size: 1 << 30,
             client_id: "tidb_binlog".into(),
             topic: topic.into(),
+            format: Format::Protobuf,
             partitioning: Partitioning::Single,
             partitions: 1,
             max_pending_bytes: 90 << 20,
             ack_timeout: Duration::from_secs(30),
             idempotent: true,
+            connect_timeout: Duration::from_secs(120),
         }
     }
 
@@ -169,6 +211,15 @@ pub enum KafkaSinkError {
     /// The sink's tasks stopped after an error that was already returned.
     #[error("the sink stopped after an earlier error")]
     Stopped,
+    /// No broker of `kafka-addrs` answered (at start, after retrying for `connect_timeout`).
+    #[error("kafka brokers {addrs} unreachable: {source}")]
+    Unreachable {
+        /// The brokers tried (`kafka-addrs`).
+        addrs: String,
+        /// The last client error.
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
     /// The topic has fewer partitions than the partitioning needs, or none.
     #[error("topic {topic}: {reason}")]
     Topic {
@@ -190,32 +241,19 @@ const ENCODE_QUEUE: usize = 256;
 /// Items the encoder task takes from its queue at once.
 const ENCODE_BATCH: usize = 64;
 
-/// One written item waiting for its acks; holds its share of the unacked-bytes budget until released.
-struct Pending {
-    commit_ts: i64,
-    msgs: Vec<Msg>,
-    _budget: Option<OwnedSemaphorePermit>,
-}
+type Producer = ThreadedProducer<AckContext>;
 
-/// One message of a pending item; kept until acked so it can be sent again by a new producer.
-struct Msg {
-    partition: i32,
-    /// The chunk header value (`"i/n"`) when the transaction is chunked.
-    chunk: Option<String>,
-    payload: Vec<u8>,
-    /// `None` once acked.
-    ack: Option<DeliveryFuture>,
-}
-
-/// What the sink, its encoder task and its ack task share.
+/// What the sink, its encoder task and its recovery task share.
 struct Shared {
     cfg: KafkaConfig,
+    limit: MessageLimit,
     partitions: i32,
-    /// The encoder holds the lock while it produces an item's messages and queues the item for the ack
-    /// task, so a recovery that holds it sees every produced item in its queue.
-    producer: tokio::sync::Mutex<FutureProducer>,
-    /// The durable ts, published by the ack task (also woken, unchanged, when a task fails).
-    durable: watch::Sender<i64>,
+    /// The encoder holds the lock while it produces an item's messages and pushes the item into the
+    /// window, so a recovery that holds it sees every produced item in the window.
+    producer: tokio::sync::Mutex<Producer>,
+    /// Produced items waiting for acks; publishes the durable ts (also woken, unchanged, when a task
+    /// fails).
+    window: Arc<Window>,
     /// The error that stopped a task, until the sink returns it.
     failure: std::sync::Mutex<Option<KafkaSinkError>>,
     stopped: AtomicBool,
@@ -225,7 +263,7 @@ impl Shared {
     fn fail(&self, e: KafkaSinkError) {
         self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
         self.stopped.store(true, Ordering::Release);
-        self.durable.send_modify(|_| {});
+        self.window.durable().send_modify(|_| {});
     }
 }
 
@@ -267,7 +305,7 @@ pub async fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<i32, Kaf
         return Ok(n);
     }
     let admin: AdminClient<DefaultClientContext> = cfg.common().create().map_err(kerr("admin client"))?;
-    let topic = NewTopic::new(&cfg.topic, partitions, TopicReplication::Fixed(1));
+    let topic = NewTopic::new(&cfg.topic, partitions, TopicReplication::Fixed(-1)); // the brokers' default.replication.factor
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&topic], &opts).await.map_err(kerr(format!("creating topic {}", cfg.topic)))?;
     for r in results {
@@ -291,12 +329,64 @@ pub async fn ensure_topic(cfg: &KafkaConfig, partitions: i32) -> Result<i32, Kaf
 /// The topic's partition count, or `None` when the brokers do not know it.
 fn topic_partitions(cfg: &KafkaConfig) -> Result<Option<i32>, KafkaSinkError> {
     let consumer: BaseConsumer = cfg.common().create().map_err(kerr("metadata client"))?;
-    let md = consumer
-        .fetch_metadata(Some(&cfg.topic), Duration::from_secs(10))
-        .map_err(kerr(format!("metadata of {}", cfg.topic)))?;
+    let md = consumer.fetch_metadata(Some(&cfg.topic), Duration::from_secs(10)).map_err(|e| {
+        if unreachable(&e) {
+            KafkaSinkError::Unreachable { addrs: cfg.addrs.clone(), source: e }
+        } else {
+            kerr(format!("metadata of {}", cfg.topic))(e)
+        }
+    })?;
     Ok(md.topics().iter().find(|t| t.name() == cfg.topic).and_then(|t| {
         if t.error().is_some() || t.partitions().is_empty() { None } else { Some(t.partitions().len() as i32) }
     }))
+}
+
+/// Whether `e` says that no broker answered (as opposed to a broker refusing the request).
+fn unreachable(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(e.rdkafka_error_code(), Some(C::BrokerTransportFailure | C::AllBrokersDown | C::OperationTimedOut | C::Resolve))
+}
+
+/// Bytes a record batch may add around one message: the v2 batch header (61), the record's own
+/// framing (at most 21) and the chunk header, with room to spare.
+const RECORD_OVERHEAD: usize = 256;
+
+/// The topic's `max.message.bytes` (the broker's `message.max.bytes` when the topic does not set it),
+/// or `None` when the brokers do not say.
+pub async fn topic_max_message_bytes(cfg: &KafkaConfig) -> Result<Option<usize>, KafkaSinkError> {
+    let admin: AdminClient<DefaultClientContext> = cfg.common().create().map_err(kerr("admin client"))?;
+    let opts = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let res = admin
+        .describe_configs([&ResourceSpecifier::Topic(&cfg.topic)], &opts)
+        .await
+        .map_err(kerr(format!("configs of topic {}", cfg.topic)))?;
+    let value = res.into_iter().find_map(|r| r.ok()).and_then(|r| r.get("max.message.bytes").and_then(|e| e.value.clone()));
+    Ok(value.and_then(|v| v.parse().ok()))
+}
+
+/// The largest payload the sink sends and what sets it.
+#[derive(Debug, Clone)]
+struct MessageLimit {
+    /// Payload bytes per message: larger transactions are chunked.
+    payload: usize,
+    /// `kafka-max-message-size`, or the topic's `max.message.bytes` when that is smaller.
+    bound: String,
+    /// The topic's `max.message.bytes`, when known: a produce batch must not exceed it.
+    topic_max: Option<usize>,
+}
+
+impl MessageLimit {
+    fn new(cfg: &KafkaConfig, topic_max: Option<usize>) -> Self {
+        let own = cfg.message_limit();
+        match topic_max {
+            Some(t) if t.saturating_sub(RECORD_OVERHEAD) < own => Self {
+                payload: t.saturating_sub(RECORD_OVERHEAD).max(1),
+                bound: format!("max.message.bytes {t} of topic {} less {RECORD_OVERHEAD} bytes of record overhead", cfg.topic),
+                topic_max,
+            },
+            _ => Self { payload: own, bound: "kafka-max-message-size".into(), topic_max },
+        }
+    }
 }
 
 /// What the topic's partitions hold last: per partition, the commit ts of the last whole transaction
@@ -315,8 +405,9 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
         if high <= low {
             continue;
         }
-        // Some brokers (Tansu) report the last batch's base offset + 1 as the high watermark: start
-        // there and read forward to the end of the partition.
+        // Start at the high watermark − 1 and read forward to the end of the partition: the last
+        // offset may hold a control record, and some Kafka-protocol brokers report the last batch's
+        // base offset + 1 as the high watermark.
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(high - 1)).map_err(kerr("assign"))?;
         consumer.assign(&tpl).map_err(kerr("assign"))?;
@@ -337,12 +428,16 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
                 Some(Err(e)) => return Err(kerr(format!("reading {}/{p}", cfg.topic))(e)),
                 Some(Ok(m)) => {
                     let payload = m.payload().unwrap_or_default();
-                    let b = slave::Binlog::decode(payload).map_err(|e| KafkaSinkError::Topic {
+                    let ts = match cfg.format {
+                        Format::Protobuf => slave::Binlog::decode(payload).map(|b| b.commit_ts()).map_err(|e| e.to_string()),
+                        Format::CanalJson => canal::message_ts(payload).ok_or_else(|| "no _tidb.commitTs".to_string()),
+                    };
+                    let ts = ts.map_err(|e| KafkaSinkError::Topic {
                         topic: cfg.topic.clone(),
-                        reason: format!("message at {p}/{} is not a slave.binlog.Binlog: {e}", m.offset()),
+                        reason: format!("message at {p}/{} is not {}: {e}", m.offset(), cfg.format.name()),
                     })?;
                     let complete = chunk_of(m.headers()).is_none_or(|(i, n)| i + 1 == n);
-                    last = Some((m.offset(), b.commit_ts(), complete));
+                    last = Some((m.offset(), ts, complete));
                 }
             }
         }
@@ -351,6 +446,11 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
         out.insert(p, ts);
     }
     Ok(out)
+}
+
+/// Whether a message is a resolved-ts message ([`RESOLVED_HEADER`]).
+pub fn is_resolved<H: Headers>(headers: Option<&H>) -> bool {
+    headers.is_some_and(|h| h.iter().any(|h| h.key == RESOLVED_HEADER))
 }
 
 /// The chunk header of a message, if it has one: `(index, count)`.
@@ -363,18 +463,22 @@ pub fn chunk_of<H: Headers>(headers: Option<&H>) -> Option<(u32, u32)> {
     })
 }
 
-fn make_producer(cfg: &KafkaConfig) -> Result<FutureProducer, KafkaSinkError> {
-    let limit = cfg.message_limit();
+fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit, window: &Arc<Window>) -> Result<Producer, KafkaSinkError> {
     let mut pc = cfg.common();
+    // A produce batch must fit the topic's max.message.bytes as a whole; one message always fits
+    // (its payload is at most the limit), so only batches of several are capped.
+    if let Some(t) = limit.topic_max {
+        pc.set("batch.size", t.saturating_sub(RECORD_OVERHEAD).clamp(1, 1_000_000).to_string());
+    }
     pc.set("acks", "all")
         .set("enable.idempotence", if cfg.idempotent { "true" } else { "false" })
-        .set("message.max.bytes", (limit + 4096).to_string())
+        .set("message.max.bytes", (limit.payload + 4096).clamp(1000, RDKAFKA_MAX_MESSAGE).to_string())
         .set("batch.num.messages", cfg.max_messages.max(1).to_string())
         .set("linger.ms", "5")
         .set("message.timeout.ms", cfg.ack_timeout.as_millis().max(1000).to_string())
         .set("queue.buffering.max.kbytes", "2097151")
         .set("queue.buffering.max.messages", "1000000");
-    pc.create().map_err(kerr("producer"))
+    pc.create_with_context(AckContext { window: window.clone() }).map_err(kerr("producer"))
 }
 
 fn hash_of(v: &impl Hash) -> u64 {
@@ -447,14 +551,14 @@ fn messages(partitioning: Partitioning, partitions: i32, item: &Item) -> Vec<(i3
 }
 
 /// Hands one message to the producer, waiting while its queue is full.
-async fn produce(producer: &FutureProducer, topic: &str, m: &Msg, commit_ts: i64) -> Result<DeliveryFuture, KafkaSinkError> {
+async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: usize, commit_ts: i64) -> Result<(), KafkaSinkError> {
     loop {
-        let mut record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(m.partition).payload(&m.payload);
-        if let Some(tag) = &m.chunk {
-            record = record.headers(OwnedHeaders::new().insert(Header { key: CHUNK_HEADER, value: Some(tag.as_bytes()) }));
+        let mut record: BaseRecord<'_, (), Vec<u8>, usize> = BaseRecord::with_opaque_to(topic, opaque).partition(m.partition).payload(&m.payload);
+        if let Some((key, value)) = &m.header {
+            record = record.headers(OwnedHeaders::new().insert(Header { key, value: Some(value.as_bytes()) }));
         }
-        match producer.send_result(record) {
-            Ok(f) => return Ok(f),
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
             Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -465,34 +569,110 @@ async fn produce(producer: &FutureProducer, topic: &str, m: &Msg, commit_ts: i64
 
 /// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
 /// too many are unacked), produces its messages and queues it for the ack task, in write order.
-async fn encode_loop(
-    shared: Arc<Shared>,
-    topic_ts: HashMap<i32, i64>,
-    mut items: mpsc::Receiver<Arc<Item>>,
-    acks: mpsc::UnboundedSender<Pending>,
-    budget: Arc<Semaphore>,
-) {
+async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>, budget: Arc<Semaphore>) {
     let mut encoder = translate::Encoder::default();
     // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
     // per run instead of a cross-thread wake-up per item.
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
-    while items.recv_many(&mut batch, ENCODE_BATCH).await > 0 {
+    // Resolved ts: with several partitions or canal-json, the last written commit ts goes to every
+    // partition at most once per interval, and once more when the items stop.
+    let resolves = (shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single) || shared.cfg.format == Format::CanalJson;
+    let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
+    loop {
+        let owed = resolves && written > resolved;
+        let n = tokio::select! {
+            n = items.recv_many(&mut batch, ENCODE_BATCH) => n,
+            _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
+        };
+        if n == 0 && !owed {
+            return; // The sink was dropped.
+        }
         for item in batch.drain(..) {
-            if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &acks, &budget).await {
+            written = written.max(item.commit_ts);
+            if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &budget).await {
                 shared.fail(e);
                 return;
             }
         }
+        if resolves && written > resolved && (n == 0 || resolved_at.elapsed() >= RESOLVED_INTERVAL) {
+            if let Err(e) = send_resolved(&shared, &topic_ts, written).await {
+                shared.fail(e);
+                return;
+            }
+            (resolved, resolved_at) = (written, Instant::now());
+        }
     }
 }
 
+/// The canal-json messages of `item` (one per row change, DDL to every partition), each partition's
+/// run marked with the chunk header so its completeness can be read back.
+fn canal_messages(shared: &Shared, item: &Item, held: &impl Fn(i32) -> bool, msgs: &mut Vec<Msg>) -> Result<(), KafkaSinkError> {
+    let parts = shared.partitions.max(1);
+    let mut by_part: Vec<Vec<Vec<u8>>> = vec![Vec::new(); parts as usize];
+    match &item.body {
+        Body::Dml(tables) => {
+            for t in tables {
+                for r in &t.rows {
+                    let p = match shared.cfg.partitioning {
+                        _ if parts <= 1 => 0,
+                        Partitioning::Single => 0,
+                        Partitioning::Table => partition_of_table(parts, t),
+                        Partitioning::PrimaryKey => partition_of_row(parts, t, r),
+                    };
+                    by_part[p as usize].push(canal::row_message(item.commit_ts, t, r));
+                }
+            }
+        }
+        Body::Ddl(ddl) => {
+            let m = canal::ddl_message(item.commit_ts, ddl);
+            by_part.iter_mut().for_each(|v| v.push(m.clone()));
+        }
+        Body::Empty => {}
+    }
+    let limit = &shared.limit;
+    for (p, payloads) in by_part.into_iter().enumerate() {
+        let (p, n) = (p as i32, payloads.len());
+        if held(p) {
+            continue;
+        }
+        for (i, payload) in payloads.into_iter().enumerate() {
+            if payload.len() > limit.payload {
+                let what = if matches!(item.body, Body::Ddl(_)) { "the DDL".to_string() } else { "one row".to_string() };
+                return Err(translate::TooLarge { commit_ts: item.commit_ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
+            }
+            let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
+            msgs.push(Msg { partition: p, header, payload });
+        }
+    }
+    Ok(())
+}
+
+/// Sends a resolved-ts message for `ts` to every partition that does not already hold a later ts.
+async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Result<(), KafkaSinkError> {
+    let payload = match shared.cfg.format {
+        Format::Protobuf => slave::Binlog { r#type: Some(slave::BinlogType::Dml as i32), commit_ts: Some(ts), ..Default::default() }.encode_to_vec(),
+        Format::CanalJson => canal::watermark_message(ts),
+    };
+    let msgs: Vec<Msg> = (0..shared.partitions)
+        .filter(|p| topic_ts.get(p).is_none_or(|&held| ts > held))
+        .map(|p| Msg { partition: p, header: Some((RESOLVED_HEADER, ts.to_string())), payload: payload.clone() })
+        .collect();
+    let producer = shared.producer.lock().await;
+    let opaques = shared.window.reserve(msgs.len());
+    for (m, &op) in msgs.iter().zip(&opaques) {
+        produce(&producer, &shared.cfg.topic, m, op, ts).await?;
+    }
+    shared.window.push(ts, msgs, None);
+    Ok(())
+}
+
 /// Encodes `binlog` for partition `p`, in chunks when over `limit`.
-fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: usize) -> Result<(), KafkaSinkError> {
-    let chunks = translate::encode_chunks(binlog, limit)?;
+fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: &MessageLimit) -> Result<(), KafkaSinkError> {
+    let chunks = translate::encode_chunks(binlog, limit.payload, &limit.bound)?;
     let n = chunks.len();
     for (i, payload) in chunks.into_iter().enumerate() {
-        let chunk = (n > 1).then(|| format!("{i}/{n}"));
-        msgs.push(Msg { partition: p, chunk, payload, ack: None });
+        let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
+        msgs.push(Msg { partition: p, header, payload });
     }
     Ok(())
 }
@@ -502,19 +682,19 @@ async fn encode_item(
     encoder: &mut translate::Encoder,
     topic_ts: &HashMap<i32, i64>,
     item: &Item,
-    acks: &mpsc::UnboundedSender<Pending>,
     budget: &Arc<Semaphore>,
 ) -> Result<(), KafkaSinkError> {
-    let limit = shared.cfg.message_limit();
+    let limit = &shared.limit;
     let held = |p: i32| topic_ts.get(&p).is_some_and(|&ts| item.commit_ts <= ts); // restart
     let single = shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single;
     let mut msgs = Vec::new();
     match &item.body {
+        _ if shared.cfg.format == Format::CanalJson => canal_messages(shared, item, &held, &mut msgs)?,
         // The common case, encoded directly; chunked through the message when over the limit.
         Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
             let payload = encoder.dml(item.commit_ts, tables);
-            if payload.len() <= limit {
-                msgs.push(Msg { partition: 0, chunk: None, payload, ack: None });
+            if payload.len() <= limit.payload {
+                msgs.push(Msg { partition: 0, header: None, payload });
             } else if let Some(binlog) = translate::to_secondary(item) {
                 push_chunks(&mut msgs, 0, &binlog, limit)?;
             }
@@ -536,157 +716,84 @@ async fn encode_item(
         Some(budget.clone().acquire_many_owned(want).await.map_err(|_| KafkaSinkError::Stopped)?)
     };
     let producer = shared.producer.lock().await;
-    for m in msgs.iter_mut() {
-        m.ack = Some(produce(&producer, &shared.cfg.topic, m, item.commit_ts).await?);
+    let opaques = shared.window.reserve(msgs.len());
+    for (m, &op) in msgs.iter().zip(&opaques) {
+        produce(&producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
     }
-    acks.send(Pending { commit_ts: item.commit_ts, msgs, _budget: permit }).map_err(|_| KafkaSinkError::Stopped)
+    shared.window.push(item.commit_ts, msgs, permit);
+    Ok(())
 }
 
 fn budget_size(cfg: &KafkaConfig) -> usize {
     cfg.max_pending_bytes.clamp(1, u32::MAX as usize)
 }
 
-/// What [`Acker::release_done`] found.
-enum Released {
-    /// It released at least one item.
-    Some,
-    /// The front item is still waiting for an ack.
-    None,
-    /// A delivery of the front item failed.
-    Failed { commit_ts: i64, partition: i32, reason: String },
-}
-
-/// The ack task: awaits each queued item's acks in order and publishes the durable ts once per run of
-/// released items; rebuilds the producer after a failed delivery.
-struct Acker {
+/// The recovery task: after a failed delivery, a new producer sends every unacked item again;
+/// while deliveries stall, it checks that the topic still exists.
+struct Recovery {
     shared: Arc<Shared>,
-    rx: mpsc::UnboundedReceiver<Pending>,
-    window: VecDeque<Pending>,
-    last_topic_check: Instant,
-    /// Producer rebuilds since the window last advanced.
+    /// Producer rebuilds since the durable ts last moved.
     rebuilds: u32,
+    durable_at_rebuild: i64,
 }
 
-impl Acker {
+impl Recovery {
     async fn run(mut self) {
+        let mut durable = self.shared.window.durable().subscribe();
+        let mut last = *durable.borrow_and_update();
+        let mut since = Instant::now();
         loop {
-            if self.window.is_empty() {
-                match self.rx.recv().await {
-                    Some(p) => self.window.push_back(p),
-                    None => return,
-                }
+            tokio::select! {
+                _ = self.shared.window.failed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_secs(2)) => {}
             }
-            while let Ok(p) = self.rx.try_recv() {
-                self.window.push_back(p);
-            }
-            if let Err(e) = self.step().await {
-                self.shared.fail(e);
+            if self.shared.stopped.load(Ordering::Acquire) {
                 return;
             }
-        }
-    }
-
-    /// Releases every finished item at the front; when there is none, waits (up to 2 s) for the
-    /// front item's next ack. So acks that arrived together are released together, with one
-    /// published durable ts and no timer.
-    async fn step(&mut self) -> Result<(), KafkaSinkError> {
-        match self.release_done() {
-            Released::Some => Ok(()),
-            Released::Failed { commit_ts, partition, reason } => self.recover(commit_ts, partition, reason).await,
-            Released::None => self.wait_front().await,
-        }
-    }
-
-    /// Pops every fully acked item at the front without waiting and publishes the last one's ts.
-    fn release_done(&mut self) -> Released {
-        let mut released = None;
-        let mut outcome = Released::None;
-        while let Some(front) = self.window.front_mut() {
-            let commit_ts = front.commit_ts;
-            let mut waiting = false;
-            for m in front.msgs.iter_mut() {
-                let Some(fut) = m.ack.as_mut() else { continue };
-                match fut.now_or_never() {
-                    None => waiting = true,
-                    Some(r) => match delivery_error(r) {
-                        None => m.ack = None,
-                        Some(reason) => outcome = Released::Failed { commit_ts, partition: m.partition, reason },
-                    },
+            if let Some(f) = self.shared.window.failure() {
+                if let Err(e) = self.recover(f).await {
+                    self.shared.fail(e);
+                    return;
                 }
-                if waiting || matches!(outcome, Released::Failed { .. }) {
-                    break;
-                }
+                continue;
             }
-            if waiting || matches!(outcome, Released::Failed { .. }) {
-                break;
-            }
-            self.window.pop_front();
-            self.rebuilds = 0;
-            released = Some(commit_ts);
-            outcome = Released::Some;
-        }
-        if let Some(ts) = released {
-            self.shared.durable.send_if_modified(|d| {
-                let moved = ts > *d;
-                *d = (*d).max(ts);
-                moved
-            });
-        }
-        outcome
-    }
-
-    /// Waits (up to 2 s) for the front item's next unacked message.
-    async fn wait_front(&mut self) -> Result<(), KafkaSinkError> {
-        let Some(front) = self.window.front_mut() else { return Ok(()) };
-        let commit_ts = front.commit_ts;
-        let Some(m) = front.msgs.iter_mut().find(|m| m.ack.is_some()) else { return Ok(()) };
-        let partition = m.partition;
-        let fut = m.ack.as_mut().expect("found above");
-        match tokio::time::timeout(Duration::from_secs(2), fut).await {
-            Ok(r) => match delivery_error(r) {
-                None => m.ack = None,
-                Some(reason) => return self.recover(commit_ts, partition, reason).await,
-            },
-            Err(_) => {
-                // Still waiting: make sure the topic exists (a broker may have lost it).
-                if self.last_topic_check.elapsed() > Duration::from_secs(2) {
-                    self.last_topic_check = Instant::now();
-                    if let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await {
-                        tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
-                    }
-                }
+            // Deliveries stall: make sure the topic exists (someone may have deleted it).
+            let now = *durable.borrow_and_update();
+            if now != last || self.shared.window.is_empty() {
+                (last, since) = (now, Instant::now());
+            } else if since.elapsed() > Duration::from_secs(2)
+                && let Err(e) = ensure_topic(&self.shared.cfg, self.shared.partitions).await
+            {
+                tracing::warn!(error = %e, "kafka sink: deliveries stall and the topic check failed");
             }
         }
-        Ok(())
     }
 
-    /// After a failed delivery: a new producer sends every unacked message again, in order (the
-    /// brokers may have restarted and lost the topic or the producer id). Gives up after three
-    /// rebuilds without progress. A message whose ack was lost may then be in the topic twice;
-    /// consumers drop a commit ts at or below the last one they saw.
-    async fn recover(&mut self, commit_ts: i64, partition: i32, reason: String) -> Result<(), KafkaSinkError> {
+    /// A new producer sends every unacked item again, whole, in order (the brokers may have lost the
+    /// producer id, or a message timed out). Gives up after three rebuilds without progress. A
+    /// message whose ack was lost may then be in the topic twice; consumers drop a commit ts at or
+    /// below the last one they saw.
+    async fn recover(&mut self, f: Failure) -> Result<(), KafkaSinkError> {
         let shared = self.shared.clone();
+        let durable = *shared.window.durable().borrow();
+        if durable != self.durable_at_rebuild {
+            (self.rebuilds, self.durable_at_rebuild) = (0, durable);
+        }
         if self.rebuilds >= 3 {
-            return Err(KafkaSinkError::Delivery { commit_ts, topic: shared.cfg.topic.clone(), partition, reason });
+            return Err(KafkaSinkError::Delivery { commit_ts: f.commit_ts, topic: shared.cfg.topic.clone(), partition: f.partition, reason: f.reason });
         }
         self.rebuilds += 1;
-        tracing::warn!(commit_ts, partition, %reason, attempt = self.rebuilds, "kafka sink: delivery failed; new producer, sending unacked messages again");
-        // Holding the producer stops the encoder; everything it produced is then in `rx`.
+        tracing::warn!(commit_ts = f.commit_ts, partition = f.partition, reason = %f.reason, attempt = self.rebuilds, "kafka sink: delivery failed; new producer, sending unacked messages again");
+        // Holding the producer stops the encoder between items.
         let mut producer = shared.producer.lock().await;
-        while let Ok(p) = self.rx.try_recv() {
-            self.window.push_back(p);
-        }
+        let resend = shared.window.new_epoch();
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        *producer = make_producer(&shared.cfg)?;
+        *producer = make_producer(&shared.cfg, &shared.limit, &shared.window)?;
         if let Err(e) = ensure_topic(&shared.cfg, shared.partitions).await {
             tracing::warn!(error = %e, "kafka sink: topic check failed");
         }
-        // A transaction with any unacked message is sent whole again, so a chunk sequence is never
-        // cut in the middle.
-        for item in self.window.iter_mut().filter(|i| i.msgs.iter().any(|m| m.ack.is_some())) {
-            for m in item.msgs.iter_mut() {
-                m.ack = Some(produce(&producer, &shared.cfg.topic, m, item.commit_ts).await?);
-            }
+        for (op, m) in &resend {
+            produce(&producer, &shared.cfg.topic, m, *op, f.commit_ts).await?;
         }
         Ok(())
     }
@@ -694,30 +801,46 @@ impl Acker {
 
 impl KafkaSink {
     /// Connects, creates the topic if missing, reads the topic's last commit ts per partition, and
-    /// starts the encoder and ack tasks (needs a Tokio runtime).
+    /// starts the encoder and ack tasks (needs a Tokio runtime). While no broker answers it retries
+    /// (logging each failure) for up to `connect_timeout`, then returns
+    /// [`KafkaSinkError::Unreachable`] naming the brokers.
     pub async fn connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
+        let deadline = Instant::now() + cfg.connect_timeout;
+        let mut backoff = Duration::from_millis(500);
+        loop {
+            match Self::try_connect(cfg.clone()).await {
+                Err(e @ KafkaSinkError::Unreachable { .. }) if Instant::now() + backoff < deadline => {
+                    tracing::warn!(error = %e, retry_in = ?backoff, "kafka sink: no broker answers; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    async fn try_connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
         let want = if cfg.partitioning == Partitioning::Single { 1 } else { cfg.partitions.max(1) };
         let partitions = ensure_topic(&cfg, want).await?;
         let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
-        let producer = make_producer(&cfg)?;
+        let limit = MessageLimit::new(&cfg, topic_max_message_bytes(&cfg).await?);
+        let window = Arc::new(Window::new(watch::channel(0).0));
+        let producer = make_producer(&cfg, &limit, &window)?;
         let topic_ts = last_commit_ts(&cfg, partitions)?;
-        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, "kafka sink: connected");
+        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, payload_limit = limit.payload, "kafka sink: connected");
         let budget = Arc::new(Semaphore::new(budget_size(&cfg)));
         let shared = Arc::new(Shared {
             cfg,
+            limit,
             partitions,
             producer: tokio::sync::Mutex::new(producer),
-            durable: watch::channel(0).0,
+            window,
             failure: std::sync::Mutex::new(None),
             stopped: AtomicBool::new(false),
         });
         let (to_encoder, items) = mpsc::channel(ENCODE_QUEUE);
-        let (acks, rx) = mpsc::unbounded_channel();
-        let acker = Acker { shared: shared.clone(), rx, window: VecDeque::new(), last_topic_check: Instant::now(), rebuilds: 0 };
-        let tasks = vec![
-            tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, acks, budget)),
-            tokio::spawn(acker.run()),
-        ];
+        let recovery = Recovery { shared: shared.clone(), rebuilds: 0, durable_at_rebuild: 0 };
+        let tasks = vec![tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, budget)), tokio::spawn(recovery.run())];
         Ok(Self { shared, to_encoder, last_written: 0, topic_ts, tasks })
     }
 
@@ -728,7 +851,7 @@ impl KafkaSink {
 
     /// Follows [`Sink::durable_ts`] as the ack task publishes it (for benches and monitors).
     pub fn durable_watch(&self) -> watch::Receiver<i64> {
-        self.shared.durable.subscribe()
+        self.shared.window.durable().subscribe()
     }
 
     /// The error that stopped the sink's tasks (once; later calls say the sink stopped).
@@ -756,7 +879,7 @@ impl KafkaSink {
 
     /// Waits until every queued message is acked.
     pub async fn flush_all(&mut self) -> Result<i64, KafkaSinkError> {
-        let mut durable = self.shared.durable.subscribe();
+        let mut durable = self.shared.window.durable().subscribe();
         loop {
             self.check()?;
             let ts = *durable.borrow_and_update();
@@ -769,23 +892,12 @@ impl KafkaSink {
     }
 }
 
-fn delivery_error<T, M>(
-    r: Result<Result<T, (rdkafka::error::KafkaError, M)>, futures::channel::oneshot::Canceled>,
-) -> Option<String> {
-    match r {
-        Ok(Ok(_)) => None,
-        Ok(Err((e, _))) => Some(e.to_string()),
-        Err(_) => Some("the producer was dropped".to_string()),
-    }
-}
-
-
 impl Sink for KafkaSink {
     async fn load_checkpoint(&mut self) -> Result<Option<i64>, SinkError> {
         // The lowest partition's last ts: every partition holds everything up to it.
         let ts = if self.topic_ts.len() as i32 == self.shared.partitions { self.topic_ts.values().min().copied() } else { None };
         if let Some(ts) = ts {
-            self.shared.durable.send_if_modified(|d| {
+            self.shared.window.durable().send_if_modified(|d| {
                 let moved = ts > *d;
                 *d = (*d).max(ts);
                 moved
@@ -799,7 +911,7 @@ impl Sink for KafkaSink {
     }
 
     fn durable_ts(&self) -> i64 {
-        *self.shared.durable.borrow()
+        *self.shared.window.durable().borrow()
     }
 
     async fn flush(&mut self) -> Result<i64, SinkError> {

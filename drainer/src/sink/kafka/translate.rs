@@ -12,9 +12,9 @@ use crate::proto::slave;
 use crate::sink::file::pb::timestamp_to_local;
 use crate::txn::{Body, Column, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Value, format_duration, mysql_type};
 
-/// A transaction that cannot be made to fit `kafka-max-message-size`.
+/// A transaction that cannot be made to fit the message size limit.
 #[derive(Debug, thiserror::Error)]
-#[error("commit ts {commit_ts}: {what} needs {size} bytes, over kafka-max-message-size {limit}")]
+#[error("commit ts {commit_ts}: {what} needs {size} bytes, over {bound} ({limit} bytes)")]
 pub struct TooLarge {
     /// The transaction.
     pub commit_ts: i64,
@@ -24,6 +24,8 @@ pub struct TooLarge {
     pub size: usize,
     /// The limit.
     pub limit: usize,
+    /// What sets the limit: `kafka-max-message-size`, or the topic's `max.message.bytes`.
+    pub bound: String,
 }
 
 /// A column value as it goes on the wire: upstream's `DatumToColumn` mapping (see the table in the
@@ -80,6 +82,20 @@ fn column_ref<'a>(col: &Column, v: Option<&'a Value>) -> ColumnRef<'a> {
             let n = (((col.flen.max(1) + 7) / 8) as usize).min(8);
             ColumnRef::Bytes(Cow::Owned(b.to_be_bytes()[8 - n..].to_vec()))
         }
+    }
+}
+
+/// A column value as text, as canal-json carries it (`None` for NULL): the same mapping as the
+/// protobuf message's column ([`column_value`]) printed as a string; integers in decimal, doubles
+/// shortest, binary bytes as ISO-8859-1 (one char per byte), ENUM/SET as their number.
+pub fn column_text(col: &Column, v: Option<&Value>) -> Option<String> {
+    match column_ref(col, v) {
+        ColumnRef::Null => None,
+        ColumnRef::Int(i) => Some(i.to_string()),
+        ColumnRef::Uint(u) => Some(u.to_string()),
+        ColumnRef::Double(f) => Some(f.to_string()),
+        ColumnRef::Bytes(b) => Some(b.iter().map(|&c| char::from(c)).collect()),
+        ColumnRef::Text(t) => Some(t.into_owned()),
     }
 }
 
@@ -161,10 +177,11 @@ pub fn table_header(table: &TableSchema) -> slave::Table {
         .collect();
     let mut unique_keys = Vec::new();
     let has_primary = table.unique_keys.iter().any(|k| k.is_primary());
-    if table.pk_is_handle && !has_primary {
-        if let Some(pk) = table.columns.iter().find(|c| c.primary_key) {
-            unique_keys.push(slave::Key { name: Some("PRIMARY".into()), column_names: vec![pk.name.clone()] });
-        }
+    if table.pk_is_handle
+        && !has_primary
+        && let Some(pk) = table.columns.iter().find(|c| c.primary_key)
+    {
+        unique_keys.push(slave::Key { name: Some("PRIMARY".into()), column_names: vec![pk.name.clone()] });
     }
     for k in &table.unique_keys {
         let column_names = k.columns.iter().filter_map(|&i| table.columns.get(i)).map(|c| c.name.clone()).collect();
@@ -227,15 +244,15 @@ fn field_len(len: usize) -> usize {
 /// Encodes `binlog` as one message, or — when it is over `limit` bytes — as ordered chunks, each a
 /// valid DML `Binlog` with the same commit ts carrying a run of the mutations (a table split over
 /// chunks repeats its header). A DDL, or one mutation with its table header, over the limit is an
-/// error.
-pub fn encode_chunks(binlog: &slave::Binlog, limit: usize) -> Result<Vec<Vec<u8>>, TooLarge> {
+/// error naming `bound`, what sets the limit.
+pub fn encode_chunks(binlog: &slave::Binlog, limit: usize, bound: &str) -> Result<Vec<Vec<u8>>, TooLarge> {
     let commit_ts = binlog.commit_ts();
     let whole = binlog.encoded_len();
     if whole <= limit {
         return Ok(vec![binlog.encode_to_vec()]);
     }
     let Some(dml) = &binlog.dml_data else {
-        return Err(TooLarge { commit_ts, what: "the DDL".into(), size: whole, limit });
+        return Err(TooLarge { commit_ts, what: "the DDL".into(), size: whole, limit, bound: bound.into() });
     };
     // Fixed part of every chunk: type + commit ts (≤ 13 bytes) and the dml_data wrapper (≤ 11).
     let base = dml_binlog(commit_ts, Vec::new()).encoded_len() + 11;
@@ -263,6 +280,7 @@ pub fn encode_chunks(binlog: &slave::Binlog, limit: usize) -> Result<Vec<Vec<u8>
                         what: format!("one row of `{}`.`{}`", table.schema_name(), table.table_name()),
                         size: base + need,
                         limit,
+                        bound: bound.into(),
                     });
                 }
                 cur.push(header.clone());
@@ -323,6 +341,10 @@ fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
 /// Tables whose encoded headers the [`Encoder`] keeps before it starts over.
 const HEADER_CACHE: usize = 4096;
 
+/// A table's schema (kept so its pointer cannot be reused) and its encoded `Table` fields before the
+/// mutations and after them.
+type TableHeader = (Arc<TableSchema>, Vec<u8>, Vec<u8>);
+
 /// Encodes DML transactions straight to `slave.binlog.Binlog` bytes — the same bytes as prost makes
 /// of [`to_secondary`]'s message — without building the message: each table's header (names, column
 /// info, unique keys) is encoded once and cached, values are written from the rows, and the scratch
@@ -331,7 +353,7 @@ const HEADER_CACHE: usize = 4096;
 pub struct Encoder {
     /// By table schema (pointer, with the `Arc` kept so it cannot be reused): the encoded `Table`
     /// fields before the mutations (1–3) and after them (5).
-    headers: HashMap<usize, (Arc<TableSchema>, Vec<u8>, Vec<u8>)>,
+    headers: HashMap<usize, TableHeader>,
     row: Vec<u8>,
     mutation: Vec<u8>,
     table: Vec<u8>,
@@ -482,9 +504,9 @@ mod tests {
         };
         let b = to_secondary(&item).unwrap();
         let whole = b.encode_to_vec();
-        assert_eq!(encode_chunks(&b, whole.len()).unwrap(), vec![whole.clone()]);
+        assert_eq!(encode_chunks(&b, whole.len(), "kafka-max-message-size").unwrap(), vec![whole.clone()]);
         let limit = 1000;
-        let chunks = encode_chunks(&b, limit).unwrap();
+        let chunks = encode_chunks(&b, limit, "kafka-max-message-size").unwrap();
         assert!(chunks.len() > 3, "{}", chunks.len());
         let mut ids = Vec::new();
         for c in &chunks {
@@ -497,7 +519,7 @@ mod tests {
             }
         }
         assert_eq!(ids, (0..50).collect::<Vec<u64>>(), "all rows, in order");
-        let err = encode_chunks(&b, 200).unwrap_err().to_string();
+        let err = encode_chunks(&b, 200, "kafka-max-message-size").unwrap_err().to_string();
         assert!(err.contains("one row of `s`.`t`") && err.contains("commit ts 9"), "{err}");
     }
     fn wide_table() -> Arc<TableSchema> {

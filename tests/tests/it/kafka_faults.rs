@@ -1,0 +1,240 @@
+//! The Kafka sink under faults, on real Apache Kafka: a broker killed (SIGKILL) and restarted while
+//! the sink writes, the brokers down when the sink starts, a topic whose `max.message.bytes` is
+//! smaller than a transaction, the partition leader's broker killed on a 3-node cluster, and the
+//! drainer killed (SIGKILL) under load in the whole cluster. Every time: every transaction arrives
+//! once, in commit-ts order, or the sink returns an error that says what is wrong.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use drainer::consumer::{BinlogConsumer, ConsumerConfig, StartAt, Txn};
+use drainer::sink::Sink;
+use drainer::sink::kafka::{KafkaConfig, KafkaSink};
+use drainer::txn::{Item, RowChange};
+use tests::Kafka;
+
+use crate::sink_items;
+
+fn config(addrs: &str, topic: &str) -> KafkaConfig {
+    KafkaConfig::new(addrs, topic)
+}
+
+/// Reads `topic`/0 from the start until `want` transactions arrived, then checks nothing else does.
+/// Returns them and the count of duplicate messages the consumer dropped.
+async fn consume(addrs: &str, topic: &str, want: usize) -> (Vec<Txn>, u64) {
+    let mut c = BinlogConsumer::new(ConsumerConfig {
+        addrs: addrs.into(),
+        topic: topic.into(),
+        partition: 0,
+        start: StartAt::Beginning,
+        after_commit_ts: 0,
+    })
+    .unwrap();
+    let mut got = Vec::new();
+    while got.len() < want {
+        match c.next_timeout(Duration::from_secs(30)).await.unwrap() {
+            Some(t) => got.push(t),
+            None => panic!("only {} of {want} transactions arrived", got.len()),
+        }
+    }
+    assert!(c.next_timeout(Duration::from_secs(2)).await.unwrap().is_none(), "an extra transaction arrived");
+    let skipped = c.skipped();
+    (got, skipped)
+}
+
+fn commit_ts(items: &[Item]) -> Vec<i64> {
+    items.iter().map(|i| i.commit_ts).collect()
+}
+
+fn got_ts(txns: &[Txn]) -> Vec<i64> {
+    txns.iter().map(|t| t.commit_ts).collect()
+}
+
+async fn start_kafka(nodes: usize) -> (tempfile::TempDir, Kafka) {
+    tokio::task::spawn_blocking(move || {
+        let dir = tempfile::Builder::new().prefix("tbrs-kafka-").tempdir().unwrap();
+        let kafka = Kafka::builder().nodes(nodes).start(dir.path()).unwrap();
+        (dir, kafka)
+    })
+    .await
+    .unwrap()
+}
+
+/// Writes `items` one every `gap`, flushes, and returns the sink's final durable ts.
+fn write_slowly(mut sink: KafkaSink, items: Vec<Item>, gap: Duration) -> tokio::task::JoinHandle<i64> {
+    tokio::spawn(async move {
+        for it in items {
+            sink.write(Arc::new(it)).await.unwrap();
+            tokio::time::sleep(gap).await;
+        }
+        sink.flush().await.unwrap()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_loses_and_duplicates_nothing_when_the_broker_is_killed_and_restarted() {
+    let (_dir, kafka) = start_kafka(1).await;
+    let addrs = kafka.addrs();
+    let (items, _) = sink_items::workload(10, 300);
+    let sink = KafkaSink::connect(config(&addrs, "broker_restart")).await.unwrap();
+    let writer = write_slowly(sink, items.clone(), Duration::from_millis(10));
+    // Kill the broker while the writer is in the middle, bring it back a second later.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let kafka = tokio::task::spawn_blocking(move || {
+        let mut kafka = kafka;
+        kafka.kill(1);
+        std::thread::sleep(Duration::from_secs(1));
+        kafka.start_node(1).unwrap();
+        kafka
+    })
+    .await
+    .unwrap();
+    let durable = tokio::time::timeout(Duration::from_secs(90), writer).await.expect("the writer finished").unwrap();
+    assert_eq!(durable, items.last().unwrap().commit_ts);
+    let (got, skipped) = consume(&kafka.addrs(), "broker_restart", items.len()).await;
+    assert_eq!(got_ts(&got), commit_ts(&items), "every transaction, in commit-ts order");
+    assert_eq!(skipped, 0, "no transaction reached the topic twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_sends_again_what_timed_out_while_the_broker_was_down() {
+    let (_dir, mut kafka) = start_kafka(1).await;
+    let addrs = kafka.addrs();
+    let mut cfg = config(&addrs, "timed_out");
+    cfg.ack_timeout = Duration::from_secs(3);
+    let mut sink = KafkaSink::connect(cfg).await.unwrap();
+    let (items, _) = sink_items::workload(10, 40);
+    for it in &items[..10] {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    sink.flush().await.unwrap();
+    kafka.kill(1);
+    // These time out in the producer (3 s) while the broker is down; a new producer sends them again.
+    for it in &items[10..] {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(sink.durable_ts(), items[9].commit_ts, "nothing is durable while the broker is down");
+    let kafka = tokio::task::spawn_blocking(move || {
+        kafka.start_node(1).unwrap();
+        kafka
+    })
+    .await
+    .unwrap();
+    let durable = tokio::time::timeout(Duration::from_secs(60), sink.flush()).await.expect("flushed").unwrap();
+    assert_eq!(durable, items.last().unwrap().commit_ts);
+    let (got, _) = consume(&kafka.addrs(), "timed_out", items.len()).await;
+    assert_eq!(got_ts(&got), commit_ts(&items), "every transaction, in commit-ts order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_waits_for_brokers_that_are_down_at_start_and_names_them_when_it_gives_up() {
+    // Nothing listens: the error names the brokers once `connect_timeout` is over.
+    let nobody = format!("127.0.0.1:{}", tests::free_port());
+    let mut cfg = config(&nobody, "down_at_start");
+    cfg.connect_timeout = Duration::from_secs(3);
+    let t = Instant::now();
+    let err = KafkaSink::connect(cfg).await.unwrap_err().to_string();
+    assert!(err.contains(&nobody) && err.contains("unreachable"), "{err}");
+    assert!(t.elapsed() >= Duration::from_secs(2), "it retried for the timeout: {:?}", t.elapsed());
+
+    // A broker that comes up while the sink retries: the sink connects and delivers.
+    let (_dir, mut kafka) = start_kafka(1).await;
+    kafka.kill(1);
+    let addrs = kafka.addrs();
+    let connecting = tokio::spawn(KafkaSink::connect(config(&addrs, "down_at_start")));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!connecting.is_finished(), "connect gave up while its timeout runs");
+    let kafka = tokio::task::spawn_blocking(move || {
+        kafka.start_node(1).unwrap();
+        kafka
+    })
+    .await
+    .unwrap();
+    let mut sink = tokio::time::timeout(Duration::from_secs(60), connecting).await.expect("connected").unwrap().unwrap();
+    let (items, _) = sink_items::workload(10, 5);
+    for it in &items {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    assert_eq!(sink.flush().await.unwrap(), items.last().unwrap().commit_ts);
+    let (got, _) = consume(&kafka.addrs(), "down_at_start", items.len()).await;
+    assert_eq!(got_ts(&got), commit_ts(&items));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_chunks_to_the_topics_max_message_bytes_and_names_it_when_a_ddl_cannot_fit() {
+    let (_dir, kafka) = start_kafka(1).await;
+    let addrs = kafka.addrs();
+    kafka.create_topic("small_max", 1, &[("max.message.bytes", "20000")]).await.unwrap();
+    // kafka-max-message-size stays at its default (1 GiB): the topic's limit is what counts.
+    let mut sink = KafkaSink::connect(config(&addrs, "small_max")).await.unwrap();
+    let (mut items, _) = sink_items::workload(10, 5);
+    let big: Vec<RowChange> = (10_000..10_600).map(|id| RowChange::Insert(sink_items::row(id, 3))).collect();
+    items.push(sink_items::dml(1_000, big));
+    for it in &items {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    assert_eq!(sink.flush().await.unwrap(), 1_000);
+    let (got, skipped) = consume(&addrs, "small_max", items.len()).await;
+    assert_eq!((got_ts(&got), skipped), (commit_ts(&items), 0));
+    let big = got.last().unwrap();
+    assert!(big.messages >= 3, "the 600-row transaction was chunked: {} messages", big.messages);
+    let rows: usize = big.binlog.dml_data.as_ref().unwrap().tables.iter().map(|t| t.mutations.len()).sum();
+    assert_eq!(rows, 600, "every row arrived");
+
+    // A DDL cannot be chunked: the error names the topic's limit, and nothing after it is durable.
+    let query = format!("CREATE TABLE t2 (c VARCHAR(10) DEFAULT '{}')", "x".repeat(30_000));
+    sink.write(Arc::new(sink_items::ddl(2_000, "db", &query))).await.unwrap();
+    let err = format!("{:#}", anyhow::Error::from(sink.flush().await.unwrap_err()));
+    assert!(err.contains("commit ts 2000") && err.contains("max.message.bytes 20000 of topic small_max"), "{err}");
+    assert_eq!(sink.durable_ts(), 1_000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_fails_over_when_the_partition_leaders_broker_is_killed() {
+    let (_dir, mut kafka) = start_kafka(3).await;
+    let addrs = kafka.addrs();
+    kafka.create_topic("failover", 1, &[]).await.unwrap();
+    let (items, _) = sink_items::workload(10, 300);
+    let sink = KafkaSink::connect(config(&addrs, "failover")).await.unwrap();
+    let writer = write_slowly(sink, items.clone(), Duration::from_millis(10));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let leader = kafka.leader_of("failover", 0).unwrap();
+    kafka.kill(leader);
+    let durable = tokio::time::timeout(Duration::from_secs(90), writer).await.expect("the writer finished").unwrap();
+    assert_eq!(durable, items.last().unwrap().commit_ts);
+    let new_leader = kafka.leader_of("failover", 0).unwrap();
+    assert_ne!(new_leader, leader, "another broker leads the partition");
+    let (got, skipped) = consume(&addrs, "failover", items.len()).await;
+    assert_eq!(got_ts(&got), commit_ts(&items), "every transaction, in commit-ts order");
+    assert_eq!(skipped, 0, "no transaction reached the topic twice");
+}
+
+#[test]
+fn kill9_the_drainer_under_load_with_the_kafka_sink_duplicates_nothing() -> anyhow::Result<()> {
+    let opts = tests::e2e::Options { sink: tests::e2e::SinkKind::Kafka, ..crate::fault::opts() };
+    let e2e = crate::fault::run_with_fault_in(
+        opts,
+        |e| {
+            e.drainer.kill();
+            Ok(())
+        },
+        |e| e.drainer.restart(),
+    )?;
+    // The downstream equals the upstream (checked above); the topic itself holds every commit ts
+    // once: the restarted drainer resumed after the topic's last transaction.
+    let topic = e2e.kafka_topic()?;
+    let addrs = e2e.cluster.kafka.as_ref().expect("kafka").addrs();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (txns, skipped) = rt.block_on(async {
+        let mut c = BinlogConsumer::new(ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0 })?;
+        let mut n = 0u64;
+        while c.next_timeout(Duration::from_secs(5)).await?.is_some() {
+            n += 1;
+        }
+        anyhow::Ok((n, c.skipped()))
+    })?;
+    assert!(txns > 50, "the workload reached the topic: {txns} transactions");
+    assert_eq!(skipped, 0, "a transaction reached the topic twice");
+    Ok(())
+}
