@@ -693,6 +693,13 @@ impl Config {
             check_pattern("db-name", &t.db_name).map_err(|r| invalid("syncer table filter", r))?;
             check_pattern("tbl-name", &t.tbl_name).map_err(|r| invalid("syncer table filter", r))?;
         }
+        crate::rules::Rules::new(&self.syncer).map_err(|e| match e {
+            crate::rules::RuleError::UnknownEvent { .. } | crate::rules::RuleError::BadSql { .. } => {
+                invalid("syncer.binlog-filter-rule", e.to_string())
+            }
+            _ => invalid("syncer.table-migrate-rule", e.to_string()),
+        })?;
+        self.refuse_unimplemented(db)?;
         if !self.syncer.schema_source.is_empty() {
             let s = &self.syncer.schema_source;
             if !(s.starts_with("http://") || s.starts_with("https://")) {
@@ -701,6 +708,53 @@ impl Config {
                     format!("{s:?}: expected http://host:port of a TiDB status API"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses, by name, every key upstream's drainer honours that this drainer does not implement:
+    /// a config migrated from upstream must not start and then silently do something else.
+    fn refuse_unimplemented(&self, db: DbType) -> Result<(), ConfigError> {
+        let s = &self.syncer;
+        let no = |key: &'static str, why: &str| Err(invalid(key, format!("is not supported by this drainer: {why}")));
+        if s.loopback_control {
+            return no(
+                "syncer.loopback-control",
+                "the mark table and the skipping of marked transactions are not implemented; remove it (and \
+                 channel-id) and do not replicate two clusters into each other with this drainer",
+            );
+        }
+        if !s.relay.log_dir.is_empty() {
+            return no(
+                "syncer.relay.log-dir",
+                "the relay log is not implemented; remove [syncer.relay] log-dir (the pumps keep the binlogs \
+                 until gc)",
+            );
+        }
+        if s.load_schema_snapshot {
+            return no(
+                "syncer.load-schema-snapshot",
+                "the schema is always rebuilt from the whole DDL history of the schema source; remove it",
+            );
+        }
+        if s.to.merge {
+            return no("syncer.to.merge", "the merge mode of the MySQL/TiDB loader is not implemented; remove it");
+        }
+        if s.to.read_timeout != "1m" {
+            return no(
+                "syncer.to.read-timeout",
+                &format!("only the default \"1m\" is accepted, not {:?}", s.to.read_timeout),
+            );
+        }
+        if db.uses_file_checkpoint() && !s.to.checkpoint.kind.is_empty() {
+            return no(
+                "syncer.to.checkpoint.type",
+                &format!(
+                    "the {} sink keeps its checkpoint in <data-dir>/savepoint; a {:?} checkpoint for it is not \
+                     implemented, remove [syncer.to.checkpoint] type",
+                    s.db_type, s.to.checkpoint.kind
+                ),
+            );
         }
         Ok(())
     }
@@ -776,7 +830,7 @@ replicate-do-db = ["~^b.*", "s1"]
 txn-batch = 5
 worker-count = 3
 sync-ddl = false
-loopback-control = true
+loopback-control = false
 channel-id = 1
 db-type = "pb"
 disable-dispatch = true
@@ -798,7 +852,7 @@ target = { schema = "s2", table = "t2" }
 ignore-event = ["delete"]
 ignore-sql = ["^DROP"]
 [syncer.relay]
-log-dir = "relay"
+log-dir = ""
 max-file-size = 100
 [syncer.to]
 host = "h"
@@ -807,8 +861,8 @@ password = "p"
 encrypted_password = ""
 sync-mode = 1
 port = 3307
-read-timeout = "2m"
-merge = true
+read-timeout = "1m"
+merge = false
 dir = "bin"
 compression = ""
 time-limit = "30s"
@@ -828,7 +882,7 @@ time_zone = "+08:00"
 [syncer.to.security]
 ssl-ca = ""
 [syncer.to.checkpoint]
-type = "mysql"
+type = ""
 schema = "cs"
 table = "ct"
 host = "ch"
@@ -850,6 +904,41 @@ ssl-ca = ""
         assert_eq!(c.syncer.schema_source, "http://127.0.0.1:10080");
         assert_eq!(c.syncer.memory_quota_mb, 64);
         assert_eq!(c.syncer.ignore_txn_commit_ts, [1, 2]);
+    }
+
+    /// Keys upstream honours and this drainer does not implement stop the start, each named.
+    #[test]
+    fn unimplemented_keys_are_refused_by_name() {
+        let cases = [
+            ("[syncer]\nloopback-control = true", "syncer.loopback-control"),
+            ("[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
+            ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
+            ("[syncer.to]\nmerge = true", "syncer.to.merge"),
+            ("[syncer.to]\nread-timeout = \"2m\"", "syncer.to.read-timeout"),
+            ("[syncer]\ndb-type = \"kafka\"\n[syncer.to.checkpoint]\ntype = \"mysql\"", "syncer.to.checkpoint.type"),
+            ("[syncer]\ndb-type = \"file\"\n[syncer.to.checkpoint]\ntype = \"tidb\"", "syncer.to.checkpoint.type"),
+        ];
+        for (toml, key) in cases {
+            let mut c = parse(toml).unwrap();
+            let e = c.adjust(|_| None).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("not supported by this drainer"), "{toml}: {e}");
+        }
+        // Their defaults (and the default values written out) start.
+        let mut c = parse("[syncer]\nloopback-control = false\nload-schema-snapshot = false\n[syncer.relay]\nlog-dir = \"\"\n[syncer.to]\nmerge = false\nread-timeout = \"1m\"").unwrap();
+        c.adjust(|_| None).unwrap();
+    }
+
+    #[test]
+    fn bad_filter_and_route_rules_are_errors_at_start() {
+        let mut c = parse("[syncer]\n[[syncer.table-migrate-rule]]\nbinlog-filter-rule = [\"gone\"]\nsource = { schema = \"s\", table = \"t\" }").unwrap();
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("syncer.table-migrate-rule") && e.contains("\"gone\""), "{e}");
+        let mut c = parse("[syncer.binlog-filter-rule.r]\nignore-sql = [\"[unclosed\"]").unwrap();
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("syncer.binlog-filter-rule.r") && e.contains("[unclosed"), "{e}");
+        let mut c = parse("[syncer.binlog-filter-rule.r]\nignore-event = [\"deletes\"]").unwrap();
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("\"deletes\""), "{e}");
     }
 
     #[test]

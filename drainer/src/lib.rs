@@ -8,6 +8,7 @@
 //! - [`config`], [`flags`]: drainer.toml and the command line.
 //! - [`checkpoint`]: the `savepoint` file and the start ts.
 //! - [`filter`]: do/ignore schema and table filters.
+//! - [`rules`]: binlog-filter rules (ignore-event, ignore-sql) and table routing (table-migrate-rule).
 //! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
 //! - [`pumps`]: pump discovery (the collector) and one reader per pump.
 //! - [`metrics`]: Prometheus metrics with upstream's names.
@@ -35,5 +36,6 @@ pub mod syncer;
 pub mod translate;
 pub mod proto;
 pub mod reparo;
+pub mod rules;
 pub mod sink;
 pub mod txn;

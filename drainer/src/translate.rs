@@ -15,6 +15,7 @@
 //!   default/zero filling when `CanAppendDefaultValue`). A DML whose every mutation was dropped is Empty.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use prost::Message;
 use pump::proto::{Binlog, MutationType, PrewriteValue, TableMutation};
@@ -24,8 +25,9 @@ use pump::tidb::{CodecError, Datum, Value as TValue};
 use crate::config::{DbType, SyncerConfig};
 use crate::filter::Filter;
 use crate::metrics::metrics;
+use crate::rules::{AmbiguousRoute, DmlKind, Rules};
 use crate::schema::{Schema, SchemaError, StatusApi};
-use crate::txn::{Body, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, Value};
+use crate::txn::{Body, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Value};
 
 /// Why a binlog could not be translated.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,33 @@ pub enum TranslateError {
         /// The DDL.
         query: String,
     },
+    /// A table matches two routes of one level.
+    #[error("commit ts {commit_ts}: {source}")]
+    Route {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// Which rules.
+        source: AmbiguousRoute,
+    },
+    /// A DDL on a routed table cannot be rewritten to name its target.
+    #[error(
+        "commit ts {commit_ts}: `{query}` touches {from}, which table-migrate-rule routes to {to}, and it cannot \
+         be rewritten for the route ({why}). Apply the change to the downstream by hand, then either add \
+         {commit_ts} to [syncer] ignore-txn-commit-ts, or drop such DDL with a binlog-filter-rule \
+         (ignore-event) on the routed tables, and restart"
+    )]
+    RouteDdl {
+        /// The DDL's commit ts.
+        commit_ts: i64,
+        /// The DDL.
+        query: String,
+        /// The source, `` `db`.`t` ``.
+        from: String,
+        /// The target.
+        to: String,
+        /// What forms can be routed.
+        why: &'static str,
+    },
     /// A mutation names a table the schema does not have.
     #[error("commit ts {commit_ts}: table id {table_id} not found at schema version {version}")]
     TableNotFound {
@@ -110,6 +139,9 @@ pub struct Translator {
     schema: Schema,
     source: Option<StatusApi>,
     filter: Filter,
+    rules: Rules,
+    /// Routed table definitions by table id: (the source definition, its routed copy).
+    routed: HashMap<i64, (Arc<TableSchema>, Arc<TableSchema>)>,
     ignore_ts: HashSet<i64>,
     sync_ddl: bool,
     db_type: DbType,
@@ -118,11 +150,13 @@ pub struct Translator {
 impl Translator {
     /// A translator for `[syncer]` (`schema-source` may be empty: then only fake and filtered binlogs
     /// can be handled).
-    pub fn new(cfg: &SyncerConfig, db_type: DbType) -> Result<Self, regex::Error> {
+    pub fn new(cfg: &SyncerConfig, db_type: DbType) -> Result<Self, TranslatorConfigError> {
         Ok(Translator {
             schema: Schema::new(),
             source: (!cfg.schema_source.is_empty()).then(|| StatusApi::new(&cfg.schema_source)),
             filter: Filter::new(cfg)?,
+            rules: Rules::new(cfg)?,
+            routed: HashMap::new(),
             ignore_ts: cfg.ignore_txn_commit_ts.iter().copied().collect(),
             sync_ddl: cfg.sync_ddl,
             db_type,
@@ -185,17 +219,26 @@ impl Translator {
             if entry.info.view.is_some() || self.filter.skip(&entry.schema.schema, &entry.schema.name) {
                 continue;
             }
+            let (info, table) = (entry.info.clone(), entry.schema.clone());
             let can_append = self.schema.can_append_default(id, version);
-            let rows = decode_mutation(m, &entry.info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
+            let mut rows = decode_mutation(m, &info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
                 commit_ts,
-                table: format!("{}.{}", entry.schema.schema, entry.schema.name),
+                table: format!("{}.{}", table.schema, table.name),
                 table_id: id,
                 kind,
                 index,
                 reason,
             })?;
+            if !self.rules.is_empty() {
+                let ignored = [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
+                    .map(|k| self.rules.ignores_dml(&table.schema, &table.name, k));
+                if ignored.contains(&true) {
+                    rows.retain(|r| !ignored[dml_kind(r) as usize]);
+                }
+            }
             if !rows.is_empty() {
-                changes.push(TableChanges { table: entry.schema.clone(), rows });
+                let table = self.routed_table(&table).map_err(|source| TranslateError::Route { commit_ts, source })?;
+                changes.push(TableChanges { table, rows });
             }
         }
         if changes.is_empty() {
@@ -248,9 +291,9 @@ impl Translator {
             Some(t) => t.clone(),
             None => (self.schema.db_name(job.schema_id).unwrap_or_default().to_owned(), String::new()),
         };
-        if let Some((from_db, from_table)) = renamed_from
+        if let Some((from_db, from_table)) = &renamed_from
             && self.sync_ddl
-            && self.filter.skip(&from_db, &from_table) != self.filter.skip(&schema, &table)
+            && self.filter.skip(from_db, from_table) != self.filter.skip(&schema, &table)
         {
             // Running it would fail downstream (the source was never replicated) or silently leave a
             // stale table there (the target is not replicated): the operator must decide.
@@ -264,14 +307,77 @@ impl Translator {
         if !self.sync_ddl || self.filter.skip(&schema, &table) {
             return Ok(empty(version));
         }
-        let table_after = if table.is_empty() { None } else { self.schema.table(job.table_id).map(|e| e.schema.clone()) };
+        if self.rules.ignores_ddl(&schema, &table, &job.query) {
+            tracing::info!(commit_ts, job_id, query = %job.query, "DDL dropped by a binlog-filter-rule");
+            return Ok(empty(version));
+        }
+        let mut table_after = if table.is_empty() { None } else { self.schema.table(job.table_id).map(|e| e.schema.clone()) };
+        let mut query = job.query.clone();
+        let (mut schema, mut table) = (schema, table);
+        if self.rules.routes() {
+            let route = |s: &str, t: &str| self.rules.route(s, t).map_err(|source| TranslateError::Route { commit_ts, source });
+            let (to_schema, to_table) = route(&schema, &table)?;
+            let from_routed = match &renamed_from {
+                Some((s, t)) => route(s, t)? != (s.clone(), t.clone()),
+                None => false,
+            };
+            if (to_schema != schema || to_table != table) || from_routed {
+                let named = |s: &str, t: &str| if t.is_empty() { format!("`{s}`") } else { format!("`{s}`.`{t}`") };
+                query = crate::rules::rewrite_ddl(&query, &to_schema, &to_table).map_err(|why| TranslateError::RouteDdl {
+                    commit_ts,
+                    query: job.query.clone(),
+                    from: named(&schema, &table),
+                    to: named(&to_schema, &to_table),
+                    why,
+                })?;
+                if let Some(t) = table_after.take() {
+                    table_after = Some(self.routed_table(&t).map_err(|source| TranslateError::Route { commit_ts, source })?);
+                }
+                (schema, table) = (to_schema, to_table);
+            }
+        }
         let schema = if job.job_type == action::CREATE_SCHEMA { String::new() } else { schema };
-        Ok(Item {
-            start_ts,
-            commit_ts,
-            schema_version: version,
-            body: Body::Ddl(Ddl { schema, table, query: job.query.clone(), job_id, table_after }),
-        })
+        Ok(Item { start_ts, commit_ts, schema_version: version, body: Body::Ddl(Ddl { schema, table, query, job_id, table_after }) })
+    }
+
+    /// `src` with its route's target names (itself when no rule routes it), cached per table id.
+    fn routed_table(&mut self, src: &Arc<TableSchema>) -> Result<Arc<TableSchema>, AmbiguousRoute> {
+        if !self.rules.routes() {
+            return Ok(src.clone());
+        }
+        if let Some((s, r)) = self.routed.get(&src.id)
+            && Arc::ptr_eq(s, src)
+        {
+            return Ok(r.clone());
+        }
+        let (schema, name) = self.rules.route(&src.schema, &src.name)?;
+        let routed = if schema == src.schema && name == src.name {
+            src.clone()
+        } else {
+            Arc::new(TableSchema { schema, name, ..(**src).clone() })
+        };
+        self.routed.insert(src.id, (src.clone(), routed.clone()));
+        Ok(routed)
+    }
+}
+
+/// Why a translator cannot be built from `[syncer]`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranslatorConfigError {
+    /// A do/ignore pattern is not a regular expression.
+    #[error("a replicate-do/ignore pattern is not a valid regular expression: {0}")]
+    Filter(#[from] regex::Error),
+    /// A binlog-filter or table-migrate rule is wrong.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RuleError),
+}
+
+fn dml_kind(r: &RowChange) -> DmlKind {
+    match r {
+        RowChange::Insert(_) => DmlKind::Insert,
+        RowChange::Update { .. } => DmlKind::Update,
+        RowChange::Delete(_) => DmlKind::Delete,
     }
 }
 

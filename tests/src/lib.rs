@@ -24,6 +24,7 @@ pub mod nodes;
 pub mod pd;
 pub mod pd_standin;
 pub mod pki;
+pub mod scripted;
 
 pub use pd::Pd;
 

@@ -12,6 +12,7 @@ mod drainer_cli;
 mod fault;
 mod deploy_metrics;
 mod drainer_pipeline;
+mod drainer_rules;
 mod e2e_options;
 mod harness_services;
 mod kafka_sink;
