@@ -246,7 +246,8 @@ pub struct SchemaTable {
     pub table: String,
 }
 
-/// `[[syncer.table-migrate-rule]]` (parsed; routing is not implemented).
+/// `[[syncer.table-migrate-rule]]`: filter rules and routing for the tables `source` matches
+/// (see [`crate::rules`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TableMigrateRule {
@@ -258,7 +259,8 @@ pub struct TableMigrateRule {
     pub target: SchemaTable,
 }
 
-/// `[syncer.binlog-filter-rule.<name>]` (parsed; not applied yet).
+/// `[syncer.binlog-filter-rule.<name>]`: what to drop from the tables of the table-migrate-rules that
+/// name it (see [`crate::rules`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BinlogFilterRule {
@@ -311,9 +313,10 @@ pub struct SyncerConfig {
     pub worker_count: usize,
     /// Replicate DDL.
     pub sync_ddl: bool,
-    /// Loopback control (mark and drop our own writes).
+    /// Loopback control: mark what the MySQL/TiDB sink writes and drop upstream transactions that
+    /// carry this channel's mark (see [`crate::loopback`]).
     pub loopback_control: bool,
-    /// Channel id for loopback control.
+    /// Channel id for loopback control (the same on both drainers of a bidirectional pair).
     pub channel_id: i64,
     /// mysql, tidb, file (alias pb), kafka, oracle.
     pub db_type: String,
@@ -329,7 +332,7 @@ pub struct SyncerConfig {
     pub safe_mode: bool,
     /// Upstream: load the schema snapshot at the checkpoint instead of the whole DDL history.
     pub load_schema_snapshot: bool,
-    /// Case-sensitive names in binlog-filter / router rules.
+    /// Case-sensitive schema and table names in binlog-filter and table-migrate rules.
     pub case_sensitive: bool,
     /// Table routing rules.
     pub table_migrate_rule: Vec<TableMigrateRule>,
@@ -717,13 +720,6 @@ impl Config {
     fn refuse_unimplemented(&self, db: DbType) -> Result<(), ConfigError> {
         let s = &self.syncer;
         let no = |key: &'static str, why: &str| Err(invalid(key, format!("is not supported by this drainer: {why}")));
-        if s.loopback_control {
-            return no(
-                "syncer.loopback-control",
-                "the mark table and the skipping of marked transactions are not implemented; remove it (and \
-                 channel-id) and do not replicate two clusters into each other with this drainer",
-            );
-        }
         if !s.relay.log_dir.is_empty() {
             return no(
                 "syncer.relay.log-dir",
@@ -910,7 +906,6 @@ ssl-ca = ""
     #[test]
     fn unimplemented_keys_are_refused_by_name() {
         let cases = [
-            ("[syncer]\nloopback-control = true", "syncer.loopback-control"),
             ("[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
             ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
             ("[syncer.to]\nmerge = true", "syncer.to.merge"),

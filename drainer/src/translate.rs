@@ -143,6 +143,8 @@ pub struct Translator {
     /// Routed table definitions by table id: (the source definition, its routed copy).
     routed: HashMap<i64, (Arc<TableSchema>, Arc<TableSchema>)>,
     ignore_ts: HashSet<i64>,
+    /// `loopback-control`: the channel whose marked transactions are dropped.
+    loopback: Option<i64>,
     sync_ddl: bool,
     db_type: DbType,
 }
@@ -158,6 +160,7 @@ impl Translator {
             rules: Rules::new(cfg)?,
             routed: HashMap::new(),
             ignore_ts: cfg.ignore_txn_commit_ts.iter().copied().collect(),
+            loopback: cfg.loopback_control.then_some(cfg.channel_id),
             sync_ddl: cfg.sync_ddl,
             db_type,
         })
@@ -209,6 +212,12 @@ impl Translator {
             return Err(TranslateError::NoSchemaSource { commit_ts, what: "DML" });
         }
         self.schema.apply_until(version).map_err(|source| TranslateError::Schema { commit_ts, source })?;
+        if let Some(channel) = self.loopback
+            && self.written_by_channel(&pv, channel, commit_ts, version)?
+        {
+            tracing::debug!(commit_ts, channel, "skipping a transaction that carries our loopback mark");
+            return Ok(empty(version));
+        }
         let mut changes = Vec::new();
         for m in &pv.mutations {
             let id = m.table_id();
@@ -338,6 +347,31 @@ impl Translator {
         }
         let schema = if job.job_type == action::CREATE_SCHEMA { String::new() } else { schema };
         Ok(Item { start_ts, commit_ts, schema_version: version, body: Body::Ddl(Ddl { schema, table, query, job_id, table_after }) })
+    }
+
+    /// Whether a transaction changes the loopback mark table's row of `channel` (whatever the filters
+    /// say about that table, as upstream).
+    fn written_by_channel(&self, pv: &PrewriteValue, channel: i64, commit_ts: i64, version: i64) -> Result<bool, TranslateError> {
+        for m in &pv.mutations {
+            let id = m.table_id();
+            let Some(entry) = self.schema.table(id) else { continue };
+            if !crate::loopback::is_mark_table(&entry.schema.schema, &entry.schema.name) {
+                continue;
+            }
+            let can_append = self.schema.can_append_default(id, version);
+            let rows = decode_mutation(m, &entry.info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
+                commit_ts,
+                table: format!("{}.{}", entry.schema.schema, entry.schema.name),
+                table_id: id,
+                kind,
+                index,
+                reason,
+            })?;
+            if crate::loopback::carries_mark(&entry.schema, &rows, channel) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// `src` with its route's target names (itself when no rule routes it), cached per table id.

@@ -486,7 +486,7 @@ impl ScriptedCluster {
             format!("-schema-source={}", self.tidb.status_url()),
         ];
         let (pd, name) = (self.cluster.pd().url(), name.to_owned());
-        Ok(tokio::task::spawn_blocking(move || crate::nodes::Node::drainer(&dir, &pd, &name, &flags)).await??)
+        tokio::task::spawn_blocking(move || crate::nodes::Node::drainer(&dir, &pd, &name, &flags)).await?
     }
 
     /// Waits until `drainer`'s checkpoint passes a ts taken now (so everything written before is applied).

@@ -116,6 +116,7 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         tls,
         partial_columns,
         memory_quota: s.memory_quota_mb << 20,
+        loopback: s.loopback_control.then_some(s.channel_id),
         ..MysqlSinkConfig::default()
     })
 }

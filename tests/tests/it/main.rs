@@ -11,6 +11,7 @@ mod ctl_util;
 mod drainer_cli;
 mod fault;
 mod deploy_metrics;
+mod drainer_loopback;
 mod drainer_pipeline;
 mod drainer_rules;
 mod e2e_options;

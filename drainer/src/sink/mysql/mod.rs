@@ -130,6 +130,9 @@ pub struct MysqlSinkConfig {
     /// out of statements, and `STRICT_TRANS_TABLES` is removed from the session's sql_mode (so
     /// downstream columns the rows do not carry take their implicit defaults).
     pub partial_columns: bool,
+    /// `loopback-control` with this `channel-id`: every downstream transaction first updates this
+    /// sink's row of the mark table (see [`crate::loopback`]); the table and rows are created at start.
+    pub loopback: Option<i64>,
 }
 
 /// TLS to the downstream (`[syncer.to.security]` `ssl-ca`, `ssl-cert`, `ssl-key`). The server's
@@ -169,6 +172,7 @@ impl Default for MysqlSinkConfig {
             retry_for: Duration::from_secs(600),
             tls: None,
             partial_columns: false,
+            loopback: None,
         }
     }
 }
@@ -609,6 +613,10 @@ impl MysqlSink {
         }
         time_zone(&cfg)?;
         let (mut conn, session) = open_retrying(&cfg).await?;
+        if let Some(channel) = cfg.loopback {
+            let sql = format!("{};{}", crate::loopback::CREATE_SQL, crate::loopback::init_sql(cfg.worker_count, channel));
+            conn.query_drop(sql).await.map_err(|e| MysqlError::query("creating the loopback mark table retl._drainer_repl_mark", e))?;
+        }
         let mut applied = Applied::default();
         if let Some(ck) = &cfg.checkpoint {
             let tq = format!("{}.{}", quote_ident(&ck.schema), quote_ident(&ck.table));
@@ -1059,6 +1067,7 @@ impl Coordinator {
             packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
             prepared_params: if self.text_only { 0 } else { self.cfg.prepared_params },
             dialect: self.session.dialect,
+            mark: self.cfg.loopback,
         };
         let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
         let ck = self.cfg.checkpoint.as_ref();
@@ -1276,7 +1285,8 @@ impl Coordinator {
         if self.global_written >= self.durable && !consistent {
             return Ok(());
         }
-        let sql = format!("BEGIN;{};COMMIT", ck.global_sql(self.durable, self.schema_version, consistent));
+        let mark = self.cfg.loopback.map(|c| format!("{};", crate::loopback::mark_sql(0, c))).unwrap_or_default();
+        let sql = format!("BEGIN;{mark}{};COMMIT", ck.global_sql(self.durable, self.schema_version, consistent));
         loop {
             let r = match self.conn(0).await {
                 Ok(c) => c.query_drop(&sql).await.map_err(|e| {
