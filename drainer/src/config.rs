@@ -270,13 +270,13 @@ pub struct BinlogFilterRule {
     pub ignore_sql: Vec<String>,
 }
 
-/// `[syncer.relay]` (parsed; the relay log is not implemented).
+/// `[syncer.relay]`: the relay log of the MySQL/TiDB sink (see [`crate::relay`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RelayConfig {
     /// Relay log directory ("" = off).
     pub log_dir: String,
-    /// Maximum relay file size in bytes.
+    /// A relay file is rotated once it reaches this many bytes (0 or less: 10 MiB, as upstream).
     pub max_file_size: i64,
 }
 
@@ -720,11 +720,14 @@ impl Config {
     fn refuse_unimplemented(&self, db: DbType) -> Result<(), ConfigError> {
         let s = &self.syncer;
         let no = |key: &'static str, why: &str| Err(invalid(key, format!("is not supported by this drainer: {why}")));
-        if !s.relay.log_dir.is_empty() {
+        if !s.relay.log_dir.is_empty() && !matches!(db, DbType::Mysql | DbType::Tidb) {
             return no(
                 "syncer.relay.log-dir",
-                "the relay log is not implemented; remove [syncer.relay] log-dir (the pumps keep the binlogs \
-                 until gc)",
+                &format!(
+                    "the relay log serves the mysql and tidb sinks (upstream ignores it for the others), not \
+                     db-type {:?}; remove [syncer.relay] log-dir",
+                    s.db_type
+                ),
             );
         }
         if s.load_schema_snapshot {
@@ -906,7 +909,7 @@ ssl-ca = ""
     #[test]
     fn unimplemented_keys_are_refused_by_name() {
         let cases = [
-            ("[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
+            ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
             ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
             ("[syncer.to]\nmerge = true", "syncer.to.merge"),
             ("[syncer.to]\nread-timeout = \"2m\"", "syncer.to.read-timeout"),

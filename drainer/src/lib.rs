@@ -15,6 +15,7 @@
 //! - [`metrics`]: Prometheus metrics with upstream's names.
 //! - [`binlogfile`]: the file sink's on-disk records (framing, file names), shared with Reparo.
 //! - [`consumer`]: reads the Kafka sink's topic back as whole transactions.
+//! - [`relay`]: `[syncer.relay]`: the relay log written before the MySQL/TiDB sink, replayed without PD.
 //! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
 //! - [`schema`], [`translate`]: table schemas from DDL history; binlog → [`txn::Item`].
 //! - [`syncer`]: translate and sink tasks, checkpoint saving.
@@ -37,6 +38,7 @@ pub mod server;
 pub mod syncer;
 pub mod translate;
 pub mod proto;
+pub mod relay;
 pub mod reparo;
 pub mod rules;
 pub mod sink;

@@ -153,7 +153,7 @@ fn bad_rules_and_unimplemented_keys_are_named_at_start() {
         ("[syncer.binlog-filter-rule.r]\nignore-sql = [\"(unclosed\"]\n", "(unclosed"),
         ("[syncer.binlog-filter-rule.r]\nignore-event = [\"delet\"]\n", "\"delet\""),
         ("[[syncer.table-migrate-rule]]\nsource = { schema = \"a*b\" }\ntarget = { schema = \"x\" }\n", "a*b"),
-        ("[syncer.relay]\nlog-dir = \"/tmp/relay\"\n", "syncer.relay.log-dir"),
+        ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/tmp/relay\"\n", "syncer.relay.log-dir"),
         ("[syncer]\nload-schema-snapshot = true\n", "syncer.load-schema-snapshot"),
         ("[syncer.to]\nmerge = true\n", "syncer.to.merge"),
     ];

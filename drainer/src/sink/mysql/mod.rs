@@ -682,6 +682,29 @@ impl MysqlSink {
         Ok(MysqlSink { tx: Some(tx), quota, quota_units, shared, resume, task: Some(task) })
     }
 
+    /// Every checkpoint row stored in `cfg`'s checkpoint table: `(cluster id, consistent)`; empty when
+    /// the table does not exist. For the relay log replay, which runs without PD (so without the
+    /// cluster id).
+    pub async fn stored_checkpoints(cfg: &MysqlSinkConfig) -> Result<Vec<(u64, bool)>, MysqlError> {
+        let Some(ck) = cfg.checkpoint.clone() else { return Ok(Vec::new()) };
+        let plain = MysqlSinkConfig { checkpoint: None, ..cfg.clone() };
+        let (mut conn, _) = open_retrying(&plain).await?;
+        let table = format!("{}.{}", quote_ident(&ck.schema), quote_ident(&ck.table));
+        let rows: Vec<(u64, String)> = match conn.query(format!("SELECT clusterID, checkPoint FROM {table}")).await {
+            Ok(r) => r,
+            Err(e) if server_code(&e) == Some(1146) => Vec::new(),
+            Err(e) => return Err(MysqlError::Checkpoint { table, why: e.to_string() }),
+        };
+        let _ = conn.disconnect().await;
+        rows.into_iter()
+            .map(|(id, text)| {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| MysqlError::Checkpoint { table: table.clone(), why: format!("{text:?}: {e}") })?;
+                Ok((id, v.get("consistent").and_then(|c| c.as_bool()).unwrap_or(false)))
+            })
+            .collect()
+    }
+
     /// Flushes, writes the checkpoint with `consistent = true` (a clean shutdown) and stops.
     pub async fn close(mut self) -> Result<i64, SinkError> {
         let ts = self.flush_inner(true).await?;
