@@ -13,6 +13,7 @@ mod fault;
 mod deploy_metrics;
 mod drainer_loopback;
 mod drainer_pipeline;
+mod drainer_relay;
 mod drainer_rules;
 mod e2e_options;
 mod harness_services;
