@@ -418,7 +418,7 @@ pub struct ToConfig {
     pub sync_mode: i64,
     /// MySQL/TiDB port (env `MYSQL_PORT`, else 3306).
     pub port: u16,
-    /// Read timeout, a Go duration ("1m").
+    /// Read timeout of the MySQL/TiDB sink's round trips, a Go duration ("1m").
     pub read_timeout: String,
     /// Merge multi-row statements.
     pub merge: bool,
@@ -739,12 +739,6 @@ impl Config {
         if s.to.merge {
             return no("syncer.to.merge", "the merge mode of the MySQL/TiDB loader is not implemented; remove it");
         }
-        if s.to.read_timeout != "1m" {
-            return no(
-                "syncer.to.read-timeout",
-                &format!("only the default \"1m\" is accepted, not {:?}", s.to.read_timeout),
-            );
-        }
         if db.uses_file_checkpoint() && !s.to.checkpoint.kind.is_empty() {
             return no(
                 "syncer.to.checkpoint.type",
@@ -912,7 +906,6 @@ ssl-ca = ""
             ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
             ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
             ("[syncer.to]\nmerge = true", "syncer.to.merge"),
-            ("[syncer.to]\nread-timeout = \"2m\"", "syncer.to.read-timeout"),
             ("[syncer]\ndb-type = \"kafka\"\n[syncer.to.checkpoint]\ntype = \"mysql\"", "syncer.to.checkpoint.type"),
             ("[syncer]\ndb-type = \"file\"\n[syncer.to.checkpoint]\ntype = \"tidb\"", "syncer.to.checkpoint.type"),
         ];

@@ -97,6 +97,11 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
             ));
         }
     }
+    let read_timeout = pump::server::config::parse_go_duration(&to.read_timeout)
+        .map_err(|why| invalid("syncer.to.read-timeout", why))?;
+    if read_timeout.is_zero() {
+        return Err(invalid("syncer.to.read-timeout", "must be greater than 0"));
+    }
     let params = to.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(MysqlSinkConfig {
         host: to.host.clone(),
@@ -117,6 +122,7 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         partial_columns,
         memory_quota: s.memory_quota_mb << 20,
         loopback: s.loopback_control.then_some(s.channel_id),
+        read_timeout,
         ..MysqlSinkConfig::default()
     })
 }
@@ -206,6 +212,16 @@ table = "t"
         assert!(!m.partial_columns);
         let ck = m.checkpoint.unwrap();
         assert_eq!((ck.schema.as_str(), ck.table.as_str(), ck.cluster_id), ("ck", "t", 42));
+    }
+
+    #[test]
+    fn mysql_read_timeout_is_a_go_duration() {
+        assert_eq!(mysql_config(&cfg(""), 1).unwrap().read_timeout, Duration::from_secs(60));
+        assert_eq!(mysql_config(&cfg("[syncer.to]\nread-timeout = \"1m30s\"\n"), 1).unwrap().read_timeout, Duration::from_secs(90));
+        for bad in ["\"90\"", "\"0s\"", "\"soon\""] {
+            let e = mysql_config(&cfg(&format!("[syncer.to]\nread-timeout = {bad}\n")), 1).unwrap_err().to_string();
+            assert!(e.contains("read-timeout"), "{bad}: {e}");
+        }
     }
 
     #[test]

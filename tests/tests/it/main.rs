@@ -30,6 +30,7 @@ mod pump_util;
 mod pushgateway;
 mod reparo_files;
 mod sink_items;
+mod sink_read_timeout;
 mod sink_sql_mode;
 mod standin_pumps;
 mod tls_cluster;
