@@ -229,8 +229,10 @@ impl Translator {
                 continue;
             }
             let (info, table) = (entry.info.clone(), entry.schema.clone());
+            let written_with = self.schema.table_at(id, version).cloned();
             let can_append = self.schema.can_append_default(id, version);
-            let mut rows = decode_mutation(m, &info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
+            let rows = decode_mutation_at(m, &info, written_with.as_deref(), can_append);
+            let mut rows = rows.map_err(|(kind, index, reason)| TranslateError::Row {
                 commit_ts,
                 table: format!("{}.{}", table.schema, table.name),
                 table_id: id,
@@ -455,25 +457,42 @@ pub fn convert(v: TValue) -> Value {
 struct Cols<'a> {
     public: Vec<&'a ColumnInfo>,
     by_id: HashMap<i64, usize>,
+    /// Columns of the definition the rows were written with that the current one has under the same
+    /// name but another id (a MODIFY COLUMN that changed the type): old id → (current index, old
+    /// column, whose type the datum was written as).
+    renamed_ids: HashMap<i64, (usize, &'a ColumnInfo)>,
 }
 
 impl<'a> Cols<'a> {
-    fn new(t: &'a TableInfo) -> Self {
+    /// The current definition `t`; rows written with `written_with`, when that was another one.
+    fn new(t: &'a TableInfo, written_with: Option<&'a TableInfo>) -> Self {
         let public = t.public_columns();
-        let by_id = public.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
-        Cols { public, by_id }
+        let by_id: HashMap<i64, usize> = public.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        let mut renamed_ids = HashMap::new();
+        for old in written_with.map(|w| w.public_columns()).unwrap_or_default() {
+            if by_id.contains_key(&old.id) {
+                continue;
+            }
+            if let Some(i) = public.iter().position(|c| c.name.l == old.name.l) {
+                renamed_ids.insert(old.id, (i, old));
+            }
+        }
+        Cols { public, by_id, renamed_ids }
     }
 
     fn row(&self, pairs: Vec<(i64, Datum)>) -> Result<(Row, usize), CodecError> {
         let mut row: Row = vec![None; self.public.len()];
         let mut known = 0;
         for (id, d) in pairs {
-            if let Some(&i) = self.by_id.get(&id) {
-                if row[i].is_none() {
-                    known += 1;
-                }
-                row[i] = Some(convert(pump::tidb::unflatten(&d, &self.public[i].field_type)?));
+            let (i, ft) = match (self.by_id.get(&id), self.renamed_ids.get(&id)) {
+                (Some(&i), _) => (i, &self.public[i].field_type),
+                (None, Some(&(i, old))) => (i, &old.field_type),
+                (None, None) => continue,
+            };
+            if row[i].is_none() {
+                known += 1;
             }
+            row[i] = Some(convert(pump::tidb::unflatten(&d, ft)?));
         }
         Ok((row, known))
     }
@@ -493,7 +512,13 @@ impl<'a> Cols<'a> {
 }
 
 fn decode_mutation(m: &TableMutation, t: &TableInfo, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
-    let cols = Cols::new(t);
+    decode_mutation_at(m, t, None, can_append)
+}
+
+/// Decodes a mutation into rows of the current definition `t`; `written_with` is the definition at
+/// the binlog's schema version when that is an older one (see [`Schema::table_at`]).
+fn decode_mutation_at(m: &TableMutation, t: &TableInfo, written_with: Option<&TableInfo>, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
+    let cols = Cols::new(t, written_with);
     let (mut ins, mut upd, mut del) = (0usize, 0usize, 0usize);
     let mut out = Vec::with_capacity(m.sequence.len());
     for &seq in &m.sequence {

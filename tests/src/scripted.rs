@@ -113,6 +113,10 @@ impl Table {
     }
 }
 
+/// A transaction whose P-binlog is written and whose C-binlog is not yet.
+#[derive(Debug)]
+pub struct Prewritten(Binlog);
+
 /// See the module docs.
 pub struct ScriptedTidb {
     client: PumpsClient,
@@ -327,8 +331,31 @@ impl ScriptedTidb {
         self.ddl(job_type, schema_id, table_id, query, None, Some(info)).await
     }
 
+    /// `ALTER TABLE .. MODIFY COLUMN` to another type: TiDB gives the column a new id (same name).
+    pub async fn modify_column(&mut self, db: &str, table: &str, name: &str, kind: Kind) -> Result<i64> {
+        let schema_id = self.db_id(db)?;
+        let t = self.table(db, table)?;
+        let id = t.info.max_col_id + 1;
+        let pos = t.info.cols.iter().position(|c| c.name.o == name).with_context(|| format!("no column {name}"))?;
+        let pk = t.info.cols[pos].field_type.is_pri_key();
+        t.info.cols[pos] = column(id, name, pos, kind, pk);
+        t.info.max_col_id = id;
+        let (table_id, info) = (t.info.id, t.info.clone());
+        let sql = if kind == Kind::Int { "BIGINT" } else { "VARCHAR(64)" };
+        let query = format!("ALTER TABLE `{table}` MODIFY COLUMN `{name}` {sql}");
+        self.ddl(action::MODIFY_COLUMN, schema_id, table_id, &query, None, Some(info)).await
+    }
+
     /// One transaction of row changes; returns its commit ts.
     pub async fn txn(&mut self, changes: &[(&str, &str, Change)]) -> Result<i64> {
+        let p = self.prewrite(changes).await?;
+        self.commit_prewritten(p).await
+    }
+
+    /// The first half of [`ScriptedTidb::txn`]: the P-binlog, at the current schema version; commit it
+    /// with [`ScriptedTidb::commit_prewritten`] (after a DDL, to play a transaction that started
+    /// before it).
+    pub async fn prewrite(&mut self, changes: &[(&str, &str, Change)]) -> Result<Prewritten> {
         let start_ts = self.ts().await?;
         let mut order: Vec<i64> = Vec::new();
         let mut muts: HashMap<i64, TableMutation> = HashMap::new();
@@ -388,7 +415,23 @@ impl ScriptedTidb {
             ddl_job_id: Some(0),
             ddl_schema_state: Some(0),
         };
-        self.commit(p).await
+        match self.client.write_binlog(&p).await? {
+            WriteOutcome::Written { .. } => Ok(Prewritten(p)),
+            other => bail!("prewrite binlog not written: {other:?}"),
+        }
+    }
+
+    /// Commits a [`Prewritten`] transaction now; returns its commit ts.
+    pub async fn commit_prewritten(&self, p: Prewritten) -> Result<i64> {
+        let mut c = p.0;
+        let commit_ts = self.ts().await?;
+        c.prewrite_value = None;
+        c.set_tp(BinlogType::Commit);
+        c.commit_ts = Some(commit_ts);
+        match self.client.write_binlog(&c).await? {
+            WriteOutcome::Written { .. } => Ok(commit_ts),
+            other => bail!("commit binlog not written: {other:?}"),
+        }
     }
 
     /// The database a table was created in (for tests that keep only table names).

@@ -14,6 +14,7 @@ mod deploy_metrics;
 mod drainer_loopback;
 mod drainer_pipeline;
 mod drainer_relay;
+mod drainer_schema_history;
 mod drainer_rules;
 mod e2e_options;
 mod harness_services;
