@@ -434,11 +434,11 @@ pub struct ToConfig {
     pub compression: String,
     /// File sink: days to keep files (0 = forever).
     pub retention_time: i64,
-    /// Flash (removed upstream; accepted and ignored so old configs load).
+    /// Flash (removed upstream): only the empty default is accepted.
     pub time_limit: String,
-    /// Flash (removed upstream; accepted and ignored so old configs load).
+    /// Flash (removed upstream): only the empty default is accepted.
     pub size_limit: String,
-    /// Kafka (deprecated upstream): ZooKeeper addresses.
+    /// Kafka: ZooKeeper addresses to find the brokers in; not implemented, only empty is accepted.
     pub zookeeper_addrs: String,
     /// Kafka brokers (env `KAFKA_ADDRS`, else `127.0.0.1:9092`).
     pub kafka_addrs: String,
@@ -452,9 +452,9 @@ pub struct ToConfig {
     pub kafka_client_id: String,
     /// Kafka topic (default `<cluster id>_obinlog`).
     pub topic_name: String,
-    /// Oracle (not supported by us).
+    /// Oracle (not supported): only empty is accepted.
     pub oracle_service_name: String,
-    /// Oracle (not supported by us).
+    /// Oracle (not supported): only empty is accepted.
     pub oracle_connect_string: String,
 }
 
@@ -730,6 +730,29 @@ impl Config {
                 ),
             );
         }
+        let flash = [("syncer.to.time-limit", &s.to.time_limit), ("syncer.to.size-limit", &s.to.size_limit)];
+        for (key, v) in flash {
+            if !v.is_empty() {
+                return no(key, "it configures the flash sink, which upstream removed; remove it");
+            }
+        }
+        let oracle = [
+            ("syncer.to.oracle-service-name", &s.to.oracle_service_name),
+            ("syncer.to.oracle-connect-string", &s.to.oracle_connect_string),
+            ("syncer.to.checkpoint.oracle-service-name", &s.to.checkpoint.oracle_service_name),
+            ("syncer.to.checkpoint.oracle-connect-string", &s.to.checkpoint.oracle_connect_string),
+        ];
+        for (key, v) in oracle {
+            if !v.is_empty() {
+                return no(key, "Oracle is not supported; remove it");
+            }
+        }
+        if !s.to.zookeeper_addrs.is_empty() {
+            return no(
+                "syncer.to.zookeeper-addrs",
+                "finding the Kafka brokers through ZooKeeper is not implemented; list them in kafka-addrs instead",
+            );
+        }
         if s.load_schema_snapshot {
             return no(
                 "syncer.load-schema-snapshot",
@@ -858,10 +881,10 @@ read-timeout = "1m"
 merge = false
 dir = "bin"
 compression = ""
-time-limit = "30s"
-size-limit = "100000"
+time-limit = ""
+size-limit = ""
 retention-time = 7
-zookeeper-addrs = "z"
+zookeeper-addrs = ""
 kafka-addrs = "k:9092"
 kafka-version = "2.0.0"
 kafka-max-messages = 10
@@ -908,6 +931,11 @@ ssl-ca = ""
             ("[syncer.to]\nmerge = true", "syncer.to.merge"),
             ("[syncer]\ndb-type = \"kafka\"\n[syncer.to.checkpoint]\ntype = \"mysql\"", "syncer.to.checkpoint.type"),
             ("[syncer]\ndb-type = \"file\"\n[syncer.to.checkpoint]\ntype = \"tidb\"", "syncer.to.checkpoint.type"),
+            ("[syncer.to]\ntime-limit = \"30s\"", "syncer.to.time-limit"),
+            ("[syncer.to]\nsize-limit = \"100000\"", "syncer.to.size-limit"),
+            ("[syncer.to]\noracle-service-name = \"x\"", "syncer.to.oracle-service-name"),
+            ("[syncer.to.checkpoint]\noracle-connect-string = \"x\"", "syncer.to.checkpoint.oracle-connect-string"),
+            ("[syncer]\ndb-type = \"kafka\"\n[syncer.to]\nzookeeper-addrs = \"z:2181\"", "syncer.to.zookeeper-addrs"),
         ];
         for (toml, key) in cases {
             let mut c = parse(toml).unwrap();

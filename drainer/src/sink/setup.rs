@@ -39,9 +39,6 @@ pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
 /// `kafka-client-id`, `topic-name` (default `<cluster id>_obinlog`).
 pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, ConfigError> {
     let to = &cfg.syncer.to;
-    if !to.zookeeper_addrs.is_empty() {
-        tracing::warn!(zookeeper_addrs = %to.zookeeper_addrs, "[syncer.to] zookeeper-addrs is unused: brokers come from kafka-addrs");
-    }
     if to.kafka_addrs.trim().is_empty() {
         return Err(invalid("syncer.to.kafka-addrs", "is empty"));
     }
