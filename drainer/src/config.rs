@@ -762,16 +762,6 @@ impl Config {
         if s.to.merge {
             return no("syncer.to.merge", "the merge mode of the MySQL/TiDB loader is not implemented; remove it");
         }
-        if db.uses_file_checkpoint() && !s.to.checkpoint.kind.is_empty() {
-            return no(
-                "syncer.to.checkpoint.type",
-                &format!(
-                    "the {} sink keeps its checkpoint in <data-dir>/savepoint; a {:?} checkpoint for it is not \
-                     implemented, remove [syncer.to.checkpoint] type",
-                    s.db_type, s.to.checkpoint.kind
-                ),
-            );
-        }
         Ok(())
     }
 
@@ -929,8 +919,6 @@ ssl-ca = ""
             ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
             ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
             ("[syncer.to]\nmerge = true", "syncer.to.merge"),
-            ("[syncer]\ndb-type = \"kafka\"\n[syncer.to.checkpoint]\ntype = \"mysql\"", "syncer.to.checkpoint.type"),
-            ("[syncer]\ndb-type = \"file\"\n[syncer.to.checkpoint]\ntype = \"tidb\"", "syncer.to.checkpoint.type"),
             ("[syncer.to]\ntime-limit = \"30s\"", "syncer.to.time-limit"),
             ("[syncer.to]\nsize-limit = \"100000\"", "syncer.to.size-limit"),
             ("[syncer.to]\noracle-service-name = \"x\"", "syncer.to.oracle-service-name"),

@@ -124,6 +124,37 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
     })
 }
 
+/// Where the drainer keeps its checkpoint: a MySQL/TiDB row for the file and kafka sinks with
+/// `[syncer.to.checkpoint] type = "mysql"`/`"tidb"` (host, port, user, password or
+/// encrypted_password, schema, table, `[syncer.to.checkpoint.security]`; upstream's defaults), else
+/// `<data-dir>/savepoint` (the MySQL/TiDB sinks write theirs in the downstream themselves).
+pub fn checkpoint_store(cfg: &Config, cluster_id: u64) -> Result<crate::checkpoint::Store, ConfigError> {
+    use crate::checkpoint::{FileCheckpoint, MysqlStore, MysqlStoreConfig, Store};
+    let ck = &cfg.syncer.to.checkpoint;
+    if !(cfg.db_type()?.uses_file_checkpoint() && matches!(ck.kind.as_str(), "mysql" | "tidb")) {
+        return Ok(Store::File(FileCheckpoint::new(cfg.savepoint_path())));
+    }
+    let tls = tls_settings("[syncer.to.checkpoint.security]", &ck.security).map_err(|(key, why)| {
+        let key = match key {
+            "ssl-ca" => "syncer.to.checkpoint.security.ssl-ca",
+            "ssl-cert" => "syncer.to.checkpoint.security.ssl-cert",
+            "ssl-key" => "syncer.to.checkpoint.security.ssl-key",
+            _ => "syncer.to.checkpoint.security",
+        };
+        invalid(key, why)
+    })?;
+    Ok(Store::Mysql(Box::new(MysqlStore::new(MysqlStoreConfig {
+        host: ck.host.clone(),
+        port: ck.port,
+        user: ck.user.clone(),
+        password: password("syncer.to.checkpoint.encrypted_password", &ck.password, &ck.encrypted_password)?,
+        tls,
+        schema: ck.schema.clone(),
+        table: ck.table.clone(),
+        cluster_id,
+    }))))
+}
+
 /// `[syncer.to.security]` as the sink's TLS settings (see [`tls_settings`]).
 fn mysql_tls(sec: &Security) -> Result<Option<MysqlTls>, ConfigError> {
     tls_settings("[syncer.to.security]", sec).map_err(|(key, why)| {

@@ -8,6 +8,7 @@ mod ctl_nodes;
 mod ctl_status;
 mod ctl_tls;
 mod ctl_util;
+mod drainer_checkpoint;
 mod drainer_cli;
 mod fault;
 mod deploy_metrics;
