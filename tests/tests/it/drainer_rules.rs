@@ -166,3 +166,32 @@ fn bad_rules_and_unimplemented_keys_are_named_at_start() {
         assert!(err.contains(name), "{toml}: {name} missing from {err}");
     }
 }
+
+/// `sync-ddl = false`: DDL changes the tracked schema (later rows decode with it) but is not run
+/// downstream, whose tables the operator manages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_ddl_false_tracks_ddl_without_running_it() -> Result<()> {
+    use mysql_async::prelude::Queryable;
+    let mut c = ScriptedCluster::start(1).await?;
+    let mut down = mysql_async::Conn::from_url(c.downstream_url()).await?;
+    down.query_drop("CREATE DATABASE test; CREATE TABLE test.t (id BIGINT PRIMARY KEY, v VARCHAR(64))").await?;
+    let toml = c.drainer_toml("sync-ddl = false", "sync-mode = 2");
+    let d = c.drainer("drainer", &toml).await?;
+    c.tidb.create_database("test").await?;
+    c.tidb.create_table("test", "t", ID_V, &["id"]).await?;
+    c.tidb.txn(&[("test", "t", Change::Insert(row(1, "a")))]).await?;
+    c.tidb.add_column("test", "t", "w", Kind::Int).await?;
+    c.tidb.txn(&[("test", "t", Change::Insert(vec![Val::Int(2), Val::Text("b".into()), Val::Int(9)]))]).await?;
+    c.tidb.create_table("test", "other", ID_V, &["id"]).await?;
+    c.caught_up(&d).await?;
+    assert_eq!(c.rows("test.t").await?, want(&[(1, "a"), (2, "b")]));
+    let cols: Option<i64> = c
+        .query_one("SELECT COUNT(*) FROM information_schema.columns WHERE table_schema = 'test' AND table_name = 't'")
+        .await?;
+    assert_eq!(cols, Some(2), "the ADD COLUMN did not run downstream");
+    let other: Option<i64> = c
+        .query_one("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'test' AND table_name = 'other'")
+        .await?;
+    assert_eq!(other, Some(0), "the CREATE TABLE did not run downstream");
+    Ok(())
+}
