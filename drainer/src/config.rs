@@ -249,7 +249,8 @@ pub struct SchemaTable {
     pub table: String,
 }
 
-/// `[[syncer.table-migrate-rule]]` (parsed; routing is not implemented).
+/// `[[syncer.table-migrate-rule]]`: filter rules and routing for the tables `source` matches
+/// (see [`crate::rules`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct TableMigrateRule {
@@ -261,7 +262,8 @@ pub struct TableMigrateRule {
     pub target: SchemaTable,
 }
 
-/// `[syncer.binlog-filter-rule.<name>]` (parsed; not applied yet).
+/// `[syncer.binlog-filter-rule.<name>]`: what to drop from the tables of the table-migrate-rules that
+/// name it (see [`crate::rules`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct BinlogFilterRule {
@@ -271,13 +273,13 @@ pub struct BinlogFilterRule {
     pub ignore_sql: Vec<String>,
 }
 
-/// `[syncer.relay]` (parsed; the relay log is not implemented).
+/// `[syncer.relay]`: the relay log of the MySQL/TiDB sink (see [`crate::relay`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RelayConfig {
     /// Relay log directory ("" = off).
     pub log_dir: String,
-    /// Maximum relay file size in bytes.
+    /// A relay file is rotated once it reaches this many bytes (0 or less: 10 MiB, as upstream).
     pub max_file_size: i64,
 }
 
@@ -314,9 +316,10 @@ pub struct SyncerConfig {
     pub worker_count: usize,
     /// Replicate DDL.
     pub sync_ddl: bool,
-    /// Loopback control (mark and drop our own writes).
+    /// Loopback control: mark what the MySQL/TiDB sink writes and drop upstream transactions that
+    /// carry this channel's mark (see [`crate::loopback`]).
     pub loopback_control: bool,
-    /// Channel id for loopback control.
+    /// Channel id for loopback control (the same on both drainers of a bidirectional pair).
     pub channel_id: i64,
     /// mysql, tidb, file (alias pb), kafka, oracle.
     pub db_type: String,
@@ -332,7 +335,7 @@ pub struct SyncerConfig {
     pub safe_mode: bool,
     /// Upstream: load the schema snapshot at the checkpoint instead of the whole DDL history.
     pub load_schema_snapshot: bool,
-    /// Case-sensitive names in binlog-filter / router rules.
+    /// Case-sensitive schema and table names in binlog-filter and table-migrate rules.
     pub case_sensitive: bool,
     /// Table routing rules.
     pub table_migrate_rule: Vec<TableMigrateRule>,
@@ -418,7 +421,7 @@ pub struct ToConfig {
     pub sync_mode: i64,
     /// MySQL/TiDB port (env `MYSQL_PORT`, else 3306).
     pub port: u16,
-    /// Read timeout, a Go duration ("1m").
+    /// Read timeout of the MySQL/TiDB sink's round trips, a Go duration ("1m").
     pub read_timeout: String,
     /// Merge multi-row statements.
     pub merge: bool,
@@ -434,11 +437,11 @@ pub struct ToConfig {
     pub compression: String,
     /// File sink: days to keep files (0 = forever).
     pub retention_time: i64,
-    /// Flash (removed upstream; accepted and ignored so old configs load).
+    /// Flash (removed upstream): only the empty default is accepted.
     pub time_limit: String,
-    /// Flash (removed upstream; accepted and ignored so old configs load).
+    /// Flash (removed upstream): only the empty default is accepted.
     pub size_limit: String,
-    /// Kafka (deprecated upstream): ZooKeeper addresses.
+    /// Kafka: ZooKeeper addresses to find the brokers in; not implemented, only empty is accepted.
     pub zookeeper_addrs: String,
     /// Kafka brokers (env `KAFKA_ADDRS`, else `127.0.0.1:9092`).
     pub kafka_addrs: String,
@@ -458,9 +461,9 @@ pub struct ToConfig {
     pub kafka_partitions: i64,
     /// Kafka (ours): `protobuf` (upstream's `slave.binlog.Binlog`) or `canal-json`.
     pub kafka_format: String,
-    /// Oracle (not supported by us).
+    /// Oracle (not supported): only empty is accepted.
     pub oracle_service_name: String,
-    /// Oracle (not supported by us).
+    /// Oracle (not supported): only empty is accepted.
     pub oracle_connect_string: String,
 }
 
@@ -705,6 +708,13 @@ impl Config {
             check_pattern("db-name", &t.db_name).map_err(|r| invalid("syncer table filter", r))?;
             check_pattern("tbl-name", &t.tbl_name).map_err(|r| invalid("syncer table filter", r))?;
         }
+        crate::rules::Rules::new(&self.syncer).map_err(|e| match e {
+            crate::rules::RuleError::UnknownEvent { .. } | crate::rules::RuleError::BadSql { .. } => {
+                invalid("syncer.binlog-filter-rule", e.to_string())
+            }
+            _ => invalid("syncer.table-migrate-rule", e.to_string()),
+        })?;
+        self.refuse_unimplemented(db)?;
         if !self.syncer.schema_source.is_empty() {
             let s = &self.syncer.schema_source;
             if !(s.starts_with("http://") || s.starts_with("https://")) {
@@ -713,6 +723,56 @@ impl Config {
                     format!("{s:?}: expected http://host:port of a TiDB status API"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Refuses, by name, every key upstream's drainer honours that this drainer does not implement:
+    /// a config migrated from upstream must not start and then silently do something else.
+    fn refuse_unimplemented(&self, db: DbType) -> Result<(), ConfigError> {
+        let s = &self.syncer;
+        let no = |key: &'static str, why: &str| Err(invalid(key, format!("is not supported by this drainer: {why}")));
+        if !s.relay.log_dir.is_empty() && !matches!(db, DbType::Mysql | DbType::Tidb) {
+            return no(
+                "syncer.relay.log-dir",
+                &format!(
+                    "the relay log serves the mysql and tidb sinks (upstream ignores it for the others), not \
+                     db-type {:?}; remove [syncer.relay] log-dir",
+                    s.db_type
+                ),
+            );
+        }
+        let flash = [("syncer.to.time-limit", &s.to.time_limit), ("syncer.to.size-limit", &s.to.size_limit)];
+        for (key, v) in flash {
+            if !v.is_empty() {
+                return no(key, "it configures the flash sink, which upstream removed; remove it");
+            }
+        }
+        let oracle = [
+            ("syncer.to.oracle-service-name", &s.to.oracle_service_name),
+            ("syncer.to.oracle-connect-string", &s.to.oracle_connect_string),
+            ("syncer.to.checkpoint.oracle-service-name", &s.to.checkpoint.oracle_service_name),
+            ("syncer.to.checkpoint.oracle-connect-string", &s.to.checkpoint.oracle_connect_string),
+        ];
+        for (key, v) in oracle {
+            if !v.is_empty() {
+                return no(key, "Oracle is not supported; remove it");
+            }
+        }
+        if !s.to.zookeeper_addrs.is_empty() {
+            return no(
+                "syncer.to.zookeeper-addrs",
+                "finding the Kafka brokers through ZooKeeper is not implemented; list them in kafka-addrs instead",
+            );
+        }
+        if s.load_schema_snapshot {
+            return no(
+                "syncer.load-schema-snapshot",
+                "the schema is always rebuilt from the whole DDL history of the schema source; remove it",
+            );
+        }
+        if s.to.merge {
+            return no("syncer.to.merge", "the merge mode of the MySQL/TiDB loader is not implemented; remove it");
         }
         Ok(())
     }
@@ -788,7 +848,7 @@ replicate-do-db = ["~^b.*", "s1"]
 txn-batch = 5
 worker-count = 3
 sync-ddl = false
-loopback-control = true
+loopback-control = false
 channel-id = 1
 db-type = "pb"
 disable-dispatch = true
@@ -810,7 +870,7 @@ target = { schema = "s2", table = "t2" }
 ignore-event = ["delete"]
 ignore-sql = ["^DROP"]
 [syncer.relay]
-log-dir = "relay"
+log-dir = ""
 max-file-size = 100
 [syncer.to]
 host = "h"
@@ -819,14 +879,14 @@ password = "p"
 encrypted_password = ""
 sync-mode = 1
 port = 3307
-read-timeout = "2m"
-merge = true
+read-timeout = "1m"
+merge = false
 dir = "bin"
 compression = ""
-time-limit = "30s"
-size-limit = "100000"
+time-limit = ""
+size-limit = ""
 retention-time = 7
-zookeeper-addrs = "z"
+zookeeper-addrs = ""
 kafka-addrs = "k:9092"
 kafka-version = "2.0.0"
 kafka-max-messages = 10
@@ -840,7 +900,7 @@ time_zone = "+08:00"
 [syncer.to.security]
 ssl-ca = ""
 [syncer.to.checkpoint]
-type = "mysql"
+type = ""
 schema = "cs"
 table = "ct"
 host = "ch"
@@ -862,6 +922,42 @@ ssl-ca = ""
         assert_eq!(c.syncer.schema_source, "http://127.0.0.1:10080");
         assert_eq!(c.syncer.memory_quota_mb, 64);
         assert_eq!(c.syncer.ignore_txn_commit_ts, [1, 2]);
+    }
+
+    /// Keys upstream honours and this drainer does not implement stop the start, each named.
+    #[test]
+    fn unimplemented_keys_are_refused_by_name() {
+        let cases = [
+            ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
+            ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
+            ("[syncer.to]\nmerge = true", "syncer.to.merge"),
+            ("[syncer.to]\ntime-limit = \"30s\"", "syncer.to.time-limit"),
+            ("[syncer.to]\nsize-limit = \"100000\"", "syncer.to.size-limit"),
+            ("[syncer.to]\noracle-service-name = \"x\"", "syncer.to.oracle-service-name"),
+            ("[syncer.to.checkpoint]\noracle-connect-string = \"x\"", "syncer.to.checkpoint.oracle-connect-string"),
+            ("[syncer]\ndb-type = \"kafka\"\n[syncer.to]\nzookeeper-addrs = \"z:2181\"", "syncer.to.zookeeper-addrs"),
+        ];
+        for (toml, key) in cases {
+            let mut c = parse(toml).unwrap();
+            let e = c.adjust(|_| None).unwrap_err().to_string();
+            assert!(e.contains(key) && e.contains("not supported by this drainer"), "{toml}: {e}");
+        }
+        // Their defaults (and the default values written out) start.
+        let mut c = parse("[syncer]\nloopback-control = false\nload-schema-snapshot = false\n[syncer.relay]\nlog-dir = \"\"\n[syncer.to]\nmerge = false\nread-timeout = \"1m\"").unwrap();
+        c.adjust(|_| None).unwrap();
+    }
+
+    #[test]
+    fn bad_filter_and_route_rules_are_errors_at_start() {
+        let mut c = parse("[syncer]\n[[syncer.table-migrate-rule]]\nbinlog-filter-rule = [\"gone\"]\nsource = { schema = \"s\", table = \"t\" }").unwrap();
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("syncer.table-migrate-rule") && e.contains("\"gone\""), "{e}");
+        let mut c = parse("[syncer.binlog-filter-rule.r]\nignore-sql = [\"[unclosed\"]").unwrap();
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("syncer.binlog-filter-rule.r") && e.contains("[unclosed"), "{e}");
+        let mut c = parse("[syncer.binlog-filter-rule.r]\nignore-event = [\"deletes\"]").unwrap();
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("\"deletes\""), "{e}");
     }
 
     #[test]

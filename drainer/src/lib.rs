@@ -8,11 +8,14 @@
 //! - [`config`], [`flags`]: drainer.toml and the command line.
 //! - [`checkpoint`]: the `savepoint` file and the start ts.
 //! - [`filter`]: do/ignore schema and table filters.
+//! - [`loopback`]: `loopback-control`: the mark table and the skipping of our own marked transactions.
+//! - [`rules`]: binlog-filter rules (ignore-event, ignore-sql) and table routing (table-migrate-rule).
 //! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
 //! - [`pumps`]: pump discovery (the collector) and one reader per pump.
 //! - [`metrics`]: Prometheus metrics with upstream's names.
 //! - [`binlogfile`]: the file sink's on-disk records (framing, file names), shared with Reparo.
 //! - [`consumer`]: reads the Kafka sink's topic back as whole transactions.
+//! - [`relay`]: `[syncer.relay]`: the relay log written before the MySQL/TiDB sink, replayed without PD.
 //! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
 //! - [`schema`], [`translate`]: table schemas from DDL history; binlog → [`txn::Item`].
 //! - [`syncer`]: translate and sink tasks, checkpoint saving.
@@ -25,6 +28,7 @@ pub mod checkpoint;
 pub mod consumer;
 pub mod config;
 pub mod filter;
+pub mod loopback;
 pub mod flags;
 pub mod merge;
 pub mod metrics;
@@ -34,6 +38,8 @@ pub mod server;
 pub mod syncer;
 pub mod translate;
 pub mod proto;
+pub mod relay;
 pub mod reparo;
+pub mod rules;
 pub mod sink;
 pub mod txn;

@@ -1,9 +1,12 @@
 //! The `drainer` binary: flags and drainer.toml → [`drainer::server::run_with`] and the sink `db-type` names.
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use drainer::config::{Config, DbType};
 use drainer::flags::{self, Command, FlagsError};
+use drainer::relay::{RelayLog, Relayed};
+use drainer::server::DrainerError;
 use drainer::sink::SinkError;
 use drainer::sink::file::FileSink;
 use drainer::sink::kafka::KafkaSink;
@@ -54,12 +57,36 @@ async fn run(cfg: Config) -> Result<()> {
         }
         DbType::Mysql | DbType::Tidb => {
             setup::mysql_config(&cfg, 0)?; // refuse a bad config before touching etcd
+            let relay = &cfg.syncer.relay;
+            if relay.log_dir.is_empty() {
+                let c = cfg.clone();
+                return drive(cfg, |cluster_id| async move {
+                    let mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
+                    MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))
+                })
+                .await;
+            }
+            // Opened now so a bad directory is named at start.
+            let log = RelayLog::open(Path::new(&relay.log_dir), relay.max_file_size.max(0) as u64)?;
             let c = cfg.clone();
-            drive(cfg, |cluster_id| async move {
+            let r = drive(cfg.clone(), |cluster_id| async move {
                 let mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
-                MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))
+                let sink = MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))?;
+                Ok(Relayed::new(sink, log))
             })
-            .await
+            .await;
+            let pd_lost = r.as_ref().err().and_then(|e| e.downcast_ref::<DrainerError>()).is_some_and(|e| {
+                matches!(e, DrainerError::Pd(_) | DrainerError::Etcd(_))
+            });
+            if pd_lost {
+                // Upstream: without PD, bring the downstream to a consistent state from the relay log,
+                // then stop with the PD error.
+                match drainer::relay::replay_mysql(&cfg).await {
+                    Ok(done) => tracing::info!(?done, "relay log replay finished"),
+                    Err(e) => return r.map_err(|pd| pd.context(format!("and replaying the relay log failed: {e}"))),
+                }
+            }
+            r
         }
     }
 }

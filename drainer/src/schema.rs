@@ -86,6 +86,9 @@ pub struct Schema {
     /// partition id → logical table id.
     physical: HashMap<i64, i64>,
     truncated: HashSet<i64>,
+    /// The definition each table had before its last DDL, with that definition's version: rows a
+    /// transaction wrote at an older schema version are decoded with it (upstream keeps the same two).
+    previous: HashMap<i64, (i64, Arc<TableInfo>)>,
     dropping_column: HashSet<i64>,
     version_target: HashMap<i64, (String, String)>,
     current_version: i64,
@@ -273,7 +276,11 @@ impl Schema {
 
     fn create_table(&mut self, db_id: i64, ti: TableInfo, version: i64) {
         let db = self.dbs.get(&db_id).map(|d| db_name(d).to_owned()).unwrap_or_default();
+        let before = self.tables.get(&ti.id).map(|e| (e.version, e.info.clone()));
         self.drop_table(ti.id);
+        if let Some(b) = before {
+            self.previous.insert(ti.id, b);
+        }
         if let Some(p) = &ti.partition {
             for d in &p.definitions {
                 self.physical.insert(d.id, ti.id);
@@ -285,6 +292,7 @@ impl Schema {
     }
 
     fn drop_table(&mut self, id: i64) {
+        self.previous.remove(&id);
         if let Some(e) = self.tables.remove(&id)
             && let Some(p) = &e.info.partition
         {
@@ -298,6 +306,18 @@ impl Schema {
     pub fn table(&self, id: i64) -> Option<&TableEntry> {
         let logical = self.physical.get(&id).copied().unwrap_or(id);
         self.tables.get(&logical)
+    }
+
+    /// The definition rows of table `id` written at schema version `version` were encoded with, when
+    /// it is not the current one: the one before the table's last DDL, if it was already in force at
+    /// `version`.
+    pub fn table_at(&self, id: i64, version: i64) -> Option<&Arc<TableInfo>> {
+        let logical = self.physical.get(&id).copied().unwrap_or(id);
+        let current = self.tables.get(&logical)?;
+        if version >= current.version {
+            return None;
+        }
+        self.previous.get(&logical).filter(|(v, _)| *v <= version).map(|(_, info)| info)
     }
 
     /// Whether DMLs carrying this id belong to a table since truncated.
@@ -495,6 +515,23 @@ mod tests {
         j.state = job_state::CANCELLED;
         s.apply_job(&j).unwrap();
         assert!(s.db_name(4).is_none());
+    }
+
+    #[test]
+    fn the_definition_before_the_last_ddl_serves_rows_of_older_versions() {
+        let mut s = Schema::new();
+        s.apply_job(&job(1, action::CREATE_SCHEMA, 2, 0, 1, Some(db(2, "d")), None)).unwrap();
+        let t1 = table(10, "t", vec![col(1, "id", 0, tp::LONG, flag::PRI_KEY), col(2, "n", 1, tp::LONG, 0)]);
+        s.apply_job(&job(2, action::CREATE_TABLE, 2, 10, 2, None, Some(t1))).unwrap();
+        assert!(s.table_at(10, 2).is_none() && s.table_at(10, 1).is_none(), "current, or older than the table");
+        // MODIFY COLUMN n: a new column id under the same name.
+        let t2 = table(10, "t", vec![col(1, "id", 0, tp::LONG, flag::PRI_KEY), col(3, "n", 1, tp::VARCHAR, 0)]);
+        s.apply_job(&job(3, action::MODIFY_COLUMN, 2, 10, 3, None, Some(t2))).unwrap();
+        let at2 = s.table_at(10, 2).unwrap();
+        assert_eq!(at2.cols[1].id, 2);
+        assert!(s.table_at(10, 3).is_none());
+        s.apply_job(&job(4, action::DROP_TABLE, 2, 10, 4, None, None)).unwrap();
+        assert!(s.table_at(10, 2).is_none());
     }
 
     #[test]

@@ -27,7 +27,7 @@ use pump::proto::cistern_server::{Cistern, CisternServer};
 use pump::proto::{DumpBinlogReq, DumpBinlogResp, DumpDdlJobsReq, DumpDdlJobsResp, NotifyReq, NotifyResp};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
-use crate::checkpoint::{FileCheckpoint, Savepoint, start_ts};
+use crate::checkpoint::{Savepoint, start_ts};
 use crate::config::Config;
 use crate::merge::Merger;
 use crate::metrics::metrics;
@@ -253,8 +253,9 @@ where
     let node_id = pump::node::drainer_node_id((!cfg.node_id.is_empty()).then_some(cfg.node_id.as_str()), &cfg.addr)
         .map_err(|e| DrainerError::Config(e.to_string()))?;
 
-    let file = FileCheckpoint::new(cfg.savepoint_path());
-    let saved = file.load()?;
+    let mut store =
+        crate::sink::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
+    let saved = store.load().await?;
     let sink_ts = sink.load_checkpoint().await?;
     let start = start_ts(sink_ts, saved.as_ref(), db_type.uses_file_checkpoint() || sink_ts.is_none(), cfg.initial_commit_ts, || now_ts);
     let schema_version = saved.filter(|s| s.commit_ts == start).map(|s| s.schema_version).unwrap_or(0);
@@ -345,7 +346,7 @@ where
     let merge = tokio::spawn(run_merge(merger, src_rx, merged_tx, latest, stop_rx.clone()));
     let (items_tx, items_rx) = mpsc::channel(cfg.cache_binlog_count);
     let mut translate = tokio::spawn(run_translate(translator, merged_rx, items_tx));
-    let saver = Saver::new(file, saved.unwrap_or(Savepoint { consistent: false, commit_ts: start, schema_version }));
+    let saver = Saver::new(store, saved.unwrap_or(Savepoint { consistent: false, commit_ts: start, schema_version }));
     let mut sink_task = tokio::spawn(run_sink(sink, items_rx, saver, progress.clone(), stop_rx.clone()));
 
     // Heartbeat.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint::{CheckpointError, FileCheckpoint, Savepoint};
+use crate::checkpoint::{CheckpointError, Savepoint, Store};
 use crate::merge::{Merger, Pause, Source};
 use crate::metrics::{metrics, ts_ms};
 use crate::pumps::Pulled;
@@ -133,7 +133,7 @@ pub enum SyncError {
 /// The checkpoint writer: tracks which schema version is in force at each commit ts.
 #[derive(Debug)]
 pub struct Saver {
-    file: FileCheckpoint,
+    store: Store,
     saved: Savepoint,
     /// (commit ts, schema version from then on), for written items not yet saved.
     versions: VecDeque<(i64, i64)>,
@@ -142,8 +142,8 @@ pub struct Saver {
 
 impl Saver {
     /// A saver whose last saved state is `saved`.
-    pub fn new(file: FileCheckpoint, saved: Savepoint) -> Self {
-        Saver { file, last_version: saved.schema_version, saved, versions: VecDeque::new() }
+    pub fn new(store: Store, saved: Savepoint) -> Self {
+        Saver { store, last_version: saved.schema_version, saved, versions: VecDeque::new() }
     }
 
     /// Notes an item handed to the sink.
@@ -155,7 +155,7 @@ impl Saver {
     }
 
     /// Saves `durable` if it moved (or always, when `consistent`).
-    pub fn save(&mut self, durable: i64, consistent: bool) -> Result<bool, CheckpointError> {
+    pub async fn save(&mut self, durable: i64, consistent: bool) -> Result<bool, CheckpointError> {
         if durable < self.saved.commit_ts || (durable == self.saved.commit_ts && !consistent) {
             return Ok(false);
         }
@@ -168,7 +168,7 @@ impl Saver {
             self.versions.pop_front();
         }
         let sp = Savepoint { consistent, commit_ts: durable, schema_version: version };
-        self.file.save(&sp)?;
+        self.store.save(&sp).await?;
         self.saved = sp;
         let m = metrics();
         m.checkpoint_tso.set(ts_ms(durable));
@@ -204,7 +204,7 @@ pub async fn run_sink<S: Sink>(
             biased;
             _ = stop.changed() => break,
             _ = tick.tick() => {
-                if saver.save(sink.durable_ts(), false)? {
+                if saver.save(sink.durable_ts(), false).await? {
                     progress.checkpoint_ts.store(saver.saved().commit_ts, Ordering::Release);
                 }
             }
@@ -221,7 +221,7 @@ pub async fn run_sink<S: Sink>(
                     exec.observe(t.elapsed().as_secs_f64());
                     if ddl {
                         let ts = sink.flush().await.inspect_err(|_| sink_error())?;
-                        saver.save(ts, false)?;
+                        saver.save(ts, false).await?;
                         progress.checkpoint_ts.store(saver.saved().commit_ts, Ordering::Release);
                     }
                 }
@@ -232,7 +232,7 @@ pub async fn run_sink<S: Sink>(
         }
     }
     let ts = sink.flush().await.inspect_err(|_| sink_error())?;
-    saver.save(ts.max(saver.saved().commit_ts), true)?;
+    saver.save(ts.max(saver.saved().commit_ts), true).await?;
     progress.checkpoint_ts.store(saver.saved().commit_ts, Ordering::Release);
     Ok(saver.saved())
 }
@@ -240,24 +240,25 @@ pub async fn run_sink<S: Sink>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::FileCheckpoint;
 
     fn item(ts: i64, v: i64) -> Item {
         Item { start_ts: ts - 1, commit_ts: ts, schema_version: v, body: Body::Empty }
     }
 
-    #[test]
-    fn saved_schema_version_is_the_one_in_force_at_the_saved_ts() {
+    #[tokio::test]
+    async fn saved_schema_version_is_the_one_in_force_at_the_saved_ts() {
         let dir = tempfile::tempdir().unwrap();
         let file = FileCheckpoint::new(dir.path().join("savepoint"));
-        let mut s = Saver::new(file.clone(), Savepoint { commit_ts: 5, schema_version: 1, consistent: false });
+        let mut s = Saver::new(Store::File(file.clone()), Savepoint { commit_ts: 5, schema_version: 1, consistent: false });
         s.written(&item(10, 1));
         s.written(&item(20, 3));
         s.written(&item(30, 4));
-        assert!(s.save(25, false).unwrap());
+        assert!(s.save(25, false).await.unwrap());
         assert_eq!(file.load().unwrap().unwrap(), Savepoint { consistent: false, commit_ts: 25, schema_version: 3 });
-        assert!(!s.save(25, false).unwrap());
-        assert!(!s.save(20, false).unwrap());
-        assert!(s.save(30, true).unwrap());
+        assert!(!s.save(25, false).await.unwrap());
+        assert!(!s.save(20, false).await.unwrap());
+        assert!(s.save(30, true).await.unwrap());
         assert_eq!(file.load().unwrap().unwrap(), Savepoint { consistent: true, commit_ts: 30, schema_version: 4 });
     }
 }

@@ -15,6 +15,7 @@
 //!   default/zero filling when `CanAppendDefaultValue`). A DML whose every mutation was dropped is Empty.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use prost::Message;
 use pump::proto::{Binlog, MutationType, PrewriteValue, TableMutation};
@@ -24,8 +25,9 @@ use pump::tidb::{CodecError, Datum, Value as TValue};
 use crate::config::{DbType, SyncerConfig};
 use crate::filter::Filter;
 use crate::metrics::metrics;
+use crate::rules::{AmbiguousRoute, DmlKind, Rules};
 use crate::schema::{Schema, SchemaError, StatusApi};
-use crate::txn::{Body, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, Value};
+use crate::txn::{Body, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Value};
 
 /// Why a binlog could not be translated.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +78,33 @@ pub enum TranslateError {
         /// The DDL.
         query: String,
     },
+    /// A table matches two routes of one level.
+    #[error("commit ts {commit_ts}: {source}")]
+    Route {
+        /// The binlog's commit ts.
+        commit_ts: i64,
+        /// Which rules.
+        source: AmbiguousRoute,
+    },
+    /// A DDL on a routed table cannot be rewritten to name its target.
+    #[error(
+        "commit ts {commit_ts}: `{query}` touches {from}, which table-migrate-rule routes to {to}, and it cannot \
+         be rewritten for the route ({why}). Apply the change to the downstream by hand, then either add \
+         {commit_ts} to [syncer] ignore-txn-commit-ts, or drop such DDL with a binlog-filter-rule \
+         (ignore-event) on the routed tables, and restart"
+    )]
+    RouteDdl {
+        /// The DDL's commit ts.
+        commit_ts: i64,
+        /// The DDL.
+        query: String,
+        /// The source, `` `db`.`t` ``.
+        from: String,
+        /// The target.
+        to: String,
+        /// What forms can be routed.
+        why: &'static str,
+    },
     /// A mutation names a table the schema does not have.
     #[error("commit ts {commit_ts}: table id {table_id} not found at schema version {version}")]
     TableNotFound {
@@ -110,7 +139,12 @@ pub struct Translator {
     schema: Schema,
     source: Option<StatusApi>,
     filter: Filter,
+    rules: Rules,
+    /// Routed table definitions by table id: (the source definition, its routed copy).
+    routed: HashMap<i64, (Arc<TableSchema>, Arc<TableSchema>)>,
     ignore_ts: HashSet<i64>,
+    /// `loopback-control`: the channel whose marked transactions are dropped.
+    loopback: Option<i64>,
     sync_ddl: bool,
     db_type: DbType,
 }
@@ -118,12 +152,15 @@ pub struct Translator {
 impl Translator {
     /// A translator for `[syncer]` (`schema-source` may be empty: then only fake and filtered binlogs
     /// can be handled).
-    pub fn new(cfg: &SyncerConfig, db_type: DbType) -> Result<Self, regex::Error> {
+    pub fn new(cfg: &SyncerConfig, db_type: DbType) -> Result<Self, TranslatorConfigError> {
         Ok(Translator {
             schema: Schema::new(),
             source: (!cfg.schema_source.is_empty()).then(|| StatusApi::new(&cfg.schema_source)),
             filter: Filter::new(cfg)?,
+            rules: Rules::new(cfg)?,
+            routed: HashMap::new(),
             ignore_ts: cfg.ignore_txn_commit_ts.iter().copied().collect(),
+            loopback: cfg.loopback_control.then_some(cfg.channel_id),
             sync_ddl: cfg.sync_ddl,
             db_type,
         })
@@ -175,6 +212,12 @@ impl Translator {
             return Err(TranslateError::NoSchemaSource { commit_ts, what: "DML" });
         }
         self.schema.apply_until(version).map_err(|source| TranslateError::Schema { commit_ts, source })?;
+        if let Some(channel) = self.loopback
+            && self.written_by_channel(&pv, channel, commit_ts, version)?
+        {
+            tracing::debug!(commit_ts, channel, "skipping a transaction that carries our loopback mark");
+            return Ok(empty(version));
+        }
         let mut changes = Vec::new();
         for m in &pv.mutations {
             let id = m.table_id();
@@ -185,17 +228,28 @@ impl Translator {
             if entry.info.view.is_some() || self.filter.skip(&entry.schema.schema, &entry.schema.name) {
                 continue;
             }
+            let (info, table) = (entry.info.clone(), entry.schema.clone());
+            let written_with = self.schema.table_at(id, version).cloned();
             let can_append = self.schema.can_append_default(id, version);
-            let rows = decode_mutation(m, &entry.info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
+            let rows = decode_mutation_at(m, &info, written_with.as_deref(), can_append);
+            let mut rows = rows.map_err(|(kind, index, reason)| TranslateError::Row {
                 commit_ts,
-                table: format!("{}.{}", entry.schema.schema, entry.schema.name),
+                table: format!("{}.{}", table.schema, table.name),
                 table_id: id,
                 kind,
                 index,
                 reason,
             })?;
+            if !self.rules.is_empty() {
+                let ignored = [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
+                    .map(|k| self.rules.ignores_dml(&table.schema, &table.name, k));
+                if ignored.contains(&true) {
+                    rows.retain(|r| !ignored[dml_kind(r) as usize]);
+                }
+            }
             if !rows.is_empty() {
-                changes.push(TableChanges { table: entry.schema.clone(), rows });
+                let table = self.routed_table(&table).map_err(|source| TranslateError::Route { commit_ts, source })?;
+                changes.push(TableChanges { table, rows });
             }
         }
         if changes.is_empty() {
@@ -248,9 +302,9 @@ impl Translator {
             Some(t) => t.clone(),
             None => (self.schema.db_name(job.schema_id).unwrap_or_default().to_owned(), String::new()),
         };
-        if let Some((from_db, from_table)) = renamed_from
+        if let Some((from_db, from_table)) = &renamed_from
             && self.sync_ddl
-            && self.filter.skip(&from_db, &from_table) != self.filter.skip(&schema, &table)
+            && self.filter.skip(from_db, from_table) != self.filter.skip(&schema, &table)
         {
             // Running it would fail downstream (the source was never replicated) or silently leave a
             // stale table there (the target is not replicated): the operator must decide.
@@ -264,14 +318,102 @@ impl Translator {
         if !self.sync_ddl || self.filter.skip(&schema, &table) {
             return Ok(empty(version));
         }
-        let table_after = if table.is_empty() { None } else { self.schema.table(job.table_id).map(|e| e.schema.clone()) };
+        if self.rules.ignores_ddl(&schema, &table, &job.query) {
+            tracing::info!(commit_ts, job_id, query = %job.query, "DDL dropped by a binlog-filter-rule");
+            return Ok(empty(version));
+        }
+        let mut table_after = if table.is_empty() { None } else { self.schema.table(job.table_id).map(|e| e.schema.clone()) };
+        let mut query = job.query.clone();
+        let (mut schema, mut table) = (schema, table);
+        if self.rules.routes() {
+            let route = |s: &str, t: &str| self.rules.route(s, t).map_err(|source| TranslateError::Route { commit_ts, source });
+            let (to_schema, to_table) = route(&schema, &table)?;
+            let from_routed = match &renamed_from {
+                Some((s, t)) => route(s, t)? != (s.clone(), t.clone()),
+                None => false,
+            };
+            if (to_schema != schema || to_table != table) || from_routed {
+                let named = |s: &str, t: &str| if t.is_empty() { format!("`{s}`") } else { format!("`{s}`.`{t}`") };
+                query = crate::rules::rewrite_ddl(&query, &to_schema, &to_table).map_err(|why| TranslateError::RouteDdl {
+                    commit_ts,
+                    query: job.query.clone(),
+                    from: named(&schema, &table),
+                    to: named(&to_schema, &to_table),
+                    why,
+                })?;
+                if let Some(t) = table_after.take() {
+                    table_after = Some(self.routed_table(&t).map_err(|source| TranslateError::Route { commit_ts, source })?);
+                }
+                (schema, table) = (to_schema, to_table);
+            }
+        }
         let schema = if job.job_type == action::CREATE_SCHEMA { String::new() } else { schema };
-        Ok(Item {
-            start_ts,
-            commit_ts,
-            schema_version: version,
-            body: Body::Ddl(Ddl { schema, table, query: job.query.clone(), job_id, table_after }),
-        })
+        Ok(Item { start_ts, commit_ts, schema_version: version, body: Body::Ddl(Ddl { schema, table, query, job_id, table_after }) })
+    }
+
+    /// Whether a transaction changes the loopback mark table's row of `channel` (whatever the filters
+    /// say about that table, as upstream).
+    fn written_by_channel(&self, pv: &PrewriteValue, channel: i64, commit_ts: i64, version: i64) -> Result<bool, TranslateError> {
+        for m in &pv.mutations {
+            let id = m.table_id();
+            let Some(entry) = self.schema.table(id) else { continue };
+            if !crate::loopback::is_mark_table(&entry.schema.schema, &entry.schema.name) {
+                continue;
+            }
+            let can_append = self.schema.can_append_default(id, version);
+            let rows = decode_mutation(m, &entry.info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
+                commit_ts,
+                table: format!("{}.{}", entry.schema.schema, entry.schema.name),
+                table_id: id,
+                kind,
+                index,
+                reason,
+            })?;
+            if crate::loopback::carries_mark(&entry.schema, &rows, channel) {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// `src` with its route's target names (itself when no rule routes it), cached per table id.
+    fn routed_table(&mut self, src: &Arc<TableSchema>) -> Result<Arc<TableSchema>, AmbiguousRoute> {
+        if !self.rules.routes() {
+            return Ok(src.clone());
+        }
+        if let Some((s, r)) = self.routed.get(&src.id)
+            && Arc::ptr_eq(s, src)
+        {
+            return Ok(r.clone());
+        }
+        let (schema, name) = self.rules.route(&src.schema, &src.name)?;
+        let routed = if schema == src.schema && name == src.name {
+            src.clone()
+        } else {
+            Arc::new(TableSchema { schema, name, ..(**src).clone() })
+        };
+        self.routed.insert(src.id, (src.clone(), routed.clone()));
+        Ok(routed)
+    }
+}
+
+/// Why a translator cannot be built from `[syncer]`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TranslatorConfigError {
+    /// A do/ignore pattern is not a regular expression.
+    #[error("a replicate-do/ignore pattern is not a valid regular expression: {0}")]
+    Filter(#[from] regex::Error),
+    /// A binlog-filter or table-migrate rule is wrong.
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RuleError),
+}
+
+fn dml_kind(r: &RowChange) -> DmlKind {
+    match r {
+        RowChange::Insert(_) => DmlKind::Insert,
+        RowChange::Update { .. } => DmlKind::Update,
+        RowChange::Delete(_) => DmlKind::Delete,
     }
 }
 
@@ -315,25 +457,42 @@ pub fn convert(v: TValue) -> Value {
 struct Cols<'a> {
     public: Vec<&'a ColumnInfo>,
     by_id: HashMap<i64, usize>,
+    /// Columns of the definition the rows were written with that the current one has under the same
+    /// name but another id (a MODIFY COLUMN that changed the type): old id → (current index, old
+    /// column, whose type the datum was written as).
+    renamed_ids: HashMap<i64, (usize, &'a ColumnInfo)>,
 }
 
 impl<'a> Cols<'a> {
-    fn new(t: &'a TableInfo) -> Self {
+    /// The current definition `t`; rows written with `written_with`, when that was another one.
+    fn new(t: &'a TableInfo, written_with: Option<&'a TableInfo>) -> Self {
         let public = t.public_columns();
-        let by_id = public.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
-        Cols { public, by_id }
+        let by_id: HashMap<i64, usize> = public.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
+        let mut renamed_ids = HashMap::new();
+        for old in written_with.map(|w| w.public_columns()).unwrap_or_default() {
+            if by_id.contains_key(&old.id) {
+                continue;
+            }
+            if let Some(i) = public.iter().position(|c| c.name.l == old.name.l) {
+                renamed_ids.insert(old.id, (i, old));
+            }
+        }
+        Cols { public, by_id, renamed_ids }
     }
 
     fn row(&self, pairs: Vec<(i64, Datum)>) -> Result<(Row, usize), CodecError> {
         let mut row: Row = vec![None; self.public.len()];
         let mut known = 0;
         for (id, d) in pairs {
-            if let Some(&i) = self.by_id.get(&id) {
-                if row[i].is_none() {
-                    known += 1;
-                }
-                row[i] = Some(convert(pump::tidb::unflatten(&d, &self.public[i].field_type)?));
+            let (i, ft) = match (self.by_id.get(&id), self.renamed_ids.get(&id)) {
+                (Some(&i), _) => (i, &self.public[i].field_type),
+                (None, Some(&(i, old))) => (i, &old.field_type),
+                (None, None) => continue,
+            };
+            if row[i].is_none() {
+                known += 1;
             }
+            row[i] = Some(convert(pump::tidb::unflatten(&d, ft)?));
         }
         Ok((row, known))
     }
@@ -353,7 +512,13 @@ impl<'a> Cols<'a> {
 }
 
 fn decode_mutation(m: &TableMutation, t: &TableInfo, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
-    let cols = Cols::new(t);
+    decode_mutation_at(m, t, None, can_append)
+}
+
+/// Decodes a mutation into rows of the current definition `t`; `written_with` is the definition at
+/// the binlog's schema version when that is an older one (see [`Schema::table_at`]).
+fn decode_mutation_at(m: &TableMutation, t: &TableInfo, written_with: Option<&TableInfo>, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
+    let cols = Cols::new(t, written_with);
     let (mut ins, mut upd, mut del) = (0usize, 0usize, 0usize);
     let mut out = Vec::with_capacity(m.sequence.len());
     for &seq in &m.sequence {

@@ -40,9 +40,6 @@ pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
 /// (`none`, `table`, `primary-key`), `kafka-partitions` and `kafka-format` (`protobuf`, `canal-json`).
 pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, ConfigError> {
     let to = &cfg.syncer.to;
-    if !to.zookeeper_addrs.is_empty() {
-        tracing::warn!(zookeeper_addrs = %to.zookeeper_addrs, "[syncer.to] zookeeper-addrs is unused: brokers come from kafka-addrs");
-    }
     if to.kafka_addrs.trim().is_empty() {
         return Err(invalid("syncer.to.kafka-addrs", "is empty"));
     }
@@ -119,6 +116,11 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
             ));
         }
     }
+    let read_timeout = pump::server::config::parse_go_duration(&to.read_timeout)
+        .map_err(|why| invalid("syncer.to.read-timeout", why))?;
+    if read_timeout.is_zero() {
+        return Err(invalid("syncer.to.read-timeout", "must be greater than 0"));
+    }
     let params = to.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
     Ok(MysqlSinkConfig {
         host: to.host.clone(),
@@ -138,8 +140,41 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         tls,
         partial_columns,
         memory_quota: s.memory_quota_mb << 20,
+        loopback: s.loopback_control.then_some(s.channel_id),
+        read_timeout,
         ..MysqlSinkConfig::default()
     })
+}
+
+/// Where the drainer keeps its checkpoint: a MySQL/TiDB row for the file and kafka sinks with
+/// `[syncer.to.checkpoint] type = "mysql"`/`"tidb"` (host, port, user, password or
+/// encrypted_password, schema, table, `[syncer.to.checkpoint.security]`; upstream's defaults), else
+/// `<data-dir>/savepoint` (the MySQL/TiDB sinks write theirs in the downstream themselves).
+pub fn checkpoint_store(cfg: &Config, cluster_id: u64) -> Result<crate::checkpoint::Store, ConfigError> {
+    use crate::checkpoint::{FileCheckpoint, MysqlStore, MysqlStoreConfig, Store};
+    let ck = &cfg.syncer.to.checkpoint;
+    if !(cfg.db_type()?.uses_file_checkpoint() && matches!(ck.kind.as_str(), "mysql" | "tidb")) {
+        return Ok(Store::File(FileCheckpoint::new(cfg.savepoint_path())));
+    }
+    let tls = tls_settings("[syncer.to.checkpoint.security]", &ck.security).map_err(|(key, why)| {
+        let key = match key {
+            "ssl-ca" => "syncer.to.checkpoint.security.ssl-ca",
+            "ssl-cert" => "syncer.to.checkpoint.security.ssl-cert",
+            "ssl-key" => "syncer.to.checkpoint.security.ssl-key",
+            _ => "syncer.to.checkpoint.security",
+        };
+        invalid(key, why)
+    })?;
+    Ok(Store::Mysql(Box::new(MysqlStore::new(MysqlStoreConfig {
+        host: ck.host.clone(),
+        port: ck.port,
+        user: ck.user.clone(),
+        password: password("syncer.to.checkpoint.encrypted_password", &ck.password, &ck.encrypted_password)?,
+        tls,
+        schema: ck.schema.clone(),
+        table: ck.table.clone(),
+        cluster_id,
+    }))))
 }
 
 /// `[syncer.to.security]` as the sink's TLS settings (see [`tls_settings`]).
@@ -227,6 +262,16 @@ table = "t"
         assert!(!m.partial_columns);
         let ck = m.checkpoint.unwrap();
         assert_eq!((ck.schema.as_str(), ck.table.as_str(), ck.cluster_id), ("ck", "t", 42));
+    }
+
+    #[test]
+    fn mysql_read_timeout_is_a_go_duration() {
+        assert_eq!(mysql_config(&cfg(""), 1).unwrap().read_timeout, Duration::from_secs(60));
+        assert_eq!(mysql_config(&cfg("[syncer.to]\nread-timeout = \"1m30s\"\n"), 1).unwrap().read_timeout, Duration::from_secs(90));
+        for bad in ["\"90\"", "\"0s\"", "\"soon\""] {
+            let e = mysql_config(&cfg(&format!("[syncer.to]\nread-timeout = {bad}\n")), 1).unwrap_err().to_string();
+            assert!(e.contains("read-timeout"), "{bad}: {e}");
+        }
     }
 
     #[test]

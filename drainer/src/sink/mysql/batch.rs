@@ -46,6 +46,8 @@ pub(crate) struct Settings {
     pub prepared_params: usize,
     /// Literal formatting.
     pub dialect: Dialect,
+    /// `loopback-control`: the channel id whose mark every transaction updates first.
+    pub mark: Option<i64>,
 }
 
 /// One row change, formatted.
@@ -300,7 +302,8 @@ impl<'a> Builder<'a> {
                     let ts = changes[start].ts;
                     let end = start + changes[start..].iter().take_while(|c| c.ts == ts).count();
                     let ck: Vec<String> = ckpt.map(|c| c.global_sql(ts, sv, false)).into_iter().collect();
-                    txns.push(pack(statements(&changes[start..end], plans, s)?, ck, ts, s.packet_bytes));
+                    let stmts = statements(&changes[start..end], plans, s)?;
+                    txns.push(pack(mark(s, w), stmts, ck, ts, s.packet_bytes));
                     start = end;
                 }
             } else {
@@ -317,7 +320,8 @@ impl<'a> Builder<'a> {
                         ck.push(c.global_sql(self.max_ts, sv, false));
                     }
                 }
-                txns.push(pack(statements(&changes, plans, s)?, ck, self.max_ts, s.packet_bytes));
+                let stmts = statements(&changes, plans, s)?;
+                txns.push(pack(mark(s, w), stmts, ck, self.max_ts, s.packet_bytes));
             }
             parts.push(PartPlan { worker: w, txns });
         }
@@ -339,11 +343,20 @@ fn connections(changes: &[(usize, Change<'_>)], s: &Settings) -> usize {
     (others * i + inserts * r).div_ceil(r * i)
 }
 
-/// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets; a
-/// prepared statement is a packet of its own.
-fn pack(stmts: Vec<Packet>, ckpt: Vec<String>, ts: i64, packet_bytes: usize) -> TxnSql {
+/// The loopback mark update of connection `w`'s transactions, when `loopback-control` is on.
+fn mark(s: &Settings, w: usize) -> Option<String> {
+    s.mark.map(|channel| crate::loopback::mark_sql(w, channel))
+}
+
+/// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets, the loopback
+/// mark first when there is one; a prepared statement is a packet of its own.
+fn pack(mark: Option<String>, stmts: Vec<Packet>, ckpt: Vec<String>, ts: i64, packet_bytes: usize) -> TxnSql {
     let mut packets = Vec::new();
     let mut cur = String::from("BEGIN");
+    if let Some(m) = mark {
+        cur.push(';');
+        cur.push_str(&m);
+    }
     for st in stmts.into_iter().chain(ckpt.into_iter().map(Packet::Text)) {
         let st = match st {
             Packet::Text(st) => st,
@@ -596,6 +609,7 @@ mod tests {
             packet_bytes: 1 << 20,
             prepared_params: 0,
             dialect: Dialect::default(),
+            mark: None,
         }
     }
 
@@ -746,6 +760,29 @@ mod tests {
         let sql = all_sql(&gs[0]);
         assert!(!sql.contains("(1,10)") && sql.contains(&format!("({y},{})", y * 10)), "{sql}");
         assert_eq!(gs[0].global_ts, Some(gs[0].max_ts));
+    }
+
+    /// With `loopback-control` every transaction of every mode begins with its connection's mark.
+    #[test]
+    fn loopback_marks_every_transaction_first() {
+        let (t, plans, list) = setup();
+        let ck = CheckpointCfg { cluster_id: 1, ..Default::default() };
+        let items = vec![item(&t, 10, (1..=40).map(|i| RowChange::Insert(row(i))).collect()), item(&t, 11, vec![RowChange::Delete(row(1))])];
+        for per_txn in [false, true] {
+            let s = Settings { mark: Some(3), per_txn, ..settings(4) };
+            let gs = build(&items, &plans, &list, &s, Some((&ck, &Applied::default())), 5, 0).unwrap();
+            let mut txns = 0;
+            for p in gs.iter().flat_map(|g| &g.parts) {
+                for txn in &p.txns {
+                    let sql = joined(&txn.packets);
+                    let want = format!("BEGIN;{};", crate::loopback::mark_sql(p.worker, 3));
+                    assert!(sql.starts_with(&want), "{sql}");
+                    assert_eq!(sql.matches("_drainer_repl_mark").count(), 1, "{sql}");
+                    txns += 1;
+                }
+            }
+            assert!(txns >= 2, "per_txn {per_txn}: {txns}");
+        }
     }
 
     #[test]

@@ -56,6 +56,7 @@ mod checkpoint;
 mod sql;
 mod table;
 
+use std::future::Future;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -130,6 +131,13 @@ pub struct MysqlSinkConfig {
     /// out of statements, and `STRICT_TRANS_TABLES` is removed from the session's sql_mode (so
     /// downstream columns the rows do not carry take their implicit defaults).
     pub partial_columns: bool,
+    /// `loopback-control` with this `channel-id`: every downstream transaction first updates this
+    /// sink's row of the mark table (see [`crate::loopback`]); the table and rows are created at start.
+    pub loopback: Option<i64>,
+    /// `[syncer.to] read-timeout` (`1m`): the longest one round trip (a packet of a transaction, a
+    /// DDL, a checkpoint write) may wait for the downstream's reply; then the connection is dropped
+    /// and the work retried on a new one, as the Go driver's `readTimeout` makes upstream do.
+    pub read_timeout: Duration,
 }
 
 /// TLS to the downstream (`[syncer.to.security]` `ssl-ca`, `ssl-cert`, `ssl-key`). The server's
@@ -169,6 +177,8 @@ impl Default for MysqlSinkConfig {
             retry_for: Duration::from_secs(600),
             tls: None,
             partial_columns: false,
+            loopback: None,
+            read_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -609,6 +619,10 @@ impl MysqlSink {
         }
         time_zone(&cfg)?;
         let (mut conn, session) = open_retrying(&cfg).await?;
+        if let Some(channel) = cfg.loopback {
+            let sql = format!("{};{}", crate::loopback::CREATE_SQL, crate::loopback::init_sql(cfg.worker_count, channel));
+            conn.query_drop(sql).await.map_err(|e| MysqlError::query("creating the loopback mark table retl._drainer_repl_mark", e))?;
+        }
         let mut applied = Applied::default();
         if let Some(ck) = &cfg.checkpoint {
             let tq = format!("{}.{}", quote_ident(&ck.schema), quote_ident(&ck.table));
@@ -672,6 +686,29 @@ impl MysqlSink {
         };
         let task = tokio::spawn(coord.run(rx));
         Ok(MysqlSink { tx: Some(tx), quota, quota_units, shared, resume, task: Some(task) })
+    }
+
+    /// Every checkpoint row stored in `cfg`'s checkpoint table: `(cluster id, consistent)`; empty when
+    /// the table does not exist. For the relay log replay, which runs without PD (so without the
+    /// cluster id).
+    pub async fn stored_checkpoints(cfg: &MysqlSinkConfig) -> Result<Vec<(u64, bool)>, MysqlError> {
+        let Some(ck) = cfg.checkpoint.clone() else { return Ok(Vec::new()) };
+        let plain = MysqlSinkConfig { checkpoint: None, ..cfg.clone() };
+        let (mut conn, _) = open_retrying(&plain).await?;
+        let table = format!("{}.{}", quote_ident(&ck.schema), quote_ident(&ck.table));
+        let rows: Vec<(u64, String)> = match conn.query(format!("SELECT clusterID, checkPoint FROM {table}")).await {
+            Ok(r) => r,
+            Err(e) if server_code(&e) == Some(1146) => Vec::new(),
+            Err(e) => return Err(MysqlError::Checkpoint { table, why: e.to_string() }),
+        };
+        let _ = conn.disconnect().await;
+        rows.into_iter()
+            .map(|(id, text)| {
+                let v: serde_json::Value = serde_json::from_str(&text)
+                    .map_err(|e| MysqlError::Checkpoint { table: table.clone(), why: format!("{text:?}: {e}") })?;
+                Ok((id, v.get("consistent").and_then(|c| c.as_bool()).unwrap_or(false)))
+            })
+            .collect()
     }
 
     /// Flushes, writes the checkpoint with `consistent = true` (a clean shutdown) and stops.
@@ -1059,6 +1096,7 @@ impl Coordinator {
             packet_bytes: (self.session.max_packet / 2).clamp(256 << 10, 8 << 20),
             prepared_params: if self.text_only { 0 } else { self.cfg.prepared_params },
             dialect: self.session.dialect,
+            mark: self.cfg.loopback,
         };
         let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
         let ck = self.cfg.checkpoint.as_ref();
@@ -1123,7 +1161,7 @@ impl Coordinator {
         let conns = self.take_conns(&g.parts);
         let first = items.first().map_or(0, |(i, _)| i.commit_ts);
         let GroupPlan { max_ts, schema_version, global_ts, parts, .. } = g;
-        let task = tokio::spawn(run_parts(parts, conns));
+        let task = tokio::spawn(run_parts(parts, conns, self.cfg.read_timeout));
         self.inflight = Some(InFlight { items, first, max_ts, schema_version, global_ts, task: AbortOnDrop(task) });
         // Let the task send its first packets before this task goes on building the next batch.
         tokio::task::yield_now().await;
@@ -1258,7 +1296,7 @@ impl Coordinator {
                 self.conn(p.worker).await?;
             }
             let conns = self.take_conns(&g.parts);
-            let results = run_parts(g.parts, conns).await;
+            let results = run_parts(g.parts, conns, self.cfg.read_timeout).await;
             if let Some(f) = self.absorb(results, first, g.max_ts) {
                 return Err(f);
             }
@@ -1276,10 +1314,12 @@ impl Coordinator {
         if self.global_written >= self.durable && !consistent {
             return Ok(());
         }
-        let sql = format!("BEGIN;{};COMMIT", ck.global_sql(self.durable, self.schema_version, consistent));
+        let mark = self.cfg.loopback.map(|c| format!("{};", crate::loopback::mark_sql(0, c))).unwrap_or_default();
+        let sql = format!("BEGIN;{mark}{};COMMIT", ck.global_sql(self.durable, self.schema_version, consistent));
         loop {
+            let limit = self.cfg.read_timeout;
             let r = match self.conn(0).await {
-                Ok(c) => c.query_drop(&sql).await.map_err(|e| {
+                Ok(c) => timed(limit, c.query_drop(&sql)).await.map_err(|e| {
                     if retryable(&e) {
                         Fail::Retry(e)
                     } else {
@@ -1329,6 +1369,7 @@ impl Coordinator {
     }
 
     async fn try_ddl(&mut self, item: &Item, ddl: &Ddl) -> Result<(), Fail> {
+        let limit = self.cfg.read_timeout;
         let conn = self.conn(0).await?;
         let lower = ddl.query.trim_start().to_ascii_lowercase();
         let creates_db = lower.starts_with("create database") || lower.starts_with("create schema");
@@ -1354,7 +1395,7 @@ impl Coordinator {
             return Err(Fail::Fatal(rejected(&e)));
         }
         let t = std::time::Instant::now();
-        let r = conn.query_drop(&ddl.query).await;
+        let r = timed(limit, conn.query_drop(&ddl.query)).await;
         crate::metrics::metrics().query_duration_time.with_label_values(&["ddl"]).observe(t.elapsed().as_secs_f64());
         match r {
             Ok(()) => Ok(()),
@@ -1382,23 +1423,43 @@ fn row_count(item: &Item) -> usize {
 
 /// Runs every part on its connection, concurrently: each part's connection index, the connection
 /// (`None` when it broke) and how its transactions went.
-async fn run_parts(parts: Vec<PartPlan>, conns: Vec<Conn>) -> PartResults {
+async fn run_parts(parts: Vec<PartPlan>, conns: Vec<Conn>, limit: Duration) -> PartResults {
     let workers: Vec<usize> = parts.iter().map(|p| p.worker).collect();
-    let results = futures::future::join_all(parts.into_iter().zip(conns).map(|(p, c)| run_part(c, p))).await;
+    let results = futures::future::join_all(parts.into_iter().zip(conns).map(|(p, c)| run_part(c, p, limit))).await;
     workers.into_iter().zip(results).collect()
 }
 
 /// Runs one part's transactions on its connection; rolls back on error. Returns the connection
 /// (`None` when it broke).
-async fn run_part(mut conn: Conn, p: PartPlan) -> (Option<Conn>, Result<(), mysql_async::Error>) {
+/// `fut` (one round trip to the downstream), or a retryable I/O error after `limit`.
+async fn timed<T>(limit: Duration, fut: impl Future<Output = Result<T, mysql_async::Error>>) -> Result<T, mysql_async::Error> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(timed_out(limit)),
+    }
+}
+
+/// The error of a round trip that exceeded `read-timeout` (an I/O error, so it is retried on a new
+/// connection).
+fn timed_out(limit: Duration) -> mysql_async::Error {
+    let why = format!("no reply from the downstream within read-timeout ({}s)", limit.as_secs_f64());
+    mysql_async::Error::Io(mysql_async::IoError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, why)))
+}
+
+async fn run_part(mut conn: Conn, p: PartPlan, limit: Duration) -> (Option<Conn>, Result<(), mysql_async::Error>) {
     let dml = crate::metrics::metrics().query_duration_time.with_label_values(&["dml"]);
     for txn in p.txns {
         for packet in txn.packets {
             let t = std::time::Instant::now();
             let r = match packet {
-                Packet::Text(sql) => conn.query_drop(sql).await,
-                Packet::Prepared { sql, params } => conn.exec_drop(sql, mysql_async::Params::Positional(params)).await,
+                Packet::Text(sql) => tokio::time::timeout(limit, conn.query_drop(sql)).await,
+                Packet::Prepared { sql, params } => {
+                    tokio::time::timeout(limit, conn.exec_drop(sql, mysql_async::Params::Positional(params))).await
+                }
             };
+            // Timed out: the connection's state is unknown, so it is dropped (the server rolls its
+            // transaction back) and the batch retried on a new one.
+            let Ok(r) = r else { return (None, Err(timed_out(limit))) };
             dml.observe(t.elapsed().as_secs_f64());
             if let Err(e) = r {
                 tracing::warn!(target: "drainer::sink::mysql", worker = p.worker, commit_ts = txn.ts, error = %e, "downstream transaction failed");
