@@ -9,7 +9,11 @@
 //! - **Chunks**: a transaction over `kafka-max-message-size` is split into ordered chunks, each a valid
 //!   `Binlog` with the same commit ts, marked with the record header [`CHUNK_HEADER`] (`"<i>/<n>"`);
 //!   [`crate::consumer`] reassembles them. Format in `drainer/FORMAT.md`.
-//! - **Partitioning** by table or primary key ([`Partitioning`]); order is kept per partition.
+//! - **Partitioning** by table or primary key (`kafka-partition-by`, `kafka-partitions`:
+//!   [`Partitioning`]); order is kept per partition, and every partition gets a **resolved-ts**
+//!   message ([`RESOLVED_HEADER`]) at most once a second while items flow and when they stop.
+//! - **canal-json** (`kafka-format`: [`Format`], [`canal`]): Canal's flat JSON as TiCDC writes it,
+//!   for consumers that are not ours.
 //! - **Topic creation** through the admin API when the topic is missing (at start, and again when
 //!   deliveries stall, e.g. after a broker lost its topics).
 //!
@@ -21,7 +25,7 @@
 //! # Pipeline
 //! `write` only queues the item (bounded). An **encoder task** translates and encodes it, takes its
 //! bytes from the unacked-bytes budget, produces its messages and moves them into the **ack window**
-//! ([`window`]): the producer's delivery callback (librdkafka's polling thread) releases items in
+//! (`window`): the producer's delivery callback (librdkafka's polling thread) releases items in
 //! write order and publishes the durable ts once per report that released any. So encoding overlaps
 //! the caller's work and the broker round trips, the durable ts advances without new writes, and no
 //! task wakes up per message. A **recovery task** starts a new producer after a failed delivery.
