@@ -423,7 +423,8 @@ pub struct ToConfig {
     pub port: u16,
     /// Read timeout of the MySQL/TiDB sink's round trips, a Go duration ("1m").
     pub read_timeout: String,
-    /// Merge multi-row statements.
+    /// Upstream's merge mode: rows applied as bulk DELETE and multi-row REPLACE (the MySQL/TiDB sink
+    /// then uses safe mode's statement shapes).
     pub merge: bool,
     /// Session variables for the downstream connection.
     pub params: BTreeMap<String, String>,
@@ -771,9 +772,6 @@ impl Config {
                 "the schema is always rebuilt from the whole DDL history of the schema source; remove it",
             );
         }
-        if s.to.merge {
-            return no("syncer.to.merge", "the merge mode of the MySQL/TiDB loader is not implemented; remove it");
-        }
         Ok(())
     }
 
@@ -930,7 +928,6 @@ ssl-ca = ""
         let cases = [
             ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
             ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
-            ("[syncer.to]\nmerge = true", "syncer.to.merge"),
             ("[syncer.to]\ntime-limit = \"30s\"", "syncer.to.time-limit"),
             ("[syncer.to]\nsize-limit = \"100000\"", "syncer.to.size-limit"),
             ("[syncer.to]\noracle-service-name = \"x\"", "syncer.to.oracle-service-name"),
