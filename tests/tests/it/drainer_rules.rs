@@ -154,7 +154,8 @@ fn bad_rules_and_unimplemented_keys_are_named_at_start() {
         ("[syncer.binlog-filter-rule.r]\nignore-event = [\"delet\"]\n", "\"delet\""),
         ("[[syncer.table-migrate-rule]]\nsource = { schema = \"a*b\" }\ntarget = { schema = \"x\" }\n", "a*b"),
         ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/tmp/relay\"\n", "syncer.relay.log-dir"),
-        ("[syncer]\nload-schema-snapshot = true\n", "syncer.load-schema-snapshot"),
+        ("[syncer.to]\noracle-service-name = \"orcl\"\n", "syncer.to.oracle-service-name"),
+        ("[syncer.to]\ntime-limit = \"30s\"\n", "syncer.to.time-limit"),
         ("[syncer.to]\nzookeeper-addrs = \"z:2181\"\n", "syncer.to.zookeeper-addrs"),
     ];
     for (i, (toml, name)) in cases.iter().enumerate() {
