@@ -333,7 +333,8 @@ pub struct SyncerConfig {
     pub disable_detect: Option<bool>,
     /// Safe mode: UPDATE as DELETE + REPLACE, INSERT as REPLACE.
     pub safe_mode: bool,
-    /// Upstream: load the schema snapshot at the checkpoint instead of the whole DDL history.
+    /// Start from the schema at the checkpoint, folded from the DDL history page by page, instead of
+    /// holding and replaying the whole history (see [`crate::schema::Snapshot`]).
     pub load_schema_snapshot: bool,
     /// Case-sensitive schema and table names in binlog-filter and table-migrate rules.
     pub case_sensitive: bool,
@@ -423,7 +424,8 @@ pub struct ToConfig {
     pub port: u16,
     /// Read timeout of the MySQL/TiDB sink's round trips, a Go duration ("1m").
     pub read_timeout: String,
-    /// Merge multi-row statements.
+    /// Upstream's merge mode: rows applied as bulk DELETE and multi-row REPLACE (the MySQL/TiDB sink
+    /// then uses safe mode's statement shapes).
     pub merge: bool,
     /// Session variables for the downstream connection.
     pub params: BTreeMap<String, String>,
@@ -765,15 +767,6 @@ impl Config {
                 "finding the Kafka brokers through ZooKeeper is not implemented; list them in kafka-addrs instead",
             );
         }
-        if s.load_schema_snapshot {
-            return no(
-                "syncer.load-schema-snapshot",
-                "the schema is always rebuilt from the whole DDL history of the schema source; remove it",
-            );
-        }
-        if s.to.merge {
-            return no("syncer.to.merge", "the merge mode of the MySQL/TiDB loader is not implemented; remove it");
-        }
         Ok(())
     }
 
@@ -929,8 +922,6 @@ ssl-ca = ""
     fn unimplemented_keys_are_refused_by_name() {
         let cases = [
             ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/r\"", "syncer.relay.log-dir"),
-            ("[syncer]\nload-schema-snapshot = true", "syncer.load-schema-snapshot"),
-            ("[syncer.to]\nmerge = true", "syncer.to.merge"),
             ("[syncer.to]\ntime-limit = \"30s\"", "syncer.to.time-limit"),
             ("[syncer.to]\nsize-limit = \"100000\"", "syncer.to.size-limit"),
             ("[syncer.to]\noracle-service-name = \"x\"", "syncer.to.oracle-service-name"),

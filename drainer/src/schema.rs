@@ -6,6 +6,9 @@
 //! table, and `version → (schema, table)` for emitting DDLs. Jobs are queued by
 //! `binlog.SchemaVersion` and applied by [`Schema::apply_until`] (`handlePreviousDDLJobIfNeed`).
 //!
+//! With `load-schema-snapshot` the jobs up to the start are not queued: a [`Snapshot`] keeps only
+//! the newest state of each database and table, and [`Schema::install`] takes it as the schema there.
+//!
 //! [`StatusApi`] is the schema source: a TiDB status API (`/ddl/history`, paged with `start_job_id` and
 //! `limit` so that every TiDB version answers alike).
 //!
@@ -161,6 +164,28 @@ impl Schema {
         let mysql = DBInfo { id: 1, db_name: pump::tidb::model::CIStr::new("mysql"), ..DBInfo::default() };
         s.dbs.insert(1, mysql);
         s
+    }
+
+    /// Takes `snap` as the schema at its version (nothing must be applied or queued yet).
+    pub fn install(&mut self, snap: Snapshot) {
+        let dropped: HashSet<i64> = snap.dbs.iter().filter(|(_, (_, d))| d.is_none()).map(|(id, _)| *id).collect();
+        for (id, (_, db)) in snap.dbs {
+            if let Some(db) = db {
+                self.dbs.insert(id, db);
+            }
+        }
+        let mut tables: Vec<(i64, i64, TableInfo)> = snap
+            .tables
+            .into_values()
+            .filter_map(|(v, t)| t.map(|(db, ti)| (v, db, ti)))
+            .filter(|(_, db, _)| !dropped.contains(db))
+            .collect();
+        tables.sort_by_key(|(v, _, ti)| (*v, ti.id));
+        for (v, db, ti) in tables {
+            self.create_table(db, ti, v);
+        }
+        self.version_target.clear();
+        self.current_version = self.current_version.max(snap.version);
     }
 
     /// The schema version of the last applied job.
@@ -347,6 +372,96 @@ impl Schema {
     }
 }
 
+/// The schema at one point of the DDL history, built from the jobs up to it in any order, keeping
+/// for each database and table only what its newest job left (`load-schema-snapshot`): memory grows
+/// with the live tables, not with the history. Database and table ids are never reused by TiDB, so
+/// the newest job touching an id decides whether it exists and what it is.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// db id → (version of its newest job, its DBInfo, or `None` once dropped).
+    dbs: HashMap<i64, (i64, Option<DBInfo>)>,
+    /// table id → (version of its newest job, (db id, TableInfo), or `None` once dropped).
+    tables: HashMap<i64, (i64, Option<(i64, TableInfo)>)>,
+    version: i64,
+    jobs: usize,
+}
+
+impl Snapshot {
+    /// Adds one history job (whatever its order among the others).
+    pub fn add(&mut self, job: Job) -> Result<(), SchemaError> {
+        let Some(info) = job.binlog else { return Ok(()) };
+        let version = info.schema_version;
+        let skip = !(job.state == job_state::DONE || job.state == job_state::SYNCED) || job.table_id > MAX_GLOBAL_ID;
+        if version <= 0 || skip {
+            return Ok(());
+        }
+        self.jobs += 1;
+        self.version = self.version.max(version);
+        let missing = |what| SchemaError::MissingInfo { job_id: job.id, job_type: job.job_type, version, what };
+        let t = job.job_type;
+        match t {
+            _ if SKIPPED_ACTIONS.contains(&t) => {}
+            action::CREATE_SCHEMA | action::MODIFY_SCHEMA_CHARSET_AND_COLLATE => {
+                let db = info.db_info.ok_or_else(|| missing("DBInfo"))?;
+                self.set_db(db.id, version, Some(db));
+            }
+            action::DROP_SCHEMA => self.set_db(job.schema_id, version, None),
+            action::DROP_TABLE | action::DROP_VIEW | action::DROP_SEQUENCE => self.set_table(job.table_id, version, None),
+            action::TRUNCATE_TABLE => {
+                let ti = info.table_info.ok_or_else(|| missing("TableInfo"))?;
+                self.set_table(job.table_id, version, None);
+                self.set_table(ti.id, version, Some((job.schema_id, ti)));
+            }
+            action::CREATE_TABLES => {
+                for ti in info.multiple_table_infos.ok_or_else(|| missing("MultipleTableInfos"))? {
+                    self.set_table(ti.id, version, Some((job.schema_id, ti)));
+                }
+            }
+            _ => match info.table_info {
+                Some(ti) => {
+                    if t == action::RENAME_TABLE && job.table_id != ti.id {
+                        self.set_table(job.table_id, version, None);
+                    }
+                    self.set_table(ti.id, version, Some((job.schema_id, ti)));
+                }
+                None if KNOWN_REPLACE_ACTIONS.contains(&t) || t == action::CREATE_TABLE || t == action::RENAME_TABLE => {
+                    return Err(missing("TableInfo"));
+                }
+                None => {}
+            },
+        }
+        Ok(())
+    }
+
+    fn set_db(&mut self, id: i64, version: i64, db: Option<DBInfo>) {
+        match self.dbs.get(&id) {
+            Some((v, _)) if *v > version => {}
+            _ => {
+                self.dbs.insert(id, (version, db));
+            }
+        }
+    }
+
+    fn set_table(&mut self, id: i64, version: i64, t: Option<(i64, TableInfo)>) {
+        match self.tables.get(&id) {
+            Some((v, _)) if *v > version => {}
+            _ => {
+                self.tables.insert(id, (version, t));
+            }
+        }
+    }
+
+    /// How many jobs it was built from.
+    pub fn jobs(&self) -> usize {
+        self.jobs
+    }
+
+    /// The newest schema version among its jobs.
+    pub fn version(&self) -> i64 {
+        self.version
+    }
+}
+
 /// A TiDB status API as the schema source.
 #[derive(Debug, Clone)]
 pub struct StatusApi {
@@ -379,22 +494,32 @@ impl StatusApi {
     /// Every history job, sorted by schema version.
     pub async fn all_jobs(&self) -> Result<Vec<Job>, SchemaError> {
         let mut out: Vec<Job> = Vec::new();
-        let mut page = self.get_jobs(&format!("limit={PAGE}")).await?;
-        loop {
-            let n = page.len();
-            let min_id = page.iter().map(|j| j.id).min();
+        self.for_each_page(|page| {
             out.extend(page);
-            match min_id {
-                Some(min) if n >= PAGE && min > 1 => {
-                    page = self.get_jobs(&format!("start_job_id={}&limit={PAGE}", min - 1)).await?;
-                }
-                _ => break,
-            }
-        }
+            Ok(())
+        })
+        .await?;
         let mut seen = HashSet::new();
         out.retain(|j| seen.insert(j.id));
         out.sort_by_key(|j| j.binlog.as_ref().map(|b| b.schema_version).unwrap_or(0));
         Ok(out)
+    }
+
+    /// Hands the history to `f` one page at a time, newest jobs first (a job may come twice when the
+    /// history grows meanwhile).
+    pub async fn for_each_page(&self, mut f: impl FnMut(Vec<Job>) -> Result<(), SchemaError>) -> Result<(), SchemaError> {
+        let mut page = self.get_jobs(&format!("limit={PAGE}")).await?;
+        loop {
+            let n = page.len();
+            let min_id = page.iter().map(|j| j.id).min();
+            f(page)?;
+            match min_id {
+                Some(min) if n >= PAGE && min > 1 => {
+                    page = self.get_jobs(&format!("start_job_id={}&limit={PAGE}", min - 1)).await?;
+                }
+                _ => return Ok(()),
+            }
+        }
     }
 
     /// One job by id, `None` if the history does not have it (yet).
@@ -532,6 +657,54 @@ mod tests {
         assert!(s.table_at(10, 3).is_none());
         s.apply_job(&job(4, action::DROP_TABLE, 2, 10, 4, None, None)).unwrap();
         assert!(s.table_at(10, 2).is_none());
+    }
+
+    /// The snapshot of the jobs up to any version, fed newest first, is the schema a replay up to
+    /// that version builds.
+    #[test]
+    fn a_snapshot_at_any_version_equals_the_replay_up_to_it() {
+        let mk = |id: i64, name: &str, ncols: usize| {
+            let cols = (0..ncols).map(|i| col(i as i64 + 1, &format!("c{i}"), i as i64, tp::LONG, if i == 0 { flag::PRI_KEY } else { 0 })).collect();
+            table(id, name, cols)
+        };
+        let mut jobs = vec![
+            job(1, action::CREATE_SCHEMA, 2, 0, 1, Some(db(2, "d")), None),
+            job(2, action::CREATE_SCHEMA, 3, 0, 2, Some(db(3, "e")), None),
+            job(3, action::CREATE_TABLE, 2, 10, 3, None, Some(mk(10, "a", 1))),
+            job(4, action::CREATE_TABLE, 3, 11, 4, None, Some(mk(11, "b", 1))),
+            job(5, action::ADD_COLUMN, 2, 10, 5, None, Some(mk(10, "a", 2))),
+            job(6, action::TRUNCATE_TABLE, 2, 10, 6, None, Some(mk(12, "a", 2))),
+            job(7, action::CREATE_TABLE, 3, 13, 7, None, Some(mk(13, "c", 3))),
+            job(9, action::ADD_COLUMN, 2, 12, 9, None, Some(mk(12, "a", 3))),
+            job(10, action::DROP_TABLE, 3, 11, 10, None, None),
+            job(12, action::DROP_SCHEMA, 3, 0, 11, None, None),
+            job(13, action::CREATE_TABLE, 2, 14, 12, None, Some(mk(14, "d1", 1))),
+        ];
+        // A rename moves a table from e to d before e is dropped.
+        let mut rename = job(8, action::RENAME_TABLE, 2, 13, 8, None, Some(mk(13, "c2", 3)));
+        rename.schema_id = 2;
+        jobs.insert(7, rename);
+        let shape = |s: &Schema| {
+            let mut t: Vec<(i64, String, String, usize)> = [10, 11, 12, 13, 14]
+                .iter()
+                .filter_map(|id| s.table(*id).map(|e| (*id, e.schema.schema.clone(), e.schema.name.clone(), e.schema.columns.len())))
+                .collect();
+            t.sort();
+            let dbs: Vec<Option<String>> = [2, 3].iter().map(|id| s.db_name(*id).map(str::to_owned)).collect();
+            (t, dbs, s.current_version())
+        };
+        for v in 0..=12 {
+            let mut replay = Schema::new();
+            replay.queue_jobs(jobs.clone());
+            replay.apply_until(v).unwrap();
+            let mut snap = Snapshot::default();
+            for j in jobs.iter().rev().filter(|j| j.binlog.as_ref().unwrap().schema_version <= v) {
+                snap.add(j.clone()).unwrap();
+            }
+            let mut snapped = Schema::new();
+            snapped.install(snap);
+            assert_eq!(shape(&snapped), shape(&replay), "at version {v}");
+        }
     }
 
     #[test]

@@ -262,7 +262,7 @@ where
     tracing::info!(node_id, cluster_id, start, schema_version, ?sink_ts, "drainer starting");
 
     let mut translator = Translator::new(&cfg.syncer, db_type).map_err(|e| DrainerError::Config(e.to_string()))?;
-    translator.init(schema_version).await?;
+    translator.init(schema_version, start).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await

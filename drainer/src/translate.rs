@@ -26,7 +26,7 @@ use crate::config::{DbType, SyncerConfig};
 use crate::filter::Filter;
 use crate::metrics::metrics;
 use crate::rules::{AmbiguousRoute, DmlKind, Rules};
-use crate::schema::{Schema, SchemaError, StatusApi};
+use crate::schema::{Schema, SchemaError, Snapshot, StatusApi};
 use crate::txn::{Body, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Value};
 
 /// Why a binlog could not be translated.
@@ -145,6 +145,8 @@ pub struct Translator {
     ignore_ts: HashSet<i64>,
     /// `loopback-control`: the channel whose marked transactions are dropped.
     loopback: Option<i64>,
+    /// `load-schema-snapshot`.
+    snapshot: bool,
     sync_ddl: bool,
     db_type: DbType,
 }
@@ -161,17 +163,49 @@ impl Translator {
             routed: HashMap::new(),
             ignore_ts: cfg.ignore_txn_commit_ts.iter().copied().collect(),
             loopback: cfg.loopback_control.then_some(cfg.channel_id),
+            snapshot: cfg.load_schema_snapshot,
             sync_ddl: cfg.sync_ddl,
             db_type,
         })
     }
 
-    /// Loads the whole DDL history and applies it up to `schema_version` (the checkpoint's).
-    pub async fn init(&mut self, schema_version: i64) -> Result<(), SchemaError> {
+    /// Loads the DDL history and applies it up to `schema_version` (the checkpoint's).
+    ///
+    /// With `load-schema-snapshot` the jobs up to the start are folded into a [`Snapshot`] page by
+    /// page instead of being held and replayed: those up to `schema_version`, or, without one (a first
+    /// start), those finished at or before `start_ts`. Only the later jobs are queued.
+    pub async fn init(&mut self, schema_version: i64, start_ts: i64) -> Result<(), SchemaError> {
         let Some(src) = &self.source else { return Ok(()) };
-        let jobs = src.all_jobs().await?;
-        tracing::info!(jobs = jobs.len(), schema_version, "loaded DDL history");
-        self.schema.queue_jobs(jobs);
+        if !self.snapshot {
+            let jobs = src.all_jobs().await?;
+            tracing::info!(jobs = jobs.len(), schema_version, "loaded DDL history");
+            self.schema.queue_jobs(jobs);
+            return self.schema.apply_until(schema_version);
+        }
+        let mut snap = Snapshot::default();
+        let mut later = Vec::new();
+        let before_start = |j: &pump::tidb::model::Job| {
+            let Some(b) = j.binlog.as_ref() else { return false };
+            if schema_version > 0 {
+                b.schema_version <= schema_version
+            } else {
+                b.finished_ts > 0 && b.finished_ts <= start_ts as u64
+            }
+        };
+        src.for_each_page(|page| {
+            for job in page {
+                if before_start(&job) {
+                    snap.add(job)?;
+                } else {
+                    later.push(job);
+                }
+            }
+            Ok(())
+        })
+        .await?;
+        tracing::info!(jobs = snap.jobs(), version = snap.version(), later = later.len(), "schema snapshot built from the DDL history");
+        self.schema.install(snap);
+        self.schema.queue_jobs(later);
         self.schema.apply_until(schema_version)
     }
 

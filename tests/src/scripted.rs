@@ -195,6 +195,35 @@ impl ScriptedTidb {
         self.next_id
     }
 
+    /// Records a DDL job in the history without writing its binlog (a history longer than what the
+    /// test replicates); the table keeps its definition.
+    pub async fn history_only(&mut self, db: &str, table: &str, job_type: u8, query: &str) -> Result<()> {
+        let schema_id = self.db_id(db)?;
+        let t = self.table(db, table)?;
+        let (table_id, info) = (t.info.id, t.info.clone());
+        let finished = self.ts().await?;
+        self.version += 1;
+        let job_id = self.id();
+        let job = Job {
+            id: job_id,
+            job_type,
+            schema_id,
+            table_id,
+            state: job_state::SYNCED,
+            schema_state: schema_state::PUBLIC,
+            query: query.into(),
+            binlog: Some(HistoryInfo {
+                schema_version: self.version,
+                table_info: Some(info),
+                finished_ts: u64::try_from(finished)?,
+                ..HistoryInfo::default()
+            }),
+            ..Job::default()
+        };
+        self.jobs.lock().map_err(|_| anyhow!("history poisoned"))?.push(job);
+        Ok(())
+    }
+
     /// Runs a DDL job: records it in the history, then writes its binlog. Returns the commit ts.
     async fn ddl(&mut self, job_type: u8, schema_id: i64, table_id: i64, query: &str, db: Option<DBInfo>, table: Option<TableInfo>) -> Result<i64> {
         let start_ts = self.ts().await?;
@@ -208,7 +237,13 @@ impl ScriptedTidb {
             state: job_state::SYNCED,
             schema_state: schema_state::PUBLIC,
             query: query.into(),
-            binlog: Some(HistoryInfo { schema_version: self.version, db_info: db, table_info: table, ..HistoryInfo::default() }),
+            binlog: Some(HistoryInfo {
+                schema_version: self.version,
+                db_info: db,
+                table_info: table,
+                finished_ts: u64::try_from(start_ts)?,
+                ..HistoryInfo::default()
+            }),
             ..Job::default()
         };
         self.jobs.lock().map_err(|_| anyhow!("history poisoned"))?.push(job);

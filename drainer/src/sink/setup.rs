@@ -129,7 +129,10 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
         password: password("syncer.to.encrypted_password", &to.password, &to.encrypted_password)?,
         params,
         sql_mode: s.sql_mode.clone().filter(|m| !m.is_empty()),
-        safe_mode: s.safe_mode,
+        // `merge`: upstream's merge mode applies a batch's rows as a bulk DELETE then multi-row
+        // REPLACEs; the batch builder already merges runs of statements, so it is safe mode's shapes
+        // (the end state is the same; changes of one key are not collapsed first).
+        safe_mode: s.safe_mode || to.merge,
         safe_mode_after_start: Duration::from_secs(300),
         txn_batch: s.txn_batch,
         worker_count: s.worker_count,
@@ -262,6 +265,12 @@ table = "t"
         assert!(!m.partial_columns);
         let ck = m.checkpoint.unwrap();
         assert_eq!((ck.schema.as_str(), ck.table.as_str(), ck.cluster_id), ("ck", "t", 42));
+    }
+
+    #[test]
+    fn mysql_merge_applies_rows_as_delete_and_replace() {
+        assert!(!mysql_config(&cfg(""), 1).unwrap().safe_mode);
+        assert!(mysql_config(&cfg("[syncer.to]\nmerge = true\n"), 1).unwrap().safe_mode);
     }
 
     #[test]

@@ -154,8 +154,9 @@ fn bad_rules_and_unimplemented_keys_are_named_at_start() {
         ("[syncer.binlog-filter-rule.r]\nignore-event = [\"delet\"]\n", "\"delet\""),
         ("[[syncer.table-migrate-rule]]\nsource = { schema = \"a*b\" }\ntarget = { schema = \"x\" }\n", "a*b"),
         ("[syncer]\ndb-type = \"kafka\"\n[syncer.relay]\nlog-dir = \"/tmp/relay\"\n", "syncer.relay.log-dir"),
-        ("[syncer]\nload-schema-snapshot = true\n", "syncer.load-schema-snapshot"),
-        ("[syncer.to]\nmerge = true\n", "syncer.to.merge"),
+        ("[syncer.to]\noracle-service-name = \"orcl\"\n", "syncer.to.oracle-service-name"),
+        ("[syncer.to]\ntime-limit = \"30s\"\n", "syncer.to.time-limit"),
+        ("[syncer.to]\nzookeeper-addrs = \"z:2181\"\n", "syncer.to.zookeeper-addrs"),
     ];
     for (i, (toml, name)) in cases.iter().enumerate() {
         let p = dir.path().join(format!("d{i}.toml"));
@@ -193,5 +194,28 @@ async fn sync_ddl_false_tracks_ddl_without_running_it() -> Result<()> {
         .query_one("SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = 'test' AND table_name = 'other'")
         .await?;
     assert_eq!(other, Some(0), "the CREATE TABLE did not run downstream");
+    Ok(())
+}
+
+/// `[syncer.to] merge = true`: rows go as DELETE and REPLACE; inserts, updates (a key change too) and
+/// deletes land as upstream wrote them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn merge_mode_replicates_every_kind_of_change() -> Result<()> {
+    let mut c = ScriptedCluster::start(1).await?;
+    let d = c.drainer("drainer", &c.drainer_toml("", "merge = true")).await?;
+    c.tidb.create_database("test").await?;
+    c.tidb.create_table("test", "t", ID_V, &["id"]).await?;
+    c.tidb
+        .txn(&[
+            ("test", "t", Change::Insert(row(1, "a"))),
+            ("test", "t", Change::Insert(row(2, "b"))),
+            ("test", "t", Change::Insert(row(3, "c"))),
+            ("test", "t", Change::Update(row(1, "a"), row(1, "a2"))),
+        ])
+        .await?;
+    c.tidb.txn(&[("test", "t", Change::Update(row(2, "b"), row(20, "b")))]).await?;
+    c.tidb.txn(&[("test", "t", Change::Delete(row(3, "c"))), ("test", "t", Change::Insert(row(3, "c2")))]).await?;
+    c.caught_up(&d).await?;
+    assert_eq!(c.rows("test.t").await?, want(&[(1, "a2"), (3, "c2"), (20, "b")]));
     Ok(())
 }

@@ -16,6 +16,7 @@ mod drainer_loopback;
 mod drainer_pipeline;
 mod drainer_relay;
 mod drainer_schema_history;
+mod drainer_schema_snapshot;
 mod drainer_rules;
 mod e2e_options;
 mod harness_services;
