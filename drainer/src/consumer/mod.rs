@@ -191,7 +191,20 @@ impl BinlogConsumer {
     /// Waits for the next whole transaction.
     pub async fn next(&mut self) -> Result<Txn, ConsumerError> {
         loop {
-            let m = self.consumer.recv().await.map_err(|source| ConsumerError::Kafka { what: "receive".into(), source })?;
+            let m = match self.consumer.recv().await {
+                Ok(m) => m,
+                // librdkafka reports a lost broker connection as a consumption error and reconnects by
+                // itself (to the partition's next leader); the consumer keeps its position.
+                Err(rdkafka::error::KafkaError::MessageConsumption(
+                    code @ (rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown),
+                )) => {
+                    tracing::warn!(topic = %self.cfg.topic, error = %code, "Kafka connection lost; the consumer reconnects");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                Err(source) => return Err(ConsumerError::Kafka { what: "receive".into(), source }),
+            };
             let binlog = slave::Binlog::decode(m.payload().unwrap_or_default()).map_err(|source| ConsumerError::Decode {
                 topic: self.cfg.topic.clone(),
                 partition: m.partition(),
