@@ -570,7 +570,9 @@ impl ScriptedCluster {
     /// Waits until `drainer`'s checkpoint passes a ts taken now (so everything written before is applied).
     pub async fn caught_up(&self, drainer: &crate::nodes::Node) -> Result<()> {
         let want = self.tidb.ts().await?;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        // Generous: a loaded 2-core machine running many clusters at once is slow; a healthy run
+        // takes seconds.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(180);
         let url = format!("http://127.0.0.1:{}/commit_ts", drainer.port);
         loop {
             let ts = match reqwest::get(&url).await {
