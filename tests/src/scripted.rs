@@ -520,8 +520,16 @@ pub struct ScriptedCluster {
 impl ScriptedCluster {
     /// Starts PD, the downstream, `pumps` pumps (1 s heartbeats and fake binlogs) and the scripted TiDB.
     pub async fn start(pumps: usize) -> Result<Self> {
+        Self::start_with(pumps, &[]).await
+    }
+
+    /// [`ScriptedCluster::start`] with extra MariaDB server options for the downstream (e.g. a binary
+    /// log for a [`BinlogBridge`]).
+    pub async fn start_with(pumps: usize, downstream_args: &[&str]) -> Result<Self> {
+        let args: Vec<String> = downstream_args.iter().map(|a| a.to_string()).collect();
         let (cluster, pumps) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let cluster = crate::Cluster::builder().pd().downstream_db().start()?;
+            let mut cluster = crate::Cluster::builder().pd().start()?;
+            cluster.downstream = Some(crate::MariaDb::start_with(&cluster.dir().join("downstream"), &args)?);
             let mut nodes = Vec::new();
             for i in 0..pumps {
                 let id = format!("pump-{i}");
@@ -608,4 +616,163 @@ impl ScriptedCluster {
         c.disconnect().await?;
         Ok(v)
     }
+}
+
+impl ScriptedTidb {
+    /// Whether `db`.`table` is one of this TiDB's tables.
+    pub fn has_table(&self, db: &str, table: &str) -> bool {
+        self.tables.contains_key(&(db.to_owned(), table.to_owned()))
+    }
+}
+
+/// Plays the storage of a TiDB with a MariaDB: every transaction committed in that MariaDB (read from
+/// its row-format binary log with `mariadb-binlog`) is written as TiDB binlogs by a [`ScriptedTidb`],
+/// for the tables registered in it (others, like a drainer's checkpoint table, are left out). With
+/// it, what a drainer writes into the MariaDB flows on to that cluster's pumps, as in a
+/// bidirectional pair of TiDB clusters. The MariaDB needs `--log-bin --binlog-format=ROW`.
+#[derive(Debug)]
+pub struct BinlogBridge {
+    port: u16,
+    file: String,
+    pos: u64,
+    /// Transactions written on that changed a table other than the loopback mark table.
+    pub data_txns: usize,
+}
+
+/// One row event of `mariadb-binlog -v` output being read.
+enum Part {
+    None,
+    Where,
+    Set,
+}
+
+impl BinlogBridge {
+    /// A bridge from the MariaDB on `port`, starting at the end of its binary log.
+    pub async fn start(port: u16) -> Result<Self> {
+        let (file, pos) = Self::end(port).await?;
+        Ok(BinlogBridge { port, file, pos, data_txns: 0 })
+    }
+
+    async fn end(port: u16) -> Result<(String, u64)> {
+        use mysql_async::prelude::Queryable;
+        let mut c = mysql_async::Conn::from_url(format!("mysql://root@127.0.0.1:{port}")).await?;
+        let row: Option<(String, u64, String, String)> = c.query_first("SHOW MASTER STATUS").await?;
+        c.disconnect().await?;
+        row.map(|(f, p, _, _)| (f, p)).context("SHOW MASTER STATUS is empty: start the MariaDB with --log-bin")
+    }
+
+    /// Writes what was committed since the last call; returns how many transactions were written.
+    pub async fn poll(&mut self, tidb: &mut ScriptedTidb) -> Result<usize> {
+        let (file, end) = Self::end(self.port).await?;
+        anyhow::ensure!(file == self.file, "the binary log rotated from {} to {file}", self.file);
+        if end <= self.pos {
+            return Ok(0);
+        }
+        let out = tokio::process::Command::new("mariadb-binlog")
+            .args(["--read-from-remote-server", "--host=127.0.0.1", "--user=root", "--base64-output=decode-rows", "-v"])
+            .arg(format!("--port={}", self.port))
+            .arg(format!("--start-position={}", self.pos))
+            .arg(format!("--stop-position={end}"))
+            .arg(&file)
+            .output()
+            .await?;
+        anyhow::ensure!(out.status.success(), "mariadb-binlog: {}", String::from_utf8_lossy(&out.stderr));
+        self.pos = end;
+        let mut written = 0;
+        for txn in parse_row_events(&String::from_utf8_lossy(&out.stdout), tidb)? {
+            if txn.is_empty() {
+                continue;
+            }
+            if txn.iter().any(|(db, t, _)| !crate::scripted::is_mark(db, t)) {
+                self.data_txns += 1;
+            }
+            let refs: Vec<(&str, &str, Change)> = txn.iter().map(|(d, t, c)| (d.as_str(), t.as_str(), c.clone())).collect();
+            tidb.txn(&refs).await?;
+            written += 1;
+        }
+        Ok(written)
+    }
+}
+
+fn is_mark(db: &str, table: &str) -> bool {
+    db == "retl" && table == "_drainer_repl_mark"
+}
+
+/// One transaction's row changes, `(db, table, change)`.
+type BridgedTxn = Vec<(String, String, Change)>;
+
+/// The row event being read: its kind (INSERT, UPDATE, DELETE), table, and the values of its WHERE
+/// (the row before) and SET (the row after) parts.
+struct RowEvent {
+    kind: &'static str,
+    db: String,
+    table: String,
+    before: Vec<Val>,
+    after: Vec<Val>,
+}
+
+impl RowEvent {
+    fn change(self) -> (String, String, Change) {
+        let ch = match self.kind {
+            "INSERT" => Change::Insert(self.after),
+            "UPDATE" => Change::Update(self.before, self.after),
+            _ => Change::Delete(self.before),
+        };
+        (self.db, self.table, ch)
+    }
+}
+
+/// The transactions of `mariadb-binlog -v` output: the row changes of registered tables.
+fn parse_row_events(text: &str, tidb: &ScriptedTidb) -> Result<Vec<BridgedTxn>> {
+    let mut txns = Vec::new();
+    let mut cur: BridgedTxn = Vec::new();
+    let mut ev: Option<RowEvent> = None;
+    let mut part = Part::None;
+    for line in text.lines() {
+        if line.starts_with("START TRANSACTION") || line.starts_with("BEGIN") {
+            cur.clear();
+            continue;
+        }
+        if line.starts_with("COMMIT") {
+            cur.extend(ev.take().map(RowEvent::change));
+            txns.push(std::mem::take(&mut cur));
+            continue;
+        }
+        let Some(rest) = line.strip_prefix("### ") else { continue };
+        let header = [("INSERT", "INSERT INTO "), ("UPDATE", "UPDATE "), ("DELETE", "DELETE FROM ")]
+            .iter()
+            .find_map(|(k, h)| rest.strip_prefix(h).map(|n| (*k, n)));
+        if let Some((kind, name)) = header {
+            cur.extend(ev.take().map(RowEvent::change));
+            let (db, t) = name.split_once('.').context("table name")?;
+            let (db, table) = (db.trim_matches('`').to_owned(), t.trim_matches('`').to_owned());
+            // Tables TiDB does not have here (a drainer's checkpoint) are left out, values unread.
+            ev = tidb.has_table(&db, &table).then(|| RowEvent { kind, db, table, before: Vec::new(), after: Vec::new() });
+            part = Part::None;
+            continue;
+        }
+        let Some(e) = ev.as_mut() else { continue };
+        match rest.trim() {
+            "WHERE" => part = Part::Where,
+            "SET" => part = Part::Set,
+            v => {
+                let Some((_, value)) = v.split_once('=') else { continue };
+                // An unsigned column prints as `-1 (18446744073709551615)`: the signed form is its value here.
+                let value = value.split_once(" (").map(|(a, _)| a).unwrap_or(value);
+                let val = if value == "NULL" {
+                    Val::Null
+                } else if let Some(s) = value.strip_prefix('\'').and_then(|s| s.strip_suffix('\'')) {
+                    Val::Text(s.to_owned())
+                } else {
+                    Val::Int(value.parse().with_context(|| format!("value {value:?}"))?)
+                };
+                match part {
+                    Part::Where => e.before.push(val),
+                    Part::Set => e.after.push(val),
+                    Part::None => {}
+                }
+            }
+        }
+    }
+    Ok(txns)
 }
