@@ -19,27 +19,10 @@ fn config(addrs: &str, topic: &str) -> KafkaConfig {
     KafkaConfig::new(addrs, topic)
 }
 
-/// Reads `topic`/0 from the start until `want` transactions arrived, then checks nothing else does.
-/// Returns them and the count of duplicate messages the consumer dropped.
+/// Reads `topic`/0 from the start until `want` transactions arrived (30 s each), then checks nothing
+/// else does.
 async fn consume(addrs: &str, topic: &str, want: usize) -> (Vec<Txn>, u64) {
-    let mut c = BinlogConsumer::new(ConsumerConfig {
-        addrs: addrs.into(),
-        topic: topic.into(),
-        partition: 0,
-        start: StartAt::Beginning,
-        after_commit_ts: 0,
-    })
-    .unwrap();
-    let mut got = Vec::new();
-    while got.len() < want {
-        match c.next_timeout(Duration::from_secs(30)).await.unwrap() {
-            Some(t) => got.push(t),
-            None => panic!("only {} of {want} transactions arrived", got.len()),
-        }
-    }
-    assert!(c.next_timeout(Duration::from_secs(2)).await.unwrap().is_none(), "an extra transaction arrived");
-    let skipped = c.skipped();
-    (got, skipped)
+    crate::kafka_sink::consume_within(addrs, topic, want, Duration::from_secs(30)).await
 }
 
 fn commit_ts(items: &[Item]) -> Vec<i64> {

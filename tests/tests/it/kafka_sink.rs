@@ -43,6 +43,12 @@ fn items() -> Vec<Item> {
 }
 
 async fn consume(addr: &str, topic: &str, want: usize) -> (Vec<Txn>, u64) {
+    consume_within(addr, topic, want, Duration::from_secs(20)).await
+}
+
+/// Reads `topic`/0 from the start until `want` transactions arrived, each within `idle`, then checks
+/// nothing else does. Returns them and the count of duplicate messages the consumer dropped.
+pub(crate) async fn consume_within(addr: &str, topic: &str, want: usize, idle: Duration) -> (Vec<Txn>, u64) {
     let mut c = BinlogConsumer::new(ConsumerConfig {
         addrs: addr.into(),
         topic: topic.into(),
@@ -53,7 +59,7 @@ async fn consume(addr: &str, topic: &str, want: usize) -> (Vec<Txn>, u64) {
     .unwrap();
     let mut got = Vec::new();
     while got.len() < want {
-        match c.next_timeout(Duration::from_secs(20)).await.unwrap() {
+        match c.next_timeout(idle).await.unwrap() {
             Some(t) => got.push(t),
             None => panic!("only {} of {want} transactions arrived", got.len()),
         }
