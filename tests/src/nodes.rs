@@ -49,13 +49,14 @@ pub struct Node {
 impl Node {
     /// Starts `pump` with `-addr`, `-data-dir`, `-pd-urls`, `-node-id` and `extra` flags, and waits until
     /// it is `online` in etcd. Without a `-config` among `extra` it gets one that stops writes only below
-    /// 1 MiB free, so tests do not depend on the machine's free disk (upstream's default is 10 GiB).
+    /// 1 MiB free, so tests do not depend on the machine's free disk (upstream's default is 10 GiB), and
+    /// 2 store shards, so the pump's tests run through the sharded front (the default is 1 shard).
     pub fn pump(dir: &Path, etcd_url: &str, node_id: &str, extra: &[String]) -> Result<Self> {
         let mut args = Vec::new();
         if !extra.iter().any(|a| a.trim_start_matches('-').starts_with("config")) {
             std::fs::create_dir_all(dir)?;
             let cfg = dir.join("pump-test.toml");
-            std::fs::write(&cfg, "[storage]\nstop-write-at-available-space = \"1 MiB\"\n")?;
+            std::fs::write(&cfg, "[storage]\nstop-write-at-available-space = \"1 MiB\"\nshards = 2\n")?;
             args.push(format!("-config={}", cfg.display()));
         }
         args.extend(extra.iter().cloned());

@@ -31,7 +31,12 @@ impl OnePerCall {
     async fn open(url: &str, cluster_id: u64) -> Result<Self> {
         let mut rpc = PdRpc::connect(url.to_owned()).await?;
         let (send, rx) = mpsc::channel(1);
-        let recv = rpc.tso(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        // PD (grpc-go) sends the response headers only with its first answer: ask once before
+        // awaiting the call, and read that answer here.
+        let header = Some(RequestHeader { cluster_id, sender_id: 0 });
+        send.send(TsoRequest { header, count: 1, dc_location: String::new() }).await?;
+        let mut recv = rpc.tso(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        recv.message().await?.context("the Tso stream ended")?;
         Ok(Self { cluster_id, send, recv: Mutex::new(recv) })
     }
 
@@ -108,7 +113,9 @@ fn run_go_client(bin: &std::path::Path, url: &str, callers: usize, secs: u64) ->
         .output()?;
     anyhow::ensure!(out.status.success(), "pdtso failed: {}", String::from_utf8_lossy(&out.stdout));
     let line = String::from_utf8_lossy(&out.stdout);
-    let v: serde_json::Value = serde_json::from_str(line.lines().last().context("no output")?)?;
+    // PD's client logs to stdout too: the answer is the line that starts with `{"callers"`.
+    let answer = line.lines().find(|l| l.starts_with("{\"callers\"")).context("pdtso printed no answer")?;
+    let v: serde_json::Value = serde_json::from_str(answer)?;
     Ok(Side {
         per_sec: v["ts_per_sec"].as_f64().context("ts_per_sec")?,
         p99_us: v["p99_us"].as_f64().context("p99_us")?,

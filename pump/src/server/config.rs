@@ -185,8 +185,9 @@ pub struct Storage {
     #[serde(rename = "stop-write-at-available-space")]
     pub stop_write_at_available_space: ByteSize,
     /// Our extension (no upstream equivalent): how many shards (segment logs, each with its own group
-    /// commit) a fresh store directory gets; 0 = the available cores, at most 8. An existing directory
-    /// keeps the count it was written with (`pump-store/FORMAT.md`).
+    /// commit) a fresh store directory gets (default 1: on one device one log measured faster than
+    /// two, bench/RESULTS.md "Shards and linger on a quiet machine"); 0 = the available cores, at
+    /// most 8. An existing directory keeps the count it was written with (`pump-store/FORMAT.md`).
     pub shards: usize,
     /// Upstream's leveldb options; accepted and checked for type, not used by our store.
     pub kv: KvOptions,
@@ -199,7 +200,7 @@ impl Default for Storage {
             kv_chan_cap: 1 << 20,
             slow_write_threshold: 1.0,
             stop_write_at_available_space: ByteSize(DEFAULT_STOP_WRITE_SPACE),
-            shards: 0,
+            shards: 1,
             kv: KvOptions::default(),
         }
     }
