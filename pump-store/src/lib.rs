@@ -64,7 +64,7 @@ pub struct StoreConfig {
     pub max_batch_bytes: usize,
     /// How long the background thread, which writes the batches of async appenders
     /// ([`Store::append`]), keeps the lead after a batch while the queue is empty, yielding its core,
-    /// before it sleeps (default 200 µs; zero sleeps at once). Answered appenders that append again in
+    /// before it sleeps (default zero: sleep at once). Answered appenders that append again in
     /// that time need no wake-up of the writer (measured in `bench`'s `store`, `bench/RESULTS.md`).
     /// Std backend only: the io_uring pipeline's thread takes queued appends as they come.
     pub lead_linger: Duration,
@@ -91,7 +91,7 @@ impl Default for StoreConfig {
             max_txn_timeout: Duration::from_secs(600),
             stop_write_at_available_space: 10 << 30,
             max_batch_bytes: 8 << 20,
-            lead_linger: Duration::from_micros(200),
+            lead_linger: Duration::from_micros(0),
             io_backend: IoBackend::Std,
             io_depth: 16,
             preallocate: true,
