@@ -1,4 +1,5 @@
-//! Generates `binlog` (Binlog, Pump, Cistern) and `pdpb` (PD's members and TSO) from our own .proto files, and records the git commit
+//! Generates `binlog` (Binlog, Pump, Cistern), `pdpb` (PD's members, TSO, regions and stores), `metapb` and
+//! `tikvpb` (TiKV's MVCC and transaction-status calls) from our own .proto files, and records the git commit
 //! for `pump -V`.
 use std::process::Command;
 
@@ -8,7 +9,7 @@ fn git(args: &[&str]) -> Option<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/binlog.proto", "proto/pump.proto", "proto/cistern.proto", "proto/pdpb.proto"];
+    let protos = ["proto/binlog.proto", "proto/pump.proto", "proto/cistern.proto", "proto/metapb.proto", "proto/pdpb.proto", "proto/tikvpb.proto"];
     for p in protos {
         println!("cargo:rerun-if-changed={p}");
     }

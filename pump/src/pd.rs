@@ -29,7 +29,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 
 use crate::etcd::{self, EtcdConfig};
 use crate::proto::pdpb::pd_client::PdClient as PdRpc;
-use crate::proto::pdpb::{ErrorType, GetMembersRequest, GetMembersResponse, RequestHeader, TsoRequest, TsoResponse};
+use crate::proto::metapb::{Peer, RegionEpoch};
+use crate::proto::pdpb::{
+    ErrorType, GetMembersRequest, GetMembersResponse, GetRegionRequest, GetStoreRequest, RequestHeader, TsoRequest, TsoResponse,
+};
 use crate::tso;
 
 /// Most callers served by one `TsoRequest` (PD's own client caps its batches at 10 000).
@@ -281,6 +284,75 @@ async fn members(dial: &Dial, url: &str, want: Option<u64>, timeout: Duration) -
     Ok((id, leader, all))
 }
 
+/// Where a key lives, as PD knows it: its region, the region's leader peer and that peer's store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyRegion {
+    /// The region's id.
+    pub region_id: u64,
+    /// The region's epoch (TiKV refuses a request that names an old one).
+    pub epoch: Option<RegionEpoch>,
+    /// The leader peer.
+    pub leader: Peer,
+    /// The leader's store address (`host:port`, TiKV's gRPC).
+    pub store_addr: String,
+}
+
+/// `key` in the form PD keys regions by: TiDB's memcomparable bytes encoding (groups of 8 bytes, each
+/// padded with zeros and followed by 0xFF minus the pad count; a key whose length is a multiple of 8 gets
+/// one more, all-pad group).
+pub fn region_key(key: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity((key.len() / 8 + 1) * 9);
+    let mut groups = key.chunks(8);
+    loop {
+        let group = groups.next().unwrap_or(&[]);
+        out.extend_from_slice(group);
+        let pad = 8 - group.len();
+        out.extend(std::iter::repeat_n(0u8, pad));
+        out.push(0xFF - pad as u8);
+        if pad > 0 {
+            return out;
+        }
+    }
+}
+
+impl PdClient {
+    /// The region holding TiDB key `key` and its leader's store (`None`: PD knows no region or no leader
+    /// for it, e.g. no TiKV has joined). One attempt at PD's leader; errors name PD and the endpoint.
+    pub async fn locate_key(&self, key: &[u8]) -> Result<Option<KeyRegion>, PdError> {
+        let shared = &self.shared;
+        shared.discover(Some(self.cluster_id)).await?;
+        let ep = shared.leader.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let timeout = shared.opts.attempt_timeout;
+        let mut client = PdRpc::new(shared.dial.channel(&ep, timeout).await?);
+        let header = Some(RequestHeader { cluster_id: self.cluster_id, sender_id: 0 });
+        let req = GetRegionRequest { header, region_key: region_key(key) };
+        let r = match tokio::time::timeout(timeout, client.get_region(req)).await {
+            Ok(r) => r.map_err(rpc(&ep, "GetRegion"))?.into_inner(),
+            Err(_) => return Err(PdError::Timeout { endpoint: ep, op: "GetRegion", after: timeout }),
+        };
+        check_header(&ep, "GetRegion", r.header.as_ref(), Some(self.cluster_id))?;
+        let (Some(region), Some(leader)) = (r.region, r.leader) else { return Ok(None) };
+        if leader.store_id == 0 {
+            return Ok(None);
+        }
+        let req = GetStoreRequest { header, store_id: leader.store_id };
+        let s = match tokio::time::timeout(timeout, client.get_store(req)).await {
+            Ok(r) => r.map_err(rpc(&ep, "GetStore"))?.into_inner(),
+            Err(_) => return Err(PdError::Timeout { endpoint: ep, op: "GetStore", after: timeout }),
+        };
+        check_header(&ep, "GetStore", s.header.as_ref(), Some(self.cluster_id))?;
+        let Some(store) = s.store.filter(|s| !s.address.is_empty()) else { return Ok(None) };
+        Ok(Some(KeyRegion { region_id: region.id, epoch: region.region_epoch, leader, store_addr: store.address }))
+    }
+
+    /// A channel to a TiKV store at `addr` (`host:port`), with PD's TLS settings (the cluster's
+    /// components share one CA).
+    pub async fn store_channel(&self, addr: &str) -> Result<Channel, PdError> {
+        let url = self.shared.dial.url(addr);
+        self.shared.dial.channel(&url, self.shared.opts.attempt_timeout).await
+    }
+}
+
 impl PdClient {
     /// Connects to the PD at `cfg`'s endpoints (`pd-urls` and the `[security]` files), with default
     /// options. Must be called inside a tokio runtime (it spawns the TSO task).
@@ -481,5 +553,20 @@ async fn run(shared: Arc<Shared>, cluster_id: u64, mut rx: mpsc::UnboundedReceiv
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::region_key;
+
+    #[test]
+    fn region_keys_are_memcomparable_groups_of_eight() {
+        assert_eq!(region_key(b""), [0, 0, 0, 0, 0, 0, 0, 0, 0xF7]);
+        assert_eq!(region_key(&[1, 2, 3]), [1, 2, 3, 0, 0, 0, 0, 0, 0xFA]);
+        let eight = [1, 2, 3, 4, 5, 6, 7, 8];
+        assert_eq!(region_key(&eight), [1, 2, 3, 4, 5, 6, 7, 8, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0xF7]);
+        let nine = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        assert_eq!(region_key(&nine), [1, 2, 3, 4, 5, 6, 7, 8, 0xFF, 9, 0, 0, 0, 0, 0, 0, 0, 0xF8]);
     }
 }

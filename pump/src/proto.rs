@@ -8,10 +8,23 @@
 
 tonic::include_proto!("binlog");
 
-/// PD's `pdpb.PD` service, the part TiDB-Binlog uses (members and TSO): `pump/proto/pdpb.proto`.
+/// PD's `pdpb.PD` service, the part TiDB-Binlog uses (members, TSO, a key's region and a store):
+/// `pump/proto/pdpb.proto`.
 pub mod pdpb {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("pdpb");
+}
+
+/// Regions, peers and stores as PD describes them: `pump/proto/metapb.proto`.
+pub mod metapb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("metapb");
+}
+
+/// TiKV's `tikvpb.Tikv` service, the two calls the pump's resolver makes: `pump/proto/tikvpb.proto`.
+pub mod tikvpb {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("tikvpb");
 }
 
 #[cfg(test)]

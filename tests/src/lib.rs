@@ -26,6 +26,7 @@ pub mod pd;
 pub mod pd_standin;
 pub mod pki;
 pub mod scripted;
+pub mod tikv_double;
 
 pub use kafka::Kafka;
 pub use pd::Pd;

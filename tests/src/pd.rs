@@ -61,8 +61,8 @@ pub struct PdTls {
 enum Kind {
     /// A real pd-server: its binary, name, peer port and `--initial-cluster`.
     Real { bin: PathBuf, name: String, peer_port: u16, initial: String },
-    /// The stand-in and the etcd behind it.
-    Standin { etcd: Etcd },
+    /// The stand-in, the etcd behind it and the TiKV address it hands out, if any.
+    Standin { etcd: Etcd, tikv: Option<String> },
 }
 
 /// One PD member on loopback (data in its own folder, stopped by PID on drop).
@@ -93,10 +93,23 @@ impl Pd {
                 let initial = format!("pd1={scheme}://127.0.0.1:{peer_port}");
                 Kind::Real { bin, name: "pd1".into(), peer_port, initial }
             }
-            None => Kind::Standin { etcd: Etcd::start(&dir.join("etcd"))? },
+            None => Kind::Standin { etcd: Etcd::start(&dir.join("etcd"))?, tikv: None },
         };
         let proc = spawn(dir, port, &kind, tls.as_ref())?;
         let pd = Self { port, dir: dir.into(), kind, tls, proc };
+        pd.wait_ready()?;
+        Ok(pd)
+    }
+
+    /// Starts the PD stand-in (even where a real pd-server is installed) telling every caller that one
+    /// TiKV store at `tikv` (`host:port`) holds the whole key space: for the pump's resolver tests, with a
+    /// TiKV test double, as a real PD only knows regions once a real TiKV joined.
+    pub fn start_standin_with_tikv(dir: &Path, tikv: &str) -> Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let port = free_port();
+        let kind = Kind::Standin { etcd: Etcd::start(&dir.join("etcd"))?, tikv: Some(tikv.to_owned()) };
+        let proc = spawn(dir, port, &kind, None)?;
+        let pd = Self { port, dir: dir.into(), kind, tls: None, proc };
         pd.wait_ready()?;
         Ok(pd)
     }
@@ -206,9 +219,12 @@ fn spawn(dir: &Path, port: u16, kind: &Kind, tls: Option<&PdTls>) -> Result<Proc
             }
             Proc::spawn(name, cmd, &dir.join("pd.log"))
         }
-        Kind::Standin { etcd } => {
+        Kind::Standin { etcd, tikv } => {
             let mut cmd = Command::new(our_binary("pd-standin"));
             cmd.args(["--client-urls", &client, "--etcd", &etcd.url()]);
+            if let Some(t) = tikv {
+                cmd.args(["--tikv", t]);
+            }
             if let Some(t) = tls {
                 cmd.arg("--cacert").arg(&t.ca).arg("--cert").arg(&t.cert).arg("--key").arg(&t.key);
             }

@@ -12,6 +12,10 @@
 //! bytes, big-endian physical ms). A ts is never handed out at or above the saved window, and a restart
 //! starts above it, so timestamps never go back across restarts. A request carrying another cluster id
 //! is refused, as PD refuses it. One member, always the leader; no HTTP API.
+//!
+//! Regions (`GetRegion`, `GetStore`, which the pump's resolver asks to find TiKV): with `tikv` set, one
+//! store (id 1) at that address holds one region (id 2) over the whole key space, its leader peer (id 3)
+//! on that store; without it both answer `NOT_BOOTSTRAPPED`, as PD does before a TiKV joins.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -26,7 +30,11 @@ use hyper_util::client::legacy::Client as HttpClient;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use pump::proto::pdpb::pd_server::{Pd as PdService, PdServer};
-use pump::proto::pdpb::{GetMembersRequest, GetMembersResponse, Member, ResponseHeader, Timestamp, TsoRequest, TsoResponse};
+use pump::proto::metapb::{Peer, Region, RegionEpoch, Store};
+use pump::proto::pdpb::{
+    Error as PdError, ErrorType, GetMembersRequest, GetMembersResponse, GetRegionRequest, GetRegionResponse, GetStoreRequest,
+    GetStoreResponse, Member, ResponseHeader, Timestamp, TsoRequest, TsoResponse,
+};
 use pump::tso::{self, LOGICAL_BITS};
 use tokio::sync::Mutex;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
@@ -46,6 +54,8 @@ pub struct Options {
     pub etcd: String,
     /// `(ca, cert, key)` PEM files: serve TLS and require client certificates signed by `ca`.
     pub tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
+    /// The one TiKV store's address (`host:port`), if any (see the module doc).
+    pub tikv: Option<String>,
 }
 
 struct Clock {
@@ -72,6 +82,7 @@ struct Standin {
     etcd: etcd_client::Client,
     ts_key: String,
     clock: Mutex<Clock>,
+    tikv: Option<String>,
 }
 
 fn be_u64(v: &[u8]) -> Option<u64> {
@@ -116,11 +127,18 @@ impl Standin {
             etcd,
             ts_key,
             clock: Mutex::new(Clock { physical, logical: 0, window }),
+            tikv: opts.tikv.clone(),
         })
     }
 
     fn header(&self) -> Option<ResponseHeader> {
         Some(ResponseHeader { cluster_id: self.cluster_id, error: None })
+    }
+
+    /// The header PD sends before any TiKV joined.
+    fn not_bootstrapped(&self) -> Option<ResponseHeader> {
+        let error = PdError { r#type: ErrorType::NotBootstrapped as i32, message: "TiKV cluster not bootstrapped".into() };
+        Some(ResponseHeader { cluster_id: self.cluster_id, error: Some(error) })
     }
 
     fn check(&self, got: Option<u64>) -> Result<(), Status> {
@@ -188,6 +206,34 @@ impl PdService for Service {
             leader: Some(me.clone()),
             etcd_leader: Some(me),
         }))
+    }
+
+    async fn get_store(&self, req: Request<GetStoreRequest>) -> Result<Response<GetStoreResponse>, Status> {
+        let req = req.into_inner();
+        self.check(req.header.map(|h| h.cluster_id).filter(|&id| id != 0))?;
+        let Some(addr) = &self.tikv else {
+            return Ok(Response::new(GetStoreResponse { header: self.not_bootstrapped(), store: None }));
+        };
+        if req.store_id != 1 {
+            return Err(Status::not_found(format!("invalid store ID {}, not found", req.store_id)));
+        }
+        Ok(Response::new(GetStoreResponse { header: self.header(), store: Some(Store { id: 1, address: addr.clone() }) }))
+    }
+
+    async fn get_region(&self, req: Request<GetRegionRequest>) -> Result<Response<GetRegionResponse>, Status> {
+        self.check(req.into_inner().header.map(|h| h.cluster_id).filter(|&id| id != 0))?;
+        if self.tikv.is_none() {
+            return Ok(Response::new(GetRegionResponse { header: self.not_bootstrapped(), region: None, leader: None }));
+        }
+        let leader = Peer { id: 3, store_id: 1 };
+        let region = Region {
+            id: 2,
+            start_key: Vec::new(),
+            end_key: Vec::new(),
+            region_epoch: Some(RegionEpoch { conf_ver: 1, version: 1 }),
+            peers: vec![leader.clone()],
+        };
+        Ok(Response::new(GetRegionResponse { header: self.header(), region: Some(region), leader: Some(leader) }))
     }
 
     type TsoStream = Pin<Box<dyn Stream<Item = Result<TsoResponse, Status>> + Send>>;

@@ -58,6 +58,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "storage.kv.write-L0-slowdown-trigger",
     "resolver.",
     "resolver.tidb-status-urls",
+    "resolver.tikv",
 ];
 
 pub use super::config_file::ConfigError;
@@ -138,15 +139,23 @@ impl Default for Config {
     }
 }
 
-/// `[resolver]` (ours; upstream asks TiKV through PD instead): the TiDB status APIs asked about a
-/// Prewrite whose Commit never came (`GET <url>/mvcc/hex/<primary key>`, `pump::server::resolver`).
-/// Empty (the default): such a Prewrite waits for its Commit, a Rollback or an operator's
-/// `binlogctl -cmd settle-prewrite`; it is never dropped.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// `[resolver]` (ours; upstream always asks TiKV through PD): the sources of truth asked about a
+/// Prewrite whose Commit never came (`pump::server::resolver`). Until one answers, such a Prewrite waits
+/// for its Commit, a Rollback or an operator's `binlogctl -cmd settle-prewrite`; it is never dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct ResolverConfig {
-    /// TiDB status API URLs (`http://tidb:10080`; `https://` with `[security]`), asked in order.
+    /// Ask TiKV through PD (`MvccGetByKey`, then `KvCheckTxnStatus` past max-txn-timeout), as upstream
+    /// does (default true).
+    pub tikv: bool,
+    /// TiDB status API URLs (`http://tidb:10080`; `https://` with `[security]`), asked in order after TiKV.
     pub tidb_status_urls: Vec<String>,
+}
+
+impl Default for ResolverConfig {
+    fn default() -> Self {
+        Self { tikv: true, tidb_status_urls: Vec::new() }
+    }
 }
 
 /// `[security]`: TLS for gRPC, HTTP and the etcd client. Off unless `ssl-ca` is set.

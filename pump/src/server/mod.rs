@@ -124,12 +124,13 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let registry = Registry::new(crate::etcd::connect(&pd_cfg).await?);
     let first_ts = pd.get_ts().await.context("getting a ts from PD")?;
     let metrics = metrics::Metrics::new().context("registering metrics")?;
-    let resolver: std::sync::Arc<dyn pump_store::Resolver> = if cfg.resolver.tidb_status_urls.is_empty() {
+    let resolver: std::sync::Arc<dyn pump_store::Resolver> = if !cfg.resolver.tikv && cfg.resolver.tidb_status_urls.is_empty() {
         std::sync::Arc::new(pump_store::WaitResolver)
     } else {
         let client = status_api_client(&cfg.security)?;
         let rt = tokio::runtime::Handle::current();
-        resolver::TidbStatusResolver::new(cfg.resolver.tidb_status_urls.clone(), client, rt, metrics.query_tikv.clone())
+        let tikv = cfg.resolver.tikv.then(|| (pd.clone(), store_config(&cfg).max_txn_timeout));
+        resolver::SourceResolver::new(tikv, cfg.resolver.tidb_status_urls.clone(), client, rt, metrics.query_tikv.clone())
     };
     let store = store::Store::open_with_resolver(store_config(&cfg), resolver)
         .with_context(|| format!("opening the store in {}", cfg.data_dir.display()))?;

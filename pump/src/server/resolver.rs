@@ -1,18 +1,22 @@
-//! Finding out what happened to a transaction whose C-binlog never came: TiDB's status API
-//! (`GET <url>/mvcc/hex/<primary key>`), configured by `[resolver] tidb-status-urls` (ours).
+//! Finding out what happened to a transaction whose C-binlog never came, from two sources of truth,
+//! asked in this order about the P-binlog's `prewrite_key` (the transaction's primary key):
+//! - **TiKV through PD**, as upstream's pump does (`[resolver] tikv`, ours, default on): PD's `GetRegion`
+//!   and `GetStore` find the key's region leader, TiKV's `MvccGetByKey` gives its MVCC history; a
+//!   transaction older than `max-txn-timeout` (600 s) that left no record is then asked about with
+//!   `KvCheckTxnStatus` (TiKV rolls back a lock whose TTL ran out, or records a rollback where no lock
+//!   is, and answers committed / rolled back / still locked);
+//! - **TiDB's status API** (`GET <url>/mvcc/hex/<primary key>`, `[resolver] tidb-status-urls`, ours),
+//!   which answers the same MVCC question as JSON: `{"key":…, "region_id":…, "value":{"info":{"lock":{…},
+//!   "writes":[{"type":…, "start_ts":…, "commit_ts":…}, …]}}}` (`type` is kvrpcpb `Op`, omitted for `Put`).
 //!
-//! TiDB answers with the MVCC state of the P-binlog's `prewrite_key` (the transaction's primary key):
-//! `{"key":…, "region_id":…, "value":{"info":{"lock":{…}, "writes":[{"type":…, "start_ts":…,
-//! "commit_ts":…}, …]}}}` (kvproto's `MvccInfo` as JSON; `type` is kvrpcpb `Op`, omitted for `Put`).
-//! The verdict, as upstream's pump reads TiKV's `MvccGetByKey`:
+//! The verdict from an MVCC history, as upstream's pump reads it:
 //! - a write with our `start_ts` that is not a Rollback, with `commit_ts > start_ts`: committed there;
 //! - a Rollback write with our `start_ts`: rolled back;
-//! - anything else (a lock still held, no record, no TiDB reachable): not known; the Prewrite stays
+//! - anything else (a lock still held, no record, no source reachable): not known; the Prewrite stays
 //!   pending and is asked about again a second later. Nothing is decided on a timer: an operator settles
-//!   a transaction TiDB cannot answer for (`binlogctl -cmd settle-prewrite`).
+//!   a transaction no source can answer for (`binlogctl -cmd settle-prewrite`).
 //!
-//! Without `tidb-status-urls` the pump waits ([`pump_store::WaitResolver`]). Upstream's other source,
-//! TiKV's `MvccGetByKey` and lock status through PD, is not implemented: no TiKV runs here to test it.
+//! With neither source the pump waits ([`pump_store::WaitResolver`]).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -21,7 +25,10 @@ use prost::Message;
 use pump_store::{Resolution, Resolver};
 use serde::Deserialize;
 
+use crate::pd::PdClient;
 use crate::proto::Binlog;
+use crate::proto::tikvpb::tikv_client::TikvClient;
+use crate::proto::tikvpb::{CheckTxnStatusRequest, Context, MvccGetByKeyRequest};
 
 /// `Op::Rollback` in kvrpcpb.
 const OP_ROLLBACK: i64 = 3;
@@ -66,35 +73,111 @@ fn verdict(body: &str, start_ts: i64) -> Result<Resolution, String> {
         return Err(format!("TiDB reports: {}", resp.error));
     }
     let info = resp.info.unwrap_or_default();
-    for w in &info.writes {
-        if w.start_ts as i64 != start_ts {
-            continue;
-        }
-        if w.op == OP_ROLLBACK {
-            return Ok(Resolution::RolledBack);
-        }
-        if w.commit_ts as i64 > start_ts {
-            return Ok(Resolution::Committed(w.commit_ts as i64));
-        }
-    }
-    Ok(Resolution::Unknown)
+    Ok(decide(info.writes.iter().map(|w| (w.op, w.start_ts, w.commit_ts)), start_ts))
 }
 
-/// Asks TiDB's status API; see the module doc.
+/// The verdict from a key's MVCC writes `(op, start_ts, commit_ts)` about the transaction that started
+/// at `start_ts` (see the module doc).
+fn decide(writes: impl IntoIterator<Item = (i64, u64, u64)>, start_ts: i64) -> Resolution {
+    for (op, start, commit) in writes {
+        if start as i64 != start_ts {
+            continue;
+        }
+        if op == OP_ROLLBACK {
+            return Resolution::RolledBack;
+        }
+        if commit as i64 > start_ts {
+            return Resolution::Committed(commit as i64);
+        }
+    }
+    Resolution::Unknown
+}
+
+/// Asks TiKV, through PD, what became of the transaction that started at `start_ts` whose primary key
+/// is `key`; `Err` says why TiKV could not tell (the Prewrite then stays pending).
+async fn ask_tikv(pd: &PdClient, key: &[u8], start_ts: i64, max_txn_timeout: Duration) -> Result<Resolution, String> {
+    let loc = pd
+        .locate_key(key)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("PD knows no region leader for the key (has a TiKV joined?)")?;
+    let addr = loc.store_addr.clone();
+    let tikv = |what: &str, e: &dyn std::fmt::Display| format!("TiKV at {addr}: {what}: {e}");
+    let mut kv = TikvClient::new(pd.store_channel(&addr).await.map_err(|e| e.to_string())?);
+    let context = Some(Context { region_id: loc.region_id, region_epoch: loc.epoch, peer: Some(loc.leader) });
+    let req = MvccGetByKeyRequest { context: context.clone(), key: key.to_vec() };
+    let r = match tokio::time::timeout(Duration::from_secs(5), kv.mvcc_get_by_key(req)).await {
+        Ok(r) => r.map_err(|e| tikv("MvccGetByKey", &e))?.into_inner(),
+        Err(_) => return Err(tikv("MvccGetByKey", &"timed out after 5 s")),
+    };
+    if let Some(e) = r.region_error {
+        return Err(tikv("MvccGetByKey: region error", &e.message));
+    }
+    if !r.error.is_empty() {
+        return Err(tikv("MvccGetByKey", &r.error));
+    }
+    let info = r.info.unwrap_or_default();
+    let v = decide(info.writes.iter().map(|w| (i64::from(w.r#type), w.start_ts, w.commit_ts)), start_ts);
+    if v != Resolution::Unknown {
+        return Ok(v);
+    }
+    // No record yet: the transaction may still be running. Past max-txn-timeout TiKV decides.
+    let now = pd.get_ts().await.map_err(|e| e.to_string())?;
+    let age = crate::tso::physical_ms(now).saturating_sub(crate::tso::physical_ms(start_ts as u64));
+    if Duration::from_millis(age) < max_txn_timeout {
+        return Ok(Resolution::Unknown);
+    }
+    let req = CheckTxnStatusRequest {
+        context,
+        primary_key: key.to_vec(),
+        lock_ts: start_ts as u64,
+        caller_start_ts: 0,
+        current_ts: now,
+        rollback_if_not_exist: true,
+    };
+    let r = match tokio::time::timeout(Duration::from_secs(5), kv.kv_check_txn_status(req)).await {
+        Ok(r) => r.map_err(|e| tikv("KvCheckTxnStatus", &e))?.into_inner(),
+        Err(_) => return Err(tikv("KvCheckTxnStatus", &"timed out after 5 s")),
+    };
+    if let Some(e) = r.region_error {
+        return Err(tikv("KvCheckTxnStatus: region error", &e.message));
+    }
+    if let Some(e) = r.error {
+        return Err(tikv("KvCheckTxnStatus", &format!("{e:?}")));
+    }
+    Ok(if r.lock_ttl > 0 {
+        Resolution::Unknown
+    } else if r.commit_version > 0 {
+        Resolution::Committed(r.commit_version as i64)
+    } else {
+        Resolution::RolledBack
+    })
+}
+
+/// Asks TiKV through PD, then TiDB's status APIs; see the module doc.
 #[derive(Debug)]
-pub struct TidbStatusResolver {
-    urls: Vec<String>,
+pub struct SourceResolver {
+    /// PD, when TiKV is asked (`[resolver] tikv`), and the store's `max_txn_timeout`.
+    tikv: Option<(PdClient, Duration)>,
+    tidb_urls: Vec<String>,
     client: reqwest::Client,
     rt: tokio::runtime::Handle,
     queries: prometheus::IntCounter,
     last_warn: std::sync::Mutex<Option<Instant>>,
 }
 
-impl TidbStatusResolver {
-    /// A resolver over `urls` (each `http(s)://host:port`), running its requests on `rt`; `queries`
-    /// counts the requests made (`binlog_pump_storage_query_tikv_count`, upstream's name).
-    pub fn new(urls: Vec<String>, client: reqwest::Client, rt: tokio::runtime::Handle, queries: prometheus::IntCounter) -> Arc<Self> {
-        Arc::new(Self { urls, client, rt, queries, last_warn: std::sync::Mutex::new(None) })
+impl SourceResolver {
+    /// A resolver asking TiKV through `tikv`'s PD (with its `max_txn_timeout`) and then `tidb_urls` (each
+    /// `http(s)://host:port`), running its requests on `rt`; `queries` counts the questions asked
+    /// (`binlog_pump_storage_query_tikv_count`, upstream's name).
+    pub fn new(
+        tikv: Option<(PdClient, Duration)>,
+        tidb_urls: Vec<String>,
+        client: reqwest::Client,
+        rt: tokio::runtime::Handle,
+        queries: prometheus::IntCounter,
+    ) -> Arc<Self> {
+        Arc::new(Self { tikv, tidb_urls, client, rt, queries, last_warn: std::sync::Mutex::new(None) })
     }
 
     fn warn(&self, start_ts: i64, msg: &str) {
@@ -106,12 +189,12 @@ impl TidbStatusResolver {
     }
 }
 
-impl Resolver for TidbStatusResolver {
+impl Resolver for SourceResolver {
     fn resolve(&self, start_ts: i64, prewrite: &[u8]) -> Resolution {
         let key = match Binlog::decode(prewrite) {
-            Ok(b) if !b.prewrite_key().is_empty() => hex::encode(b.prewrite_key()),
+            Ok(b) if !b.prewrite_key().is_empty() => b.prewrite_key().to_vec(),
             Ok(_) => {
-                self.warn(start_ts, "the P-binlog has no prewrite_key to ask TiDB about");
+                self.warn(start_ts, "the P-binlog has no prewrite_key to ask about");
                 return Resolution::Unknown;
             }
             Err(e) => {
@@ -119,9 +202,18 @@ impl Resolver for TidbStatusResolver {
                 return Resolution::Unknown;
             }
         };
-        for url in &self.urls {
+        if let Some((pd, max_txn_timeout)) = &self.tikv {
             self.queries.inc();
-            let get = self.client.get(format!("{}/mvcc/hex/{key}", url.trim_end_matches('/'))).timeout(Duration::from_secs(5));
+            match self.rt.block_on(ask_tikv(pd, &key, start_ts, *max_txn_timeout)) {
+                Ok(Resolution::Unknown) => {}
+                Ok(v) => return v,
+                Err(e) => self.warn(start_ts, &format!("asking TiKV: {e}")),
+            }
+        }
+        let hex_key = hex::encode(&key);
+        for url in &self.tidb_urls {
+            self.queries.inc();
+            let get = self.client.get(format!("{}/mvcc/hex/{hex_key}", url.trim_end_matches('/'))).timeout(Duration::from_secs(5));
             let body = self.rt.block_on(async {
                 let r = get.send().await.map_err(|e| e.to_string())?;
                 let r = r.error_for_status().map_err(|e| e.to_string())?;

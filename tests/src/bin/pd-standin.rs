@@ -1,13 +1,14 @@
 //! `pd-standin`: the PD stand-in (`tests::pd_standin`) as a process, started by the test harness where no
 //! real pd-server is installed. Flags follow pd-server's where they mean the same thing.
 //!
-//! `pd-standin --client-urls http://127.0.0.1:P --etcd http://127.0.0.1:E [--cacert CA --cert C --key K]`
+//! `pd-standin --client-urls http://127.0.0.1:P --etcd http://127.0.0.1:E [--cacert CA --cert C --key K]
+//! [--tikv HOST:PORT]`
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(about = "PD stand-in: pdpb.PD (members, TSO) and etcd's API forwarded to a real etcd, on one port")]
+#[command(about = "PD stand-in: pdpb.PD (members, TSO, one region) and etcd's API forwarded to a real etcd, on one port")]
 struct Args {
     /// The one client URL to listen on and advertise (`http://127.0.0.1:P`, `https://` with TLS).
     #[arg(long = "client-urls")]
@@ -24,6 +25,9 @@ struct Args {
     /// Server key.
     #[arg(long)]
     key: Option<std::path::PathBuf>,
+    /// One TiKV store holding the whole key space (ours; for the pump's resolver tests).
+    #[arg(long)]
+    tikv: Option<String>,
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -37,5 +41,5 @@ async fn main() -> Result<()> {
         (None, None, None) => None,
         _ => bail!("--cacert, --cert and --key go together"),
     };
-    tests::pd_standin::serve(tests::pd_standin::Options { listen, etcd: a.etcd, tls }).await
+    tests::pd_standin::serve(tests::pd_standin::Options { listen, etcd: a.etcd, tls, tikv: a.tikv }).await
 }

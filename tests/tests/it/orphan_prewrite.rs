@@ -163,3 +163,100 @@ fn the_status_api_resolver_serves_a_lost_commit_within_seconds() {
         assert!(took < Duration::from_secs(10), "{took:?}");
     });
 }
+
+/// The TiKV source, as upstream's pump asks it: PD's `GetRegion`/`GetStore` find the prewrite key's
+/// leader, `MvccGetByKey` tells committed or rolled back; a transaction past max-txn-timeout with no
+/// record is settled by `KvCheckTxnStatus`, a younger one waits. Against a **TiKV test double**
+/// (`tests::tikv_double`) behind the PD stand-in's one region: no TiKV can run here.
+#[test]
+fn the_tikv_source_settles_orphan_prewrites_against_a_tikv_test_double() {
+    use crate::pump_util::{cluster_id, commit, prewrite, pull_until, start_pump, tso};
+    use pump::proto::WriteBinlogReq;
+    let key = b"t\x80pk"; // the prewrite_key of pump_util's binlogs
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let tikv = rt.block_on(tests::tikv_double::TikvDouble::start()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pd = tests::Pd::start_standin_with_tikv(&dir.path().join("pd"), &tikv.addr.to_string()).unwrap();
+    let url = pd.url();
+    // The default config: `[resolver] tikv = true`, no TiDB status URL.
+    let pump = start_pump(&url, &dir.path().join("pump"), &[]);
+    rt.block_on(async {
+        let (cid, pd) = (cluster_id(&url).await, tso(&url).await);
+        let mut c = pump.client().await;
+        let w = |payload: Vec<u8>| WriteBinlogReq { cluster_id: cid, payload: payload.into() };
+        let ts = || async { pd.get_ts().await.unwrap() as i64 };
+
+        // 1. Committed in TiKV, its C-binlog lost: served with TiKV's commit ts and its payload.
+        let (start, commit_ts) = (ts().await, ts().await);
+        tikv.state.lock().unwrap().commit(key, start as u64, commit_ts as u64);
+        let lost_at = Instant::now();
+        assert_eq!(c.write_binlog(w(prewrite(start, b"committed rows"))).await.unwrap().into_inner().errmsg, "");
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == commit_ts)).await;
+        let took = lost_at.elapsed();
+        let b = got.iter().find(|b| b.commit_ts() == commit_ts).unwrap();
+        assert_eq!((b.start_ts(), b.prewrite_value()), (start, &b"committed rows"[..]));
+        eprintln!("lost commit served through TiKV (double) {took:?} after its prewrite");
+        assert!(took < Duration::from_secs(10), "{took:?}");
+
+        // 2. Rolled back in TiKV: never served; a later transaction passes it.
+        let rolled = ts().await;
+        tikv.state.lock().unwrap().rollback(key, rolled as u64);
+        assert_eq!(c.write_binlog(w(prewrite(rolled, b"rolled back"))).await.unwrap().into_inner().errmsg, "");
+        // 3. Started 20 minutes ago (past max-txn-timeout), no record: KvCheckTxnStatus decides it
+        //    (here: committed, as TiKV answers for a primary committed meanwhile).
+        let now = ts().await as u64;
+        let old = pump::tso::compose(pump::tso::physical_ms(now) - 20 * 60 * 1000, 3) as i64;
+        let old_commit = ts().await;
+        tikv.state.lock().unwrap().txn_status.insert(old as u64, (0, old_commit as u64));
+        assert_eq!(c.write_binlog(w(prewrite(old, b"old txn"))).await.unwrap().into_inner().errmsg, "");
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == old_commit)).await;
+        let b = got.iter().find(|b| b.commit_ts() == old_commit).unwrap();
+        assert_eq!((b.start_ts(), b.prewrite_value()), (old, &b"old txn"[..]));
+
+        // 4. Young, no record in TiKV: pending (it holds back everything committed after its start);
+        //    TiKV is not asked to decide it.
+        let young = ts().await;
+        assert_eq!(c.write_binlog(w(prewrite(young, b"still running"))).await.unwrap().into_inner().errmsg, "");
+        // The young one commits normally later; everything after the rolled-back one is served and the
+        // rolled-back one never is.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let young_commit = ts().await;
+        assert_eq!(c.write_binlog(w(commit(young, young_commit))).await.unwrap().into_inner().errmsg, "");
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == young_commit)).await;
+        assert!(got.iter().all(|b| b.start_ts() != rolled), "a rolled-back transaction was served");
+        assert_eq!(got.iter().filter(|b| b.start_ts() == young).count(), 1);
+
+        let st = tikv.state.lock().unwrap();
+        let asked: Vec<u64> = st.status_asked.iter().map(|r| r.lock_ts).collect();
+        assert!(asked.contains(&(old as u64)), "KvCheckTxnStatus not asked about the old transaction: {asked:?}");
+        assert!(!asked.contains(&(young as u64)), "TiKV was asked to decide a transaction younger than max-txn-timeout");
+        let r = st.status_asked.iter().find(|r| r.lock_ts == old as u64).unwrap();
+        assert_eq!((r.primary_key.as_slice(), r.rollback_if_not_exist), (&key[..], true));
+        assert!(r.current_ts > now, "current_ts {} is not a fresh PD ts", r.current_ts);
+    });
+}
+
+/// The TiKV source is asked through PD; a PD that knows no TiKV (none joined) leaves the Prewrite
+/// pending: it is never settled for lack of an answer.
+#[test]
+fn without_a_tikv_the_tikv_source_leaves_the_prewrite_pending() {
+    use crate::pump_util::{cluster_id, commit, prewrite, pull_until, start_pump, tso};
+    use pump::proto::WriteBinlogReq;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let cluster = tests::Cluster::builder().pd().start().unwrap();
+    let url = cluster.pd().url();
+    let pump = start_pump(&url, &cluster.dir().join("pump"), &[]);
+    rt.block_on(async {
+        let (cid, pd) = (cluster_id(&url).await, tso(&url).await);
+        let mut c = pump.client().await;
+        let w = |payload: Vec<u8>| WriteBinlogReq { cluster_id: cid, payload: payload.into() };
+        let start = pd.get_ts().await.unwrap() as i64;
+        assert_eq!(c.write_binlog(w(prewrite(start, b"rows"))).await.unwrap().into_inner().errmsg, "");
+        // Several resolver rounds (one a second after the first second).
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let commit_ts = pd.get_ts().await.unwrap() as i64;
+        assert_eq!(c.write_binlog(w(commit(start, commit_ts))).await.unwrap().into_inner().errmsg, "");
+        let got = pull_until(&mut c, cid, 0, |g| g.iter().any(|b| b.commit_ts() == commit_ts)).await;
+        assert_eq!(got.iter().filter(|b| b.start_ts() == start).count(), 1);
+    });
+}
