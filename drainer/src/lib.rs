@@ -18,6 +18,8 @@
 //! - [`relay`]: `[syncer.relay]`: the relay log written before the MySQL/TiDB sink, replayed without PD.
 //! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
 //! - [`schema`], [`translate`]: table schemas from DDL history; binlog → [`txn::Item`].
+//! - [`tidb`]: what TiDB puts in a binlog: datum codec, old row format, DECIMAL/time/JSON, schema JSON
+//!   models, and the one decoder of a `TableMutation` into rows.
 //! - [`syncer`]: translate and sink tasks, checkpoint saving.
 //! - [`server`]: the drainer process: registry, heartbeat, HTTP and Cistern, shutdown.
 #![warn(missing_docs)]
@@ -36,6 +38,7 @@ pub mod pumps;
 pub mod schema;
 pub mod server;
 pub mod syncer;
+pub mod tidb;
 pub mod translate;
 pub mod proto;
 pub mod relay;

@@ -19,8 +19,8 @@ use std::sync::Arc;
 
 use prost::Message;
 use pump::proto::{Binlog, MutationType, PrewriteValue, TableMutation};
-use pump::tidb::model::{ColumnInfo, TableInfo, action, schema_state};
-use pump::tidb::{CodecError, Datum, Value as TValue};
+use crate::tidb::model::{ColumnInfo, TableInfo, action, schema_state};
+use crate::tidb::{CodecError, Datum, Value as TValue};
 
 use crate::config::{DbType, SyncerConfig};
 use crate::filter::Filter;
@@ -184,7 +184,7 @@ impl Translator {
         }
         let mut snap = Snapshot::default();
         let mut later = Vec::new();
-        let before_start = |j: &pump::tidb::model::Job| {
+        let before_start = |j: &crate::tidb::model::Job| {
             let Some(b) = j.binlog.as_ref() else { return false };
             if schema_version > 0 {
                 b.schema_version <= schema_version
@@ -455,7 +455,7 @@ type RowErr = (&'static str, usize, String);
 
 /// Converts a decoded TiDB value into the sink-neutral [`Value`].
 pub fn convert(v: TValue) -> Value {
-    let time = |t: pump::tidb::Time, tp: u8, fsp: u8| {
+    let time = |t: crate::tidb::Time, tp: u8, fsp: u8| {
         Value::Time(MysqlTime {
             year: t.year,
             month: t.month,
@@ -526,7 +526,7 @@ impl<'a> Cols<'a> {
             if row[i].is_none() {
                 known += 1;
             }
-            row[i] = Some(convert(pump::tidb::unflatten(&d, ft)?));
+            row[i] = Some(convert(crate::tidb::unflatten(&d, ft)?));
         }
         Ok((row, known))
     }
@@ -570,7 +570,7 @@ fn decode_mutation_at(m: &TableMutation, t: &TableInfo, written_with: Option<&Ta
             }
             Ok(MutationType::DeleteRow) => {
                 let raw = m.deleted_rows.get(del).ok_or(("delete", del, "sequence names more rows than deleted_rows holds".into()))?;
-                let pairs = pump::tidb::decode_row(raw).map_err(|e| ("delete", del, e.to_string()))?;
+                let pairs = crate::tidb::decode_row(raw).map_err(|e| ("delete", del, e.to_string()))?;
                 let (row, _) = cols.row(pairs).map_err(|e| ("delete", del, e.to_string()))?;
                 out.push(RowChange::Delete(row));
                 del += 1;
@@ -584,7 +584,7 @@ fn decode_mutation_at(m: &TableMutation, t: &TableInfo, written_with: Option<&Ta
 fn decode_insert(raw: &[u8], t: &TableInfo, cols: &Cols<'_>) -> Result<Row, CodecError> {
     let pk = t.primary_index();
     let handle_len = if t.is_common_handle { pk.map(|i| i.idx_cols.len()).unwrap_or(1).max(1) } else { 1 };
-    let (handle, pairs) = pump::tidb::decode_insert_row(raw, handle_len)?;
+    let (handle, pairs) = crate::tidb::decode_insert_row(raw, handle_len)?;
     let (mut row, _) = cols.row(pairs)?;
     if t.is_common_handle {
         if let Some(pk) = pk {
@@ -596,7 +596,7 @@ fn decode_insert(raw: &[u8], t: &TableInfo, cols: &Cols<'_>) -> Result<Row, Code
                     continue;
                 };
                 if row[i].is_none() {
-                    row[i] = Some(convert(pump::tidb::unflatten(d, &cols.public[i].field_type)?));
+                    row[i] = Some(convert(crate::tidb::unflatten(d, &cols.public[i].field_type)?));
                 }
             }
         }
@@ -611,7 +611,7 @@ fn decode_insert(raw: &[u8], t: &TableInfo, cols: &Cols<'_>) -> Result<Row, Code
 }
 
 fn decode_update(raw: &[u8], cols: &Cols<'_>, can_append: bool) -> Result<(Row, Row), String> {
-    let (old, new) = pump::tidb::decode_update_row(raw).map_err(|e| e.to_string())?;
+    let (old, new) = crate::tidb::decode_update_row(raw).map_err(|e| e.to_string())?;
     let (mut old, n_old) = cols.row(old).map_err(|e| e.to_string())?;
     let (mut new, n_new) = cols.row(new).map_err(|e| e.to_string())?;
     if n_old != n_new {

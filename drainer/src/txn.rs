@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// MySQL column type bytes (`mysql.TypeXXX`), as in TiDB's `FieldType.tp` and `pb_binlog.column.tp[0]`:
 /// the codec's own table, so the drainer and the TiDB model never disagree.
-pub use pump::tidb::model::tp as mysql_type;
+pub use crate::tidb::model::tp as mysql_type;
 
 /// One merged, decoded binlog, ready for a sink.
 #[derive(Debug, Clone, PartialEq)]

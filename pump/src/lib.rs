@@ -11,7 +11,6 @@
 //! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
 //! - `server` (feature `server`): the Pump server behind the `pump` binary.
 //! - [`client`]: the pump client TiDB embeds (discovery, range/hash, P and C to one pump, fail-over, probes).
-//! - [`tidb`]: TiDB's datum codec, old row format, DECIMAL/time/JSON encodings and schema JSON models.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -24,5 +23,4 @@ pub mod pd;
 pub mod proto;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod tidb;
 pub mod tso;

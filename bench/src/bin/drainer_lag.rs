@@ -25,8 +25,8 @@ use bench::standin::tables::Kind;
 use prost::Message;
 use pump::proto::pump_client::PumpClient;
 use pump::proto::{Binlog, BinlogType, MutationType, PrewriteValue, TableMutation, WriteBinlogReq};
-use pump::tidb::codec::{Datum, Handle};
-use pump::tidb::row::encode_insert_row;
+use drainer::tidb::codec::{Datum, Handle};
+use drainer::tidb::row::encode_insert_row;
 
 struct Outcome {
     peak_rss_mib: f64,

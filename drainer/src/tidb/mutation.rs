@@ -10,7 +10,7 @@ use super::codec::{CodecError, Datum};
 use super::model::{ColumnInfo, EXTRA_HANDLE_ID, TableInfo};
 use super::row::{decode_insert_row, decode_row, decode_update_row};
 use super::value::{Value, unflatten};
-use crate::proto::{MutationType, TableMutation};
+use pump::proto::{MutationType, TableMutation};
 
 /// One row change, values keyed by column id over the table's writable columns (public, not
 /// virtual generated), in the table's column order.
