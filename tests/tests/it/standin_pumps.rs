@@ -163,14 +163,24 @@ fn replay(binlogs: &[Binlog], tables: &HashMap<i64, TableInfo>) -> HashMap<i64, 
             let rows = out.entry(t.id).or_default();
             // Rows written before a later ADD COLUMN lack it: defaults fill them, as drainer allows
             // for binlogs older than the table's last DDL.
+            // The decoder's rows hold one slot per public column; here as (column id, value) pairs. A
+            // delete written before the ADD COLUMN lacks the column (the decoder leaves it absent);
+            // this replay, which reads every binlog with the last schema, gives it the default as
+            // the upstream's ALTER did.
+            let cols = t.public_columns();
+            let pairs = |r: Vec<Option<Value>>| -> Vec<(i64, Value)> {
+                cols.iter().zip(r).map(|(c, v)| (c.id, v.unwrap_or_else(|| Value::default_for_missing(c).unwrap()))).collect()
+            };
             for change in decode_mutation(t, m, true).unwrap() {
                 match change {
-                    RowChange::Insert { new } => rows.push(new),
+                    RowChange::Insert(new) => rows.push(pairs(new)),
                     RowChange::Update { old, new } => {
+                        let (old, new) = (pairs(old), pairs(new));
                         let i = rows.iter().position(|r| *r == old).expect("the old image of an update is a current row");
                         rows[i] = new;
                     }
-                    RowChange::Delete { old } => {
+                    RowChange::Delete(old) => {
+                        let old = pairs(old);
                         let i = rows.iter().position(|r| *r == old).expect("a deleted row is a current row");
                         rows.remove(i);
                     }
