@@ -11,7 +11,8 @@ use prost::Message;
 
 use super::filter::Filter;
 use crate::proto::pb;
-use crate::sink::file::pb::{PbDatum, timestamp_from_local_text};
+use crate::sink::file::pb::{decode_datum, timestamp_from_local_text};
+use crate::tidb::codec::Datum;
 use crate::txn::{Body, Column, Ddl, Item, Row, RowChange, TableChanges, TableSchema, Value, mysql_type};
 
 /// Why a record cannot be turned into an item.
@@ -170,26 +171,27 @@ fn is_binary_type(mysql_type: &str) -> bool {
 }
 
 /// Upstream Reparo's `formatValue` by type byte, into our [`Value`].
-fn value_of(tp: u8, d: PbDatum) -> Result<Value, String> {
+fn value_of(tp: u8, d: Datum) -> Result<Value, String> {
     use mysql_type::*;
     Ok(match (tp, d) {
-        (_, PbDatum::Null) => Value::Null,
-        (DECIMAL | NEWDECIMAL, PbDatum::Bytes(b)) => {
+        (_, Datum::Null) => Value::Null,
+        (DECIMAL | NEWDECIMAL, Datum::Bytes(b)) => {
             Value::Decimal(String::from_utf8(b).map_err(|_| "decimal text is not UTF-8".to_string())?)
         }
-        (JSON, PbDatum::Bytes(b)) => Value::Json(String::from_utf8(b).map_err(|_| "json text is not UTF-8".to_string())?),
-        (BIT, PbDatum::Uint(u)) => Value::Bit(u),
-        (BIT, PbDatum::Int(i)) => Value::Bit(i as u64),
-        (_, PbDatum::Int(i)) => Value::Int(i),
-        (_, PbDatum::Uint(u)) => Value::Uint(u),
-        (_, PbDatum::Float(f)) => Value::Float(f),
+        (JSON, Datum::Bytes(b)) => Value::Json(String::from_utf8(b).map_err(|_| "json text is not UTF-8".to_string())?),
+        (BIT, Datum::U64(u)) => Value::Bit(u),
+        (BIT, Datum::I64(i)) => Value::Bit(i as u64),
+        (_, Datum::I64(i)) => Value::Int(i),
+        (_, Datum::U64(u)) => Value::Uint(u),
+        (_, Datum::F64(f)) => Value::Float(f),
         // TIMESTAMP text is local time of the writing drainer: back to UTC, as the MySQL sink expects.
-        (TIMESTAMP, PbDatum::Bytes(b)) => match std::str::from_utf8(&b).ok().and_then(timestamp_from_local_text) {
+        (TIMESTAMP, Datum::Bytes(b)) => match std::str::from_utf8(&b).ok().and_then(timestamp_from_local_text) {
             Some(t) => Value::Time(t),
             None => Value::Bytes(b),
         },
         // Other time, duration and string types: the text as written.
-        (_, PbDatum::Bytes(b)) => Value::Bytes(b),
+        (_, Datum::Bytes(b)) => Value::Bytes(b),
+        (_, other) => return Err(format!("a {} datum, which the file format does not carry", other.kind())),
     })
 }
 
@@ -233,7 +235,7 @@ pub fn to_item(binlog: &pb::Binlog, filter: &Filter) -> Result<Option<Item>, Dec
                 reason,
             };
             let decode = |bytes: &[u8]| {
-                PbDatum::decode(bytes).map_err(|e| bad(e.to_string())).and_then(|d| value_of(tp, d).map_err(bad))
+                decode_datum(bytes).map_err(|e| bad(e.to_string())).and_then(|d| value_of(tp, d).map_err(bad))
             };
             values.push(Some(decode(col.value())?));
             changed.push(match &col.changed_value {
