@@ -13,7 +13,6 @@
 //! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
 //! - [`pumps`]: pump discovery (the collector) and one reader per pump.
 //! - [`metrics`]: Prometheus metrics with upstream's names.
-//! - [`binlogfile`]: the file sink's on-disk records (framing, file names), shared with Reparo.
 //! - [`consumer`]: reads the Kafka sink's topic back as whole transactions.
 //! - [`relay`]: `[syncer.relay]`: the relay log written before the MySQL/TiDB sink, replayed without PD.
 //! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
@@ -25,7 +24,6 @@
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod binlogfile;
 pub mod checkpoint;
 pub mod consumer;
 pub mod config;

@@ -313,6 +313,23 @@ pub fn format_duration(nanos: i64, fsp: u8) -> String {
     D(nanos, fsp).to_string()
 }
 
+/// Text of a value as printed (bytes as lossy UTF-8, NULL as `NULL`).
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Uint(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(s) | Value::Json(s) => s.clone(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Time(t) => t.to_string(),
+        Value::Duration { nanos, fsp } => format_duration(*nanos, *fsp),
+        Value::Enum { index, .. } => index.to_string(),
+        Value::Set { bits, .. } => bits.to_string(),
+        Value::Bit(b) => b.to_string(),
+    }
+}
+
 /// `` `name` `` with inner backticks doubled, as MySQL quotes identifiers.
 pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))

@@ -63,10 +63,10 @@ fn init_log(cfg: &Config) -> anyhow::Result<()> {
 async fn run(cfg: &Config) -> anyhow::Result<reparo::Summary> {
     Ok(match cfg.dest_type {
         DestType::Print => {
-            let mut dest = reparo::print::PrintSink::new(std::io::BufWriter::new(std::io::stdout()));
+            let mut dest = drainer::sink::print::PrintSink::new(std::io::BufWriter::new(std::io::stdout()));
             reparo::replay(cfg, &mut dest).await?
         }
-        DestType::Memory => reparo::replay(cfg, &mut reparo::print::MemorySink::default()).await?,
+        DestType::Memory => reparo::replay(cfg, &mut drainer::sink::print::MemorySink::default()).await?,
         DestType::Mysql => {
             use anyhow::Context as _;
             let db = format!("[dest-db] {}:{}", cfg.dest_db.host, cfg.dest_db.port);
