@@ -272,7 +272,7 @@ fn tail_files(
         let mut seen = Vec::new();
         let (mut file_idx, mut pos, mut pending) = (0usize, 0u64, Vec::<u8>::new());
         while !stop.load(std::sync::atomic::Ordering::Acquire) {
-            let files = drainer::binlogfile::list_files(&dir).unwrap_or_default();
+            let files = drainer::sink::file::binlogfile::list_files(&dir).unwrap_or_default();
             let Some((path, _)) = files.get(file_idx) else {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
