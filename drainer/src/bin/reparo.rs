@@ -56,7 +56,7 @@ fn main() -> ExitCode {
 /// `fatal`; `RUST_LOG` refines), into `log-file` or stderr.
 fn init_log(cfg: &Config) -> anyhow::Result<()> {
     let file = cfg.log_file.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    pump::server::logging::init(&cfg.log_level, &file, pump::server::logging::Rotate::Never)?;
+    pump::daemon::logging::init(&cfg.log_level, &file, pump::daemon::logging::Rotate::Never)?;
     Ok(())
 }
 
