@@ -137,7 +137,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "syncer.to.oracle-connect-string",
 ];
 
-pub use pump::server::config_file::{ConfigError, invalid};
+pub use pump::daemon::Security;
+pub use pump::daemon::config_file::{ConfigError, invalid};
 
 /// The drainer configuration, with upstream's keys and defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -204,27 +205,6 @@ impl Default for Config {
             metrics_addr: String::new(),
             metrics_interval: 15,
         }
-    }
-}
-
-/// `[security]` (also `[syncer.to.security]`): TLS. Off unless `ssl-ca` is set.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Security {
-    /// CA that signs peers' certificates.
-    pub ssl_ca: String,
-    /// This node's certificate.
-    pub ssl_cert: String,
-    /// This node's private key.
-    pub ssl_key: String,
-    /// If non-empty, only clients whose certificate Common Name is listed are accepted.
-    pub cert_allowed_cn: Vec<String>,
-}
-
-impl Security {
-    /// Whether TLS is on.
-    pub fn enabled(&self) -> bool {
-        !self.ssl_ca.is_empty()
     }
 }
 
@@ -592,12 +572,12 @@ impl Config {
     /// Parses drainer.toml text (`path` only names the file in errors). Defaults fill missing keys;
     /// [`Config::adjust`] is not applied yet (flags come first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        pump::server::config_file::parse_toml(KNOWN_KEYS, text, path)
+        pump::daemon::config_file::parse_toml(KNOWN_KEYS, text, path)
     }
 
     /// Reads and parses a drainer.toml.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        pump::server::config_file::read_toml(KNOWN_KEYS, path)
+        pump::daemon::config_file::read_toml(KNOWN_KEYS, path)
     }
 
     /// The sink kind (`pb` is `file`).

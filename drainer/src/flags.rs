@@ -101,10 +101,10 @@ pub struct Flags {
     pub log_rotate: Option<String>,
 }
 
-pub use pump::server::config_file::FlagsError;
+pub use pump::daemon::config_file::FlagsError;
 
 /// What the command line asks for.
-pub type Command = pump::server::config_file::Command<Config>;
+pub type Command = pump::daemon::config_file::Command<Config>;
 
 impl Flags {
     /// Parses a command line (program name first), accepting `-flag` as well as `--flag`.
@@ -113,7 +113,7 @@ impl Flags {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        pump::server::config_file::parse_flags(args)
+        pump::daemon::config_file::parse_flags(args)
     }
 
     /// Lays these flags over `cfg` (flags win).

@@ -13,17 +13,17 @@
 //! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
 //! - [`pumps`]: pump discovery (the collector) and one reader per pump.
 //! - [`metrics`]: Prometheus metrics with upstream's names.
-//! - [`binlogfile`]: the file sink's on-disk records (framing, file names), shared with Reparo.
 //! - [`consumer`]: reads the Kafka sink's topic back as whole transactions.
 //! - [`relay`]: `[syncer.relay]`: the relay log written before the MySQL/TiDB sink, replayed without PD.
 //! - [`reparo`]: Reparo, which replays file-sink output into MySQL or prints it.
 //! - [`schema`], [`translate`]: table schemas from DDL history; binlog → [`txn::Item`].
+//! - [`tidb`]: what TiDB puts in a binlog: datum codec, old row format, DECIMAL/time/JSON, schema JSON
+//!   models, and the one decoder of a `TableMutation` into rows.
 //! - [`syncer`]: translate and sink tasks, checkpoint saving.
 //! - [`server`]: the drainer process: registry, heartbeat, HTTP and Cistern, shutdown.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
-pub mod binlogfile;
 pub mod checkpoint;
 pub mod consumer;
 pub mod config;
@@ -36,6 +36,7 @@ pub mod pumps;
 pub mod schema;
 pub mod server;
 pub mod syncer;
+pub mod tidb;
 pub mod translate;
 pub mod proto;
 pub mod relay;

@@ -14,7 +14,7 @@ use drainer::sink::mysql::MysqlSink;
 use drainer::sink::setup;
 
 fn init_logging(cfg: &Config) -> Result<()> {
-    use pump::server::logging::{Rotate, init};
+    use pump::daemon::logging::{Rotate, init};
     Rotate::parse(&cfg.log_rotate).and_then(|rotate| init(&cfg.log_level, &cfg.log_file, rotate))?;
     Ok(())
 }

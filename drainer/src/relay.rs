@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use crate::binlogfile::{self, BinlogFileError, RecordReader};
+use crate::sink::file::binlogfile::{self, BinlogFileError, RecordReader};
 use crate::proto::slave;
 use crate::sink::{Sink, SinkError};
 use crate::txn::Item;
@@ -295,7 +295,7 @@ pub async fn replay<S: Sink>(dir: &Path, sink: &mut S, checkpoint: i64) -> Resul
         if b.commit_ts() <= checkpoint {
             continue;
         }
-        let item = crate::consumer::apply::to_item(&b).map_err(|e| SinkError::new("relay", e))?;
+        let item = crate::sink::kafka::untranslate::to_item(&b).map_err(|e| SinkError::new("relay", e))?;
         if let Some(item) = item {
             sink.write(Arc::new(item)).await?;
             n += 1;

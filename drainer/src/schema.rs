@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use pump::tidb::model::{DBInfo, Job, TableInfo, action, flag, job_state, schema_state};
+use crate::tidb::model::{DBInfo, Job, TableInfo, action, flag, job_state, schema_state};
 
 use crate::metrics::metrics;
 use crate::txn::{Column, TableSchema, UniqueKey};
@@ -161,7 +161,7 @@ impl Schema {
     /// An empty catalog with the `mysql` schema (id 1) pre-seeded, as upstream.
     pub fn new() -> Self {
         let mut s = Schema::default();
-        let mysql = DBInfo { id: 1, db_name: pump::tidb::model::CIStr::new("mysql"), ..DBInfo::default() };
+        let mysql = DBInfo { id: 1, db_name: crate::tidb::model::CIStr::new("mysql"), ..DBInfo::default() };
         s.dbs.insert(1, mysql);
         s
     }
@@ -555,7 +555,7 @@ impl StatusApi {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pump::tidb::model::{CIStr, ColumnInfo, FieldType, HistoryInfo, IndexColumn, IndexInfo, tp};
+    use crate::tidb::model::{CIStr, ColumnInfo, FieldType, HistoryInfo, IndexColumn, IndexInfo, tp};
 
     pub(crate) fn col(id: i64, name: &str, offset: i64, t: u8, fl: u64) -> ColumnInfo {
         ColumnInfo {
@@ -729,10 +729,10 @@ mod tests {
                 ..IndexInfo::default()
             },
         ]);
-        t.partition = Some(pump::tidb::model::PartitionInfo {
+        t.partition = Some(crate::tidb::model::PartitionInfo {
             definitions: vec![
-                pump::tidb::model::PartitionDefinition { id: 21, ..Default::default() },
-                pump::tidb::model::PartitionDefinition { id: 22, ..Default::default() },
+                crate::tidb::model::PartitionDefinition { id: 21, ..Default::default() },
+                crate::tidb::model::PartitionDefinition { id: 22, ..Default::default() },
             ],
             ..Default::default()
         });

@@ -203,15 +203,8 @@ fn reader_tls(cfg: &Config) -> Result<Option<tonic::transport::ClientTlsConfig>,
     Ok(Some(tls))
 }
 
-fn server_tls(cfg: &Config) -> Result<Option<pump::server::serve::Tls>, DrainerError> {
-    let s = &cfg.security;
-    let sec = pump::server::config::Security {
-        ssl_ca: s.ssl_ca.clone(),
-        ssl_cert: s.ssl_cert.clone(),
-        ssl_key: s.ssl_key.clone(),
-        cert_allowed_cn: s.cert_allowed_cn.clone(),
-    };
-    pump::server::serve::Tls::from_security(&sec).map_err(|e| DrainerError::Config(format!("[security]: {e}")))
+fn server_tls(cfg: &Config) -> Result<Option<pump::daemon::serve::Tls>, DrainerError> {
+    pump::daemon::serve::Tls::from_security(&cfg.security).map_err(|e| DrainerError::Config(format!("[security]: {e}")))
 }
 
 fn etcd_config(cfg: &Config) -> Result<pump::etcd::EtcdConfig, DrainerError> {
@@ -299,9 +292,9 @@ where
     let server = match server_tls(&cfg)? {
         // With `[security]`: TLS with client certificates and `cert-allowed-cn`, as the pump.
         Some(tls) => tokio::spawn(async move {
-            let app = pump::server::serve::App { grpc, http: api };
+            let app = pump::daemon::serve::App { grpc, http: api };
             tokio::select! {
-                _ = pump::server::serve::serve_tcp(listener, Some(tls), app) => {}
+                _ = pump::daemon::serve::serve_tcp(listener, Some(tls), app) => {}
                 _ = server_stop.changed() => {}
             }
             // Requests in flight (the pause/close that asked for the stop) finish on their own tasks.
@@ -317,7 +310,7 @@ where
         }),
     };
 
-    let push = pump::server::push::spawn(
+    let push = pump::daemon::push::spawn(
         &cfg.metrics_addr,
         Duration::from_secs(cfg.metrics_interval),
         &node_id,

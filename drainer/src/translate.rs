@@ -10,17 +10,17 @@
 //!   becomes Empty. A RENAME TABLE between a filtered-out and a replicated table is an error
 //!   ([`TranslateError::RenameAcrossFilter`]) that says how to handle it (upstream: unsupported).
 //! - A DML binlog: the schema is brought to `PrewriteValue.schema_version`, mutations of truncated tables
-//!   and filtered tables are dropped, the rest decoded row by row (insert / update / delete as upstream's
-//!   translator, including the implicit row id, the clustered primary key, the unsigned int handle, and
-//!   default/zero filling when `CanAppendDefaultValue`). A DML whose every mutation was dropped is Empty.
+//!   and filtered tables are dropped, the rest decoded row by row with [`crate::tidb::mutation`] (the one decoder: int and clustered
+//!   handles, default/zero filling) and converted to [`txn::Value`](crate::txn::Value)s. A DML whose every mutation was dropped is Empty.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use prost::Message;
-use pump::proto::{Binlog, MutationType, PrewriteValue, TableMutation};
-use pump::tidb::model::{ColumnInfo, TableInfo, action, schema_state};
-use pump::tidb::{CodecError, Datum, Value as TValue};
+use pump::proto::{Binlog, PrewriteValue};
+use crate::tidb::Value as TValue;
+use crate::tidb::model::{action, schema_state};
+use crate::tidb::mutation::{self, MutationError};
 
 use crate::config::{DbType, SyncerConfig};
 use crate::filter::Filter;
@@ -116,20 +116,14 @@ pub enum TranslateError {
         version: i64,
     },
     /// A row could not be decoded.
-    #[error("commit ts {commit_ts}, table {table} (id {table_id}), {kind} row {index}: {reason}")]
+    #[error("commit ts {commit_ts}, table {table}: {source}")]
     Row {
         /// The binlog's commit ts.
         commit_ts: i64,
         /// `schema.table`.
         table: String,
-        /// The table id.
-        table_id: i64,
-        /// insert / update / delete.
-        kind: &'static str,
-        /// The row's index within its kind.
-        index: usize,
-        /// What is wrong.
-        reason: String,
+        /// What is wrong, with the table id, the row list and the row's index.
+        source: MutationError,
     },
 }
 
@@ -184,7 +178,7 @@ impl Translator {
         }
         let mut snap = Snapshot::default();
         let mut later = Vec::new();
-        let before_start = |j: &pump::tidb::model::Job| {
+        let before_start = |j: &crate::tidb::model::Job| {
             let Some(b) = j.binlog.as_ref() else { return false };
             if schema_version > 0 {
                 b.schema_version <= schema_version
@@ -265,15 +259,9 @@ impl Translator {
             let (info, table) = (entry.info.clone(), entry.schema.clone());
             let written_with = self.schema.table_at(id, version).cloned();
             let can_append = self.schema.can_append_default(id, version);
-            let rows = decode_mutation_at(m, &info, written_with.as_deref(), can_append);
-            let mut rows = rows.map_err(|(kind, index, reason)| TranslateError::Row {
-                commit_ts,
-                table: format!("{}.{}", table.schema, table.name),
-                table_id: id,
-                kind,
-                index,
-                reason,
-            })?;
+            let rows = mutation::decode_mutation_at(&info, written_with.as_deref(), m, can_append);
+            let rows = rows.map_err(|source| TranslateError::Row { commit_ts, table: format!("{}.{}", table.schema, table.name), source })?;
+            let mut rows: Vec<RowChange> = rows.into_iter().map(convert_change).collect();
             if !self.rules.is_empty() {
                 let ignored = [DmlKind::Insert, DmlKind::Update, DmlKind::Delete]
                     .map(|k| self.rules.ignores_dml(&table.schema, &table.name, k));
@@ -395,14 +383,9 @@ impl Translator {
                 continue;
             }
             let can_append = self.schema.can_append_default(id, version);
-            let rows = decode_mutation(m, &entry.info, can_append).map_err(|(kind, index, reason)| TranslateError::Row {
-                commit_ts,
-                table: format!("{}.{}", entry.schema.schema, entry.schema.name),
-                table_id: id,
-                kind,
-                index,
-                reason,
-            })?;
+            let rows = mutation::decode_mutation(&entry.info, m, can_append)
+                .map_err(|source| TranslateError::Row { commit_ts, table: format!("{}.{}", entry.schema.schema, entry.schema.name), source })?;
+            let rows: Vec<RowChange> = rows.into_iter().map(convert_change).collect();
             if crate::loopback::carries_mark(&entry.schema, &rows, channel) {
                 return Ok(true);
             }
@@ -451,11 +434,19 @@ fn dml_kind(r: &RowChange) -> DmlKind {
     }
 }
 
-type RowErr = (&'static str, usize, String);
+/// A decoded row change over the sink-neutral [`Value`]s.
+fn convert_change(c: mutation::RowChange) -> RowChange {
+    let row = |r: mutation::Row| -> Row { r.into_iter().map(|v| v.map(convert)).collect() };
+    match c {
+        mutation::RowChange::Insert(r) => RowChange::Insert(row(r)),
+        mutation::RowChange::Update { old, new } => RowChange::Update { old: row(old), new: row(new) },
+        mutation::RowChange::Delete(r) => RowChange::Delete(row(r)),
+    }
+}
 
 /// Converts a decoded TiDB value into the sink-neutral [`Value`].
 pub fn convert(v: TValue) -> Value {
-    let time = |t: pump::tidb::Time, tp: u8, fsp: u8| {
+    let time = |t: crate::tidb::Time, tp: u8, fsp: u8| {
         Value::Time(MysqlTime {
             year: t.year,
             month: t.month,
@@ -486,144 +477,4 @@ pub fn convert(v: TValue) -> Value {
         TValue::Bit(b) => Value::Bit(b.iter().rev().take(8).rev().fold(0u64, |acc, x| (acc << 8) | u64::from(*x))),
         TValue::Json(j) => Value::Json(j.to_text()),
     }
-}
-
-struct Cols<'a> {
-    public: Vec<&'a ColumnInfo>,
-    by_id: HashMap<i64, usize>,
-    /// Columns of the definition the rows were written with that the current one has under the same
-    /// name but another id (a MODIFY COLUMN that changed the type): old id → (current index, old
-    /// column, whose type the datum was written as).
-    renamed_ids: HashMap<i64, (usize, &'a ColumnInfo)>,
-}
-
-impl<'a> Cols<'a> {
-    /// The current definition `t`; rows written with `written_with`, when that was another one.
-    fn new(t: &'a TableInfo, written_with: Option<&'a TableInfo>) -> Self {
-        let public = t.public_columns();
-        let by_id: HashMap<i64, usize> = public.iter().enumerate().map(|(i, c)| (c.id, i)).collect();
-        let mut renamed_ids = HashMap::new();
-        for old in written_with.map(|w| w.public_columns()).unwrap_or_default() {
-            if by_id.contains_key(&old.id) {
-                continue;
-            }
-            if let Some(i) = public.iter().position(|c| c.name.l == old.name.l) {
-                renamed_ids.insert(old.id, (i, old));
-            }
-        }
-        Cols { public, by_id, renamed_ids }
-    }
-
-    fn row(&self, pairs: Vec<(i64, Datum)>) -> Result<(Row, usize), CodecError> {
-        let mut row: Row = vec![None; self.public.len()];
-        let mut known = 0;
-        for (id, d) in pairs {
-            let (i, ft) = match (self.by_id.get(&id), self.renamed_ids.get(&id)) {
-                (Some(&i), _) => (i, &self.public[i].field_type),
-                (None, Some(&(i, old))) => (i, &old.field_type),
-                (None, None) => continue,
-            };
-            if row[i].is_none() {
-                known += 1;
-            }
-            row[i] = Some(convert(pump::tidb::unflatten(&d, ft)?));
-        }
-        Ok((row, known))
-    }
-
-    fn fill_missing(&self, row: &mut Row) -> Result<(), CodecError> {
-        for (i, c) in self.public.iter().enumerate() {
-            if row[i].is_none() && !c.is_virtual_generated() {
-                row[i] = Some(convert(TValue::default_for_missing(c)?));
-            }
-        }
-        Ok(())
-    }
-
-    fn writable(&self) -> usize {
-        self.public.iter().filter(|c| !c.is_virtual_generated()).count()
-    }
-}
-
-fn decode_mutation(m: &TableMutation, t: &TableInfo, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
-    decode_mutation_at(m, t, None, can_append)
-}
-
-/// Decodes a mutation into rows of the current definition `t`; `written_with` is the definition at
-/// the binlog's schema version when that is an older one (see [`Schema::table_at`]).
-fn decode_mutation_at(m: &TableMutation, t: &TableInfo, written_with: Option<&TableInfo>, can_append: bool) -> Result<Vec<RowChange>, RowErr> {
-    let cols = Cols::new(t, written_with);
-    let (mut ins, mut upd, mut del) = (0usize, 0usize, 0usize);
-    let mut out = Vec::with_capacity(m.sequence.len());
-    for &seq in &m.sequence {
-        match MutationType::try_from(seq) {
-            Ok(MutationType::Insert) => {
-                let raw = m.inserted_rows.get(ins).ok_or(("insert", ins, "sequence names more rows than inserted_rows holds".into()))?;
-                out.push(RowChange::Insert(decode_insert(raw, t, &cols).map_err(|e| ("insert", ins, e.to_string()))?));
-                ins += 1;
-            }
-            Ok(MutationType::Update) => {
-                let raw = m.updated_rows.get(upd).ok_or(("update", upd, "sequence names more rows than updated_rows holds".into()))?;
-                let (old, new) = decode_update(raw, &cols, can_append).map_err(|e| ("update", upd, e))?;
-                out.push(RowChange::Update { old, new });
-                upd += 1;
-            }
-            Ok(MutationType::DeleteRow) => {
-                let raw = m.deleted_rows.get(del).ok_or(("delete", del, "sequence names more rows than deleted_rows holds".into()))?;
-                let pairs = pump::tidb::decode_row(raw).map_err(|e| ("delete", del, e.to_string()))?;
-                let (row, _) = cols.row(pairs).map_err(|e| ("delete", del, e.to_string()))?;
-                out.push(RowChange::Delete(row));
-                del += 1;
-            }
-            _ => return Err(("sequence", out.len(), format!("unsupported mutation type {seq} (only Insert, Update, DeleteRow)"))),
-        }
-    }
-    Ok(out)
-}
-
-fn decode_insert(raw: &[u8], t: &TableInfo, cols: &Cols<'_>) -> Result<Row, CodecError> {
-    let pk = t.primary_index();
-    let handle_len = if t.is_common_handle { pk.map(|i| i.idx_cols.len()).unwrap_or(1).max(1) } else { 1 };
-    let (handle, pairs) = pump::tidb::decode_insert_row(raw, handle_len)?;
-    let (mut row, _) = cols.row(pairs)?;
-    if t.is_common_handle {
-        if let Some(pk) = pk {
-            for (ic, d) in pk.idx_cols.iter().zip(&handle) {
-                if ic.length != -1 && ic.length != 0 {
-                    continue; // a prefix: the handle holds only part of the value
-                }
-                let Some(i) = cols.public.iter().position(|c| c.name.l == ic.name.l || c.name.o.eq_ignore_ascii_case(&ic.name.o)) else {
-                    continue;
-                };
-                if row[i].is_none() {
-                    row[i] = Some(convert(pump::tidb::unflatten(d, &cols.public[i].field_type)?));
-                }
-            }
-        }
-    } else if t.pk_is_handle
-        && let Some(i) = cols.public.iter().position(|c| c.field_type.is_pri_key())
-        && let Some(h) = handle.first().and_then(Datum::as_i64)
-    {
-        row[i] = Some(if cols.public[i].field_type.is_unsigned() { Value::Uint(h as u64) } else { Value::Int(h) });
-    }
-    cols.fill_missing(&mut row)?;
-    Ok(row)
-}
-
-fn decode_update(raw: &[u8], cols: &Cols<'_>, can_append: bool) -> Result<(Row, Row), String> {
-    let (old, new) = pump::tidb::decode_update_row(raw).map_err(|e| e.to_string())?;
-    let (mut old, n_old) = cols.row(old).map_err(|e| e.to_string())?;
-    let (mut new, n_new) = cols.row(new).map_err(|e| e.to_string())?;
-    if n_old != n_new {
-        return Err(format!("old row has {n_old} known columns, new row {n_new}"));
-    }
-    let want = cols.writable();
-    if n_old < want {
-        if !can_append {
-            return Err(format!("row has {n_old} of the table's {want} writable columns"));
-        }
-        cols.fill_missing(&mut old).map_err(|e| e.to_string())?;
-        cols.fill_missing(&mut new).map_err(|e| e.to_string())?;
-    }
-    Ok((old, new))
 }

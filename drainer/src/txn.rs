@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// MySQL column type bytes (`mysql.TypeXXX`), as in TiDB's `FieldType.tp` and `pb_binlog.column.tp[0]`:
 /// the codec's own table, so the drainer and the TiDB model never disagree.
-pub use pump::tidb::model::tp as mysql_type;
+pub use crate::tidb::model::tp as mysql_type;
 
 /// One merged, decoded binlog, ready for a sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +311,23 @@ pub fn format_duration(nanos: i64, fsp: u8) -> String {
         }
     }
     D(nanos, fsp).to_string()
+}
+
+/// Text of a value as printed (bytes as lossy UTF-8, NULL as `NULL`).
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::Null => "NULL".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Uint(u) => u.to_string(),
+        Value::Float(f) => f.to_string(),
+        Value::Decimal(s) | Value::Json(s) => s.clone(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
+        Value::Time(t) => t.to_string(),
+        Value::Duration { nanos, fsp } => format_duration(*nanos, *fsp),
+        Value::Enum { index, .. } => index.to_string(),
+        Value::Set { bits, .. } => bits.to_string(),
+        Value::Bit(b) => b.to_string(),
+    }
 }
 
 /// `` `name` `` with inner backticks doubled, as MySQL quotes identifiers.

@@ -9,9 +9,10 @@
 //! - [`pd`]: the PD client: cluster id, leader, batched TSO over `pdpb.PD`.
 //! - [`tso`]: the timestamp layout (physical ms << 18 | logical).
 //! - [`encrypt`]: `encrypted_password` (AES-CFB, upstream `pkg/encrypt` compatible).
+//! - `daemon` (feature `daemon`): plumbing of every daemon (config files, logging, `Security` and TLS,
+//!   the shared listener, Pushgateway push), without pump-store.
 //! - `server` (feature `server`): the Pump server behind the `pump` binary.
 //! - [`client`]: the pump client TiDB embeds (discovery, range/hash, P and C to one pump, fail-over, probes).
-//! - [`tidb`]: TiDB's datum codec, old row format, DECIMAL/time/JSON encodings and schema JSON models.
 #![warn(missing_docs)]
 #![forbid(unsafe_code)]
 
@@ -22,7 +23,8 @@ pub mod goflags;
 pub mod node;
 pub mod pd;
 pub mod proto;
+#[cfg(feature = "daemon")]
+pub mod daemon;
 #[cfg(feature = "server")]
 pub mod server;
-pub mod tidb;
 pub mod tso;

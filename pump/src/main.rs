@@ -22,8 +22,8 @@ fn main() -> ExitCode {
         }
         Command::Run(cfg) => cfg,
     };
-    let logging = pump::server::logging::Rotate::parse(&cfg.log_rotate)
-        .and_then(|rotate| pump::server::logging::init(&cfg.log_level, &cfg.log_file, rotate));
+    let logging = pump::daemon::logging::Rotate::parse(&cfg.log_rotate)
+        .and_then(|rotate| pump::daemon::logging::init(&cfg.log_level, &cfg.log_file, rotate));
     if let Err(e) = logging {
         eprintln!("pump: {e}");
         return ExitCode::from(2);

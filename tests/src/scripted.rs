@@ -17,12 +17,12 @@ use pump::client::{ClientConfig, PumpsClient, WriteOutcome};
 use pump::node::Registry;
 use pump::pd::PdClient;
 use pump::proto::{Binlog, BinlogType, MutationType, PrewriteValue, TableMutation};
-use pump::tidb::codec::{Datum, Handle, record_key};
-use pump::tidb::model::{
+use drainer::tidb::codec::{Datum, Handle, record_key};
+use drainer::tidb::model::{
     CIStr, ColumnInfo, DBInfo, EXTRA_HANDLE_ID, FieldType, HistoryInfo, IndexColumn, IndexInfo, Job, TableInfo, action,
     flag, job_state, schema_state, tp,
 };
-use pump::tidb::row::{encode_insert_row, encode_row, encode_update_row};
+use drainer::tidb::row::{encode_insert_row, encode_row, encode_update_row};
 
 /// A column type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -491,7 +491,7 @@ async fn serve_history(jobs: Arc<Mutex<Vec<Job>>>) -> Result<(String, tokio::tas
         };
         js.sort_by_key(|j| std::cmp::Reverse(j.id));
         js.truncate(limit);
-        pump::tidb::model::to_status_json(&js).into_response()
+        drainer::tidb::model::to_status_json(&js).into_response()
     }
     let app = axum::Router::new().route("/ddl/history", axum::routing::get(history)).with_state(jobs);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

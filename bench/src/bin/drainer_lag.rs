@@ -25,8 +25,8 @@ use bench::standin::tables::Kind;
 use prost::Message;
 use pump::proto::pump_client::PumpClient;
 use pump::proto::{Binlog, BinlogType, MutationType, PrewriteValue, TableMutation, WriteBinlogReq};
-use pump::tidb::codec::{Datum, Handle};
-use pump::tidb::row::encode_insert_row;
+use drainer::tidb::codec::{Datum, Handle};
+use drainer::tidb::row::encode_insert_row;
 
 struct Outcome {
     peak_rss_mib: f64,
@@ -272,7 +272,7 @@ fn tail_files(
         let mut seen = Vec::new();
         let (mut file_idx, mut pos, mut pending) = (0usize, 0u64, Vec::<u8>::new());
         while !stop.load(std::sync::atomic::Ordering::Acquire) {
-            let files = drainer::binlogfile::list_files(&dir).unwrap_or_default();
+            let files = drainer::sink::file::binlogfile::list_files(&dir).unwrap_or_default();
             let Some((path, _)) = files.get(file_idx) else {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use pump::tidb::model::{
+use drainer::tidb::model::{
     CIStr, ColumnInfo, DBInfo, FieldType, HistoryInfo, IndexColumn, IndexInfo, Job, TableInfo, action, flag,
     job_state, schema_state,
 };
@@ -306,7 +306,7 @@ impl Catalog {
                     offset: t.cols.len() as i64,
                     origin_default: seven.clone(),
                     default: seven,
-                    field_type: FieldType::new(pump::tidb::model::tp::LONG, 0, 11, 0),
+                    field_type: FieldType::new(drainer::tidb::model::tp::LONG, 0, 11, 0),
                     ..ColumnInfo::default()
                 });
                 job.job_type = action::ADD_COLUMN;

@@ -6,7 +6,7 @@
 //!   `commit_ts` from the TSO while it still holds its row locks, commits, then writes the C-binlog to
 //!   the same pump. So commit-ts order is the upstream's serialization order.
 //! - Rows are encoded as TiDB does (old row format, int / common / implicit `-1` handles; which
-//!   columns appear per upstream-interfaces.md §3) with [`pump::tidb`].
+//!   columns appear per upstream-interfaces.md §3) with [`drainer::tidb`].
 //! - DDL (create/drop database, create/drop/truncate/rename table, add/drop column, add/drop index)
 //!   runs alone (a write lock over all DML), is sent as a DDL binlog with a job id and schema version
 //!   as TiDB assigns them, and lands in the DDL history the status API serves
@@ -38,10 +38,10 @@ use prost::Message;
 use pump::client::{ClientConfig, PumpsClient, WriteOutcome};
 use pump::node::Registry;
 use pump::proto::{Binlog, BinlogType, MutationType, PrewriteValue, TableMutation};
-use pump::tidb::codec::{Datum, Handle, record_key};
-use pump::tidb::model::{EXTRA_HANDLE_ID, Job, TableInfo, action, flag, schema_state, tp};
-use pump::tidb::row::{encode_insert_row, encode_row, encode_update_row};
-use pump::tidb::value::{Value, flatten, is_string_type};
+use drainer::tidb::codec::{Datum, Handle, record_key};
+use drainer::tidb::model::{EXTRA_HANDLE_ID, Job, TableInfo, action, flag, schema_state, tp};
+use drainer::tidb::row::{encode_insert_row, encode_row, encode_update_row};
+use drainer::tidb::value::{Value, flatten, is_string_type};
 use pump::pd::PdClient;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -714,7 +714,7 @@ fn key_of(t: &WorkTable, n: i64) -> (String, Handle, Vec<(String, String)>) {
 }
 
 /// Columns a workload update may change: not keys, not unique.
-fn updatable(t: &WorkTable, col: &pump::tidb::model::ColumnInfo) -> bool {
+fn updatable(t: &WorkTable, col: &drainer::tidb::model::ColumnInfo) -> bool {
     let f = col.field_type.flag;
     f & (flag::PRI_KEY | flag::UNIQUE_KEY) == 0 && !(t.kind == Kind::NoPk && col.name.l == "k")
 }
@@ -752,7 +752,7 @@ async fn read_row(conn: &mut Conn, t: &WorkTable, where_: &str) -> Result<Option
 }
 
 /// A value MariaDB returned over the text protocol, as TiDB's flattened datum.
-fn to_datum(v: &mysql_async::Value, ft: &pump::tidb::model::FieldType) -> Result<Datum> {
+fn to_datum(v: &mysql_async::Value, ft: &drainer::tidb::model::FieldType) -> Result<Datum> {
     let b = match v {
         mysql_async::Value::NULL => return Ok(Datum::Null),
         mysql_async::Value::Bytes(b) => b,

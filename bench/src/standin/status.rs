@@ -14,7 +14,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use pump::tidb::model::to_status_json;
+use drainer::tidb::model::to_status_json;
 
 use super::catalog::Catalog;
 
@@ -166,8 +166,8 @@ async fn schema_table(State(c): State<Shared>, Path((db, table)): Path<(String, 
 /// The `/db-table/{id}` answer, keys in TiDB's order.
 #[derive(serde::Serialize)]
 struct DbTable<'a> {
-    db_info: &'a pump::tidb::model::DBInfo,
-    table_info: &'a pump::tidb::model::TableInfo,
+    db_info: &'a drainer::tidb::model::DBInfo,
+    table_info: &'a drainer::tidb::model::TableInfo,
     schema_version: i64,
 }
 

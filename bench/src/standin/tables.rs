@@ -1,7 +1,7 @@
 //! The stand-in's tables: which columns each kind has, the DDL text, the TiDB `TableInfo` it implies,
 //! and random values for each column type.
 
-use pump::tidb::model::{
+use drainer::tidb::model::{
     CIStr, ColumnInfo, FieldType, IndexColumn, IndexInfo, TableInfo, flag, schema_state, tp,
 };
 use rand::Rng;
@@ -313,7 +313,7 @@ pub fn random_literal(rng: &mut SmallRng, ft: &FieldType, nullable: bool, large:
             });
             // Stored as TiDB renders it (`", "`, `": "`, sorted keys, `1.0`), so that the upstream text
             // is what a TiDB upstream would return and a text comparison with the downstream is fair.
-            match pump::tidb::json::Json::from_serde(&v) {
+            match drainer::tidb::json::Json::from_serde(&v) {
                 Ok(j) => quote(&j.to_text()),
                 Err(_) => quote(&v.to_string()),
             }

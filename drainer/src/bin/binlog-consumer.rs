@@ -97,7 +97,7 @@ impl Out {
                 out.flush()?;
             }
             Out::Apply { sink, addr } => {
-                if let Some(item) = apply::to_item(&txn.binlog)? {
+                if let Some(item) = drainer::sink::kafka::untranslate::to_item(&txn.binlog)? {
                     sink.write(std::sync::Arc::new(item)).await.with_context(|| format!("applying to {addr}"))?;
                 }
             }

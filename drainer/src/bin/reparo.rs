@@ -56,17 +56,17 @@ fn main() -> ExitCode {
 /// `fatal`; `RUST_LOG` refines), into `log-file` or stderr.
 fn init_log(cfg: &Config) -> anyhow::Result<()> {
     let file = cfg.log_file.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
-    pump::server::logging::init(&cfg.log_level, &file, pump::server::logging::Rotate::Never)?;
+    pump::daemon::logging::init(&cfg.log_level, &file, pump::daemon::logging::Rotate::Never)?;
     Ok(())
 }
 
 async fn run(cfg: &Config) -> anyhow::Result<reparo::Summary> {
     Ok(match cfg.dest_type {
         DestType::Print => {
-            let mut dest = reparo::print::PrintSink::new(std::io::BufWriter::new(std::io::stdout()));
+            let mut dest = drainer::sink::print::PrintSink::new(std::io::BufWriter::new(std::io::stdout()));
             reparo::replay(cfg, &mut dest).await?
         }
-        DestType::Memory => reparo::replay(cfg, &mut reparo::print::MemorySink::default()).await?,
+        DestType::Memory => reparo::replay(cfg, &mut drainer::sink::print::MemorySink::default()).await?,
         DestType::Mysql => {
             use anyhow::Context as _;
             let db = format!("[dest-db] {}:{}", cfg.dest_db.host, cfg.dest_db.port);

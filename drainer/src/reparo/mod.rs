@@ -13,14 +13,13 @@
 //!   after it is applied.
 
 pub mod config;
-pub mod decode;
 pub mod filter;
-pub mod print;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::binlogfile::{self, BinlogFileError, RecordReader};
+use crate::sink::file::binlogfile::{self, BinlogFileError, RecordReader};
+use crate::sink::file::decode;
 use crate::sink::{Sink, SinkError};
 
 pub use config::{Config, DestType, Flags};
@@ -107,7 +106,7 @@ pub async fn replay<S: Sink>(cfg: &Config, dest: &mut S) -> Result<Summary, Repa
                 break 'files;
             }
             summary.records += 1;
-            let item = decode::to_item(&binlog, &cfg.filter)
+            let item = decode::to_item(&binlog, &|db, t| cfg.filter.skip(db, t))
                 .map_err(|source| ReparoError::Decode { path: path.clone(), offset, source })?;
             if let Some(item) = item {
                 dest.write(Arc::new(item)).await?;

@@ -1,4 +1,4 @@
-//! Sinks: where merged, translated [`Item`]s go (MySQL/TiDB, Kafka, files).
+//! Sinks: where merged, translated [`Item`]s go (MySQL/TiDB, Kafka, files; `print` and `memory` for Reparo).
 //!
 //! The syncer drives one sink: it hands items over in strictly increasing commit-ts order with
 //! [`Sink::write`] and saves the drainer checkpoint from [`Sink::durable_ts`]. A sink may buffer and
@@ -19,6 +19,7 @@ use crate::txn::Item;
 
 pub mod file;
 pub mod kafka;
+pub mod print;
 pub mod setup;
 
 /// A failure inside a sink.

@@ -116,7 +116,7 @@ pub fn mysql_config(cfg: &Config, cluster_id: u64) -> Result<MysqlSinkConfig, Co
             ));
         }
     }
-    let read_timeout = pump::server::config::parse_go_duration(&to.read_timeout)
+    let read_timeout = pump::daemon::config_file::parse_go_duration(&to.read_timeout)
         .map_err(|why| invalid("syncer.to.read-timeout", why))?;
     if read_timeout.is_zero() {
         return Err(invalid("syncer.to.read-timeout", "must be greater than 0"));

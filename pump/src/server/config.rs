@@ -61,7 +61,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "resolver.tikv",
 ];
 
-pub use super::config_file::ConfigError;
+use crate::daemon::Security;
+pub use crate::daemon::config_file::ConfigError;
+use crate::daemon::config_file::parse_go_duration;
 
 /// The pump configuration, with upstream's keys and defaults.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -155,27 +157,6 @@ pub struct ResolverConfig {
 impl Default for ResolverConfig {
     fn default() -> Self {
         Self { tikv: true, tidb_status_urls: Vec::new() }
-    }
-}
-
-/// `[security]`: TLS for gRPC, HTTP and the etcd client. Off unless `ssl-ca` is set.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct Security {
-    /// CA that signs peers' certificates.
-    pub ssl_ca: String,
-    /// This node's certificate.
-    pub ssl_cert: String,
-    /// This node's private key.
-    pub ssl_key: String,
-    /// If non-empty, only clients whose certificate Common Name is listed are accepted.
-    pub cert_allowed_cn: Vec<String>,
-}
-
-impl Security {
-    /// Whether TLS is on.
-    pub fn enabled(&self) -> bool {
-        !self.ssl_ca.is_empty()
     }
 }
 
@@ -340,47 +321,15 @@ impl<'de> Deserialize<'de> for ByteSize {
     }
 }
 
-/// Parses a Go `time.ParseDuration` string: a sequence of decimal numbers with units ns, us, µs, ms,
-/// s, m, h (e.g. `"1h30m"`, `"1.5h"`, `"300ms"`).
-pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?} is not a duration like \"24h\" or \"1h30m\"");
-    let mut rest = s.trim();
-    if rest.is_empty() {
-        return Err(bad());
-    }
-    if rest == "0" {
-        return Ok(Duration::ZERO);
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
-        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
-        rest = &rest[n_end..];
-        let u_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
-        let secs = match &rest[..u_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        total += n * secs;
-        rest = &rest[u_end..];
-    }
-    Ok(Duration::from_secs_f64(total))
-}
-
 impl Config {
     /// Parses pump.toml text (`path` only names the file in errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        super::config_file::parse_toml(KNOWN_KEYS, text, path)
+        crate::daemon::config_file::parse_toml(KNOWN_KEYS, text, path)
     }
 
     /// Reads and parses a pump.toml file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        super::config_file::read_toml(KNOWN_KEYS, path)
+        crate::daemon::config_file::read_toml(KNOWN_KEYS, path)
     }
 
     /// Checks values and fills derived defaults (`advertise-addr` from `addr`); run after flags are applied.
@@ -538,11 +487,6 @@ mod tests {
 
     #[test]
     fn go_durations_and_sizes() {
-        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
-        assert!(parse_go_duration("5").is_err());
-        assert!(parse_go_duration("h").is_err());
         assert_eq!(GcSpec::parse("3").unwrap().0, Duration::from_secs(3 * 86_400));
         assert!(GcSpec::parse("0").is_err());
         assert_eq!(ByteSize::parse("10 GiB").unwrap().0, 10 << 30);

@@ -82,10 +82,10 @@ pub struct Flags {
     pub enable_tolerant: Option<bool>,
 }
 
-pub use super::config_file::FlagsError;
+pub use crate::daemon::config_file::FlagsError;
 
 /// What the command line asks for.
-pub type Command = super::config_file::Command<Config>;
+pub type Command = crate::daemon::config_file::Command<Config>;
 
 impl Flags {
     /// Parses a command line (program name first), accepting `-flag` as well as `--flag`.
@@ -94,7 +94,7 @@ impl Flags {
         I: IntoIterator<Item = S>,
         S: Into<OsString>,
     {
-        super::config_file::parse_flags(args)
+        crate::daemon::config_file::parse_flags(args)
     }
 
     /// Lays these flags over `cfg` (flags win).

@@ -9,26 +9,20 @@
 //! - [`core`]: the running pump: store, registration, states, heartbeat, fake binlogs, GC.
 //! - [`grpc`]: `binlog.Pump` (WriteBinlog, PullBinlogs).
 //! - [`http`]: the HTTP API.
-//! - [`serve`]: one port for both (content-type dispatch, TLS), and the unix socket.
-//! - [`tls`]: the rustls server config and `cert-allowed-cn`.
 //! - [`notify`]: `Cistern.Notify` to online drainers at start.
-//! - [`logging`]: tracing setup.
+//!
+//! The listener, TLS, logging, config-file loading and the Pushgateway push are [`crate::daemon`]'s.
 
 pub mod binlogs;
 pub mod config;
-pub mod config_file;
 pub mod core;
 pub mod flags;
 pub mod grpc;
 pub mod http;
-pub mod logging;
 pub mod metrics;
 pub mod notify;
-pub mod push;
 pub mod resolver;
-pub mod serve;
 pub mod store;
-pub mod tls;
 
 /// The release version printed by `-V`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -47,6 +41,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use self::config::Config;
 use self::core::{Core, Stop};
+use crate::daemon::{Security, push, serve};
 use crate::etcd::EtcdConfig;
 use crate::node::{NodeKind, NodeState, Registry};
 use crate::proto::pump_server::PumpServer;
@@ -98,7 +93,7 @@ async fn signal() -> &'static str {
 }
 
 /// The HTTP client for TiDB's status API: `[security]`'s CA and client certificate when set.
-fn status_api_client(sec: &config::Security) -> anyhow::Result<reqwest::Client> {
+fn status_api_client(sec: &Security) -> anyhow::Result<reqwest::Client> {
     let mut b = reqwest::Client::builder().timeout(Duration::from_secs(5));
     if !sec.ssl_ca.is_empty() {
         let read = |p: &str| std::fs::read(p).with_context(|| format!("reading [security] file {p}"));

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
-use super::config::Security;
+use crate::daemon::Security;
 use super::core::Core;
 use crate::node::{NodeKind, NodeState};
 use crate::proto::NotifyReq;

@@ -8,8 +8,8 @@ use tests::scripted::{Change, Kind, ScriptedCluster, Val};
 /// Commit ts of every record in the file sink's directory.
 fn file_ts(dir: &std::path::Path) -> Result<Vec<i64>> {
     let mut out = Vec::new();
-    for (p, _) in drainer::binlogfile::list_files(dir)? {
-        let mut r = drainer::binlogfile::RecordReader::open(&p)?;
+    for (p, _) in drainer::sink::file::binlogfile::list_files(dir)? {
+        let mut r = drainer::sink::file::binlogfile::RecordReader::open(&p)?;
         while let Some((_, b)) = r.next_binlog()? {
             out.push(b.commit_ts());
         }

@@ -1,5 +1,5 @@
 //! The drainer core in-process against a real etcd, in-test `binlog.Pump` servers and an in-test TiDB
-//! status API serving real TiDB JSON (pump::tidb models): merge order across pumps, paused pumps,
+//! status API serving real TiDB JSON (drainer::tidb models): merge order across pumps, paused pumps,
 //! restart from the savepoint, filters and DDL.
 
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -14,8 +14,8 @@ use prost::Message;
 use pump::node::{NodeKind, NodeState, NodeStatus, Registry};
 use pump::proto::pump_server::{Pump, PumpServer};
 use pump::proto::{Binlog, BinlogType, Entity, MutationType, PrewriteValue, PullBinlogReq, PullBinlogResp, TableMutation};
-use pump::tidb::model::{CIStr, ColumnInfo, DBInfo, FieldType, HistoryInfo, Job, TableInfo, action, flag, job_state, tp};
-use pump::tidb::{Datum, Handle};
+use drainer::tidb::model::{CIStr, ColumnInfo, DBInfo, FieldType, HistoryInfo, Job, TableInfo, action, flag, job_state, tp};
+use drainer::tidb::{Datum, Handle};
 use tests::{Cluster, free_port};
 use tokio::sync::oneshot;
 
@@ -94,7 +94,7 @@ fn fake(ts: i64) -> Binlog {
 }
 
 fn insert(ts: i64, table: i64, id: i64, v: &str) -> Binlog {
-    let row = pump::tidb::encode_insert_row(&Handle::Int(id), &[(2, Datum::Bytes(v.as_bytes().to_vec()))]);
+    let row = drainer::tidb::encode_insert_row(&Handle::Int(id), &[(2, Datum::Bytes(v.as_bytes().to_vec()))]);
     let pv = PrewriteValue {
         schema_version: Some(3),
         mutations: vec![TableMutation {
@@ -180,7 +180,7 @@ async fn start_status_api(jobs: Arc<Mutex<Vec<Job>>>) -> String {
         let mut js: Vec<Job> = jobs.lock().unwrap().iter().filter(|j| j.id <= start).cloned().collect();
         js.sort_by_key(|j| std::cmp::Reverse(j.id));
         js.truncate(limit);
-        pump::tidb::model::to_status_json(&js).into_response()
+        drainer::tidb::model::to_status_json(&js).into_response()
     }
     let app = axum::Router::new().route("/ddl/history", axum::routing::get(history)).with_state(jobs);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

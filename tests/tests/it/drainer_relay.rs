@@ -49,7 +49,7 @@ async fn killed_with_the_downstream_behind_the_relay_log_replays_it_without_pd()
         anyhow::ensure!(std::time::Instant::now() < deadline, "the relay log never reached ts {last}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let files = drainer::binlogfile::list_files(&relay)?;
+    let files = drainer::sink::file::binlogfile::list_files(&relay)?;
     assert!(files.len() > 1, "max-file-size rotates the relay log: {files:?}");
     d.kill();
 

@@ -3,7 +3,7 @@
 //! MariaDB, and the downstream must hold exactly what the rules leave.
 
 use anyhow::Result;
-use pump::tidb::model::action;
+use drainer::tidb::model::action;
 use tests::scripted::{Change, Kind, ScriptedCluster, Val};
 
 fn row(id: i64, v: &str) -> Vec<Val> {

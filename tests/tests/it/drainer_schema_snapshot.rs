@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use pump::tidb::model::action;
+use drainer::tidb::model::action;
 use tests::nodes::Node;
 use tests::scripted::{Change, Kind, ScriptedCluster, Val};
 

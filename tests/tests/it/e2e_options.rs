@@ -48,11 +48,11 @@ fn file_sink_with_gzip_then_reparo_restores_the_upstream() -> Result<()> {
     e2e.wait_workload(|_| Ok(()))?;
     let report = e2e.finish_and_verify(Duration::from_secs(90))?;
     assert!(report.equal && report.tables >= 3, "{}", report.text);
-    let files = drainer::binlogfile::list_files(&e2e.drainer.dir.join("data"))?;
+    let files = drainer::sink::file::binlogfile::list_files(&e2e.drainer.dir.join("data"))?;
     let mut gz = 0;
     for (p, _) in &files {
         if std::fs::metadata(p)?.len() > 0 {
-            assert!(drainer::binlogfile::is_gzip(p)?, "{} is not gzip", p.display());
+            assert!(drainer::sink::file::binlogfile::is_gzip(p)?, "{} is not gzip", p.display());
             gz += 1;
         }
     }

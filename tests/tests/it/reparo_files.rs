@@ -51,7 +51,7 @@ fn commit_lines(out: &Output) -> Vec<i64> {
 fn reparo_prints_every_record_across_rotated_files_in_the_ts_window() {
     let dir = tempfile::tempdir().unwrap();
     let items = write_files(dir.path(), 2048);
-    let files = drainer::binlogfile::list_files(dir.path()).unwrap();
+    let files = drainer::sink::file::binlogfile::list_files(dir.path()).unwrap();
     assert!(files.len() >= 3, "small max size rotates: {}", files.len());
     let d = dir.path().to_str().unwrap();
 
@@ -101,10 +101,10 @@ fn reparo_reads_gzip_files_like_plain_ones() {
     let (plain, packed) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     write_files_with(plain.path(), 2048, false);
     let items = write_files_with(packed.path(), 1024, true);
-    let files = drainer::binlogfile::list_files(packed.path()).unwrap();
+    let files = drainer::sink::file::binlogfile::list_files(packed.path()).unwrap();
     assert!(files.len() >= 2, "small max size rotates: {}", files.len());
     let non_empty = files.iter().filter(|(p, _)| std::fs::metadata(p).unwrap().len() > 0);
-    assert!(non_empty.clone().count() >= 2 && non_empty.into_iter().all(|(p, _)| drainer::binlogfile::is_gzip(p).unwrap()));
+    assert!(non_empty.clone().count() >= 2 && non_empty.into_iter().all(|(p, _)| drainer::sink::file::binlogfile::is_gzip(p).unwrap()));
     let print = |d: &Path, extra: &[&str]| {
         let mut args = vec!["-data-dir", d.to_str().unwrap(), "-dest-type", "print"];
         args.extend(extra);
@@ -123,10 +123,10 @@ fn reparo_reads_gzip_files_like_plain_ones() {
 fn reparo_names_the_file_and_offset_of_a_corrupt_record() {
     let dir = tempfile::tempdir().unwrap();
     write_files(dir.path(), 1 << 30);
-    let files = drainer::binlogfile::list_files(dir.path()).unwrap();
+    let files = drainer::sink::file::binlogfile::list_files(dir.path()).unwrap();
     let path = &files[0].0;
     // Find the 4th record's offset and damage its payload.
-    let mut r = drainer::binlogfile::RecordReader::open(path).unwrap();
+    let mut r = drainer::sink::file::binlogfile::RecordReader::open(path).unwrap();
     let mut offsets = Vec::new();
     while let Some((off, _)) = r.next_record().unwrap() {
         offsets.push(off);
@@ -236,7 +236,7 @@ fn reparo_restores_into_mysql_with_a_ts_window_and_replays_safely() {
     let data = dir.path().join("data");
     let (items, live) = mysql_items(20);
     write_items(&data, &items);
-    assert!(drainer::binlogfile::list_files(&data).unwrap().len() >= 2, "rotated files");
+    assert!(drainer::sink::file::binlogfile::list_files(&data).unwrap().len() >= 2, "rotated files");
 
     // Unreachable [dest-db]: runs beside the rest (the loader retries for a while first).
     let dead_cfg = dir.path().join("dead.toml");

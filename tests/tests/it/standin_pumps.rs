@@ -12,9 +12,9 @@ use mysql_async::prelude::Queryable;
 use prost::Message;
 use pump::node::Registry;
 use pump::proto::{Binlog, BinlogType, PrewriteValue};
-use pump::tidb::model::{Job, TableInfo, tp};
-use pump::tidb::mutation::{RowChange, decode_mutation};
-use pump::tidb::value::{Value, flatten, is_string_type, unflatten};
+use drainer::tidb::model::{Job, TableInfo, tp};
+use drainer::tidb::mutation::{RowChange, decode_mutation};
+use drainer::tidb::value::{Value, flatten, is_string_type, unflatten};
 use tests::Cluster;
 
 use crate::client_pumps::FakePump;
@@ -136,7 +136,7 @@ async fn a_pump_dies_mid_run_and_every_committed_txn_keeps_p_and_c_on_one_pump()
 type Rows = Vec<Vec<(i64, Value)>>;
 
 /// Replays the committed binlogs in commit-ts order into rows per (current) table id, decoding with
-/// `pump::tidb::mutation` as drainer does. Updates and deletes must find a row equal to their old
+/// `drainer::tidb::mutation` as drainer does. Updates and deletes must find a row equal to their old
 /// image, the way a sink's `WHERE` on all columns would.
 fn replay(binlogs: &[Binlog], tables: &HashMap<i64, TableInfo>) -> HashMap<i64, Rows> {
     let mut p: HashMap<i64, &Binlog> = HashMap::new();
@@ -163,14 +163,24 @@ fn replay(binlogs: &[Binlog], tables: &HashMap<i64, TableInfo>) -> HashMap<i64, 
             let rows = out.entry(t.id).or_default();
             // Rows written before a later ADD COLUMN lack it: defaults fill them, as drainer allows
             // for binlogs older than the table's last DDL.
+            // The decoder's rows hold one slot per public column; here as (column id, value) pairs. A
+            // delete written before the ADD COLUMN lacks the column (the decoder leaves it absent);
+            // this replay, which reads every binlog with the last schema, gives it the default as
+            // the upstream's ALTER did.
+            let cols = t.public_columns();
+            let pairs = |r: Vec<Option<Value>>| -> Vec<(i64, Value)> {
+                cols.iter().zip(r).map(|(c, v)| (c.id, v.unwrap_or_else(|| Value::default_for_missing(c).unwrap()))).collect()
+            };
             for change in decode_mutation(t, m, true).unwrap() {
                 match change {
-                    RowChange::Insert { new } => rows.push(new),
+                    RowChange::Insert(new) => rows.push(pairs(new)),
                     RowChange::Update { old, new } => {
+                        let (old, new) = (pairs(old), pairs(new));
                         let i = rows.iter().position(|r| *r == old).expect("the old image of an update is a current row");
                         rows[i] = new;
                     }
-                    RowChange::Delete { old } => {
+                    RowChange::Delete(old) => {
+                        let old = pairs(old);
                         let i = rows.iter().position(|r| *r == old).expect("a deleted row is a current row");
                         rows.remove(i);
                     }
@@ -253,7 +263,7 @@ async fn binlogs_replayed_in_commit_order_equal_the_upstream_rows() {
         assert!(b.prewrite_value.is_none());
     }
     assert!(
-        ddl.iter().any(|b| b.ddl_schema_state() == 1 && jobs[&b.ddl_job_id()].job_type == pump::tidb::model::action::DROP_COLUMN),
+        ddl.iter().any(|b| b.ddl_schema_state() == 1 && jobs[&b.ddl_job_id()].job_type == drainer::tidb::model::action::DROP_COLUMN),
         "a DeleteOnly binlog of a DROP COLUMN job"
     );
     for kind in [5u8, 6, 7, 8, 11, 14] {

@@ -20,6 +20,8 @@
 //! writer, handed to the OS whenever the drainer's input is momentarily drained ([`Sink::idle`]) or
 //! the buffer fills, and an `fsync` at most once per `sync_interval`.
 
+pub mod binlogfile;
+pub mod decode;
 pub mod pb;
 
 use std::fs::{File, OpenOptions};
@@ -30,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use prost::Message;
 
-use crate::binlogfile::{self, BinlogFileError, RecordReader};
+use binlogfile::{BinlogFileError, RecordReader};
 use crate::sink::{Sink, SinkError};
 use crate::txn::Item;
 

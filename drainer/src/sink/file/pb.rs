@@ -1,162 +1,52 @@
 //! Translation of an [`Item`] into the file sink's `pb_binlog.Binlog` payload, byte for byte as
-//! upstream's pb translator, and the datum codec subset its `value`/`changed_value` fields use.
+//! upstream's pb translator. The `value`/`changed_value` datums use [`crate::tidb::codec`].
 //!
 //! `value` is TiDB's `codec.EncodeValue` of the datum after upstream's `formatData`: text-like values
 //! (time, decimal, JSON, TIME, strings, blobs) as `compactBytes`, enum/set/bit as `uvarint`, signed ints
 //! as `varint`, unsigned as `uvarint`, floats with `floatFlag`, NULL as the nil flag.
 
 use crate::proto::pb;
+use crate::tidb::codec::{CodecError, Datum, decode_one, encode_value};
 use crate::txn::{Body, Column, Ddl, Item, MysqlTime, RowChange, TableSchema, Value, format_duration, mysql_type};
 
-/// Datum flags (`util/codec`) the file sink writes and Reparo reads.
-pub mod flag {
-    /// NULL.
-    pub const NIL: u8 = 0;
-    /// Zigzag-varint length + bytes.
-    pub const COMPACT_BYTES: u8 = 2;
-    /// 8 big-endian bytes of `uint64(v) ^ 1<<63`.
-    pub const INT: u8 = 3;
-    /// 8 big-endian bytes.
-    pub const UINT: u8 = 4;
-    /// Comparable float64 bits, 8 bytes big-endian.
-    pub const FLOAT: u8 = 5;
-    /// Zigzag varint.
-    pub const VARINT: u8 = 8;
-    /// LEB128 uvarint.
-    pub const UVARINT: u8 = 9;
-}
-
-/// A datum as the file format carries it (after `formatData`).
-#[derive(Debug, Clone, PartialEq)]
-pub enum PbDatum {
-    /// NULL.
-    Null,
-    /// A signed integer.
-    Int(i64),
-    /// An unsigned integer (also enum index, set bits, bit value).
-    Uint(u64),
-    /// A float64.
-    Float(f64),
-    /// Bytes: strings, blobs, and the text of time, decimal, JSON and TIME values.
-    Bytes(Vec<u8>),
-}
-
-/// A datum that cannot be decoded.
+/// A datum in a `value` that is not one whole datum of the kinds the file format carries.
 #[derive(Debug, thiserror::Error)]
-#[error("bad datum: {0}")]
-pub struct DatumError(pub String);
-
-fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        buf.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.push(v as u8);
+#[non_exhaustive]
+pub enum DatumError {
+    /// The bytes do not decode.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+    /// Bytes follow the datum.
+    #[error("{extra} trailing bytes after the datum")]
+    Trailing {
+        /// How many.
+        extra: usize,
+    },
+    /// A kind the file format never carries (decimal, duration, JSON or max datum).
+    #[error("a {kind} datum, which the file format does not carry")]
+    Unsupported {
+        /// The datum's kind.
+        kind: &'static str,
+    },
 }
 
-fn put_varint(buf: &mut Vec<u8>, v: i64) {
-    put_uvarint(buf, ((v << 1) ^ (v >> 63)) as u64);
+/// Decodes one whole `value` datum (`codec.DecodeOne`): NULL, ints, floats or bytes.
+pub fn decode_datum(buf: &[u8]) -> Result<Datum, DatumError> {
+    let (d, rest) = decode_one(buf)?;
+    if !rest.is_empty() {
+        return Err(DatumError::Trailing { extra: rest.len() });
+    }
+    match d {
+        Datum::Null | Datum::I64(_) | Datum::U64(_) | Datum::F64(_) | Datum::Bytes(_) => Ok(d),
+        other => Err(DatumError::Unsupported { kind: other.kind() }),
+    }
 }
 
-fn read_uvarint(buf: &[u8]) -> Result<(u64, usize), DatumError> {
-    let mut v: u64 = 0;
-    for (i, &b) in buf.iter().enumerate().take(10) {
-        if i == 9 && b > 1 {
-            break;
-        }
-        v |= u64::from(b & 0x7f) << (7 * i);
-        if b < 0x80 {
-            return Ok((v, i + 1));
-        }
-    }
-    Err(DatumError("truncated or overlong varint".into()))
-}
-
-impl PbDatum {
-    /// Appends the `codec.EncodeValue` bytes.
-    pub fn encode(&self, buf: &mut Vec<u8>) {
-        match self {
-            PbDatum::Null => buf.push(flag::NIL),
-            PbDatum::Int(v) => {
-                buf.push(flag::VARINT);
-                put_varint(buf, *v);
-            }
-            PbDatum::Uint(v) => {
-                buf.push(flag::UVARINT);
-                put_uvarint(buf, *v);
-            }
-            PbDatum::Float(f) => {
-                buf.push(flag::FLOAT);
-                let mut u = f.to_bits();
-                if *f >= 0.0 {
-                    u |= 1 << 63;
-                } else {
-                    u = !u;
-                }
-                buf.extend_from_slice(&u.to_be_bytes());
-            }
-            PbDatum::Bytes(b) => {
-                buf.push(flag::COMPACT_BYTES);
-                put_varint(buf, b.len() as i64);
-                buf.extend_from_slice(b);
-            }
-        }
-    }
-
-    /// Decodes one whole datum (`codec.DecodeOne` for the flags the file format uses); trailing bytes
-    /// are an error.
-    pub fn decode(buf: &[u8]) -> Result<PbDatum, DatumError> {
-        let (&f, rest) = buf.split_first().ok_or_else(|| DatumError("empty value".into()))?;
-        let fixed8 = |rest: &[u8]| -> Result<u64, DatumError> {
-            let b: [u8; 8] = rest.try_into().map_err(|_| DatumError(format!("flag {f} wants 8 bytes, got {}", rest.len())))?;
-            Ok(u64::from_be_bytes(b))
-        };
-        let whole = |n: usize| {
-            if n == rest.len() { Ok(()) } else { Err(DatumError(format!("{} trailing bytes after flag {f}", rest.len() - n))) }
-        };
-        match f {
-            flag::NIL => whole(0).map(|_| PbDatum::Null),
-            flag::VARINT => {
-                let (u, n) = read_uvarint(rest)?;
-                whole(n)?;
-                Ok(PbDatum::Int(((u >> 1) as i64) ^ -((u & 1) as i64)))
-            }
-            flag::UVARINT => {
-                let (u, n) = read_uvarint(rest)?;
-                whole(n)?;
-                Ok(PbDatum::Uint(u))
-            }
-            flag::INT => Ok(PbDatum::Int((fixed8(rest)? ^ (1 << 63)) as i64)),
-            flag::UINT => Ok(PbDatum::Uint(fixed8(rest)?)),
-            flag::FLOAT => {
-                let mut u = fixed8(rest)?;
-                if u & (1 << 63) != 0 {
-                    u &= !(1 << 63);
-                } else {
-                    u = !u;
-                }
-                Ok(PbDatum::Float(f64::from_bits(u)))
-            }
-            flag::COMPACT_BYTES => {
-                let (z, n) = read_uvarint(rest)?;
-                let len = ((z >> 1) as i64) ^ -((z & 1) as i64);
-                let len = usize::try_from(len).map_err(|_| DatumError(format!("negative length {len}")))?;
-                let body = &rest[n..];
-                if body.len() != len {
-                    return Err(DatumError(format!("compact bytes claim {len} bytes, {} present", body.len())));
-                }
-                Ok(PbDatum::Bytes(body.to_vec()))
-            }
-            other => Err(DatumError(format!("unsupported datum flag {other}"))),
-        }
-    }
-
-    /// The encoded bytes.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut v = Vec::new();
-        self.encode(&mut v);
-        v
-    }
+/// The `codec.EncodeValue` bytes of `d`.
+pub fn datum_bytes(d: &Datum) -> Vec<u8> {
+    let mut v = Vec::new();
+    encode_value(&mut v, d);
+    v
 }
 
 /// A TIMESTAMP value (kept in UTC by the translator) in the drainer's local time zone, as upstream's
@@ -211,19 +101,19 @@ pub fn timestamp_from_local_text(text: &str) -> Option<MysqlTime> {
 }
 
 /// A value as upstream's `formatData` leaves it for the pb translator.
-pub fn datum_of(v: &Value) -> PbDatum {
+pub fn datum_of(v: &Value) -> Datum {
     match v {
-        Value::Null => PbDatum::Null,
-        Value::Int(i) => PbDatum::Int(*i),
-        Value::Uint(u) => PbDatum::Uint(*u),
-        Value::Float(f) => PbDatum::Float(*f),
-        Value::Decimal(s) | Value::Json(s) => PbDatum::Bytes(s.as_bytes().to_vec()),
-        Value::Bytes(b) => PbDatum::Bytes(b.clone()),
-        Value::Time(t) => PbDatum::Bytes(timestamp_to_local(t).to_string().into_bytes()),
-        Value::Duration { nanos, fsp } => PbDatum::Bytes(format_duration(*nanos, *fsp).into_bytes()),
-        Value::Enum { index, .. } => PbDatum::Uint(*index),
-        Value::Set { bits, .. } => PbDatum::Uint(*bits),
-        Value::Bit(b) => PbDatum::Uint(*b),
+        Value::Null => Datum::Null,
+        Value::Int(i) => Datum::I64(*i),
+        Value::Uint(u) => Datum::U64(*u),
+        Value::Float(f) => Datum::F64(*f),
+        Value::Decimal(s) | Value::Json(s) => Datum::Bytes(s.as_bytes().to_vec()),
+        Value::Bytes(b) => Datum::Bytes(b.clone()),
+        Value::Time(t) => Datum::Bytes(timestamp_to_local(t).to_string().into_bytes()),
+        Value::Duration { nanos, fsp } => Datum::Bytes(format_duration(*nanos, *fsp).into_bytes()),
+        Value::Enum { index, .. } => Datum::U64(*index),
+        Value::Set { bits, .. } => Datum::U64(*bits),
+        Value::Bit(b) => Datum::U64(*b),
     }
 }
 
@@ -233,8 +123,8 @@ fn column_bytes(col: &Column, value: Option<&Value>, changed: Option<&Value>) ->
         name: Some(col.name.clone()),
         tp: Some(vec![col.tp]),
         mysql_type: Some(col.type_name().to_string()),
-        value: Some(datum_of(value.unwrap_or(&Value::Null)).to_bytes()),
-        changed_value: changed.map(|v| datum_of(v).to_bytes()),
+        value: Some(datum_bytes(&datum_of(value.unwrap_or(&Value::Null)))),
+        changed_value: changed.map(|v| datum_bytes(&datum_of(v))),
     };
     c.encode_to_vec()
 }
@@ -340,26 +230,30 @@ mod tests {
 
     #[test]
     fn datums_round_trip_and_match_go_bytes() {
-        assert_eq!(PbDatum::Int(-1).to_bytes(), [8, 1]);
-        assert_eq!(PbDatum::Int(300).to_bytes(), [8, 0xd8, 0x04]);
-        assert_eq!(PbDatum::Uint(300).to_bytes(), [9, 0xac, 0x02]);
-        assert_eq!(PbDatum::Bytes(b"ab".to_vec()).to_bytes(), [2, 4, b'a', b'b']);
-        assert_eq!(PbDatum::Float(1.0).to_bytes(), [5, 0xbf, 0xf0, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(PbDatum::Null.to_bytes(), [0]);
+        assert_eq!(datum_bytes(&Datum::I64(-1)), [8, 1]);
+        assert_eq!(datum_bytes(&Datum::I64(300)), [8, 0xd8, 0x04]);
+        assert_eq!(datum_bytes(&Datum::U64(300)), [9, 0xac, 0x02]);
+        assert_eq!(datum_bytes(&Datum::Bytes(b"ab".to_vec())), [2, 4, b'a', b'b']);
+        assert_eq!(datum_bytes(&Datum::F64(1.0)), [5, 0xbf, 0xf0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(datum_bytes(&Datum::Null), [0]);
         for d in [
-            PbDatum::Null,
-            PbDatum::Int(i64::MIN),
-            PbDatum::Int(i64::MAX),
-            PbDatum::Uint(u64::MAX),
-            PbDatum::Float(-2.5),
-            PbDatum::Float(0.0),
-            PbDatum::Bytes(vec![0; 200]),
+            Datum::Null,
+            Datum::I64(i64::MIN),
+            Datum::I64(i64::MAX),
+            Datum::U64(u64::MAX),
+            Datum::F64(-2.5),
+            Datum::F64(0.0),
+            Datum::Bytes(vec![0; 200]),
         ] {
-            assert_eq!(PbDatum::decode(&d.to_bytes()).unwrap(), d);
+            assert_eq!(decode_datum(&datum_bytes(&d)).unwrap(), d);
         }
-        assert!(PbDatum::decode(&[2, 10, b'a']).unwrap_err().to_string().contains("claim 5 bytes"));
-        assert!(PbDatum::decode(&[99]).is_err());
-        assert!(PbDatum::decode(&[]).is_err());
+        // Fixed-width ints (flags 3 and 4), as other writers may use.
+        assert_eq!(decode_datum(&[3, 0x80, 0, 0, 0, 0, 0, 0, 5]).unwrap(), Datum::I64(5));
+        assert!(matches!(decode_datum(&[2, 10, b'a']), Err(DatumError::Codec(CodecError::Truncated { .. }))));
+        assert!(matches!(decode_datum(&[8, 1, 0]), Err(DatumError::Trailing { extra: 1 })));
+        assert!(matches!(decode_datum(&[7, 0x80, 0, 0, 0, 0, 0, 0, 5]), Err(DatumError::Unsupported { .. })));
+        assert!(decode_datum(&[99]).is_err());
+        assert!(decode_datum(&[]).is_err());
     }
 
     #[test]

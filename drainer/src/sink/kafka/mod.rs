@@ -42,6 +42,7 @@
 
 pub mod canal;
 pub mod translate;
+pub mod untranslate;
 mod window;
 
 use std::collections::HashMap;
@@ -494,7 +495,7 @@ fn hash_of(v: &impl Hash) -> u64 {
 fn value_key(v: &Option<Value>) -> String {
     match v {
         None | Some(Value::Null) => String::new(),
-        Some(v) => crate::reparo::print::value_text(v),
+        Some(v) => crate::txn::value_text(v),
     }
 }
 

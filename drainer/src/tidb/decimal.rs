@@ -9,7 +9,7 @@
 
 use std::fmt;
 
-use super::codec::CodecError;
+use super::ground::CodecError;
 
 /// Largest precision (`mysql.MaxDecimalWidth`).
 pub const MAX_PRECISION: u8 = 65;

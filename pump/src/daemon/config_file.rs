@@ -10,6 +10,7 @@
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 
@@ -178,6 +179,38 @@ fn check_table(known: &[&str], table: &toml::Table, prefix: &str, shown: &str, p
     Ok(())
 }
 
+/// Parses a Go `time.ParseDuration` string: a sequence of decimal numbers with units ns, us, µs, ms,
+/// s, m, h (e.g. `"1h30m"`, `"1.5h"`, `"300ms"`).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration like \"24h\" or \"1h30m\"");
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    if rest == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let mut total = 0f64;
+    while !rest.is_empty() {
+        let n_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let n: f64 = rest[..n_end].parse().map_err(|_| bad())?;
+        rest = &rest[n_end..];
+        let u_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let secs = match &rest[..u_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += n * secs;
+        rest = &rest[u_end..];
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,5 +231,14 @@ mod tests {
         let e = check("completely-unrelated-key = 1\n").unwrap_err().to_string();
         assert!(e.contains("completely-unrelated-key") && !e.contains("did you mean"), "{e}");
         assert!(matches!(check("addr = "), Err(ConfigError::Parse { .. })));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("1.5h").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_go_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("h").is_err());
     }
 }

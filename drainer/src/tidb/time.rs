@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 
-use super::codec::CodecError;
+use super::ground::CodecError;
 
 /// A calendar time with microseconds, as packed by TiDB. Zero dates (`0000-00-00`) are allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, PartialOrd, Ord)]

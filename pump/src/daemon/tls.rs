@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use super::config::Security;
+use super::Security;
 
 /// Why the TLS config could not be built.
 #[derive(Debug, thiserror::Error)]

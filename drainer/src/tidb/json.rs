@@ -9,7 +9,7 @@
 
 use base64::Engine as _;
 
-use super::codec::{CodecError, put_uvarint, read_uvarint};
+use super::ground::{CodecError, put_uvarint, read_uvarint};
 use super::time::{Duration, Time};
 
 /// Type code of an object.

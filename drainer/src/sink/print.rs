@@ -1,4 +1,4 @@
-//! `dest-type = "print"` and `"memory"`: destinations that print or just count transactions.
+//! Sinks that print or just count transactions: Reparo's `dest-type = "print"` and `"memory"`.
 //!
 //! Print format, one block per transaction:
 //! ```text
@@ -14,24 +14,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use crate::sink::{Sink, SinkError};
-use crate::txn::{Body, Item, RowChange, Value, quote_ident};
-
-/// Text of a value as printed (bytes as lossy UTF-8, NULL as `NULL`).
-pub fn value_text(v: &Value) -> String {
-    match v {
-        Value::Null => "NULL".into(),
-        Value::Int(i) => i.to_string(),
-        Value::Uint(u) => u.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Decimal(s) | Value::Json(s) => s.clone(),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Time(t) => t.to_string(),
-        Value::Duration { nanos, fsp } => crate::txn::format_duration(*nanos, *fsp),
-        Value::Enum { index, .. } => index.to_string(),
-        Value::Set { bits, .. } => bits.to_string(),
-        Value::Bit(b) => b.to_string(),
-    }
-}
+use crate::txn::{Body, Item, RowChange, quote_ident, value_text};
 
 /// Writes every transaction as text to `out`.
 #[derive(Debug)]

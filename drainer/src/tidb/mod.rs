@@ -3,6 +3,7 @@
 //! models of TiDB's `TableInfo`, `ColumnInfo`, `IndexInfo`, `DBInfo` and `model.Job` JSON.
 //!
 //! # Layout
+//! - [`ground`]: [`CodecError`] and Go's varints; it imports no sibling, so the others build on it.
 //! - [`codec`]: [`Datum`], its flags, [`decode_one`], [`encode_value`] (row encoding), [`encode_key`]
 //!   (comparable encoding), TiKV record keys.
 //! - [`row`]: the old row format `colID, value, colID, value, ...` and the insert/update/delete row
@@ -18,6 +19,7 @@
 //! flag or field, never a panic.
 
 pub mod codec;
+pub mod ground;
 pub mod decimal;
 pub mod json;
 pub mod model;

@@ -38,7 +38,7 @@ pub struct Tls {
 impl Tls {
     /// TLS from `[security]` (client certificates required, `cert-allowed-cn` checked); `None` when
     /// `ssl-ca` is not set. Shared by the pump and the drainer.
-    pub fn from_security(sec: &super::config::Security) -> Result<Option<Tls>, super::tls::TlsError> {
+    pub fn from_security(sec: &super::Security) -> Result<Option<Tls>, super::tls::TlsError> {
         if !sec.enabled() {
             return Ok(None);
         }

@@ -1,4 +1,5 @@
-//! Turns a file-sink record (`pb_binlog.Binlog`) back into an [`Item`] for a sink.
+//! Turns a file-sink record (`pb_binlog.Binlog`) back into an [`Item`] for a sink: the inverse of
+//! [`super::pb`], used by Reparo.
 //!
 //! The record carries no keys and no full table definition, so each [`TableSchema`] is built from the
 //! event's own columns (name, type byte, `mysql_type`) with no unique keys; the MySQL loader finds
@@ -9,9 +10,9 @@ use std::sync::Arc;
 
 use prost::Message;
 
-use super::filter::Filter;
 use crate::proto::pb;
-use crate::sink::file::pb::{PbDatum, timestamp_from_local_text};
+use super::pb::{decode_datum, timestamp_from_local_text};
+use crate::tidb::codec::Datum;
 use crate::txn::{Body, Column, Ddl, Item, Row, RowChange, TableChanges, TableSchema, Value, mysql_type};
 
 /// Why a record cannot be turned into an item.
@@ -170,37 +171,39 @@ fn is_binary_type(mysql_type: &str) -> bool {
 }
 
 /// Upstream Reparo's `formatValue` by type byte, into our [`Value`].
-fn value_of(tp: u8, d: PbDatum) -> Result<Value, String> {
+fn value_of(tp: u8, d: Datum) -> Result<Value, String> {
     use mysql_type::*;
     Ok(match (tp, d) {
-        (_, PbDatum::Null) => Value::Null,
-        (DECIMAL | NEWDECIMAL, PbDatum::Bytes(b)) => {
+        (_, Datum::Null) => Value::Null,
+        (DECIMAL | NEWDECIMAL, Datum::Bytes(b)) => {
             Value::Decimal(String::from_utf8(b).map_err(|_| "decimal text is not UTF-8".to_string())?)
         }
-        (JSON, PbDatum::Bytes(b)) => Value::Json(String::from_utf8(b).map_err(|_| "json text is not UTF-8".to_string())?),
-        (BIT, PbDatum::Uint(u)) => Value::Bit(u),
-        (BIT, PbDatum::Int(i)) => Value::Bit(i as u64),
-        (_, PbDatum::Int(i)) => Value::Int(i),
-        (_, PbDatum::Uint(u)) => Value::Uint(u),
-        (_, PbDatum::Float(f)) => Value::Float(f),
+        (JSON, Datum::Bytes(b)) => Value::Json(String::from_utf8(b).map_err(|_| "json text is not UTF-8".to_string())?),
+        (BIT, Datum::U64(u)) => Value::Bit(u),
+        (BIT, Datum::I64(i)) => Value::Bit(i as u64),
+        (_, Datum::I64(i)) => Value::Int(i),
+        (_, Datum::U64(u)) => Value::Uint(u),
+        (_, Datum::F64(f)) => Value::Float(f),
         // TIMESTAMP text is local time of the writing drainer: back to UTC, as the MySQL sink expects.
-        (TIMESTAMP, PbDatum::Bytes(b)) => match std::str::from_utf8(&b).ok().and_then(timestamp_from_local_text) {
+        (TIMESTAMP, Datum::Bytes(b)) => match std::str::from_utf8(&b).ok().and_then(timestamp_from_local_text) {
             Some(t) => Value::Time(t),
             None => Value::Bytes(b),
         },
         // Other time, duration and string types: the text as written.
-        (_, PbDatum::Bytes(b)) => Value::Bytes(b),
+        (_, Datum::Bytes(b)) => Value::Bytes(b),
+        (_, other) => return Err(format!("a {} datum, which the file format does not carry", other.kind())),
     })
 }
 
-/// The item a record holds, with events of filtered tables dropped. `None` when nothing is left.
-pub fn to_item(binlog: &pb::Binlog, filter: &Filter) -> Result<Option<Item>, DecodeError> {
+/// The item a record holds, with the events of tables `skip(schema, table)` names dropped (and a DDL
+/// it names). `None` when nothing is left.
+pub fn to_item(binlog: &pb::Binlog, skip: &dyn Fn(&str, &str) -> bool) -> Result<Option<Item>, DecodeError> {
     let commit_ts = binlog.commit_ts();
     if binlog.tp() == pb::BinlogType::Ddl {
         let query = String::from_utf8_lossy(binlog.ddl_query());
         let (schema, stmt) = split_use(&query);
         let (db, table) = ddl_target(&schema, &stmt);
-        if filter.skip(&db, &table) {
+        if skip(&db, &table) {
             return Ok(None);
         }
         let ddl = Ddl { schema, table, query: stmt, job_id: 0, table_after: None };
@@ -210,7 +213,7 @@ pub fn to_item(binlog: &pb::Binlog, filter: &Filter) -> Result<Option<Item>, Dec
     let mut tables: Vec<TableChanges> = Vec::new();
     for (ei, ev) in dml.events.iter().enumerate() {
         let (schema, table) = (ev.schema_name(), ev.table_name());
-        if filter.skip(schema, table) {
+        if skip(schema, table) {
             continue;
         }
         let mut columns = Vec::with_capacity(ev.row.len());
@@ -233,7 +236,7 @@ pub fn to_item(binlog: &pb::Binlog, filter: &Filter) -> Result<Option<Item>, Dec
                 reason,
             };
             let decode = |bytes: &[u8]| {
-                PbDatum::decode(bytes).map_err(|e| bad(e.to_string())).and_then(|d| value_of(tp, d).map_err(bad))
+                decode_datum(bytes).map_err(|e| bad(e.to_string())).and_then(|d| value_of(tp, d).map_err(bad))
             };
             values.push(Some(decode(col.value())?));
             changed.push(match &col.changed_value {
@@ -316,7 +319,7 @@ mod tests {
                 rows: vec![RowChange::Insert(row(1)), RowChange::Update { old: row(1), new: row(2) }, RowChange::Delete(row(2))],
             }]),
         };
-        let back = to_item(&to_pb(&item).unwrap(), &Filter::default()).unwrap().unwrap();
+        let back = to_item(&to_pb(&item).unwrap(), &|_, _| false).unwrap().unwrap();
         let Body::Dml(tables) = back.body else { panic!("dml") };
         assert_eq!(tables.len(), 1, "same table, same columns: one TableChanges");
         let want_row = |a: u64| {
@@ -337,7 +340,6 @@ mod tests {
         );
         assert!(tables[0].table.columns[1].binary);
         assert_eq!(back.commit_ts, 42);
-        let f = Filter::new(&[], vec![], &["s".into()], vec![]).unwrap();
-        assert_eq!(to_item(&to_pb(&item).unwrap(), &f).unwrap(), None);
+        assert_eq!(to_item(&to_pb(&item).unwrap(), &|db, _| db == "s").unwrap(), None);
     }
 }
