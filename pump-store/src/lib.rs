@@ -28,6 +28,8 @@ use std::time::Duration;
 use bytes::Bytes;
 
 mod commit;
+#[cfg(test)]
+mod crash_tests;
 pub mod format;
 mod front;
 mod io;

@@ -17,7 +17,7 @@ use crate::commit::{self, Queue};
 use crate::format::{
     self, BODY_FIXED_LEN, Footer, HEADER_LEN, IndexEntry, Loc, MAX_BODY_LEN, RecordKind, RecordRef, TRAILER_LEN,
 };
-use crate::io::{Device, IoBackend, UringDevice, Wake};
+use crate::io::{BatchIo, Device, IoBackend, StdIo, UringDevice, Wake};
 use crate::pipeline;
 use crate::writer::{Writer, create_segment};
 use crate::resolver::{Resolution, Resolver};
@@ -189,12 +189,6 @@ pub(crate) struct Shared {
     pub(crate) pipelined: bool,
     /// Wakes the pipeline thread while it waits on its device (set by that thread).
     waker: OnceLock<Arc<dyn Wake>>,
-    /// Test hook: the next batch write fails as if the disk had failed.
-    #[cfg(test)]
-    pub(crate) fail_next_write: std::sync::atomic::AtomicBool,
-    /// Test hook: the thread that wrote the last batch.
-    #[cfg(test)]
-    pub(crate) last_writer: Mutex<Option<std::thread::ThreadId>>,
 }
 
 impl Shared {
@@ -244,16 +238,23 @@ fn available_space(dir: &Path) -> u64 {
     }
 }
 
-/// The io_uring path's device for `cfg`, or `None` for the std backend (configured, or io_uring
-/// unavailable here: then with a warning).
-fn device_for(cfg: &StoreConfig) -> Option<Box<dyn Device>> {
+/// How a shard's batches reach the disk.
+pub(crate) enum Backend {
+    /// The group-commit leader writes each batch through this (`writer`).
+    Std(Arc<dyn BatchIo>),
+    /// The shard's pipeline thread keeps batches in flight on this device (`pipeline`).
+    Uring(Box<dyn Device>),
+}
+
+/// The backend `cfg` asks for: io_uring where configured and available (else, with a warning, std).
+fn backend_for(cfg: &StoreConfig) -> Backend {
     match cfg.io_backend {
-        IoBackend::Std => None,
+        IoBackend::Std => Backend::Std(Arc::new(StdIo)),
         IoBackend::Uring => match UringDevice::new(cfg.io_depth.max(1)) {
-            Ok(d) => Some(Box::new(d)),
+            Ok(d) => Backend::Uring(Box::new(d)),
             Err(e) => {
                 tracing::warn!(dir = %cfg.dir.display(), "io_uring unavailable ({e}); using the std backend");
-                None
+                Backend::Std(Arc::new(StdIo))
             }
         },
     }
@@ -300,18 +301,23 @@ impl Shard {
     /// something new. Recovers from a crash: truncates a torn or corrupt tail of the last segment
     /// (logged and counted), then replays the records the sorter had not released. Blocks while it reads.
     pub(crate) fn open_with(cfg: StoreConfig, resolver: Arc<dyn Resolver>, bell: Arc<Bell>) -> Result<Shard, StoreError> {
-        let device = device_for(&cfg);
-        Shard::open_with_device(cfg, resolver, bell, device)
+        let backend = backend_for(&cfg);
+        Shard::open_with_backend(cfg, resolver, bell, backend)
     }
 
-    /// [`Shard::open_with`] with the io_uring path's device given (`None`: the std backend).
-    pub(crate) fn open_with_device(
+    /// [`Shard::open_with`] with the backend given (tests inject faults through it).
+    pub(crate) fn open_with_backend(
         cfg: StoreConfig,
         resolver: Arc<dyn Resolver>,
         bell: Arc<Bell>,
-        device: Option<Box<dyn Device>>,
+        backend: Backend,
     ) -> Result<Shard, StoreError> {
-        let shared = Arc::new(recover(cfg, bell, device.is_some())?);
+        // Seals and the batches of the std path go through `io`; the pipeline writes its batches itself.
+        let (io, device) = match backend {
+            Backend::Std(io) => (io, None),
+            Backend::Uring(dev) => (Arc::new(StdIo) as Arc<dyn BatchIo>, Some(dev)),
+        };
+        let shared = Arc::new(recover(cfg, bell, device.is_some(), io)?);
         // An active segment of an older format is sealed: new records go into one of this format.
         if let Some(w) = shared.writer.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
             && w.version < format::VERSION
@@ -747,7 +753,7 @@ fn zeros_at(file: &File, path: &Path, off: u64, len: u64) -> Result<bool, StoreE
 /// Opens the directory and rebuilds the in-memory state; returns it with the writer for the active
 /// segment. `pipelined`: batches will go through the io_uring pipeline (which needs the active segment's
 /// end aligned).
-fn recover(cfg: StoreConfig, bell: Arc<Bell>, pipelined: bool) -> Result<Shared, StoreError> {
+fn recover(cfg: StoreConfig, bell: Arc<Bell>, pipelined: bool, io: Arc<dyn BatchIo>) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     fs::create_dir_all(&dir).map_err(io_err("create dir", &dir))?;
     let lock_path = dir.join(LOCK_FILE);
@@ -820,7 +826,7 @@ fn recover(cfg: StoreConfig, bell: Arc<Bell>, pipelined: bool) -> Result<Shared,
     };
     // A recovered active segment's meta is rebuilt during the replay, which knows the watermarks.
     metas.entry(active.seq).or_insert_with(|| SegMeta::new(active.len));
-    finish(cfg, bell, lock, gc_ts, counters, metas, active, pipelined)
+    finish(cfg, bell, lock, gc_ts, counters, metas, active, pipelined, io)
 }
 
 /// The last segment, not sealed: keeps its valid records and cuts everything after them (a torn
@@ -895,6 +901,7 @@ fn finish(
     mut metas: BTreeMap<u64, SegMeta>,
     active: Active,
     pipelined: bool,
+    io: Arc<dyn BatchIo>,
 ) -> Result<Shared, StoreError> {
     let dir = cfg.dir.clone();
     // Replay: from the last footer's replay_from (the oldest record its sorter had not released), with
@@ -934,7 +941,7 @@ fn finish(
         closed: false,
         floor: i64::MIN,
     };
-    let writer = Writer::new(active.file, active.seq, active.version, active.len, active.room, lock);
+    let writer = Writer::new(active.file, active.seq, active.version, active.len, active.room, lock, io);
     Ok(Shared {
         avail: AtomicU64::new(available_space(&dir)),
         cfg,
@@ -947,10 +954,6 @@ fn finish(
         writer: Mutex::new(Some(writer)),
         pipelined,
         waker: OnceLock::new(),
-        #[cfg(test)]
-        fail_next_write: std::sync::atomic::AtomicBool::new(false),
-        #[cfg(test)]
-        last_writer: Mutex::new(None),
     })
 }
 
@@ -1003,6 +1006,7 @@ fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::disk::FaultIo;
 
     fn cfg(dir: &Path) -> StoreConfig {
         StoreConfig { dir: dir.to_path_buf(), stop_write_at_available_space: 0, ..StoreConfig::default() }
@@ -1012,12 +1016,19 @@ mod tests {
         Record { kind: Kind::Fake, start_ts: ts, commit_ts: ts, payload: Bytes::from_static(b"f") }
     }
 
+    /// A shard on the std backend over a fault-injecting disk.
+    fn open_faulty(cfg: StoreConfig) -> (Shard, Arc<FaultIo>) {
+        let io = Arc::new(FaultIo::default());
+        let backend = Backend::Std(io.clone());
+        (Shard::open_with_backend(cfg, Arc::new(crate::WaitResolver), Arc::new(Bell::default()), backend).unwrap(), io)
+    }
+
     #[test]
     fn after_a_failed_write_the_store_refuses_writes_until_reopened() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Shard::open(cfg(dir.path())).unwrap();
+        let (store, disk) = open_faulty(cfg(dir.path()));
         store.append_blocking(fake(10)).unwrap();
-        store.inner.shared.fail_next_write.store(true, Ordering::SeqCst);
+        disk.fail_next_write();
         let err = store.append_blocking(fake(11)).unwrap_err();
         assert!(matches!(err, StoreError::Io { op: "write", .. }), "{err}");
         let err = store.append_blocking(fake(12)).unwrap_err();
@@ -1034,7 +1045,7 @@ mod tests {
     #[test]
     fn concurrent_appenders_across_a_failed_write_lose_no_acknowledged_record() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Shard::open(StoreConfig { segment_size: 16 << 10, ..cfg(dir.path()) }).unwrap();
+        let (store, disk) = open_faulty(StoreConfig { segment_size: 16 << 10, ..cfg(dir.path()) });
         let next = Arc::new(AtomicU64::new(100));
         let (tx, rx) = std::sync::mpsc::channel();
         let threads: Vec<_> = (0..8)
@@ -1065,7 +1076,7 @@ mod tests {
         for _ in 0..300 {
             rx.recv().unwrap();
         }
-        store.inner.shared.fail_next_write.store(true, Ordering::SeqCst);
+        disk.fail_next_write();
         let mut acked = Vec::new();
         let mut io_errors = 0;
         for t in threads {
@@ -1124,7 +1135,7 @@ mod tests {
     #[test]
     fn a_lone_writer_writes_one_batch_per_append_from_its_own_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Shard::open(cfg(dir.path())).unwrap();
+        let (store, disk) = open_faulty(cfg(dir.path()));
         for ts in 1..=20 {
             store.append_blocking(fake(ts)).unwrap();
         }
@@ -1132,11 +1143,12 @@ mod tests {
         assert_eq!((st.appends, st.batches, st.fsyncs), (20, 20, 20));
         assert_eq!(store.max_commit_ts(), 20);
         let me = std::thread::current().id();
-        assert_eq!(*store.inner.shared.last_writer.lock().unwrap(), Some(me), "the appender wrote its own batch");
+        assert_eq!(disk.last_writer(), Some(me), "the appender wrote its own batch");
+        assert_eq!(disk.syncs(), 20, "one fdatasync per batch, counted at the disk");
         // An async append is written by the store's background thread, never on the runtime's worker.
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(store.append(fake(21))).unwrap();
-        assert_ne!(*store.inner.shared.last_writer.lock().unwrap(), Some(me));
+        assert_ne!(disk.last_writer(), Some(me));
         assert_eq!(store.max_commit_ts(), 21);
     }
 
