@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 
-use crate::store::Shared;
-use crate::{Record, StoreError};
+use crate::shard::Shared;
+use crate::error::StoreError;
+use crate::record::Record;
 
 /// How to tell one appender its result.
 #[derive(Debug)]

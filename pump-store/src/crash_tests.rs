@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use bytes::Bytes;
 
 use crate::format::{self, RecordKind};
-use crate::front::Bell;
+use crate::bell::Bell;
 use crate::io::disk::FaultIo;
-use crate::store::{Backend, Shard};
+use crate::shard::{Backend, Shard};
 use crate::{Kind, Record, StoreConfig, WaitResolver};
 
 fn payload(ts: i64) -> Bytes {

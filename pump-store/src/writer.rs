@@ -16,8 +16,12 @@ use std::time::Instant;
 use crate::commit::{BatchResult, Queued};
 use crate::format::{self, Loc, RecordKind, RecordRef};
 use crate::io::{ALIGN, BatchIo};
-use crate::store::{SegMeta, Shared, feed, io_err, record_kind, seg_path, sync_dir};
-use crate::{Record, StoreConfig, StoreError};
+use crate::config::StoreConfig;
+use crate::error::{StoreError, io_err};
+use crate::record::{Record, record_kind};
+use crate::segment::{SegMeta, seg_path, sync_dir};
+use crate::shard::Shared;
+use crate::sorter::feed;
 
 /// The active segment: owns its file (read-write, buffered) and the directory lock (released when the
 /// store closes, so a closed store can be reopened at once).

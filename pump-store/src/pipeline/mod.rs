@@ -27,9 +27,10 @@ use std::time::{Duration, Instant};
 use crate::commit::{self, Parked, Queued};
 use crate::format::{self, MIN_RECORD_LEN};
 use crate::io::{ALIGN, AlignedBuf, Completion, Device, WriteOp};
-use crate::store::{Shared, seg_path};
+use crate::segment::seg_path;
+use crate::shard::Shared;
 use crate::writer::{Encoded, Writer};
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Buffers kept for reuse are dropped above this size, so one huge batch does not pin its memory.
 const KEEP_BUF: usize = 4 << 20;

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use crate::format;
-use crate::front::Bell;
+use crate::bell::Bell;
 use crate::io::fault::{Crash, FaultDevice, FaultHandle, Faults, Written};
-use crate::store::{Backend, Shard};
+use crate::shard::{Backend, Shard};
 use crate::{IoBackend, Kind, Record, StoreConfig, StoreError, WaitResolver};
 
 fn cfg(dir: &Path, segment_size: u64, sync_log: bool) -> StoreConfig {
