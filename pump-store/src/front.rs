@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use crate::bell::Bell;
 use crate::format::Loc;
-use crate::shard::Shared;
+use crate::state::Shared;
 
 /// What readers need of the front.
 #[derive(Debug)]

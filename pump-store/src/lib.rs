@@ -27,6 +27,7 @@ mod crash_tests;
 mod bell;
 mod commit;
 mod config;
+mod core;
 mod error;
 pub mod format;
 mod front;

@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use crate::format::{self, FRAME_LEN, HEADER_LEN, Loc, RecordKind, RecordRef};
 use crate::front::Front;
 use crate::segment::seg_path;
-use crate::shard::Shared;
+use crate::state::Shared;
 use crate::state::State;
 use crate::error::StoreError;
 use crate::record::{Committed, Kind};

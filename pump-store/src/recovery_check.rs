@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::format;
-use crate::{Store, StoreConfig, StoreError};
+use crate::config::StoreConfig;
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// Writes `image` as the only (active) segment of a fresh store directory, opens the store and checks
 /// what recovery promises. Panics if a promise breaks; an error from `open` is fine.

@@ -3,102 +3,30 @@
 
 use std::fs::{self, File};
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::bell::Bell;
-use crate::commit::{self, Queue};
+use crate::core::Core;
 use crate::config::StoreConfig;
 use crate::error::{StoreError, io_err};
 use crate::format::{self, BODY_FIXED_LEN, HEADER_LEN, MAX_BODY_LEN, RecordKind};
-use crate::io::{BatchIo, Device, IoBackend, StdIo, UringDevice, Wake};
+use crate::io::{BatchIo, Device, IoBackend, StdIo, UringDevice};
 use crate::layout::write_gc_ts;
 use crate::pipeline;
 use crate::record::{Kind, Record, to_record};
 use crate::recovery::recover;
 use crate::resolver::{Resolution, Resolver};
 use crate::segment::seg_path;
-use crate::state::{Counters, State};
-use crate::writer::Writer;
+use crate::state::{Shared, available_space};
 use crate::stats::StoreStats;
 
 /// A Prewrite waits this long before the resolver is first asked about it (upstream: 1 s).
 const RESOLVE_AFTER: Duration = Duration::from_secs(1);
-
-/// State shared by the handle, the writer, the resolver and the readers.
-#[derive(Debug)]
-pub(crate) struct Shared {
-    pub(crate) cfg: StoreConfig,
-    pub(crate) state: Mutex<State>,
-    /// Rung (after the state lock is released) whenever readers may have something new.
-    pub(crate) bell: Arc<Bell>,
-    pub(crate) counters: Counters,
-    poisoned: Mutex<Option<String>>,
-    avail: AtomicU64,
-    /// The group-commit queue (see `commit`).
-    pub(crate) queue: Mutex<Queue>,
-    /// Wakes the background thread (lead handed to it, close) or the idle pipeline thread.
-    pub(crate) queue_cv: Condvar,
-    /// The active segment; only the leader (std) or the pipeline thread (io_uring) touches it. `None`
-    /// once closed.
-    pub(crate) writer: Mutex<Option<Writer>>,
-    /// Batches go through the io_uring pipeline thread (`pipeline`) instead of a leader.
-    pub(crate) pipelined: bool,
-    /// Wakes the pipeline thread while it waits on its device (set by that thread).
-    waker: OnceLock<Arc<dyn Wake>>,
-}
-
-impl Shared {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic while holding the lock is a bug; the state is still the best we have.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Refuses every later write until the store is reopened (the first reason is kept).
-    pub(crate) fn poison(&self, why: String) {
-        tracing::error!(dir = %self.cfg.dir.display(), "pump-store refuses writes until reopened: {why}");
-        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-        let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
-        if p.is_none() {
-            *p = Some(why);
-        }
-    }
-
-    /// Why the store refuses writes, if it does.
-    pub(crate) fn poisoned(&self) -> Option<String> {
-        self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub(crate) fn set_waker(&self, w: Arc<dyn Wake>) {
-        let _ = self.waker.set(w);
-    }
-
-    /// Wakes the pipeline thread from its device wait.
-    pub(crate) fn wake_device(&self) {
-        if let Some(w) = self.waker.get() {
-            w.wake();
-        }
-    }
-
-    pub(crate) fn refresh_space(&self) {
-        self.avail.store(available_space(&self.cfg.dir), Ordering::Relaxed);
-    }
-}
-
-fn available_space(dir: &Path) -> u64 {
-    match rustix::fs::statvfs(dir) {
-        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
-        Err(e) => {
-            tracing::warn!(dir = %dir.display(), "statvfs failed, not enforcing the space limit: {e}");
-            u64::MAX
-        }
-    }
-}
 
 /// How a shard's batches reach the disk.
 pub(crate) enum Backend {
@@ -136,18 +64,19 @@ impl std::fmt::Debug for Shard {
 }
 
 struct Inner {
+    core: Arc<Core>,
+    /// `core.shared`.
     shared: Arc<Shared>,
     background: Option<JoinHandle<()>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        drop(commit::close(&self.shared));
+        drop(self.core.commit.close());
         if let Some(w) = self.background.take() {
             let _ = w.join();
         }
-        self.shared.lock().closed = true;
-        self.shared.bell.ring();
+        self.shared.mark_closed();
     }
 }
 
@@ -156,7 +85,7 @@ impl Shard {
     /// of its own (tests).
     #[cfg(test)]
     pub(crate) fn open(cfg: StoreConfig) -> Result<Shard, StoreError> {
-        Shard::open_with(cfg, Arc::new(crate::WaitResolver), Arc::new(Bell::default()))
+        Shard::open_with(cfg, Arc::new(crate::resolver::WaitResolver), Arc::new(Bell::default()))
     }
 
     /// Opens (creating if needed) the shard in `cfg.dir`, ringing `bell` when readers may have
@@ -187,27 +116,21 @@ impl Shard {
             bell,
             counters: rec.counters,
             poisoned: Mutex::new(None),
-            queue: Mutex::new(Queue::default()),
-            queue_cv: Condvar::new(),
-            writer: Mutex::new(Some(rec.writer)),
-            pipelined: device.is_some(),
-            waker: OnceLock::new(),
         });
+        let core = Arc::new(Core::new(shared.clone(), rec.writer, device.is_some()));
         // An active segment of an older format is sealed: new records go into one of this format.
-        if let Some(w) = shared.writer.lock().unwrap_or_else(|e| e.into_inner()).as_mut()
+        if let Some(w) = core.writer().as_mut()
             && w.version < format::VERSION
         {
             w.rotate(&shared)?;
         }
-        let bg_shared = shared.clone();
+        let bg = core.clone();
         let spawned = match device {
-            Some(dev) => {
-                std::thread::Builder::new().name("pump-store-uring".into()).spawn(move || pipeline::run(bg_shared, dev))
-            }
-            None => std::thread::Builder::new().name("pump-store-commit".into()).spawn(move || commit::background(bg_shared)),
+            Some(dev) => std::thread::Builder::new().name("pump-store-uring".into()).spawn(move || pipeline::run(bg, dev)),
+            None => std::thread::Builder::new().name("pump-store-commit".into()).spawn(move || bg.commit.background(&*bg)),
         };
         let background = spawned.map_err(io_err("spawn commit thread", &shared.cfg.dir))?;
-        let inner = Arc::new(Inner { shared: shared.clone(), background: Some(background) });
+        let inner = Arc::new(Inner { core, shared: shared.clone(), background: Some(background) });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
             .name("pump-store-resolver".into())
@@ -226,7 +149,7 @@ impl Shard {
     /// health probe: it is accepted and not stored.
     pub(crate) async fn append(&self, rec: Record) -> Result<(), StoreError> {
         let Some(rec) = self.admit(rec, true)? else { return Ok(()) };
-        commit::append_task(&self.inner.shared, rec)?.await.map_err(|_| StoreError::Closed)?
+        self.inner.core.commit.append_task(rec)?.await.map_err(|_| StoreError::Closed)?
     }
 
     /// [`Shard::append`] for threads outside an async runtime, and the fastest way in: when no write is
@@ -239,7 +162,7 @@ impl Shard {
     fn append_blocking_inner(&self, rec: Record, check_space: bool) -> Result<(), StoreError> {
         match self.admit(rec, check_space)? {
             None => Ok(()),
-            Some(rec) => commit::append_thread(&self.inner.shared, rec),
+            Some(rec) => self.inner.core.commit.append_thread(&*self.inner.core, rec),
         }
     }
 
@@ -401,7 +324,7 @@ impl Shard {
     /// Flushes every queued append, stops the writer and ends every pull stream. Appends after this
     /// fail with [`StoreError::Closed`].
     pub(crate) async fn close(self) {
-        let _ = commit::close(&self.inner.shared).await;
+        let _ = self.inner.core.commit.close().await;
     }
 }
 
@@ -449,6 +372,8 @@ fn resolve_loop(inner: Weak<Inner>, resolver: Arc<dyn Resolver>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
+
     use crate::io::disk::FaultIo;
 
     fn cfg(dir: &Path) -> StoreConfig {

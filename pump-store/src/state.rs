@@ -1,7 +1,13 @@
-//! What a shard knows in memory, behind its one lock (`State`), and its counters.
+//! What a shard knows in memory, behind its one lock (`State`), its counters, and `Shared`, what its
+//! writer, appenders, resolver and readers share.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::AtomicU64;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::bell::Bell;
+use crate::config::StoreConfig;
 
 use crate::format::Loc;
 use crate::segment::SegMeta;
@@ -49,5 +55,61 @@ pub(crate) struct Counters {
     pub(crate) bytes_written: AtomicU64,
     pub(crate) truncations: AtomicU64,
     pub(crate) write_errors: AtomicU64,
+}
+
+
+/// What every part of a shard shares: its configuration, its state, its bell, its counters, and
+/// whether an earlier write failure poisoned it.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) cfg: StoreConfig,
+    pub(crate) state: Mutex<State>,
+    /// Rung (after the state lock is released) whenever readers may have something new.
+    pub(crate) bell: Arc<Bell>,
+    pub(crate) counters: Counters,
+    pub(crate) poisoned: Mutex<Option<String>>,
+    pub(crate) avail: AtomicU64,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock is a bug; the state is still the best we have.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Refuses every later write until the store is reopened (the first reason is kept).
+    pub(crate) fn poison(&self, why: String) {
+        tracing::error!(dir = %self.cfg.dir.display(), "pump-store refuses writes until reopened: {why}");
+        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+        let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
+        if p.is_none() {
+            *p = Some(why);
+        }
+    }
+
+    /// Why the store refuses writes, if it does.
+    pub(crate) fn poisoned(&self) -> Option<String> {
+        self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Marks the shard closed (its writer is gone) and wakes the readers.
+    pub(crate) fn mark_closed(&self) {
+        self.lock().closed = true;
+        self.bell.ring();
+    }
+
+    pub(crate) fn refresh_space(&self) {
+        self.avail.store(available_space(&self.cfg.dir), Ordering::Relaxed);
+    }
+}
+
+pub(crate) fn available_space(dir: &Path) -> u64 {
+    match rustix::fs::statvfs(dir) {
+        Ok(s) => s.f_bavail.saturating_mul(s.f_frsize),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), "statvfs failed, not enforcing the space limit: {e}");
+            u64::MAX
+        }
+    }
 }
 

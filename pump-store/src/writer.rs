@@ -20,7 +20,7 @@ use crate::config::StoreConfig;
 use crate::error::{StoreError, io_err};
 use crate::record::{Record, record_kind};
 use crate::segment::{SegMeta, seg_path, sync_dir};
-use crate::shard::Shared;
+use crate::state::Shared;
 use crate::sorter::feed;
 
 /// The active segment: owns its file (read-write, buffered) and the directory lock (released when the
@@ -235,7 +235,7 @@ impl Writer {
 
     /// The std backend: writes one batch with one `pwrite` and (with `sync_log`) one `fdatasync`, then
     /// publishes it. A failure poisons the store.
-    pub(crate) fn write_batch(&mut self, shared: &Shared, batch: &[Queued]) -> BatchResult {
+    pub(crate) fn write_batch(&mut self, shared: &Shared, batch: &[Queued<Record>]) -> BatchResult {
         if let Some(why) = shared.poisoned() {
             return BatchResult::Poisoned(why);
         }

@@ -24,11 +24,13 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::commit::{self, Parked, Queued};
+use crate::commit::{GroupCommit, Parked, Queued};
+use crate::core::Core;
+use crate::record::Record;
 use crate::format::{self, MIN_RECORD_LEN};
 use crate::io::{ALIGN, AlignedBuf, Completion, Device, WriteOp};
 use crate::segment::seg_path;
-use crate::shard::Shared;
+use crate::state::Shared;
 use crate::writer::{Encoded, Writer};
 use crate::error::StoreError;
 
@@ -39,7 +41,7 @@ const KEEP_BUF: usize = 4 << 20;
 struct InFlight {
     token: u64,
     enc: Encoded,
-    batch: Vec<Queued>,
+    batch: Vec<Queued<Record>>,
     /// Set by the completion.
     done: Option<std::io::Result<()>>,
 }
@@ -55,13 +57,14 @@ struct Pipeline {
 
 /// The shard's pipeline thread: runs until the store is closed and every queued append is answered,
 /// then releases the active file and the directory lock (as `commit::background` does for std).
-pub(crate) fn run(shared: Arc<Shared>, dev: Box<dyn Device>) {
+pub(crate) fn run(core: Arc<Core>, dev: Box<dyn Device>) {
+    let (shared, gc) = (&*core.shared, &core.commit);
     let depth = shared.cfg.io_depth.max(1);
-    shared.set_waker(dev.waker());
-    let mut guard = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+    gc.set_waker(dev.waker());
+    let mut guard = core.writer();
     let mut p = None;
     if let Some(w) = guard.as_mut() {
-        match open_dio(&shared, w) {
+        match open_dio(shared, w) {
             Ok(dio) => p = Some(Pipeline { dev, dio, in_flight: VecDeque::new(), pool: Vec::new(), next_token: 0 }),
             Err(e) => shared.poison(e.to_string()),
         }
@@ -70,64 +73,64 @@ pub(crate) fn run(shared: Arc<Shared>, dev: Box<dyn Device>) {
     let mut done = Vec::new();
     loop {
         // Submit what is queued, while there is room in flight.
-        let mut q = shared.queue();
+        let mut q = gc.queue();
         while !q.pending.is_empty() {
             let (Some(w), Some(p), None) = (guard.as_mut(), p.as_mut(), shared.poisoned()) else {
                 let why = shared.poisoned().unwrap_or_else(|| "the store could not start its writer".into());
-                let items: Vec<Queued> = q.pending.drain(..).collect();
+                let items: Vec<Queued<Record>> = q.pending.drain(..).collect();
                 drop(q);
                 for item in items {
                     item.waiter.complete(Err(StoreError::Poisoned(why.clone())));
                 }
-                q = shared.queue();
+                q = gc.queue();
                 continue;
             };
             if p.in_flight.len() >= depth {
                 break;
             }
-            let next = commit::peek_batch_bytes(&q, shared.cfg.max_batch_bytes) + ALIGN as usize + MIN_RECORD_LEN;
+            let next = GroupCommit::peek_batch_bytes(&q, shared.cfg.max_batch_bytes) + ALIGN as usize + MIN_RECORD_LEN;
             if w.needs_rotation(&shared.cfg, next as u64) {
                 if !p.in_flight.is_empty() {
                     break;
                 }
                 drop(q);
-                let rotated = w.rotate(&shared).and_then(|()| open_dio(&shared, w));
+                let rotated = w.rotate(shared).and_then(|()| open_dio(shared, w));
                 match rotated {
                     Ok(dio) => p.dio = dio,
                     Err(e) => shared.poison(e.to_string()),
                 }
-                q = shared.queue();
+                q = gc.queue();
                 continue;
             }
-            let batch = commit::take_batch(&mut q, shared.cfg.max_batch_bytes);
+            let batch = GroupCommit::take_batch(&mut q, shared.cfg.max_batch_bytes);
             drop(q);
             w.make_room(&shared.cfg, next as u64);
-            p.submit(&shared, w, batch);
-            q = shared.queue();
+            p.submit(shared, w, batch);
+            q = gc.queue();
         }
         let Some(pl) = p.as_mut().filter(|p| !p.in_flight.is_empty()) else {
             if q.closed && q.pending.is_empty() {
                 break;
             }
             q.parked = Parked::Condvar;
-            let (mut q, _) = shared.queue_cv.wait_timeout(q, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
+            let (mut q, _) = gc.cv.wait_timeout(q, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
             q.parked = Parked::No;
             drop(q);
-            refresh_space(&shared, &mut last_space);
+            refresh_space(shared, &mut last_space);
             continue;
         };
         // Appenders must wake the device wait only if this thread could take their append at once.
         q.parked = if q.pending.is_empty() { Parked::Device } else { Parked::No };
         drop(q);
         let res = pl.dev.wait(&mut done);
-        shared.queue().parked = Parked::No;
+        gc.queue().parked = Parked::No;
         match res {
             Ok(()) => {
                 for c in done.drain(..) {
                     pl.complete(c);
                 }
                 if let Some(w) = guard.as_mut() {
-                    pl.publish_ready(&shared, w);
+                    pl.publish_ready(shared, w);
                 }
             }
             Err(e) => {
@@ -137,14 +140,15 @@ pub(crate) fn run(shared: Arc<Shared>, dev: Box<dyn Device>) {
                 pl.fail_all(&why);
             }
         }
-        refresh_space(&shared, &mut last_space);
+        refresh_space(shared, &mut last_space);
     }
     // Nobody may lead again: the queue is closed and empty. Wait for stray writes (after a failure)
     // before the buffers go, then release the file and the lock.
     drop(p);
     drop(guard.take());
     drop(guard);
-    commit::exited(&shared);
+    shared.mark_closed();
+    gc.exited();
 }
 
 fn refresh_space(shared: &Shared, last: &mut Instant) {
@@ -166,7 +170,7 @@ fn open_dio(shared: &Shared, w: &Writer) -> Result<File, StoreError> {
 
 impl Pipeline {
     /// Encodes `batch` at the end of the log into an aligned buffer and submits it.
-    fn submit(&mut self, shared: &Shared, w: &mut Writer, batch: Vec<Queued>) {
+    fn submit(&mut self, shared: &Shared, w: &mut Writer, batch: Vec<Queued<Record>>) {
         let mut buf = self.pool.pop().unwrap_or_default();
         let bytes: usize = batch.iter().map(|q| format::encoded_len(q.rec.payload.len())).sum();
         let out = buf.begin(bytes + ALIGN as usize + MIN_RECORD_LEN);
