@@ -144,7 +144,7 @@ impl<T> Default for Queue<T> {
 #[derive(Debug, Clone)]
 pub(crate) enum BatchResult {
     Ok,
-    Poisoned(String),
+    Poisoned(Arc<StoreError>),
     Io { op: &'static str, path: std::path::PathBuf, kind: std::io::ErrorKind, msg: String },
     Closed,
 }

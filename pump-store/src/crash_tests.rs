@@ -17,6 +17,7 @@ use bytes::Bytes;
 use crate::format::{self, RecordKind};
 use crate::bell::Bell;
 use crate::io::disk::FaultIo;
+use crate::segment::{list_segments, seg_path};
 use crate::shard::{Backend, Shard};
 use crate::{Kind, Record, StoreConfig, WaitResolver};
 
@@ -49,17 +50,10 @@ fn records_in(bytes: &[u8], out: &mut Vec<i64>) {
 
 /// The start_ts of every record the segments in `dir` hold, in log order.
 fn records_on_disk(dir: &Path) -> Vec<i64> {
-    let mut segs: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
-        .collect();
-    segs.sort();
     let mut out = Vec::new();
-    for p in segs {
-        let bytes = std::fs::read(&p).unwrap();
-        let scan = format::scan_segment(&bytes);
-        out.extend(scan.records.iter().map(|(_, r)| r.start_ts));
+    for seq in list_segments(dir).unwrap() {
+        let bytes = std::fs::read(seg_path(dir, seq)).unwrap();
+        out.extend(format::scan_segment(&bytes).records.iter().map(|(_, r)| r.start_ts));
     }
     out
 }

@@ -2,11 +2,13 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::format::DecodeError;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
     /// An I/O operation failed.
     #[error("{op} {path}: {source}")]
@@ -32,9 +34,10 @@ pub enum StoreError {
     /// Another process holds the directory's lock.
     #[error("store directory {0} is locked by another process")]
     Locked(PathBuf),
-    /// An earlier write or fsync failed; the store refuses writes until it is reopened.
+    /// An earlier write or fsync failed (the error it gave); the store refuses writes until it is
+    /// reopened.
     #[error("store refuses writes after an earlier write failure (reopen to recover): {0}")]
-    Poisoned(String),
+    Poisoned(#[source] Arc<StoreError>),
     /// The filesystem is below `stop-write-at-available-space` (upstream's message).
     #[error("no available space, available: {available}, StopWriteAtAvailableSpace: {threshold}")]
     NoSpace {
@@ -69,7 +72,30 @@ pub enum StoreError {
         /// The layout file.
         path: PathBuf,
         /// What is wrong.
-        reason: String,
+        reason: LayoutError,
+    },
+}
+
+/// What is wrong with a `LAYOUT` file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LayoutError {
+    /// The file is empty.
+    #[error("empty file")]
+    Empty,
+    /// The first line names a layout this code does not read (the line found).
+    #[error("unknown layout line {0:?} (expected \"pump-store layout 2\")")]
+    UnknownLayout(String),
+    /// The second line is not `shards <count>`.
+    #[error("second line must be \"shards <count>\"")]
+    BadShardLine,
+    /// The shard count is outside `1..=max`.
+    #[error("shard count {count} outside 1..={max}")]
+    ShardCount {
+        /// The count found.
+        count: usize,
+        /// The most shards a store may have.
+        max: usize,
     },
 }
 

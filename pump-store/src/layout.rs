@@ -8,7 +8,7 @@ use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::error::{StoreError, io_err};
+use crate::error::{LayoutError, StoreError, io_err};
 use crate::segment;
 
 /// The file naming the layout of a sharded store directory.
@@ -41,22 +41,22 @@ pub(crate) const GC_TS_FILE: &str = "GC_TS";
 /// How many shards the directory holds: `None` for a fresh directory.
 fn read_layout(dir: &Path) -> Result<Option<usize>, StoreError> {
     let path = dir.join(LAYOUT_FILE);
-    let bad = |reason: String| StoreError::Layout { path: path.clone(), reason };
+    let bad = |reason: LayoutError| StoreError::Layout { path: path.clone(), reason };
     match fs::read_to_string(&path) {
         Ok(text) => {
             let mut lines = text.lines();
             match lines.next() {
                 Some("pump-store layout 2") => {}
-                Some(other) => return Err(bad(format!("unknown layout line {other:?} (expected \"pump-store layout 2\")"))),
-                None => return Err(bad("empty file".into())),
+                Some(other) => return Err(bad(LayoutError::UnknownLayout(other.to_string()))),
+                None => return Err(bad(LayoutError::Empty)),
             }
             let n = lines
                 .next()
                 .and_then(|l| l.strip_prefix("shards "))
                 .and_then(|n| n.trim().parse::<usize>().ok())
-                .ok_or_else(|| bad("second line must be \"shards <count>\"".into()))?;
+                .ok_or_else(|| bad(LayoutError::BadShardLine))?;
             if !(1..=MAX_SHARDS).contains(&n) {
-                return Err(bad(format!("shard count {n} outside 1..={MAX_SHARDS}")));
+                return Err(bad(LayoutError::ShardCount { count: n, max: MAX_SHARDS }));
             }
             Ok(Some(n))
         }

@@ -36,6 +36,7 @@ mod layout;
 mod pipeline;
 mod reader;
 mod record;
+#[cfg(feature = "oracles")]
 pub mod recovery_check;
 mod recovery;
 mod resolver;
@@ -48,7 +49,7 @@ mod store;
 mod writer;
 
 pub use config::StoreConfig;
-pub use error::StoreError;
+pub use error::{LayoutError, StoreError};
 pub use format::DecodeError;
 pub use io::{IoBackend, probe_device};
 pub use layout::{MAX_AUTO_SHARDS, MAX_SHARDS, default_shards, shard_of};

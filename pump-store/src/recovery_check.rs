@@ -18,7 +18,7 @@ pub fn open_image(image: &[u8]) {
         Some(d) => d,
         None => return,
     };
-    let seg = dir.join(format!("{:016}.seg", 1));
+    let seg = dir.join(crate::segment::file_name(1));
     if std::fs::write(&seg, image).is_err() {
         return;
     }

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::bell::Bell;
 use crate::config::StoreConfig;
+use crate::error::StoreError;
 
 use crate::format::Loc;
 use crate::segment::SegMeta;
@@ -67,7 +68,8 @@ pub(crate) struct Shared {
     /// Rung (after the state lock is released) whenever readers may have something new.
     pub(crate) bell: Arc<Bell>,
     pub(crate) counters: Counters,
-    pub(crate) poisoned: Mutex<Option<String>>,
+    /// The write failure that poisoned the shard, if one did.
+    pub(crate) poisoned: Mutex<Option<Arc<StoreError>>>,
     pub(crate) avail: AtomicU64,
 }
 
@@ -78,17 +80,16 @@ impl Shared {
     }
 
     /// Refuses every later write until the store is reopened (the first reason is kept).
-    pub(crate) fn poison(&self, why: String) {
+    /// Returns the reason kept.
+    pub(crate) fn poison(&self, why: StoreError) -> Arc<StoreError> {
         tracing::error!(dir = %self.cfg.dir.display(), "pump-store refuses writes until reopened: {why}");
         self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
         let mut p = self.poisoned.lock().unwrap_or_else(|e| e.into_inner());
-        if p.is_none() {
-            *p = Some(why);
-        }
+        p.get_or_insert_with(|| Arc::new(why)).clone()
     }
 
     /// Why the store refuses writes, if it does.
-    pub(crate) fn poisoned(&self) -> Option<String> {
+    pub(crate) fn poisoned(&self) -> Option<Arc<StoreError>> {
         self.poisoned.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 

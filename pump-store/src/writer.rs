@@ -243,8 +243,7 @@ impl Writer {
         if self.needs_rotation(&shared.cfg, bytes as u64)
             && let Err(e) = self.rotate(shared)
         {
-            shared.poison(e.to_string());
-            return BatchResult::Poisoned(e.to_string());
+            return BatchResult::Poisoned(shared.poison(e));
         }
         self.make_room(&shared.cfg, bytes as u64);
         let mut buf = std::mem::take(&mut self.buf);
@@ -257,9 +256,9 @@ impl Writer {
         }
         self.buf = buf;
         if let Err((op, e)) = res {
-            let msg = format!("{op} {}: {e}", path.display());
-            shared.poison(msg.clone());
-            return BatchResult::Io { op, path, kind: e.kind(), msg };
+            let (kind, msg) = (e.kind(), e.to_string());
+            shared.poison(StoreError::Io { op, path: path.clone(), source: e });
+            return BatchResult::Io { op, path, kind, msg };
         }
         self.publish(shared, &enc);
         BatchResult::Ok

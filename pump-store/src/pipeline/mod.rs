@@ -66,7 +66,7 @@ pub(crate) fn run(core: Arc<Core>, dev: Box<dyn Device>) {
     if let Some(w) = guard.as_mut() {
         match open_dio(shared, w) {
             Ok(dio) => p = Some(Pipeline { dev, dio, in_flight: VecDeque::new(), pool: Vec::new(), next_token: 0 }),
-            Err(e) => shared.poison(e.to_string()),
+            Err(e) => drop(shared.poison(e)),
         }
     }
     let mut last_space = Instant::now();
@@ -76,11 +76,12 @@ pub(crate) fn run(core: Arc<Core>, dev: Box<dyn Device>) {
         let mut q = gc.queue();
         while !q.pending.is_empty() {
             let (Some(w), Some(p), None) = (guard.as_mut(), p.as_mut(), shared.poisoned()) else {
-                let why = shared.poisoned().unwrap_or_else(|| "the store could not start its writer".into());
+                // Without a failure, the writer is gone: the shard is closing.
+                let why = shared.poisoned();
                 let items: Vec<Queued<Record>> = q.pending.drain(..).collect();
                 drop(q);
                 for item in items {
-                    item.waiter.complete(Err(StoreError::Poisoned(why.clone())));
+                    item.waiter.complete(Err(why.clone().map_or(StoreError::Closed, StoreError::Poisoned)));
                 }
                 q = gc.queue();
                 continue;
@@ -97,7 +98,7 @@ pub(crate) fn run(core: Arc<Core>, dev: Box<dyn Device>) {
                 let rotated = w.rotate(shared).and_then(|()| open_dio(shared, w));
                 match rotated {
                     Ok(dio) => p.dio = dio,
-                    Err(e) => shared.poison(e.to_string()),
+                    Err(e) => drop(shared.poison(e)),
                 }
                 q = gc.queue();
                 continue;
@@ -135,8 +136,7 @@ pub(crate) fn run(core: Arc<Core>, dev: Box<dyn Device>) {
             }
             Err(e) => {
                 done.clear();
-                let why = format!("io_uring wait: {e}");
-                shared.poison(why.clone());
+                let why = shared.poison(StoreError::Io { op: "io_uring wait", path: shared.cfg.dir.clone(), source: e });
                 pl.fail_all(&why);
             }
         }
@@ -183,15 +183,14 @@ impl Pipeline {
             Ok(()) => self.in_flight.push_back(InFlight { token, enc, batch, done: None }),
             Err((op, source)) => {
                 let path = seg_path(&shared.cfg.dir, enc.seq);
-                let msg = format!("submit write {}: {source}", path.display());
-                shared.poison(msg.clone());
+                let (kind, msg) = (source.kind(), source.to_string());
+                let why = shared.poison(StoreError::Io { op: "submit write", path: path.clone(), source });
                 self.keep(op.buf);
-                let kind = source.kind();
                 for item in batch {
                     let source = std::io::Error::new(kind, msg.clone());
                     item.waiter.complete(Err(StoreError::Io { op: "write", path: path.clone(), source }));
                 }
-                self.fail_all(&msg);
+                self.fail_all(&why);
             }
         }
     }
@@ -226,32 +225,37 @@ impl Pipeline {
                 }
                 Some(Err(e)) => {
                     let path = seg_path(&shared.cfg.dir, front.enc.seq);
-                    let (kind, msg) = (e.kind(), format!("write {}: {e}", path.display()));
-                    shared.poison(msg.clone());
+                    let (kind, msg) = (e.kind(), e.to_string());
+                    let why = shared.poison(StoreError::Io {
+                        op: "write",
+                        path: path.clone(),
+                        source: std::io::Error::new(kind, msg.clone()),
+                    });
                     let Some(f) = self.in_flight.pop_front() else { return };
                     for item in f.batch {
                         let source = std::io::Error::new(kind, msg.clone());
                         item.waiter.complete(Err(StoreError::Io { op: "write", path: path.clone(), source }));
                     }
-                    self.fail_all(&msg);
+                    self.fail_all(&why);
                     return;
                 }
             }
         }
         // A failure behind a publishable prefix: the prefix went out above; nothing after it may.
         if let Some(failed) = self.in_flight.iter().find_map(|f| f.done.as_ref().and_then(|d| d.as_ref().err())) {
-            let msg = format!("write behind the durable end failed: {failed}");
-            shared.poison(msg.clone());
-            self.fail_all(&msg);
+            let source = std::io::Error::new(failed.kind(), failed.to_string());
+            let path = seg_path(&shared.cfg.dir, w.seq);
+            let why = shared.poison(StoreError::Io { op: "write behind the durable end", path, source });
+            self.fail_all(&why);
         }
     }
 
     /// Answers every batch in flight with [`StoreError::Poisoned`] and forgets them (their writes may
     /// still complete; nothing is published after this).
-    fn fail_all(&mut self, why: &str) {
+    fn fail_all(&mut self, why: &Arc<StoreError>) {
         for f in self.in_flight.drain(..) {
             for item in f.batch {
-                item.waiter.complete(Err(StoreError::Poisoned(why.to_string())));
+                item.waiter.complete(Err(StoreError::Poisoned(why.clone())));
             }
         }
     }
