@@ -22,8 +22,11 @@ use tokio::sync::mpsc;
 
 use crate::format::{self, FRAME_LEN, HEADER_LEN, Loc, RecordKind, RecordRef};
 use crate::front::Front;
-use crate::store::{Shared, State, seg_path};
-use crate::{Committed, Kind, StoreError};
+use crate::segment::seg_path;
+use crate::state::Shared;
+use crate::state::State;
+use crate::error::StoreError;
+use crate::record::{Committed, Kind};
 
 /// Bytes read per `pread` when scanning.
 const CHUNK: usize = 1 << 20;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::format;
-use crate::{Store, StoreConfig, StoreError};
+use crate::config::StoreConfig;
+use crate::error::StoreError;
+use crate::store::Store;
 
 /// Writes `image` as the only (active) segment of a fresh store directory, opens the store and checks
 /// what recovery promises. Panics if a promise breaks; an error from `open` is fine.
@@ -16,7 +18,7 @@ pub fn open_image(image: &[u8]) {
         Some(d) => d,
         None => return,
     };
-    let seg = dir.join(format!("{:016}.seg", 1));
+    let seg = dir.join(crate::segment::file_name(1));
     if std::fs::write(&seg, image).is_err() {
         return;
     }

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-use crate::format::Loc;
+use crate::format::{Loc, RecordKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Item {
@@ -234,5 +234,15 @@ mod tests {
         s.commit(10, 15, 1);
         s.drain();
         assert_eq!(s.due_for_resolve(t1 + wait, wait), vec![20]);
+    }
+}
+
+/// Feeds one durable record to the sorter.
+pub(crate) fn feed(sorter: &mut Sorter, loc: Loc, kind: RecordKind, start_ts: i64, commit_ts: i64, now: Instant) {
+    match kind {
+        RecordKind::Prewrite => sorter.prewrite(start_ts, loc, now),
+        RecordKind::Commit | RecordKind::Fake => sorter.commit(start_ts, commit_ts, loc.seq),
+        RecordKind::Rollback => sorter.rollback(start_ts),
+        RecordKind::Footer | RecordKind::Pad => {}
     }
 }

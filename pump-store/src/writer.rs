@@ -9,14 +9,19 @@ use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use crate::commit::{BatchResult, Queued};
 use crate::format::{self, Loc, RecordKind, RecordRef};
-use crate::io::ALIGN;
-use crate::store::{SegMeta, Shared, feed, io_err, record_kind, seg_path, sync_dir};
-use crate::{Record, StoreConfig, StoreError};
+use crate::io::{ALIGN, BatchIo};
+use crate::config::StoreConfig;
+use crate::error::{StoreError, io_err};
+use crate::record::{Record, record_kind};
+use crate::segment::{SegMeta, seg_path, sync_dir};
+use crate::state::Shared;
+use crate::sorter::feed;
 
 /// The active segment: owns its file (read-write, buffered) and the directory lock (released when the
 /// store closes, so a closed store can be reopened at once).
@@ -36,6 +41,8 @@ pub(crate) struct Writer {
     unpublished: HashMap<i64, Loc>,
     /// The std backend's batch buffer.
     buf: Vec<u8>,
+    /// How batches and seals reach the disk ([`crate::io::StdIo`], or a fault-injecting disk in tests).
+    io: Arc<dyn BatchIo>,
     _lock: File,
 }
 
@@ -113,7 +120,7 @@ pub(crate) fn preallocate(file: &File, path: &Path, len: u64, to: u64) -> u64 {
 }
 
 impl Writer {
-    pub(crate) fn new(file: File, seq: u64, version: u32, len: u64, room: u64, lock: File) -> Writer {
+    pub(crate) fn new(file: File, seq: u64, version: u32, len: u64, room: u64, lock: File, io: Arc<dyn BatchIo>) -> Writer {
         Writer {
             file,
             seq,
@@ -123,6 +130,7 @@ impl Writer {
             room: room.max(len),
             unpublished: HashMap::new(),
             buf: Vec::new(),
+            io,
             _lock: lock,
         }
     }
@@ -227,7 +235,7 @@ impl Writer {
 
     /// The std backend: writes one batch with one `pwrite` and (with `sync_log`) one `fdatasync`, then
     /// publishes it. A failure poisons the store.
-    pub(crate) fn write_batch(&mut self, shared: &Shared, batch: &[Queued]) -> BatchResult {
+    pub(crate) fn write_batch(&mut self, shared: &Shared, batch: &[Queued<Record>]) -> BatchResult {
         if let Some(why) = shared.poisoned() {
             return BatchResult::Poisoned(why);
         }
@@ -235,34 +243,22 @@ impl Writer {
         if self.needs_rotation(&shared.cfg, bytes as u64)
             && let Err(e) = self.rotate(shared)
         {
-            shared.poison(e.to_string());
-            return BatchResult::Poisoned(e.to_string());
+            return BatchResult::Poisoned(shared.poison(e));
         }
         self.make_room(&shared.cfg, bytes as u64);
         let mut buf = std::mem::take(&mut self.buf);
         buf.clear();
         let enc = self.encode(shared, batch.iter().map(|q| &q.rec), &mut buf, 1);
         let path = seg_path(&shared.cfg.dir, self.seq);
-        let mut res: Result<(), (&'static str, std::io::Error)> = Ok(());
-        #[cfg(test)]
-        {
-            *shared.last_writer.lock().unwrap() = Some(std::thread::current().id());
-        }
-        #[cfg(test)]
-        if shared.fail_next_write.swap(false, Ordering::SeqCst) {
-            res = Err(("write", std::io::Error::other("injected failure")));
-        }
-        if res.is_ok() {
-            res = self.file.write_all_at(&buf, enc.start).map_err(|e| ("write", e));
-        }
+        let mut res = self.io.write_at(&self.file, &path, &buf, enc.start).map_err(|e| ("write", e));
         if res.is_ok() && shared.cfg.sync_log {
-            res = self.file.sync_data().map_err(|e| ("fdatasync", e));
+            res = self.io.sync(&self.file, &path, false).map_err(|e| ("fdatasync", e));
         }
         self.buf = buf;
         if let Err((op, e)) = res {
-            let msg = format!("{op} {}: {e}", path.display());
-            shared.poison(msg.clone());
-            return BatchResult::Io { op, path, kind: e.kind(), msg };
+            let (kind, msg) = (e.kind(), e.to_string());
+            shared.poison(StoreError::Io { op, path: path.clone(), source: e });
+            return BatchResult::Io { op, path, kind, msg };
         }
         self.publish(shared, &enc);
         BatchResult::Ok
@@ -279,10 +275,10 @@ impl Writer {
         };
         let seal = format::encode_seal(&footer);
         let sealed_len = self.len + seal.len() as u64;
-        self.file.write_all_at(&seal, self.len).map_err(io_err("write footer", &path))?;
+        self.io.write_at(&self.file, &path, &seal, self.len).map_err(io_err("write footer", &path))?;
         // A sealed segment ends with its trailer: drop the rest of the preallocation (same fsync).
         self.file.set_len(sealed_len).map_err(io_err("truncate", &path))?;
-        self.file.sync_all().map_err(io_err("fsync", &path))?;
+        self.io.sync(&self.file, &path, true).map_err(io_err("fsync", &path))?;
         let next = self.seq + 1;
         let (file, start, room) = create_segment(&shared.cfg, next)?;
         {

@@ -91,7 +91,7 @@ fn drive(writers: usize, dur: Duration, payload: usize, op: Arc<dyn Fn(usize, u6
     for w in 0..writers {
         let op = op.clone();
         handles.push(std::thread::spawn(move || -> Result<(u64, Histogram<u64>)> {
-            let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+            let mut h = new_hist()?;
             let mut n = 0u64;
             while Instant::now() < deadline {
                 let t = Instant::now();
@@ -102,14 +102,26 @@ fn drive(writers: usize, dur: Duration, payload: usize, op: Arc<dyn Fn(usize, u6
             Ok((n, h))
         }));
     }
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut ops = 0;
+    let mut per_writer = Vec::new();
     for h in handles {
-        let (n, hh) = h.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??;
-        ops += n;
-        hist.add(hh)?;
+        per_writer.push(h.join().map_err(|_| anyhow::anyhow!("writer thread panicked"))??);
     }
-    let secs = start.elapsed().as_secs_f64();
+    merged(per_writer, payload, start.elapsed().as_secs_f64())
+}
+
+/// A latency histogram in µs, up to a minute.
+fn new_hist() -> Result<Histogram<u64>> {
+    Ok(Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?)
+}
+
+/// One run from every writer's (appends, latencies) over `secs`.
+fn merged(per_writer: Vec<(u64, Histogram<u64>)>, payload: usize, secs: f64) -> Result<Run> {
+    let mut hist = new_hist()?;
+    let mut ops = 0;
+    for (n, h) in per_writer {
+        ops += n;
+        hist.add(h)?;
+    }
     Ok(Run { ops, bytes: ops * payload as u64, secs, hist })
 }
 
@@ -158,7 +170,7 @@ fn run_ours_async(cfg: StoreConfig, writers: usize, payload: usize, dur: Duratio
         for _ in 0..writers {
             let (s, ts, body) = (store.clone(), ts.clone(), body.clone());
             tasks.push(tokio::spawn(async move {
-                let mut h = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+                let mut h = new_hist()?;
                 let mut n = 0u64;
                 while Instant::now() < deadline {
                     let t0 = Instant::now();
@@ -182,13 +194,7 @@ fn run_ours_async(cfg: StoreConfig, writers: usize, payload: usize, dur: Duratio
         eprintln!("ours_async {writers} w × {payload} B, {} shard(s): {} appends in {} batches", store.shard_count(), st.appends, st.batches);
     }
     rt.block_on(store.close());
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let mut ops = 0;
-    for (n, h) in per_task {
-        ops += n;
-        hist.add(h)?;
-    }
-    Ok(Run { ops, bytes: ops * payload as u64, secs, hist })
+    merged(per_task, payload, secs)
 }
 
 /// A request to the strawman's writer thread: the record and where to say it is durable.
@@ -442,17 +448,24 @@ fn run_raft_engine(dir: &Path, writers: usize, payload: usize, dur: Duration) ->
 fn run_device_raw(dir: &Path, batch: usize, dur: Duration) -> Result<Run> {
     let mut f = OpenOptions::new().create(true).append(true).open(dir.join("raw"))?;
     let buf = vec![0xa5u8; batch.max(1)];
+    timed_loop(dur, buf.len(), || {
+        f.write_all(&buf)?;
+        Ok(f.sync_data()?)
+    })
+}
+
+/// Calls `op` (which writes `len` bytes) back to back on this thread for `dur`, timing each call.
+fn timed_loop(dur: Duration, len: usize, mut op: impl FnMut() -> Result<()>) -> Result<Run> {
     let start = Instant::now();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = new_hist()?;
     let mut ops = 0u64;
     while start.elapsed() < dur {
         let t = Instant::now();
-        f.write_all(&buf)?;
-        f.sync_data()?;
+        op()?;
         hist.record(t.elapsed().as_micros().max(1) as u64)?;
         ops += 1;
     }
-    Ok(Run { ops, bytes: ops * buf.len() as u64, secs: start.elapsed().as_secs_f64(), hist })
+    Ok(Run { ops, bytes: ops * len as u64, secs: start.elapsed().as_secs_f64(), hist })
 }
 
 /// `run_device_raw`, but overwriting a file that was written and synced beforehand (`size` bytes,
@@ -469,21 +482,16 @@ fn run_device_overwrite(dir: &Path, batch: usize, size: u64, dur: Duration) -> R
     }
     f.sync_all()?;
     let buf = vec![0xa5u8; batch.max(1)];
-    let start = Instant::now();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
-    let (mut ops, mut pos) = (0u64, 0u64);
-    while start.elapsed() < dur {
+    let mut pos = 0u64;
+    timed_loop(dur, buf.len(), || {
         if pos + buf.len() as u64 > size {
             pos = 0;
         }
-        let t = Instant::now();
         f.write_all_at(&buf, pos)?;
         f.sync_data()?;
-        hist.record(t.elapsed().as_micros().max(1) as u64)?;
         pos += buf.len() as u64;
-        ops += 1;
-    }
-    Ok(Run { ops, bytes: ops * buf.len() as u64, secs: start.elapsed().as_secs_f64(), hist })
+        Ok(())
+    })
 }
 
 /// A `size`-byte file of zeros under `root`, written and synced once (the device baselines overwrite it,
@@ -512,7 +520,7 @@ fn run_device_uring(path: &Path, block: usize, depth: usize, dur: Duration) -> R
     let start = Instant::now();
     let lat = pump_store::probe_device(path, block, depth, dur)?;
     let secs = start.elapsed().as_secs_f64();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut hist = new_hist()?;
     for l in &lat {
         hist.record(l.as_micros().max(1) as u64)?;
     }
@@ -656,7 +664,7 @@ fn appends(root: &Path, dur: Duration, rounds: usize) -> Result<()> {
                 }
                 sharded.add(&run_ours(&fresh(root, "ours-sharded")?, writers, payload, dur, IoBackend::Std, shards)?.0);
                 if std::env::var("STORE_URING").is_ok_and(|v| v == "0") {
-                    uring.add(&Run { ops: 0, bytes: 0, secs: 1.0, hist: Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)? });
+                    uring.add(&Run { ops: 0, bytes: 0, secs: 1.0, hist: new_hist()? });
                 } else {
                     uring.add(&run_ours(&fresh(root, "ours-uring")?, writers, payload, dur, IoBackend::Uring, 1)?.0);
                 }
@@ -894,6 +902,16 @@ fn raw_read_files(files: &[PathBuf]) -> Result<(u64, f64)> {
     Ok((bytes, t.elapsed().as_secs_f64()))
 }
 
+/// Seconds `Store::open` takes on `dir`, which must hold records in `shards` shards.
+fn timed_open(dir: &Path, shards: usize) -> Result<f64> {
+    let t = Instant::now();
+    let store = Store::open(store_cfg(dir))?;
+    let secs = t.elapsed().as_secs_f64();
+    anyhow::ensure!(store.shard_count() == shards, "{}: reopened {} shards of {shards}", dir.display(), store.shard_count());
+    anyhow::ensure!(store.max_commit_ts() > 0, "{}: recovered store is empty", dir.display());
+    Ok(secs)
+}
+
 /// Recovery of a 2 GiB log: our open against a raw read of every byte and against raft-engine's reopen
 /// of 2 GiB of 1 KiB entries. Page cache warm for all (each was just written and read once).
 fn recovery(root: &Path, rounds: usize) -> Result<()> {
@@ -934,23 +952,10 @@ fn recovery(root: &Path, rounds: usize) -> Result<()> {
         let (b, secs) = raw_read(&ours_dir)?;
         raw_bytes = b;
         raw.push(secs);
-        let t = Instant::now();
-        let store = Store::open(store_cfg(&ours_dir))?;
-        ours.push(t.elapsed().as_secs_f64());
-        anyhow::ensure!(store.max_commit_ts() > 0, "recovered store is empty");
-        drop(store);
+        ours.push(timed_open(&ours_dir, 1)?);
         sharded_raw.push(raw_read_files(&segment_files(&sharded_dir)?)?.1);
-        let t = Instant::now();
-        let store = Store::open(store_cfg(&sharded_dir))?;
-        sharded.push(t.elapsed().as_secs_f64());
-        anyhow::ensure!(store.shard_count() == shards, "reopened {} shards of {shards}", store.shard_count());
-        anyhow::ensure!(store.max_commit_ts() > 0, "recovered sharded store is empty");
-        drop(store);
-        let t = Instant::now();
-        let store = Store::open(store_cfg(&unsealed_dir))?;
-        unsealed.push(t.elapsed().as_secs_f64());
-        anyhow::ensure!(store.max_commit_ts() > 0, "recovered store is empty");
-        drop(store);
+        sharded.push(timed_open(&sharded_dir, shards)?);
+        unsealed.push(timed_open(&unsealed_dir, 1)?);
         let t = Instant::now();
         let engine = raft_engine::Engine::open(raft_engine::Config {
             dir: raft_dir.to_string_lossy().into_owned(),

@@ -2,17 +2,22 @@
 //! durable writes of whole batches, keeps several in flight and completes them in any order; an
 //! [`AlignedBuf`] is the memory one such write reads from. Implementations: `uring` (io_uring, the
 //! only `unsafe` of the crate) and, in tests, `fault` (completes out of order, fails or "crashes" on
-//! demand). The std backend does not go through here: its leader calls `pwrite` + `fdatasync` itself.
+//! demand). The std path's seam is [`BatchIo`] (`batch`): `pwrite` + `fdatasync`, or in tests `disk`, a
+//! written-vs-durable disk that can crash.
 
 use std::fs::File;
 use std::io;
 use std::sync::Arc;
 
+mod batch;
+#[cfg(test)]
+pub(crate) mod disk;
 #[cfg(test)]
 pub(crate) mod fault;
 #[allow(unsafe_code)]
 mod uring;
 
+pub(crate) use batch::{BatchIo, StdIo};
 pub(crate) use uring::UringDevice;
 
 /// Which write path a shard uses. The default is the one that measured best (`bench/RESULTS.md`).

@@ -24,12 +24,15 @@ use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::commit::{self, Parked, Queued};
+use crate::commit::{GroupCommit, Parked, Queued};
+use crate::core::Core;
+use crate::record::Record;
 use crate::format::{self, MIN_RECORD_LEN};
 use crate::io::{ALIGN, AlignedBuf, Completion, Device, WriteOp};
-use crate::store::{Shared, seg_path};
+use crate::segment::seg_path;
+use crate::state::Shared;
 use crate::writer::{Encoded, Writer};
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// Buffers kept for reuse are dropped above this size, so one huge batch does not pin its memory.
 const KEEP_BUF: usize = 4 << 20;
@@ -38,7 +41,7 @@ const KEEP_BUF: usize = 4 << 20;
 struct InFlight {
     token: u64,
     enc: Encoded,
-    batch: Vec<Queued>,
+    batch: Vec<Queued<Record>>,
     /// Set by the completion.
     done: Option<std::io::Result<()>>,
 }
@@ -54,96 +57,98 @@ struct Pipeline {
 
 /// The shard's pipeline thread: runs until the store is closed and every queued append is answered,
 /// then releases the active file and the directory lock (as `commit::background` does for std).
-pub(crate) fn run(shared: Arc<Shared>, dev: Box<dyn Device>) {
+pub(crate) fn run(core: Arc<Core>, dev: Box<dyn Device>) {
+    let (shared, gc) = (&*core.shared, &core.commit);
     let depth = shared.cfg.io_depth.max(1);
-    shared.set_waker(dev.waker());
-    let mut guard = shared.writer.lock().unwrap_or_else(|e| e.into_inner());
+    gc.set_waker(dev.waker());
+    let mut guard = core.writer();
     let mut p = None;
     if let Some(w) = guard.as_mut() {
-        match open_dio(&shared, w) {
+        match open_dio(shared, w) {
             Ok(dio) => p = Some(Pipeline { dev, dio, in_flight: VecDeque::new(), pool: Vec::new(), next_token: 0 }),
-            Err(e) => shared.poison(e.to_string()),
+            Err(e) => drop(shared.poison(e)),
         }
     }
     let mut last_space = Instant::now();
     let mut done = Vec::new();
     loop {
         // Submit what is queued, while there is room in flight.
-        let mut q = shared.queue();
+        let mut q = gc.queue();
         while !q.pending.is_empty() {
             let (Some(w), Some(p), None) = (guard.as_mut(), p.as_mut(), shared.poisoned()) else {
-                let why = shared.poisoned().unwrap_or_else(|| "the store could not start its writer".into());
-                let items: Vec<Queued> = q.pending.drain(..).collect();
+                // Without a failure, the writer is gone: the shard is closing.
+                let why = shared.poisoned();
+                let items: Vec<Queued<Record>> = q.pending.drain(..).collect();
                 drop(q);
                 for item in items {
-                    item.waiter.complete(Err(StoreError::Poisoned(why.clone())));
+                    item.waiter.complete(Err(why.clone().map_or(StoreError::Closed, StoreError::Poisoned)));
                 }
-                q = shared.queue();
+                q = gc.queue();
                 continue;
             };
             if p.in_flight.len() >= depth {
                 break;
             }
-            let next = commit::peek_batch_bytes(&q, shared.cfg.max_batch_bytes) + ALIGN as usize + MIN_RECORD_LEN;
+            let next = GroupCommit::peek_batch_bytes(&q, shared.cfg.max_batch_bytes) + ALIGN as usize + MIN_RECORD_LEN;
             if w.needs_rotation(&shared.cfg, next as u64) {
                 if !p.in_flight.is_empty() {
                     break;
                 }
                 drop(q);
-                let rotated = w.rotate(&shared).and_then(|()| open_dio(&shared, w));
+                let rotated = w.rotate(shared).and_then(|()| open_dio(shared, w));
                 match rotated {
                     Ok(dio) => p.dio = dio,
-                    Err(e) => shared.poison(e.to_string()),
+                    Err(e) => drop(shared.poison(e)),
                 }
-                q = shared.queue();
+                q = gc.queue();
                 continue;
             }
-            let batch = commit::take_batch(&mut q, shared.cfg.max_batch_bytes);
+            let batch = GroupCommit::take_batch(&mut q, shared.cfg.max_batch_bytes);
             drop(q);
             w.make_room(&shared.cfg, next as u64);
-            p.submit(&shared, w, batch);
-            q = shared.queue();
+            p.submit(shared, w, batch);
+            q = gc.queue();
         }
         let Some(pl) = p.as_mut().filter(|p| !p.in_flight.is_empty()) else {
             if q.closed && q.pending.is_empty() {
                 break;
             }
             q.parked = Parked::Condvar;
-            let (mut q, _) = shared.queue_cv.wait_timeout(q, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
+            let (mut q, _) = gc.cv.wait_timeout(q, Duration::from_secs(1)).unwrap_or_else(|e| e.into_inner());
             q.parked = Parked::No;
             drop(q);
-            refresh_space(&shared, &mut last_space);
+            refresh_space(shared, &mut last_space);
             continue;
         };
         // Appenders must wake the device wait only if this thread could take their append at once.
         q.parked = if q.pending.is_empty() { Parked::Device } else { Parked::No };
         drop(q);
         let res = pl.dev.wait(&mut done);
-        shared.queue().parked = Parked::No;
+        gc.queue().parked = Parked::No;
         match res {
             Ok(()) => {
                 for c in done.drain(..) {
                     pl.complete(c);
                 }
                 if let Some(w) = guard.as_mut() {
-                    pl.publish_ready(&shared, w);
+                    pl.publish_ready(shared, w);
                 }
             }
             Err(e) => {
                 done.clear();
-                let why = format!("io_uring wait: {e}");
-                shared.poison(why.clone());
+                let why = shared.poison(StoreError::Io { op: "io_uring wait", path: shared.cfg.dir.clone(), source: e });
                 pl.fail_all(&why);
             }
         }
-        refresh_space(&shared, &mut last_space);
+        refresh_space(shared, &mut last_space);
     }
     // Nobody may lead again: the queue is closed and empty. Wait for stray writes (after a failure)
     // before the buffers go, then release the file and the lock.
     drop(p);
     drop(guard.take());
     drop(guard);
-    commit::exited(&shared);
+    shared.mark_closed();
+    gc.exited();
 }
 
 fn refresh_space(shared: &Shared, last: &mut Instant) {
@@ -165,7 +170,7 @@ fn open_dio(shared: &Shared, w: &Writer) -> Result<File, StoreError> {
 
 impl Pipeline {
     /// Encodes `batch` at the end of the log into an aligned buffer and submits it.
-    fn submit(&mut self, shared: &Shared, w: &mut Writer, batch: Vec<Queued>) {
+    fn submit(&mut self, shared: &Shared, w: &mut Writer, batch: Vec<Queued<Record>>) {
         let mut buf = self.pool.pop().unwrap_or_default();
         let bytes: usize = batch.iter().map(|q| format::encoded_len(q.rec.payload.len())).sum();
         let out = buf.begin(bytes + ALIGN as usize + MIN_RECORD_LEN);
@@ -178,15 +183,14 @@ impl Pipeline {
             Ok(()) => self.in_flight.push_back(InFlight { token, enc, batch, done: None }),
             Err((op, source)) => {
                 let path = seg_path(&shared.cfg.dir, enc.seq);
-                let msg = format!("submit write {}: {source}", path.display());
-                shared.poison(msg.clone());
+                let (kind, msg) = (source.kind(), source.to_string());
+                let why = shared.poison(StoreError::Io { op: "submit write", path: path.clone(), source });
                 self.keep(op.buf);
-                let kind = source.kind();
                 for item in batch {
                     let source = std::io::Error::new(kind, msg.clone());
                     item.waiter.complete(Err(StoreError::Io { op: "write", path: path.clone(), source }));
                 }
-                self.fail_all(&msg);
+                self.fail_all(&why);
             }
         }
     }
@@ -221,32 +225,37 @@ impl Pipeline {
                 }
                 Some(Err(e)) => {
                     let path = seg_path(&shared.cfg.dir, front.enc.seq);
-                    let (kind, msg) = (e.kind(), format!("write {}: {e}", path.display()));
-                    shared.poison(msg.clone());
+                    let (kind, msg) = (e.kind(), e.to_string());
+                    let why = shared.poison(StoreError::Io {
+                        op: "write",
+                        path: path.clone(),
+                        source: std::io::Error::new(kind, msg.clone()),
+                    });
                     let Some(f) = self.in_flight.pop_front() else { return };
                     for item in f.batch {
                         let source = std::io::Error::new(kind, msg.clone());
                         item.waiter.complete(Err(StoreError::Io { op: "write", path: path.clone(), source }));
                     }
-                    self.fail_all(&msg);
+                    self.fail_all(&why);
                     return;
                 }
             }
         }
         // A failure behind a publishable prefix: the prefix went out above; nothing after it may.
         if let Some(failed) = self.in_flight.iter().find_map(|f| f.done.as_ref().and_then(|d| d.as_ref().err())) {
-            let msg = format!("write behind the durable end failed: {failed}");
-            shared.poison(msg.clone());
-            self.fail_all(&msg);
+            let source = std::io::Error::new(failed.kind(), failed.to_string());
+            let path = seg_path(&shared.cfg.dir, w.seq);
+            let why = shared.poison(StoreError::Io { op: "write behind the durable end", path, source });
+            self.fail_all(&why);
         }
     }
 
     /// Answers every batch in flight with [`StoreError::Poisoned`] and forgets them (their writes may
     /// still complete; nothing is published after this).
-    fn fail_all(&mut self, why: &str) {
+    fn fail_all(&mut self, why: &Arc<StoreError>) {
         for f in self.in_flight.drain(..) {
             for item in f.batch {
-                item.waiter.complete(Err(StoreError::Poisoned(why.to_string())));
+                item.waiter.complete(Err(StoreError::Poisoned(why.clone())));
             }
         }
     }

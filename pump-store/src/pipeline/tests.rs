@@ -12,9 +12,9 @@ use bytes::Bytes;
 use proptest::prelude::*;
 
 use crate::format;
-use crate::front::Bell;
+use crate::bell::Bell;
 use crate::io::fault::{Crash, FaultDevice, FaultHandle, Faults, Written};
-use crate::store::Shard;
+use crate::shard::{Backend, Shard};
 use crate::{IoBackend, Kind, Record, StoreConfig, StoreError, WaitResolver};
 
 fn cfg(dir: &Path, segment_size: u64, sync_log: bool) -> StoreConfig {
@@ -31,7 +31,7 @@ fn cfg(dir: &Path, segment_size: u64, sync_log: bool) -> StoreConfig {
 
 fn open(cfg: StoreConfig, faults: Faults) -> (Shard, FaultHandle) {
     let (dev, handle) = FaultDevice::new(faults);
-    let shard = Shard::open_with_device(cfg, Arc::new(WaitResolver), Arc::new(Bell::default()), Some(Box::new(dev))).unwrap();
+    let shard = Shard::open_with_backend(cfg, Arc::new(WaitResolver), Arc::new(Bell::default()), Backend::Uring(Box::new(dev))).unwrap();
     (shard, handle)
 }
 

@@ -26,7 +26,7 @@ fn payload(i: usize, len: usize) -> Bytes {
 fn check(sizes: &[usize], cut: f64, garbage: &[u8]) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let base = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
-    let seg_name = format!("{:016}.seg", 1);
+    let seg_name = pump_store::segment_file_name(1);
 
     // Write the records through the real writer; each one's end is where the log was when it was
     // acknowledged (one append at a time, so one batch each).

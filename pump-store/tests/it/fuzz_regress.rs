@@ -127,7 +127,7 @@ fn recovery_holds_on_mutated_segments() {
 #[test]
 fn saved_fuzz_inputs_stay_fixed() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/regressions");
-    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e} (the saved fuzz inputs live there)", dir.display()));
     for e in entries {
         let p = e.unwrap().path();
         if p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')) {

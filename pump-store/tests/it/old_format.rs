@@ -69,8 +69,8 @@ fn check(backend: IoBackend) {
         None,
     );
     seg2.extend_from_slice(&[0x55; 13]); // a torn tail
-    std::fs::write(dir.path().join(format!("{:016}.seg", 1)), &seg1).unwrap();
-    std::fs::write(dir.path().join(format!("{:016}.seg", 2)), &seg2).unwrap();
+    std::fs::write(dir.path().join(pump_store::segment_file_name(1)), &seg1).unwrap();
+    std::fs::write(dir.path().join(pump_store::segment_file_name(2)), &seg2).unwrap();
 
     let store = Store::open(cfg(dir.path(), backend)).unwrap();
     assert_eq!(store.max_commit_ts(), c2);
@@ -81,7 +81,7 @@ fn check(backend: IoBackend) {
     ];
     assert_eq!(pull_all(&store, 3), want);
     // The v1 active segment is sealed (untouched records, then its seal); new records go into segment 3.
-    let sealed = std::fs::read(dir.path().join(format!("{:016}.seg", 2))).unwrap();
+    let sealed = std::fs::read(dir.path().join(pump_store::segment_file_name(2))).unwrap();
     let scan = format::scan_segment(&sealed);
     assert_eq!(scan.header.unwrap().version, 1);
     assert_eq!(scan.records.len(), 2);
@@ -89,7 +89,7 @@ fn check(backend: IoBackend) {
     let f2 = base + 10;
     store.append_blocking(Record { kind: Kind::Fake, start_ts: f2, commit_ts: f2, payload: Bytes::from_static(b"f2") }).unwrap();
     drop(store);
-    let seg3 = std::fs::read(dir.path().join(format!("{:016}.seg", 3))).unwrap();
+    let seg3 = std::fs::read(dir.path().join(pump_store::segment_file_name(3))).unwrap();
     let scan = format::scan_segment(&seg3);
     assert_eq!(scan.header.unwrap().version, format::VERSION);
     assert_eq!(scan.records.len(), 1);

@@ -64,7 +64,7 @@ fn an_unsharded_directory_opens_as_one_shard_whatever_is_configured() {
         }
     }
     // Layout 1: the segments are in the directory itself, no LAYOUT file.
-    assert!(dir.path().join(format!("{:016}.seg", 1)).exists());
+    assert!(dir.path().join(pump_store::segment_file_name(1)).exists());
     assert!(!dir.path().join("LAYOUT").exists());
     let store = Store::open(cfg(dir.path(), 4)).unwrap();
     assert_eq!(store.shard_count(), 1, "the directory keeps the layout it was written with");
@@ -90,7 +90,7 @@ fn a_sharded_directory_keeps_its_shard_count() {
     }
     assert_eq!(std::fs::read_to_string(dir.path().join("LAYOUT")).unwrap(), "pump-store layout 2\nshards 3\n");
     for i in 0..3 {
-        assert!(dir.path().join(format!("shard-{i}")).join(format!("{:016}.seg", 1)).exists());
+        assert!(dir.path().join(format!("shard-{i}")).join(pump_store::segment_file_name(1)).exists());
     }
     // Reopened with another count, every Commit still finds its Prewrite's shard.
     for shards in [1, 5] {

@@ -44,13 +44,12 @@ fn child_writers() -> u8 {
     std::env::var(WRITERS_ENV).ok().and_then(|s| s.parse().ok()).unwrap_or(8)
 }
 
-/// The child: appends from `PUMP_STORE_KILL9_WRITERS` (default 8) concurrent tasks (or threads) forever, printing `ACK <ts>` after each
-/// acknowledgement. Does nothing unless started by the parent test.
-#[test]
-fn kill9_child() {
-    let Ok(dir) = std::env::var(DIR_ENV) else { return };
+/// The child, which a test becomes when its parent started it with `PUMP_STORE_KILL9_DIR` set:
+/// appends from `PUMP_STORE_KILL9_WRITERS` (default 8) concurrent tasks (or threads) forever, printing
+/// `ACK <ts>` after each acknowledgement, until the parent kills it.
+fn kill9_child(dir: &str) -> ! {
     if std::env::var(MODE_ENV).is_ok_and(|m| m == "threads") {
-        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards(), child_backend())).unwrap();
+        let store = Store::open(cfg(std::path::Path::new(dir), child_shards(), child_backend())).unwrap();
         let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
         let threads: Vec<_> = (0..child_writers())
@@ -71,11 +70,11 @@ fn kill9_child() {
         for t in threads {
             let _ = t.join();
         }
-        return;
+        unreachable!("the appenders never return");
     }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(async move {
-        let store = Store::open(cfg(std::path::Path::new(&dir), child_shards(), child_backend())).unwrap();
+        let store = Store::open(cfg(std::path::Path::new(dir), child_shards(), child_backend())).unwrap();
         let now = (SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64) << 18;
         let next = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(store.max_commit_ts().max(now)));
         let mut tasks = Vec::new();
@@ -94,29 +93,35 @@ fn kill9_child() {
         // The tasks never end; the parent kills this process.
         futures::future::join_all(tasks).await;
     });
+    unreachable!("the appenders never return");
 }
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record() {
-    kill9_loop(1, IoBackend::Std, 8);
+    kill9_loop("kill9::kill_9_at_random_moments_loses_no_acknowledged_record", 1, IoBackend::Std, 8);
 }
 
 #[test]
 fn kill_9_at_random_moments_loses_no_acknowledged_record_across_four_shards() {
-    kill9_loop(4, IoBackend::Std, 8);
+    kill9_loop("kill9::kill_9_at_random_moments_loses_no_acknowledged_record_across_four_shards", 4, IoBackend::Std, 8);
 }
 
 #[test]
 fn kill_9_with_64_writers_on_the_io_uring_pipeline_loses_no_acknowledged_record() {
-    kill9_loop(1, IoBackend::Uring, 64);
+    kill9_loop("kill9::kill_9_with_64_writers_on_the_io_uring_pipeline_loses_no_acknowledged_record", 1, IoBackend::Uring, 64);
 }
 
 #[test]
 fn kill_9_with_64_writers_on_the_io_uring_pipeline_across_four_shards() {
-    kill9_loop(4, IoBackend::Uring, 64);
+    kill9_loop("kill9::kill_9_with_64_writers_on_the_io_uring_pipeline_across_four_shards", 4, IoBackend::Uring, 64);
 }
 
-fn kill9_loop(shards: usize, backend: IoBackend, writers: u8) {
+/// Runs the test `name` (this one) as a child 8 times, killing it with SIGKILL at a random moment
+/// each time; in the child, becomes [`kill9_child`].
+fn kill9_loop(name: &str, shards: usize, backend: IoBackend, writers: u8) {
+    if let Ok(dir) = std::env::var(DIR_ENV) {
+        kill9_child(&dir);
+    }
     let dir = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut acked: HashSet<i64> = HashSet::new();
@@ -124,7 +129,7 @@ fn kill9_loop(shards: usize, backend: IoBackend, writers: u8) {
     for round in 0..8 {
         let mode = if round % 2 == 0 { "tasks" } else { "threads" };
         let mut child = Command::new(&exe)
-            .args(["kill9_child", "--exact", "--nocapture", "--test-threads=1"])
+            .args([name, "--exact", "--nocapture", "--test-threads=1"])
             .env(DIR_ENV, dir.path())
             .env(MODE_ENV, mode)
             .env(SHARDS_ENV, shards.to_string())

@@ -292,7 +292,7 @@ async fn a_torn_tail_is_truncated_and_counted() {
         }
         store.close().await;
     }
-    let seg = shard_dir(dir.path(), base + 10).join(format!("{:016}.seg", 1));
+    let seg = shard_dir(dir.path(), base + 10).join(pump_store::segment_file_name(1));
     let end = pump_store::format::scan_segment(&std::fs::read(&seg).unwrap()).valid_len;
     // Half of an 11th record, then garbage, where the records end (before the preallocated zeros).
     let f = std::fs::OpenOptions::new().write(true).open(&seg).unwrap();
