@@ -441,7 +441,7 @@ where
     let lease_lost = async {
         match lost {
             Some(mut l) => {
-                let _ = l.wait_for(|lost| *lost).await;
+                let _ = l.wait_for(|lost| *lost).await.is_ok();
             }
             None => std::future::pending().await,
         }
@@ -523,6 +523,11 @@ where
     Ok(Exit { state: final_state, checkpoint: cp })
 }
 
+/// Whether `lease` is already known lost.
+fn lost_now(lease: &crate::ha::Lease) -> bool {
+    *lease.lost.borrow()
+}
+
 /// How a standby's wait ended.
 enum Standby {
     /// Elected: the lease to keep and the fencing token.
@@ -570,7 +575,7 @@ async fn stand_by<F: Future<Output = ()>>(
         loop {
             tokio::select! {
                 r = &mut campaign => match r {
-                    Ok(token) if !*lease.lost.borrow() => return Ok(Standby::Elected(lease, token)),
+                    Ok(token) if !lost_now(&lease) => return Ok(Standby::Elected(lease, token)),
                     Ok(_) => {
                         tracing::warn!(task, "elected with a lease that is already lost; campaigning again");
                         break;
@@ -581,7 +586,7 @@ async fn stand_by<F: Future<Output = ()>>(
                         break;
                     }
                 },
-                _ = lost.wait_for(|l| *l) => {
+                _ = async { lost.wait_for(|l| *l).await.is_ok() } => {
                     tracing::warn!(task, "drainer HA: the standby's lease was lost; campaigning again");
                     break;
                 }
