@@ -108,10 +108,12 @@ fn kill9_of_the_active_drainer_20_times_under_load_a_standby_takes_over_each_tim
     let mut standby = e.add_drainer("drainer-1")?;
     let pd = e.pd_url();
     assert_eq!(leader(&pd)?.as_deref(), Some("drainer-0"), "the first drainer of the task leads");
-    assert_eq!(role_of(&pd, "drainer-0").and_then(|r| r.1).as_deref(), Some("active"));
-    assert_eq!(role_of(&pd, "drainer-1").and_then(|r| r.1).as_deref(), Some("standby"));
-    // Let the active apply something first.
+    // Let the active apply something first (it registers as active once its sink is up).
     wait_takeover(&e, "none", 0, 0, Duration::from_secs(60))?;
+    tests::wait_until("drainer-0 registered active", Duration::from_secs(30), || {
+        role_of(&pd, "drainer-0").and_then(|r| r.1).as_deref() == Some("active")
+    })?;
+    assert_eq!(role_of(&pd, "drainer-1").and_then(|r| r.1).as_deref(), Some("standby"));
 
     let mut takeovers = Vec::new();
     for i in 0..20 {
