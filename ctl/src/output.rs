@@ -63,10 +63,15 @@ pub fn age_secs(ts: i64, now_ms: i64) -> Option<i64> {
     (ts > 0).then(|| (now_ms - ts_ms(ts)).max(0) / 1000)
 }
 
-/// One node in upstream's log shape.
+/// One node in upstream's log shape; a drainer of an HA task (ours) adds its task and role.
 pub fn node_line(kind: NodeKind, n: &NodeStatus, zone: &Zone) -> String {
+    let ha = match (&n.task, &n.role) {
+        (Some(t), Some(r)) => format!(", Task: {t}, Role: {r}"),
+        (Some(t), None) => format!(", Task: {t}"),
+        _ => String::new(),
+    };
     format!(
-        "{kind}: {{NodeID: {}, Addr: {}, State: {}, MaxCommitTS: {}, UpdateTime: {}}}",
+        "{kind}: {{NodeID: {}, Addr: {}, State: {}, MaxCommitTS: {}, UpdateTime: {}{ha}}}",
         n.node_id,
         n.host,
         n.state,
@@ -103,6 +108,12 @@ mod tests {
         assert_eq!(
             node_line(NodeKind::Pump, &n, &z),
             "pump: {NodeID: p1, Addr: 127.0.0.1:8250, State: online, MaxCommitTS: 7, UpdateTime: 2018-12-25 06:23:37 +0000 UTC}"
+        );
+        n.task = Some("t1".into());
+        n.role = Some("standby".into());
+        assert_eq!(
+            node_line(NodeKind::Drainer, &n, &z),
+            "drainer: {NodeID: p1, Addr: 127.0.0.1:8250, State: online, MaxCommitTS: 7, UpdateTime: 2018-12-25 06:23:37 +0000 UTC, Task: t1, Role: standby}"
         );
     }
 

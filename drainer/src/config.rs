@@ -32,6 +32,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "addr",
     "advertise-addr",
     "node-id",
+    "task-name",
+    "ha-lease-ttl",
     "data-dir",
     "detect-interval",
     "pd-urls",
@@ -150,6 +152,11 @@ pub struct Config {
     pub advertise_addr: String,
     /// Node id; default `hostname:port` of `addr`.
     pub node_id: String,
+    /// Ours: the HA replication task this drainer belongs to (empty: a lone drainer, as upstream).
+    /// See [`crate::ha`].
+    pub task_name: String,
+    /// Ours: seconds of the HA election lease (with `task-name`).
+    pub ha_lease_ttl: i64,
     /// Data directory (holds `savepoint` for file/kafka sinks).
     pub data_dir: PathBuf,
     /// Seconds between scans of etcd for pumps.
@@ -190,6 +197,8 @@ impl Default for Config {
             addr: DEFAULT_ADDR.into(),
             advertise_addr: String::new(),
             node_id: String::new(),
+            task_name: String::new(),
+            ha_lease_ttl: crate::ha::DEFAULT_LEASE_TTL,
             data_dir: DEFAULT_DATA_DIR.into(),
             detect_interval: 5,
             pd_urls: DEFAULT_PD_URLS.into(),
@@ -619,6 +628,7 @@ impl Config {
             return Err(invalid("cache-binlog-count", "must be greater than 0"));
         }
         let db = self.db_type()?;
+        crate::ha::check_config(self, db)?;
         if self.syncer.db_type == "pb" {
             self.syncer.db_type = "file".into();
         }

@@ -48,6 +48,12 @@ pub struct Flags {
     /// Node id (default hostname:port).
     #[arg(long = "node-id", env = "BINLOG_SERVER_NODE_ID")]
     pub node_id: Option<String>,
+    /// Ours: the HA replication task this drainer belongs to (drainer.toml `task-name`).
+    #[arg(long = "task-name", env = "BINLOG_SERVER_TASK_NAME")]
+    pub task_name: Option<String>,
+    /// Ours: seconds of the HA election lease (drainer.toml `ha-lease-ttl`).
+    #[arg(long = "ha-lease-ttl", env = "BINLOG_SERVER_HA_LEASE_TTL")]
+    pub ha_lease_ttl: Option<i64>,
     /// Where to start without a checkpoint; -1 = now.
     #[arg(long = "initial-commit-ts", env = "BINLOG_SERVER_INITIAL_COMMIT_TS", allow_negative_numbers = true)]
     pub initial_commit_ts: Option<i64>,
@@ -132,6 +138,8 @@ impl Flags {
         set(&mut cfg.log_file, &self.log_file);
         set(&mut cfg.log_rotate, &self.log_rotate);
         set(&mut cfg.node_id, &self.node_id);
+        set(&mut cfg.task_name, &self.task_name);
+        set(&mut cfg.ha_lease_ttl, &self.ha_lease_ttl);
         set(&mut cfg.initial_commit_ts, &self.initial_commit_ts);
         set(&mut cfg.syncer.txn_batch, &self.txn_batch);
         set(&mut cfg.syncer.worker_count, &self.worker_count);

@@ -8,6 +8,7 @@
 //! - [`config`], [`flags`]: drainer.toml and the command line.
 //! - [`checkpoint`]: the `savepoint` file and the start ts.
 //! - [`filter`]: do/ignore schema and table filters.
+//! - [`ha`]: drainer high availability: the election of one active drainer per task, fencing tokens.
 //! - [`loopback`]: `loopback-control`: the mark table and the skipping of our own marked transactions.
 //! - [`rules`]: binlog-filter rules (ignore-event, ignore-sql) and table routing (table-migrate-rule).
 //! - [`merge`]: the k-way merge of per-pump streams into one commit-ts order.
@@ -28,6 +29,7 @@ pub mod checkpoint;
 pub mod consumer;
 pub mod config;
 pub mod filter;
+pub mod ha;
 pub mod loopback;
 pub mod flags;
 pub mod merge;

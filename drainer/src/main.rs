@@ -33,7 +33,7 @@ async fn stop_signal() {
 async fn drive<S, M, MF>(cfg: Config, make: M) -> Result<()>
 where
     S: drainer::sink::Sink + 'static,
-    M: FnOnce(u64) -> MF,
+    M: FnOnce(u64, Option<drainer::ha::Fence>) -> MF,
     MF: std::future::Future<Output = Result<S, SinkError>>,
 {
     let exit = drainer::server::run_with(cfg, make, stop_signal()).await?;
@@ -45,11 +45,11 @@ async fn run(cfg: Config) -> Result<()> {
     match cfg.db_type()? {
         DbType::File => {
             let fc = setup::file_config(&cfg)?;
-            drive(cfg, |_| async move { FileSink::open(fc).map_err(|e| SinkError::new("file", e)) }).await
+            drive(cfg, |_, _| async move { FileSink::open(fc).map_err(|e| SinkError::new("file", e)) }).await
         }
         DbType::Kafka => {
             let c = cfg.clone();
-            drive(cfg, |cluster_id| async move {
+            drive(cfg, |cluster_id, _| async move {
                 let kc = setup::kafka_config(&c, cluster_id).map_err(|e| SinkError::new("kafka", e))?;
                 KafkaSink::connect(kc).await.map_err(|e| SinkError::new("kafka", e))
             })
@@ -60,8 +60,9 @@ async fn run(cfg: Config) -> Result<()> {
             let relay = &cfg.syncer.relay;
             if relay.log_dir.is_empty() {
                 let c = cfg.clone();
-                return drive(cfg, |cluster_id| async move {
-                    let mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
+                return drive(cfg, |cluster_id, fence| async move {
+                    let mut mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
+                    mc.fence = fence; // drainer HA (`task-name`): every transaction checks the token
                     MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))
                 })
                 .await;
@@ -69,7 +70,8 @@ async fn run(cfg: Config) -> Result<()> {
             // Opened now so a bad directory is named at start.
             let log = RelayLog::open(Path::new(&relay.log_dir), relay.max_file_size.max(0) as u64)?;
             let c = cfg.clone();
-            let r = drive(cfg.clone(), |cluster_id| async move {
+            // `task-name` with the relay log is refused by the config check (`drainer::ha`).
+            let r = drive(cfg.clone(), |cluster_id, _| async move {
                 let mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
                 let sink = MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))?;
                 Ok(Relayed::new(sink, log))

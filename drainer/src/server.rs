@@ -29,6 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::checkpoint::{Savepoint, start_ts};
 use crate::config::Config;
+use crate::ha::Fence;
 use crate::merge::Merger;
 use crate::metrics::metrics;
 use crate::pumps::{Collector, CollectorParts, PumpPositions, ReaderConfig};
@@ -78,6 +79,12 @@ pub enum DrainerError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// Drainer HA: the election.
+    #[error(transparent)]
+    Ha(#[from] crate::ha::HaError),
+    /// Drainer HA: this active drainer's lease was not kept alive; it stops so a standby can take over.
+    #[error("drainer HA: the election lease of task {0} was lost; stopping so that a standby takes over")]
+    LostLease(String),
     /// The heartbeat failed 20 times in a row.
     #[error("heartbeat to etcd failed 20 times in a row: {0}")]
     Heartbeat(String),
@@ -224,15 +231,16 @@ where
     S: Sink + 'static,
     F: Future<Output = ()> + Send,
 {
-    run_with(cfg, |_| async move { Ok(sink) }, stop).await
+    run_with(cfg, |_, _| async move { Ok(sink) }, stop).await
 }
 
 /// As [`run`], with the sink built by `make` once the cluster id is known (the MySQL checkpoint's row
-/// key and the Kafka topic's default name need it).
+/// key and the Kafka topic's default name need it) and, with `task-name`, once this drainer is the
+/// task's active one (then `make` gets the fencing token; see [`crate::ha`]).
 pub async fn run_with<S, M, MF, F>(cfg: Config, make: M, stop: F) -> Result<Exit, DrainerError>
 where
     S: Sink + 'static,
-    M: FnOnce(u64) -> MF,
+    M: FnOnce(u64, Option<Fence>) -> MF,
     MF: Future<Output = Result<S, SinkError>>,
     F: Future<Output = ()> + Send,
 {
@@ -241,39 +249,27 @@ where
     let pd = pump::pd::PdClient::connect(&pd_cfg).await?;
     let client = pump::etcd::connect(&pd_cfg).await?;
     let cluster_id = pd.cluster_id();
-    let mut sink = make(cluster_id).await?;
     let now_ts = pd.get_ts().await? as i64;
+    let started = Instant::now();
     let node_id = pump::node::drainer_node_id((!cfg.node_id.is_empty()).then_some(cfg.node_id.as_str()), &cfg.addr)
         .map_err(|e| DrainerError::Config(e.to_string()))?;
-
-    let mut store =
-        crate::sink::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
-    let saved = store.load().await?;
-    let sink_ts = sink.load_checkpoint().await?;
-    let start = start_ts(sink_ts, saved.as_ref(), db_type.uses_file_checkpoint() || sink_ts.is_none(), cfg.initial_commit_ts, || now_ts);
-    let schema_version = saved.filter(|s| s.commit_ts == start).map(|s| s.schema_version).unwrap_or(0);
-    tracing::info!(node_id, cluster_id, start, schema_version, ?sink_ts, "drainer starting");
-
-    let mut translator = Translator::new(&cfg.syncer, db_type).map_err(|e| DrainerError::Config(e.to_string()))?;
-    translator.init(schema_version, start).await?;
+    let task = (!cfg.task_name.is_empty()).then(|| cfg.task_name.clone());
 
     let listener = tokio::net::TcpListener::bind(&cfg.addr)
         .await
         .map_err(|source| DrainerError::Listen { addr: cfg.addr.clone(), source })?;
-
     let registry = Registry::new(client.clone());
     let mut me = NodeStatus::new(node_id.clone(), cfg.advertise_addr.clone(), NodeState::Online);
-    me.max_commit_ts = start;
     me.update_ts = now_ts;
-    registry.update_node(NodeKind::Drainer, &me).await?;
+    me.task = task.clone();
 
-    let progress = Arc::new(Progress::new(start));
+    let progress = Arc::new(Progress::new(0));
     let positions = Arc::new(PumpPositions::default());
     let notify = Arc::new(Notify::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let (action_tx, mut action_rx) = mpsc::channel(4);
 
-    // HTTP + gRPC on one port.
+    // HTTP + gRPC on one port (a standby answers too: binlogctl pauses and closes it as any drainer).
     let http = Http {
         node_id: node_id.clone(),
         progress: progress.clone(),
@@ -309,6 +305,64 @@ where
                 .await;
         }),
     };
+    tokio::pin!(stop);
+
+    // Drainer HA: stand by until elected.
+    let mut lease = None;
+    let mut fence = None;
+    if let Some(task) = &task {
+        match stand_by(&cfg, task, &client, &registry, &mut me, &progress, &mut action_rx, stop.as_mut(), now_ts).await? {
+            Standby::Elected(l, token) => {
+                tracing::info!(task, token, "elected the task's active drainer");
+                lease = Some(l);
+                fence = Some(Fence { task: task.clone(), token });
+            }
+            Standby::Stopped(state, reply) => {
+                me.state = state;
+                let reg = registry.update_node(NodeKind::Drainer, &me).await;
+                if let Some(tx) = reply {
+                    let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                }
+                let _ = stop_tx.send(true);
+                let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+                reg?;
+                tracing::info!(%state, "standby drainer stopped");
+                let checkpoint = Savepoint { consistent: false, commit_ts: me.max_commit_ts, schema_version: 0 };
+                return Ok(Exit { state, checkpoint });
+            }
+        }
+    }
+    let lost = lease.as_ref().map(|l: &crate::ha::Lease| l.lost.clone());
+
+    let mut sink = match make(cluster_id, fence).await {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(l) = lease.take() {
+                me.state = NodeState::Paused;
+                let _ = registry.update_node(NodeKind::Drainer, &me).await;
+                l.revoke(&client).await;
+            }
+            return Err(e.into());
+        }
+    };
+    let mut store =
+        crate::sink::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
+    let saved = store.load().await?;
+    let sink_ts = sink.load_checkpoint().await?;
+    let start = start_ts(sink_ts, saved.as_ref(), db_type.uses_file_checkpoint() || sink_ts.is_none(), cfg.initial_commit_ts, || now_ts);
+    let schema_version = saved.filter(|s| s.commit_ts == start).map(|s| s.schema_version).unwrap_or(0);
+    tracing::info!(node_id, cluster_id, start, schema_version, ?sink_ts, "drainer starting");
+
+    let mut translator = Translator::new(&cfg.syncer, db_type).map_err(|e| DrainerError::Config(e.to_string()))?;
+    translator.init(schema_version, start).await?;
+
+    progress.checkpoint_ts.store(start, Ordering::Release);
+    me.max_commit_ts = start;
+    me.update_ts = pump::tso::advance(now_ts as u64, started.elapsed()) as i64;
+    if task.is_some() {
+        me.role = Some(crate::ha::ROLE_ACTIVE.into());
+    }
+    registry.update_node(NodeKind::Drainer, &me).await?;
 
     let push = pump::daemon::push::spawn(
         &cfg.metrics_addr,
@@ -347,7 +401,7 @@ where
     let heartbeat = {
         let (registry, progress, mut me, mut stop) = (registry.clone(), progress.clone(), me.clone(), stop_rx.clone());
         tokio::spawn(async move {
-            let base = Instant::now();
+            let base = started;
             let mut fails = 0;
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             loop {
@@ -377,8 +431,16 @@ where
     let mut failure: Option<DrainerError> = None;
     let mut final_state = NodeState::Paused;
     let mut sink_done: Option<Result<Savepoint, DrainerError>> = None;
-    tokio::pin!(stop);
+    let lease_lost = async {
+        match lost {
+            Some(mut l) => {
+                let _ = l.wait_for(|lost| *lost).await.is_ok();
+            }
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        _ = lease_lost => failure = Some(DrainerError::LostLease(cfg.task_name.clone())),
         _ = &mut stop => tracing::info!("stop requested; pausing"),
         a = action_rx.recv() => if let Some((a, tx)) = a {
             let (transient, fin) = match a {
@@ -434,6 +496,10 @@ where
     me.state = final_state;
     me.max_commit_ts = cp.commit_ts;
     let reg = registry.update_node(NodeKind::Drainer, &me).await;
+    if let Some(l) = lease {
+        // After the final checkpoint: a standby takes over now rather than when the lease expires.
+        l.revoke(&client).await;
+    }
     if let Some(tx) = reply {
         let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
     }
@@ -448,4 +514,99 @@ where
     reg?;
     tracing::info!(state = %final_state, checkpoint = cp.commit_ts, "drainer stopped");
     Ok(Exit { state: final_state, checkpoint: cp })
+}
+
+/// Whether `lease` is already known lost.
+fn lost_now(lease: &crate::ha::Lease) -> bool {
+    *lease.lost.borrow()
+}
+
+/// How a standby's wait ended.
+enum Standby {
+    /// Elected: the lease to keep and the fencing token.
+    Elected(crate::ha::Lease, i64),
+    /// Stopped before being elected: the final state, and the HTTP request to answer.
+    Stopped(NodeState, Option<oneshot::Sender<Result<(), String>>>),
+}
+
+/// Drainer HA: registers this drainer as a standby of `task` and campaigns until elected, a stop
+/// signal, or a pause/close request. Meanwhile the heartbeat reports the active drainer's checkpoint.
+/// etcd failures (a PD restart) are retried with a new lease.
+#[allow(clippy::too_many_arguments)]
+async fn stand_by<F: Future<Output = ()>>(
+    cfg: &Config,
+    task: &str,
+    client: &etcd_client::Client,
+    registry: &Registry,
+    me: &mut NodeStatus,
+    progress: &Progress,
+    actions: &mut mpsc::Receiver<(Action, oneshot::Sender<Result<(), String>>)>,
+    mut stop: std::pin::Pin<&mut F>,
+    now_ts: i64,
+) -> Result<Standby, DrainerError> {
+    me.role = Some(crate::ha::ROLE_STANDBY.into());
+    let node_id = me.node_id.clone();
+    let base = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let lease = tokio::select! {
+            l = crate::ha::Lease::grant(client, task, cfg.ha_lease_ttl) => l,
+            _ = &mut stop => return Ok(Standby::Stopped(NodeState::Paused, None)),
+        };
+        let lease = match lease {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "drainer HA: retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let mut lost = lease.lost.clone();
+        let campaign = crate::ha::campaign(client, task, &node_id, lease.id);
+        tokio::pin!(campaign);
+        tracing::info!(task, lease = lease.id, "standing by: campaigning for the task");
+        loop {
+            tokio::select! {
+                r = &mut campaign => match r {
+                    Ok(token) if !lost_now(&lease) => return Ok(Standby::Elected(lease, token)),
+                    Ok(_) => {
+                        tracing::warn!(task, "elected with a lease that is already lost; campaigning again");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "drainer HA: campaign failed; campaigning again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                },
+                _ = async { lost.wait_for(|l| *l).await.is_ok() } => {
+                    tracing::warn!(task, "drainer HA: the standby's lease was lost; campaigning again");
+                    break;
+                }
+                _ = tick.tick() => {
+                    if let Some(ts) = crate::ha::active_checkpoint(registry, task).await {
+                        me.max_commit_ts = ts;
+                    }
+                    progress.checkpoint_ts.store(me.max_commit_ts, Ordering::Release);
+                    me.update_ts = pump::tso::advance(now_ts as u64, base.elapsed()) as i64;
+                    if let Err(e) = registry.update_node(NodeKind::Drainer, me).await {
+                        tracing::warn!(error = %e, "standby heartbeat failed");
+                    }
+                }
+                _ = &mut stop => {
+                    lease.revoke(client).await;
+                    return Ok(Standby::Stopped(NodeState::Paused, None));
+                }
+                a = actions.recv() => if let Some((a, tx)) = a {
+                    lease.revoke(client).await;
+                    let fin = match a {
+                        Action::Pause => NodeState::Paused,
+                        Action::Close => NodeState::Offline,
+                    };
+                    return Ok(Standby::Stopped(fin, Some(tx)));
+                },
+            }
+        }
+        lease.revoke(client).await;
+    }
 }

@@ -87,6 +87,8 @@ pub struct E2e {
     /// What was asked for.
     pub opts: Options,
     standin_log: PathBuf,
+    /// The drainer's flags after its `-addr`, `-data-dir`, `-pd-urls`, `-node-id` (for [`E2e::add_drainer`]).
+    drainer_args: Vec<String>,
     rt: tokio::runtime::Runtime,
     // Declared last: the services stop after our processes.
     /// The real services (PD, MariaDB up and down, Apache Kafka for the Kafka sink).
@@ -166,7 +168,13 @@ impl E2e {
         ];
         flags.extend(opts.drainer_flags.iter().cloned());
         let drainer = Node::drainer(&drainer_dir, &pd, "drainer-0", &flags)?;
-        Ok(Self { pumps, drainer, standin, opts, standin_log, rt, cluster, _slot: slot })
+        Ok(Self { pumps, drainer, standin, opts, standin_log, drainer_args: flags, rt, cluster, _slot: slot })
+    }
+
+    /// Starts one more drainer, `node_id`, with the same configuration and flags as `drainer-0` (its
+    /// own port and data dir `<root>/<node_id>`): with `-task-name` among the flags, a standby.
+    pub fn add_drainer(&self, node_id: &str) -> Result<Node> {
+        Node::drainer(&self.cluster.dir().join(node_id), &self.pd_url(), node_id, &self.drainer_args)
     }
 
     /// The PD URL (`pd-urls`).

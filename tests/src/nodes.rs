@@ -125,6 +125,22 @@ impl Node {
         exited
     }
 
+    /// Sends a signal (e.g. `libc::SIGSTOP`, `libc::SIGCONT`) without waiting.
+    pub fn signal(&self, sig: i32) {
+        if let Some(p) = self.proc.as_ref() {
+            p.signal(sig);
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit status if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let st = self.proc.as_mut()?.wait_exit(timeout);
+        if st.is_some() {
+            self.proc = None;
+        }
+        st
+    }
+
     /// Whether the process is running.
     pub fn is_running(&mut self) -> bool {
         self.proc.as_mut().is_some_and(|p| p.is_running())

@@ -10,7 +10,9 @@
 //! `SINK_CONN_ROWS` / `SINK_CONN_INSERTS` its updates and deletes / inserts per connection
 //! (default: the sink's), `SINK_PREPARED_PARAMS` its
 //! parameters per prepared INSERT (default: the sink's; 0 = text statements only). The insert
-//! workload also runs with text statements only, for the prepared statements' gain.
+//! workload also runs with text statements only, for the prepared statements' gain. Both workloads
+//! also run with drainer HA's fencing check (`task-name`: every transaction reads
+//! `tidb_binlog.ha_fence` under a shared lock first), for its steady-state cost.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -157,8 +159,9 @@ fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64, text_only: bool) -> Result<f64> {
+async fn run_sink(port: u16, items: &[Arc<Item>], cluster_id: u64, text_only: bool, fenced: bool) -> Result<f64> {
     let cfg = MysqlSinkConfig {
+        fence: fenced.then(|| drainer::ha::Fence { task: format!("bench-{cluster_id}"), token: 1 }),
         port,
         checkpoint: Some(CheckpointCfg { cluster_id, ..Default::default() }),
         // upstream's defaults (`worker-count` 16, `txn-batch` 20) unless overridden with
@@ -243,6 +246,7 @@ fn main() -> Result<()> {
         let mixed = mixed_ops(&mut rng, mixed_base, n / 2);
         let (mut load, mut ours, mut floor, mut m_ours, mut m_floor) = (vec![], vec![], vec![], vec![], vec![]);
         let (mut load_chunked, mut ours_text) = (vec![], vec![]);
+        let (mut f_ours, mut fm_ours) = (vec![], vec![]);
         for run in 0..runs {
             println!("run {}/{runs}", run + 1);
             reset(&mut c, "load").await?;
@@ -260,11 +264,11 @@ fn main() -> Result<()> {
 
             reset(&mut c, "sink").await?;
             let its = items(&schema("sink"), &ins_ops, 10, 1000);
-            ours.push(n as f64 / run_sink(db.port, &its, 100 + run as u64, false).await?);
+            ours.push(n as f64 / run_sink(db.port, &its, 100 + run as u64, false, false).await?);
 
             reset(&mut c, "sinkt").await?;
             let its = items(&schema("sinkt"), &ins_ops, 10, 1000);
-            ours_text.push(n as f64 / run_sink(db.port, &its, 300 + run as u64, true).await?);
+            ours_text.push(n as f64 / run_sink(db.port, &its, 300 + run as u64, true, false).await?);
             if run == 0 {
                 anyhow::ensure!(
                     checksum(&mut c, "sink").await? == checksum(&mut c, "sinkt").await?,
@@ -279,7 +283,15 @@ fn main() -> Result<()> {
             reset(&mut c, "msink").await?;
             load_data(&mut c, "msink", mixed_base).await?;
             let its = items(&schema("msink"), &mixed, 4, 1000);
-            m_ours.push(mixed.len() as f64 / run_sink(db.port, &its, 200 + run as u64, false).await?);
+            m_ours.push(mixed.len() as f64 / run_sink(db.port, &its, 200 + run as u64, false, false).await?);
+            // the same with HA fencing (a checkpoint row of its own, so the same work)
+            reset(&mut c, "fsink").await?;
+            let its = items(&schema("fsink"), &ins_ops, 10, 1000);
+            f_ours.push(n as f64 / run_sink(db.port, &its, 400 + run as u64, false, true).await?);
+            reset(&mut c, "fmsink").await?;
+            load_data(&mut c, "fmsink", mixed_base).await?;
+            let its = items(&schema("fmsink"), &mixed, 4, 1000);
+            fm_ours.push(mixed.len() as f64 / run_sink(db.port, &its, 500 + run as u64, false, true).await?);
             reset(&mut c, "msingle").await?;
             load_data(&mut c, "msingle", mixed_base).await?;
             let fl = floor_n.min(mixed.len());
@@ -322,10 +334,26 @@ fn main() -> Result<()> {
         .print();
         Comparison::higher_is_better(
             "mysql_sink.insert_vs_single_row",
-            median(ours),
+            median(ours.clone()),
             median(floor),
             "single-row autocommit",
             "rows/s",
+        )
+        .print();
+        Comparison::higher_is_better(
+            "mysql_sink.insert_fenced_vs_unfenced",
+            median(f_ours),
+            median(ours.clone()),
+            "the sink without HA fencing",
+            "rows/s",
+        )
+        .print();
+        Comparison::higher_is_better(
+            "mysql_sink.mixed_fenced_vs_unfenced",
+            median(fm_ours),
+            median(m_ours.clone()),
+            "the sink without HA fencing",
+            "changes/s",
         )
         .print();
         Comparison::higher_is_better(

@@ -165,7 +165,8 @@ pub fn build(
     let pulled = |r: &&Row| r.node.state != NodeState::Offline && r.node.state != NodeState::Paused;
     let slowest_pump = prows.iter().filter(pulled).map(|p| p.node.max_commit_ts).min();
 
-    for d in drows.iter_mut().filter(|d| d.node.state != NodeState::Offline) {
+    // A standby of an HA task (ours) replicates nothing by design: it reports its active's checkpoint.
+    for d in drows.iter_mut().filter(|d| d.node.state != NodeState::Offline && !is_standby(&d.node)) {
         let mut why = Vec::new();
         if d.node.state != NodeState::Online {
             why.push(format!("drainer is {}: it replicates nothing until it is started again", d.node.state));
@@ -216,6 +217,19 @@ pub fn build(
         .min_by_key(|d| d.node.max_commit_ts)
         .map(|d| GcHold { node_id: d.node.node_id.clone(), state: d.node.state, commit_ts: d.node.max_commit_ts });
     Report { pumps: prows, drainers: drows, gc_held_by }
+}
+
+/// A drainer waiting to take over its HA task (ours).
+fn is_standby(n: &NodeStatus) -> bool {
+    n.role.as_deref() == Some("standby")
+}
+
+/// The STATE cell: the state, and for a drainer of an HA task its role and task (ours).
+fn state_cell(n: &NodeStatus) -> String {
+    match (&n.task, &n.role) {
+        (Some(t), Some(r)) => format!("{} ({r}, task {t})", n.state),
+        _ => n.state.to_string(),
+    }
 }
 
 /// The pumps that keep drainer `d` from advancing. A pump it pulls from (online, pausing, closing) holds
@@ -297,7 +311,7 @@ fn render(r: &Report, ctx: &Ctx) -> String {
             row.kind.to_string(),
             n.node_id.clone(),
             n.host.clone(),
-            n.state.to_string(),
+            state_cell(n),
             n.max_commit_ts.to_string(),
             if n.max_commit_ts > 0 { ctx.zone.format_ts(n.max_commit_ts) } else { "-".into() },
             secs(row.lag_secs),
@@ -324,7 +338,10 @@ fn render(r: &Report, ctx: &Ctx) -> String {
     }
     for row in r.pumps.iter().chain(&r.drainers).filter(|r| r.node.state != NodeState::Offline) {
         let name = format!("{} {}", row.kind, row.node.node_id);
-        if row.problems.is_empty() {
+        if row.kind == "drainer" && is_standby(&row.node) {
+            let task = row.node.task.as_deref().unwrap_or("");
+            out.push_str(&format!("{name}: standby of task {task}, takes over when the active drainer stops\n"));
+        } else if row.problems.is_empty() {
             if row.kind == "drainer" {
                 out.push_str(&format!("{name}: advancing, nothing blocks it\n"));
             }
@@ -352,6 +369,22 @@ mod tests {
         n.max_commit_ts = commit_ms << 18;
         n.update_ts = beat_ms << 18;
         n
+    }
+
+    #[test]
+    fn a_standby_of_an_ha_task_is_not_diagnosed_as_stalled() {
+        let pumps = [node("p1", NodeState::Online, NOW - 1_000, NOW - 500)];
+        let mut active = node("d1", NodeState::Online, NOW - 2_000, NOW - 500);
+        active.task = Some("t".into());
+        active.role = Some("active".into());
+        // A standby with a stale-looking checkpoint and no `/status` answer is fine: it waits.
+        let mut standby = node("d2", NodeState::Online, NOW - 2_000, NOW - 500);
+        standby.task = Some("t".into());
+        standby.role = Some("standby".into());
+        let r = build(&pumps, &[UP], &[active, standby], &[UP, DOWN], &Default::default(), NOW);
+        assert!(r.drainers[1].problems.is_empty(), "{:?}", r.drainers[1].problems);
+        assert_eq!(state_cell(&r.drainers[0].node), "online (active, task t)");
+        assert_eq!(state_cell(&r.drainers[1].node), "online (standby, task t)");
     }
 
     #[test]

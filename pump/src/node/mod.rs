@@ -168,6 +168,13 @@ pub struct NodeStatus {
     /// Approximate TSO of the last heartbeat.
     #[serde(rename = "updateTS", default)]
     pub update_ts: i64,
+    /// Ours (drainer HA): the replication task the drainer belongs to; absent without `task-name`,
+    /// so the JSON stays upstream's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// Ours (drainer HA): `active` or `standby` within the task; absent without `task-name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 impl NodeStatus {
@@ -182,6 +189,8 @@ impl NodeStatus {
             label: None,
             max_commit_ts: 0,
             update_ts: 0,
+            task: None,
+            role: None,
         }
     }
 
@@ -214,6 +223,11 @@ mod tests {
         assert_eq!(st.update_ts, 412518831338292471);
         // Same keys, same order, same values when written back.
         assert_eq!(String::from_utf8(st.to_json()).unwrap(), upstream);
+        // A drainer of an HA task adds its task and role after upstream's keys.
+        let ha = NodeStatus { task: Some("t1".into()), role: Some("standby".into()), ..st };
+        let text = String::from_utf8(ha.to_json()).unwrap();
+        assert!(text.ends_with(r#","task":"t1","role":"standby"}"#), "{text}");
+        assert_eq!(NodeStatus::from_json(text.as_bytes()).unwrap(), ha);
     }
 
     #[test]

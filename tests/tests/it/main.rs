@@ -10,6 +10,7 @@ mod ctl_tls;
 mod ctl_util;
 mod drainer_checkpoint;
 mod drainer_cli;
+mod drainer_ha;
 mod fault;
 mod deploy_metrics;
 mod drainer_loopback;

@@ -48,6 +48,8 @@ pub(crate) struct Settings {
     pub dialect: Dialect,
     /// `loopback-control`: the channel id whose mark every transaction updates first.
     pub mark: Option<i64>,
+    /// Drainer HA: the fencing check every transaction starts with (module `fence`).
+    pub fence: Option<String>,
 }
 
 /// One row change, formatted.
@@ -344,8 +346,14 @@ fn connections(changes: &[(usize, Change<'_>)], s: &Settings) -> usize {
 }
 
 /// The loopback mark update of connection `w`'s transactions, when `loopback-control` is on.
+/// Preceded by the HA fencing check, when there is one.
 fn mark(s: &Settings, w: usize) -> Option<String> {
-    s.mark.map(|channel| crate::loopback::mark_sql(w, channel))
+    let mark = s.mark.map(|channel| crate::loopback::mark_sql(w, channel));
+    match (&s.fence, mark) {
+        (Some(f), Some(m)) => Some(format!("{f};{m}")),
+        (Some(f), None) => Some(f.clone()),
+        (None, m) => m,
+    }
 }
 
 /// Packs statements (then the checkpoint statements) into `BEGIN; ..; COMMIT` packets, the loopback
@@ -610,6 +618,7 @@ mod tests {
             prepared_params: 0,
             dialect: Dialect::default(),
             mark: None,
+            fence: None,
         }
     }
 

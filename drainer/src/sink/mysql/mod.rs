@@ -53,6 +53,7 @@
 
 mod batch;
 mod checkpoint;
+mod fence;
 mod sql;
 mod table;
 
@@ -138,6 +139,9 @@ pub struct MysqlSinkConfig {
     /// DDL, a checkpoint write) may wait for the downstream's reply; then the connection is dropped
     /// and the work retried on a new one, as the Go driver's `readTimeout` makes upstream do.
     pub read_timeout: Duration,
+    /// Drainer HA ([`crate::ha`]): this active drainer's task and fencing token; every downstream
+    /// transaction checks it (module `fence`). Needs `checkpoint`.
+    pub fence: Option<crate::ha::Fence>,
 }
 
 /// TLS to the downstream (`[syncer.to.security]` `ssl-ca`, `ssl-cert`, `ssl-key`). The server's
@@ -179,6 +183,7 @@ impl Default for MysqlSinkConfig {
             partial_columns: false,
             loopback: None,
             read_timeout: Duration::from_secs(60),
+            fence: None,
         }
     }
 }
@@ -268,6 +273,16 @@ pub enum MysqlError {
         secs: u64,
         /// The last error.
         last: String,
+    },
+    /// Drainer HA: taking over the downstream failed, or a newer active drainer fenced this one out.
+    #[error("drainer HA, task {task} with token {token}: {why}")]
+    Fence {
+        /// The task.
+        task: String,
+        /// This drainer's token.
+        token: i64,
+        /// What happened.
+        why: String,
     },
     /// Another sink holds this sink's named lock.
     #[error(
@@ -618,6 +633,11 @@ impl MysqlSink {
             return Err(MysqlError::Config("worker-count and txn-batch must be at least 1".into()));
         }
         time_zone(&cfg)?;
+        match (&cfg.fence, &cfg.checkpoint) {
+            (Some(f), Some(ck)) => fence::take_over(&cfg, ck, f).await?,
+            (Some(_), None) => return Err(MysqlError::Config("drainer HA fencing needs the checkpoint table".into())),
+            _ => {}
+        }
         let (mut conn, session) = open_retrying(&cfg).await?;
         if let Some(channel) = cfg.loopback {
             let sql = format!("{};{}", crate::loopback::CREATE_SQL, crate::loopback::init_sql(cfg.worker_count, channel));
@@ -1097,6 +1117,7 @@ impl Coordinator {
             prepared_params: if self.text_only { 0 } else { self.cfg.prepared_params },
             dialect: self.session.dialect,
             mark: self.cfg.loopback,
+            fence: self.fence_sql(),
         };
         let arcs: Vec<Arc<Item>> = items.iter().map(|(i, _)| i.clone()).collect();
         let ck = self.cfg.checkpoint.as_ref();
@@ -1193,6 +1214,18 @@ impl Coordinator {
         }
     }
 
+    /// The fencing check every transaction starts with, in HA mode.
+    fn fence_sql(&self) -> Option<String> {
+        let (f, ck) = (self.cfg.fence.as_ref()?, self.cfg.checkpoint.as_ref()?);
+        Some(fence::check_sql(ck, f, self.cfg.tidb))
+    }
+
+    /// A failed fencing check, as the error that stops this drainer.
+    fn fenced(&self) -> MysqlError {
+        let (task, token) = self.cfg.fence.as_ref().map(|f| (f.task.clone(), f.token)).unwrap_or_default();
+        MysqlError::Fence { task, token, why: "a newer active drainer took over: the downstream's fencing check refused our transaction".into() }
+    }
+
     /// Records that a batch committed.
     fn committed(&mut self, max_ts: i64, schema_version: i64, global_ts: Option<i64>) {
         self.schema_version = self.schema_version.max(schema_version);
@@ -1214,7 +1247,9 @@ impl Coordinator {
         for (w, (conn, r)) in results {
             self.conns[w] = conn;
             if let Err(e) = r {
-                let f = if retryable(&e) {
+                let f = if fence::is_fenced(&e) && self.cfg.fence.is_some() {
+                    Fail::Fatal(self.fenced())
+                } else if retryable(&e) {
                     Fail::Retry(e)
                 } else {
                     Fail::Fatal(MysqlError::Rejected { first, last, source: e })
@@ -1314,13 +1349,16 @@ impl Coordinator {
         if self.global_written >= self.durable && !consistent {
             return Ok(());
         }
-        let mark = self.cfg.loopback.map(|c| format!("{};", crate::loopback::mark_sql(0, c))).unwrap_or_default();
+        let mut mark = self.fence_sql().map(|f| format!("{f};")).unwrap_or_default();
+        mark.push_str(&self.cfg.loopback.map(|c| format!("{};", crate::loopback::mark_sql(0, c))).unwrap_or_default());
         let sql = format!("BEGIN;{mark}{};COMMIT", ck.global_sql(self.durable, self.schema_version, consistent));
         loop {
             let limit = self.cfg.read_timeout;
             let r = match self.conn(0).await {
                 Ok(c) => timed(limit, c.query_drop(&sql)).await.map_err(|e| {
-                    if retryable(&e) {
+                    if fence::is_fenced(&e) && self.cfg.fence.is_some() {
+                        Fail::Fatal(self.fenced())
+                    } else if retryable(&e) {
                         Fail::Retry(e)
                     } else {
                         Fail::Fatal(MysqlError::query("writing the checkpoint", e))
@@ -1370,6 +1408,7 @@ impl Coordinator {
 
     async fn try_ddl(&mut self, item: &Item, ddl: &Ddl) -> Result<(), Fail> {
         let limit = self.cfg.read_timeout;
+        let (fence_check, fenced) = (self.fence_sql(), self.fenced());
         let conn = self.conn(0).await?;
         let lower = ddl.query.trim_start().to_ascii_lowercase();
         let creates_db = lower.starts_with("create database") || lower.starts_with("create schema");
@@ -1393,6 +1432,15 @@ impl Coordinator {
                 return Ok(());
             }
             return Err(Fail::Fatal(rejected(&e)));
+        }
+        if let Some(check) = fence_check {
+            // The check's lock lasts until the DDL's implicit commit (module `fence`).
+            match timed(limit, conn.query_drop(format!("BEGIN;{check}"))).await {
+                Ok(()) => {}
+                Err(e) if fence::is_fenced(&e) => return Err(Fail::Fatal(fenced)),
+                Err(e) if retryable(&e) => return Err(Fail::Retry(e)),
+                Err(e) => return Err(Fail::Fatal(MysqlError::query("checking the HA fence before a DDL", e))),
+            }
         }
         let t = std::time::Instant::now();
         let r = timed(limit, conn.query_drop(&ddl.query)).await;

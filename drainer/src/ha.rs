@@ -1,0 +1,277 @@
+//! Drainer high availability (ours): several drainers configured as one replication task
+//! (`task-name`) elect one active drainer through an etcd election on PD's etcd; the others stand by.
+//!
+//! - **Election.** Every drainer of task `T` grants itself a lease of `ha-lease-ttl` seconds, keeps it
+//!   alive, and campaigns on `/tidb-binlog/v1/tasks/T/election` (etcd's v3 election API) with its node
+//!   id as the value. The winner's leader key's create revision is its **fencing token**: etcd
+//!   revisions only grow, so a later active always holds a larger token.
+//! - **Standby.** A drainer that waits is registered `online` with `"task":T,"role":"standby"`; it
+//!   reports the active drainer's registered checkpoint as its own `maxCommitTS` (so pumps' GC is held
+//!   back by the task's progress, not by a stale number), answers `/status`, `/commit_ts` and
+//!   `PUT /state/<id>/{pause,close}` (binlogctl's pause-drainer/offline-drainer stop it, as any drainer).
+//! - **Active.** The winner connects its sink, resumes from the sink's checkpoint (the MySQL/TiDB
+//!   checkpoint table downstream, shared by every drainer of the task) and registers `"role":"active"`.
+//!   It stops (error, state `paused`) as soon as its lease is not known alive any more; a drainer that
+//!   stopped on lost leadership is meant to be restarted by its supervisor and then stands by.
+//!   Stopping on request (signal, pause, offline) revokes the lease, so a standby takes over at once.
+//! - **Fencing.** A drainer that lost its lease but has not noticed yet (frozen, partitioned from etcd)
+//!   must not write. The MySQL/TiDB sink keeps the token in `tidb_binlog.ha_fence` (see
+//!   [`crate::sink::mysql`]'s `fence` module): a new active raises the row to its token, and every
+//!   downstream transaction checks the row, under a lock, in the same transaction as its data.
+//! - **Sinks.** MySQL/TiDB only. The file sink writes into the node's own data dir and the Kafka sink
+//!   has no fenced producer yet: with `task-name` both are refused by name at start.
+
+use std::time::{Duration, Instant};
+
+use etcd_client::Client;
+use pump::node::{NodeKind, NodeStatus, Registry};
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, DbType, invalid};
+
+/// Default `ha-lease-ttl`, seconds: a killed active is replaced within about this long.
+pub const DEFAULT_LEASE_TTL: i64 = 3;
+/// Where tasks keep their election (ours).
+pub const TASKS_PREFIX: &str = "/tidb-binlog/v1/tasks/";
+/// The registry role of the active drainer of a task.
+pub const ROLE_ACTIVE: &str = "active";
+/// The registry role of a drainer waiting to take over.
+pub const ROLE_STANDBY: &str = "standby";
+
+/// The election name of task `task`.
+pub fn election_name(task: &str) -> String {
+    format!("{TASKS_PREFIX}{task}/election")
+}
+
+/// What the sink needs to fence an older active out: the task and this active's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The task name.
+    pub task: String,
+    /// This active's token (its leader key's create revision).
+    pub token: i64,
+}
+
+/// Refuses HA settings that cannot work: a bad task name or lease, a sink whose checkpoint and output
+/// a standby cannot take over, the relay log (replayed without PD, so without a lease).
+pub fn check_config(cfg: &Config, db: DbType) -> Result<(), ConfigError> {
+    let task = &cfg.task_name;
+    if task.is_empty() {
+        return Ok(());
+    }
+    if task.len() > 64 || !task.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid("task-name", format!("{task:?}: use 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'")));
+    }
+    if !(1..=60).contains(&cfg.ha_lease_ttl) {
+        return Err(invalid("ha-lease-ttl", format!("{} (must be 1 to 60 seconds)", cfg.ha_lease_ttl)));
+    }
+    match db {
+        DbType::Mysql | DbType::Tidb => {}
+        DbType::File => {
+            return Err(invalid(
+                "task-name",
+                "db-type = \"file\" writes into this node's own directory, which a standby cannot take over; \
+                 drainer HA supports db-type = \"mysql\" and \"tidb\"",
+            ));
+        }
+        DbType::Kafka => {
+            return Err(invalid(
+                "task-name",
+                "db-type = \"kafka\" has no fenced (transactional) producer yet; drainer HA supports db-type = \
+                 \"mysql\" and \"tidb\"",
+            ));
+        }
+    }
+    if !cfg.syncer.relay.log_dir.is_empty() {
+        return Err(invalid(
+            "task-name",
+            "[syncer.relay] log-dir: the relay log is replayed without PD, so without the election's lease; \
+             turn one of them off",
+        ));
+    }
+    Ok(())
+}
+
+/// An etcd call of the election failed.
+#[derive(Debug, thiserror::Error)]
+#[error("drainer HA: etcd {what} for task {task}: {source}")]
+pub struct HaError {
+    /// What was attempted.
+    pub what: &'static str,
+    /// The task.
+    pub task: String,
+    /// The client error.
+    #[source]
+    pub source: etcd_client::Error,
+}
+
+/// A lease kept alive in the background. `lost` turns true (and the keeper stops) once the lease may
+/// have expired on the server: no keep-alive answered within the TTL (less a margin) since it was sent.
+#[derive(Debug)]
+pub struct Lease {
+    /// The lease id.
+    pub id: i64,
+    /// True once the lease is lost.
+    pub lost: watch::Receiver<bool>,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+impl Lease {
+    /// Grants a lease of `ttl` seconds and keeps it alive.
+    pub async fn grant(client: &Client, task: &str, ttl: i64) -> Result<Lease, HaError> {
+        let mut c = client.clone();
+        let err = |what| move |source| HaError { what, task: task.to_string(), source };
+        let sent = Instant::now();
+        let id = c.lease_grant(ttl, None).await.map_err(err("granting a lease"))?.id();
+        let (tx, lost) = watch::channel(false);
+        let keeper = tokio::spawn(keep_alive(c, id, Duration::from_secs(ttl as u64), sent, tx));
+        Ok(Lease { id, lost, keeper })
+    }
+
+    /// Revokes the lease (a standby takes over at once); errors are only logged: the lease expires anyway.
+    pub async fn revoke(self, client: &Client) {
+        self.keeper.abort();
+        if let Err(e) = client.clone().lease_revoke(self.id).await {
+            tracing::warn!(error = %e, lease = self.id, "revoking the HA lease failed; it expires on its own");
+        }
+    }
+}
+
+async fn keep_alive(mut client: Client, id: i64, ttl: Duration, granted: Instant, lost: watch::Sender<bool>) {
+    // The server expires the lease `ttl` after it received the last keep-alive, which is after we sent
+    // it: counting from our send time, with a margin, we give up before the server does.
+    let margin = ttl / 5;
+    let period = ttl / 3;
+    let mut valid_until = granted + ttl;
+    let mut stream = None;
+    loop {
+        let now = Instant::now();
+        if now + margin >= valid_until {
+            tracing::warn!(lease = id, "HA lease lost: no keep-alive answered in time");
+            let _ = lost.send(true);
+            return;
+        }
+        if stream.is_none() {
+            match tokio::time::timeout(period, client.lease_keep_alive(id)).await {
+                Ok(Ok(s)) => stream = Some(s),
+                Ok(Err(e)) => tracing::warn!(error = %e, lease = id, "opening the HA lease keep-alive failed"),
+                Err(_) => tracing::warn!(lease = id, "opening the HA lease keep-alive timed out"),
+            }
+        }
+        if let Some((keeper, answers)) = stream.as_mut() {
+            let sent = Instant::now();
+            let r = tokio::time::timeout(period, async {
+                keeper.keep_alive().await?;
+                answers.message().await
+            })
+            .await;
+            match r {
+                Ok(Ok(Some(a))) if a.ttl() > 0 => valid_until = sent + ttl,
+                Ok(Ok(Some(_))) => {
+                    tracing::warn!(lease = id, "HA lease expired on the server");
+                    let _ = lost.send(true);
+                    return;
+                }
+                Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                    tracing::warn!(lease = id, "HA lease keep-alive failed; reopening");
+                    stream = None;
+                }
+            }
+        }
+        let next = Instant::now() + period;
+        tokio::time::sleep_until(next.min(valid_until.checked_sub(margin).unwrap_or(next)).into()).await;
+    }
+}
+
+/// Campaigns for task `task` with `lease` until elected; returns the fencing token.
+pub async fn campaign(client: &Client, task: &str, node_id: &str, lease: i64) -> Result<i64, HaError> {
+    let mut c = client.clone();
+    let r = c
+        .campaign(election_name(task), node_id, lease)
+        .await
+        .map_err(|source| HaError { what: "campaign", task: task.to_string(), source })?;
+    let token = r.leader().map(|l| l.rev()).unwrap_or(0);
+    if token <= 0 {
+        return Err(HaError {
+            what: "campaign",
+            task: task.to_string(),
+            source: etcd_client::Error::InvalidArgs("the election answered without a leader key".into()),
+        });
+    }
+    Ok(token)
+}
+
+/// The checkpoint a standby of `task` reports: the registered `maxCommitTS` of the task's active
+/// drainer, if one is registered online; `None` otherwise.
+pub async fn active_checkpoint(registry: &Registry, task: &str) -> Option<i64> {
+    let nodes = registry.list(NodeKind::Drainer).await.ok()?;
+    active_of(&nodes, task).map(|n| n.max_commit_ts)
+}
+
+/// The online active drainer of `task` among `nodes`.
+pub fn active_of<'a>(nodes: &'a [NodeStatus], task: &str) -> Option<&'a NodeStatus> {
+    nodes.iter().find(|n| {
+        n.task.as_deref() == Some(task)
+            && n.role.as_deref() == Some(ROLE_ACTIVE)
+            && n.state == pump::node::NodeState::Online
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pump::node::NodeState;
+
+    fn cfg(task: &str, db: &str) -> Config {
+        let mut c = Config { task_name: task.into(), ..Config::default() };
+        c.syncer.db_type = db.into();
+        c
+    }
+
+    #[test]
+    fn config_is_checked_by_name() {
+        assert!(check_config(&cfg("", "file"), DbType::File).is_ok(), "no task: today's drainer");
+        assert!(check_config(&cfg("t-1.a_b", "mysql"), DbType::Mysql).is_ok());
+        assert!(check_config(&cfg("t", "tidb"), DbType::Tidb).is_ok());
+        for (task, db, dbt, key) in [
+            ("a/b", "mysql", DbType::Mysql, "task-name"),
+            ("t", "file", DbType::File, "task-name"),
+            ("t", "kafka", DbType::Kafka, "task-name"),
+        ] {
+            let e = check_config(&cfg(task, db), dbt).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let mut c = cfg("t", "mysql");
+        c.ha_lease_ttl = 0;
+        assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("ha-lease-ttl"));
+        let mut c = cfg("t", "mysql");
+        c.syncer.relay.log_dir = "relay".into();
+        assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("relay"));
+    }
+
+    #[test]
+    fn the_active_of_a_task_is_online_with_role_active() {
+        let mk = |id: &str, task: Option<&str>, role: Option<&str>, st: NodeState, ts: i64| {
+            let mut n = NodeStatus::new(id, "h:1", st);
+            n.task = task.map(Into::into);
+            n.role = role.map(Into::into);
+            n.max_commit_ts = ts;
+            n
+        };
+        let nodes = vec![
+            mk("a", Some("t"), Some(ROLE_ACTIVE), NodeState::Paused, 1),
+            mk("b", Some("u"), Some(ROLE_ACTIVE), NodeState::Online, 2),
+            mk("c", Some("t"), Some(ROLE_STANDBY), NodeState::Online, 3),
+            mk("d", None, None, NodeState::Online, 4),
+            mk("e", Some("t"), Some(ROLE_ACTIVE), NodeState::Online, 5),
+        ];
+        assert_eq!(active_of(&nodes, "t").map(|n| n.node_id.as_str()), Some("e"));
+        assert_eq!(active_of(&nodes, "x"), None);
+    }
+}
