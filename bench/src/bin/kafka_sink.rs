@@ -12,6 +12,12 @@
 //! acked by the broker). Baseline: the plain producer sending the pre-encoded bytes at the same rate,
 //! lag from send to its in-order ack. p50/p99 per side, medians over the rounds.
 //!
+//! Then the same comparison per format and partition count (`KAFKA_CASES`, default
+//! `canal-json/1,protobuf/8,canal-json/8`; `<kafka-format>/<partitions>`, more than one partition
+//! partitioned by primary key): the sink writes the items once into a capture topic, the bench reads
+//! back every message it produced (partition, headers, bytes: chunk and resolved-ts messages
+//! included), and the plain producer sends exactly those, each to its partition, in the same run.
+//!
 //! `cargo run --release -p bench --bin kafka_sink -- [TXNS] [ROWS_PER_TXN] [ROUNDS] [LAG_SECS]`
 //! (defaults 20000 5 3 8).
 
@@ -21,11 +27,13 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use bench::Comparison;
 use drainer::sink::Sink;
-use drainer::sink::kafka::{KafkaConfig, KafkaSink, translate};
+use drainer::sink::kafka::{Format, KafkaConfig, KafkaSink, Partitioning, translate};
 use drainer::txn::{Body, Column, Item, MysqlTime, RowChange, TableChanges, TableSchema, UniqueKey, Value, mysql_type};
-use prost::Message;
-use rdkafka::ClientConfig;
+use prost::Message as _;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Message as _, Offset, TopicPartitionList};
 
 fn table() -> Arc<TableSchema> {
     let col = |id: i64, name: &str, tp: u8| Column { id, name: name.into(), tp, flen: 20, ..Default::default() };
@@ -181,8 +189,78 @@ fn plain_producer(addr: &str) -> Result<FutureProducer> {
         .create()?)
 }
 
+/// The sink's settings for a case: `format`, and with more than one partition partitioned by primary key.
+fn case_config(addr: &str, topic: &str, format: Format, partitions: i32) -> KafkaConfig {
+    let mut cfg = KafkaConfig::new(addr, topic);
+    cfg.format = format;
+    if partitions > 1 {
+        cfg.partitioning = Partitioning::PrimaryKey;
+        cfg.partitions = partitions;
+    }
+    cfg
+}
+
+/// One message as the sink produced it.
+struct Captured {
+    partition: i32,
+    headers: Vec<(String, Vec<u8>)>,
+    payload: Vec<u8>,
+}
+
+/// Every message in `topic` (`partitions` partitions), read from the start until none arrives for 3 s.
+fn capture(addr: &str, topic: &str, partitions: i32) -> Result<Vec<Captured>> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "bench-capture")
+        .set("enable.auto.commit", "false")
+        .set("fetch.message.max.bytes", "1000000000")
+        .set("receive.message.max.bytes", "1000100000")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+    }
+    c.assign(&tpl)?;
+    let mut out = Vec::new();
+    while let Some(m) = c.poll(Duration::from_secs(3)) {
+        let m = m?;
+        let headers = m
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec())).collect())
+            .unwrap_or_default();
+        out.push(Captured { partition: m.partition(), headers, payload: m.payload().unwrap_or_default().to_vec() });
+    }
+    Ok(out)
+}
+
+/// The plain producer sending `msgs` as captured, each to its partition, all acked.
+async fn plain_captured(addr: &str, topic: &str, partitions: i32, msgs: &[Captured]) -> Result<f64> {
+    drainer::sink::kafka::ensure_topic(&KafkaConfig::new(addr, topic), partitions).await?;
+    let producer = plain_producer(addr)?;
+    let warm: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(0).payload(&msgs[0].payload);
+    producer.send_result(warm).map_err(|(e, _)| e)?.await?.map_err(|(e, _)| e)?;
+    let t = Instant::now();
+    let mut futs = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let mut headers = OwnedHeaders::new_with_capacity(m.headers.len());
+        for (k, v) in &m.headers {
+            headers = headers.insert(rdkafka::message::Header { key: k, value: Some(v) });
+        }
+        let rec: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to(topic).partition(m.partition).payload(&m.payload).headers(headers);
+        futs.push(producer.send_result(rec).map_err(|(e, _)| e)?);
+    }
+    for f in futs {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(t.elapsed().as_secs_f64())
+}
+
 async fn ours(addr: &str, topic: &str, items: &[Arc<Item>]) -> Result<f64> {
-    let mut sink = KafkaSink::connect(KafkaConfig::new(addr, topic)).await?;
+    ours_with(KafkaConfig::new(addr, topic), items).await
+}
+
+async fn ours_with(cfg: KafkaConfig, items: &[Arc<Item>]) -> Result<f64> {
+    let mut sink = KafkaSink::connect(cfg).await?;
     warm_up(&mut sink, items[0].commit_ts - 1).await?;
     let t = Instant::now();
     for it in items {
@@ -299,6 +377,42 @@ async fn main() -> Result<()> {
         let m = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| median(v.iter().map(f).collect());
         Comparison::lower_is_better("kafka_sink lag p50 (commit to acked)", m(&ol, |x| x.0), m(&pl, |x| x.0), "plain rdkafka producer", "ms").print();
         Comparison::lower_is_better("kafka_sink lag p99 (commit to acked)", m(&ol, |x| x.1), m(&pl, |x| x.1), "plain rdkafka producer", "ms").print();
+    }
+
+    let cases = std::env::var("KAFKA_CASES").unwrap_or_else(|_| "canal-json/1,protobuf/8,canal-json/8".into());
+    for case in cases.split(',').filter(|c| !c.is_empty()) {
+        let (format, partitions) = case.split_once('/').ok_or_else(|| anyhow::anyhow!("KAFKA_CASES: {case:?} is not <format>/<partitions>"))?;
+        let format = [Format::Protobuf, Format::CanalJson]
+            .into_iter()
+            .find(|f| f.name() == format)
+            .ok_or_else(|| anyhow::anyhow!("KAFKA_CASES: unknown format {format:?}"))?;
+        let partitions: i32 = partitions.parse()?;
+        let tag = format!("{}_{partitions}", format.name());
+        ours_with(case_config(&addr, &format!("capture_{tag}"), format, partitions), &items).await?;
+        let msgs = {
+            let (addr, topic) = (addr.clone(), format!("capture_{tag}"));
+            tokio::task::spawn_blocking(move || capture(&addr, &topic, partitions)).await??
+        };
+        // The capture topic also holds the warm-up item's message(s): at most a few.
+        anyhow::ensure!(msgs.len() >= n, "{case}: captured {} messages for {n} transactions", msgs.len());
+        let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
+        println!("{case}: {} messages, {:.1} MB", msgs.len(), bytes as f64 / 1e6);
+        let (mut o, mut p) = (Vec::new(), Vec::new());
+        for r in 0..rounds {
+            p.push(plain_captured(&addr, &format!("plain_{tag}_{r}"), partitions, &msgs).await?);
+            o.push(ours_with(case_config(&addr, &format!("ours_{tag}_{r}"), format, partitions), &items).await?);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        println!("{case}: ours {o:.3?} s, plain {p:.3?} s");
+        let (o, p) = (median(o), median(p));
+        Comparison::higher_is_better(
+            &format!("kafka_sink {case} transactions/s into kafka"),
+            n as f64 / o,
+            n as f64 / p,
+            "plain rdkafka producer, same messages",
+            "txn/s",
+        )
+        .print();
     }
     Ok(())
 }

@@ -4,7 +4,8 @@
 //! MySQL sink, exactly once: the checkpoint row `tidb_binlog.consumer_checkpoint` (keyed by the
 //! topic's cluster id) is written with the data, and a restarted consumer resumes after it.
 //!
-//! Flags (single or double dash): `-kafka-addrs`, `-topic`, `-partition`, `-offset` (default: from the
+//! Flags (single or double dash): `-kafka-addrs`, `-topic`, `-format` (the drainer's `kafka-format`:
+//! `protobuf`, the default, or `canal-json`), `-partition`, `-offset` (default: from the
 //! beginning), `-commit-ts` (skip transactions at or below it), `-count` (stop after N transactions),
 //! `-idle-timeout` (seconds; stop after that long without a transaction; 0 = never), `-apply`,
 //! `-stop-at-ts` (apply/print transactions up to this commit ts, then exit 0: at a transaction with
@@ -18,6 +19,7 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use anyhow::Context as _;
 use drainer::consumer::{BinlogConsumer, ConsumerConfig, StartAt, Txn, apply, text};
 use drainer::sink::Sink;
+use drainer::sink::kafka::Format;
 use drainer::sink::mysql::MysqlSink;
 
 /// The command line.
@@ -30,6 +32,9 @@ struct Flags {
     /// The topic (`<clusterID>_obinlog` by default on the drainer side).
     #[arg(long)]
     topic: String,
+    /// The topic's format, as the drainer's `kafka-format`: `protobuf` or `canal-json`.
+    #[arg(long, default_value = "protobuf", value_parser = parse_format)]
+    format: Format,
     /// The partition.
     #[arg(long, default_value_t = 0)]
     partition: i32,
@@ -52,6 +57,13 @@ struct Flags {
     /// (one past it is not applied). 0 = never.
     #[arg(long = "stop-at-ts", default_value_t = 0)]
     stop_at_ts: i64,
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    [Format::Protobuf, Format::CanalJson]
+        .into_iter()
+        .find(|f| f.name() == s)
+        .ok_or_else(|| format!("unknown format {s:?} (want protobuf or canal-json)"))
 }
 
 fn main() -> ExitCode {
@@ -127,6 +139,7 @@ async fn run(f: Flags) -> anyhow::Result<()> {
         partition: f.partition,
         start: f.offset.map_or(StartAt::Beginning, StartAt::Offset),
         after_commit_ts: after,
+        format: f.format,
     })?;
     let mut n = 0u64;
     let mut last_ts = after;

@@ -1,6 +1,8 @@
 //! A consumer of the Kafka sink's topic (the seed's "Binlog Slave Client"): reads one partition in
 //! assign mode (no consumer group), reassembles chunked transactions, drops duplicates, and yields
-//! whole `slave.binlog.Binlog` transactions in commit-ts order.
+//! whole `slave.binlog.Binlog` transactions in commit-ts order. It reads either format the sink writes
+//! (`kafka-format`): upstream's protobuf, or canal-json, whose row and DDL messages
+//! ([`crate::sink::kafka::canal::decode`]) are the chunks of their transaction.
 //!
 //! # Invariants
 //! - [`BinlogConsumer::next`] yields strictly increasing commit ts: a message at or below the last
@@ -20,7 +22,8 @@ use rdkafka::message::BorrowedHeaders;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 use crate::proto::slave;
-use crate::sink::kafka::{chunk_of, is_resolved};
+use crate::sink::kafka::canal::{self, CanalError};
+use crate::sink::kafka::{Format, chunk_of, is_resolved};
 
 /// Where reading starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +47,20 @@ pub struct ConsumerConfig {
     pub start: StartAt,
     /// Skip transactions with commit ts at or below this (0 = none).
     pub after_commit_ts: i64,
+    /// The topic's format (the drainer's `kafka-format`).
+    pub format: Format,
+}
+
+/// Why a message could not be read in the topic's format.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// Not a `slave.binlog.Binlog`.
+    #[error("not a slave.binlog.Binlog (kafka-format protobuf): {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// Not one of our canal-json messages.
+    #[error("{0} (kafka-format canal-json)")]
+    CanalJson(#[from] CanalError),
 }
 
 /// A failure of the consumer.
@@ -58,8 +75,8 @@ pub enum ConsumerError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    /// A message that is not a `slave.binlog.Binlog`.
-    #[error("{topic}/{partition} offset {offset}: not a slave.binlog.Binlog: {source}")]
+    /// A message that is not in the topic's format.
+    #[error("{topic}/{partition} offset {offset}: {source}")]
     Decode {
         /// Topic.
         topic: String,
@@ -67,9 +84,9 @@ pub enum ConsumerError {
         partition: i32,
         /// Offset.
         offset: i64,
-        /// The protobuf error.
+        /// What is wrong with it.
         #[source]
-        source: prost::DecodeError,
+        source: MessageError,
     },
 }
 
@@ -205,16 +222,26 @@ impl BinlogConsumer {
                 }
                 Err(source) => return Err(ConsumerError::Kafka { what: "receive".into(), source }),
             };
-            let binlog = slave::Binlog::decode(m.payload().unwrap_or_default()).map_err(|source| ConsumerError::Decode {
+            let payload = m.payload().unwrap_or_default();
+            let decoded = match self.cfg.format {
+                Format::Protobuf => slave::Binlog::decode(payload).map_err(MessageError::from).map(|b| {
+                    if is_resolved::<BorrowedHeaders>(m.headers()) { canal::Decoded::Watermark(b.commit_ts()) } else { canal::Decoded::Binlog(b) }
+                }),
+                Format::CanalJson => canal::decode(payload).map_err(MessageError::from),
+            };
+            let decoded = decoded.map_err(|source| ConsumerError::Decode {
                 topic: self.cfg.topic.clone(),
                 partition: m.partition(),
                 offset: m.offset(),
                 source,
             })?;
-            if is_resolved::<BorrowedHeaders>(m.headers()) {
-                self.resolved_ts = self.resolved_ts.max(binlog.commit_ts());
-                continue;
-            }
+            let binlog = match decoded {
+                canal::Decoded::Watermark(ts) => {
+                    self.resolved_ts = self.resolved_ts.max(ts);
+                    continue;
+                }
+                canal::Decoded::Binlog(b) => b,
+            };
             let chunk = chunk_of::<BorrowedHeaders>(m.headers());
             if let Some(t) = self.assembler.push(m.offset(), binlog, chunk) {
                 return Ok(t);

@@ -210,7 +210,7 @@ fn kill9_the_drainer_under_load_with_the_kafka_sink_duplicates_nothing() -> anyh
     let addrs = e2e.cluster.kafka.as_ref().expect("kafka").addrs();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (txns, skipped) = rt.block_on(async {
-        let mut c = BinlogConsumer::new(ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0 })?;
+        let mut c = BinlogConsumer::new(ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0, format: drainer::sink::kafka::Format::Protobuf })?;
         let mut n = 0u64;
         while c.next_timeout(Duration::from_secs(5)).await?.is_some() {
             n += 1;

@@ -55,6 +55,7 @@ pub(crate) async fn consume_within(addr: &str, topic: &str, want: usize, idle: D
         partition: 0,
         start: StartAt::Beginning,
         after_commit_ts: 0,
+        format: drainer::sink::kafka::Format::Protobuf,
     })
     .unwrap();
     let mut got = Vec::new();
@@ -284,6 +285,7 @@ async fn read_partition(addr: &str, topic: &str, partition: i32) -> (Vec<Txn>, i
         partition,
         start: StartAt::Beginning,
         after_commit_ts: 0,
+        format: drainer::sink::kafka::Format::Protobuf,
     })
     .unwrap();
     let mut got = Vec::new();

@@ -21,6 +21,7 @@ mod drainer_schema_snapshot;
 mod drainer_rules;
 mod e2e_options;
 mod harness_services;
+mod kafka_canal;
 mod kafka_faults;
 mod kafka_sink;
 mod mysql_sink;

@@ -3,7 +3,7 @@
 //!
 //! One message per row change, and one per DDL:
 //! `{"id":0,"database":..,"table":..,"pkNames":[..],"isDdl":false,"type":"INSERT|UPDATE|DELETE",
-//! "es":<commit ms>,"ts":<encode ms>,"sql":"","sqlType":{col:<java.sql.Types>},"mysqlType":{col:<type>},
+//! "es":<commit ms>,"ts":<encode ms>,"sql":"","sqlType":{col:<java.sql.Types>},"mysqlType":{col:<type>[ unsigned]},
 //! "data":[{col:"text"|null}],"old":null|[{changed col:"old text"}],"_tidb":{"commitTs":<ts>}}`;
 //! a DDL has `"isDdl":true,"type":"QUERY","sql":<query>` and null maps; a resolved ts is
 //! `"type":"TIDB_WATERMARK"` with `"_tidb":{"watermarkTs":<ts>}`. Values are text ([`column_text`]).
@@ -13,6 +13,7 @@
 use serde_json::{Map, Value as Json, json};
 
 use super::translate::column_text;
+use crate::proto::slave;
 use crate::txn::{Column, Ddl, Row, RowChange, TableChanges};
 
 /// The `java.sql.Types` code Canal gives a MySQL type.
@@ -36,6 +37,16 @@ fn sql_type(c: &Column) -> i32 {
         "tinyblob" | "blob" | "mediumblob" | "longblob" => 2004,
         "tinytext" | "text" | "mediumtext" | "longtext" => 2005,
         _ => 12, // varchar, json, enum, set
+    }
+}
+
+/// A column's `mysqlType`: its type name, with ` unsigned` for unsigned integers (as TiCDC writes it).
+fn mysql_type_name(c: &Column) -> String {
+    let name = c.type_name();
+    if c.unsigned && matches!(name, "tinyint" | "smallint" | "mediumint" | "int" | "bigint") {
+        format!("{name} unsigned")
+    } else {
+        name.to_string()
     }
 }
 
@@ -77,7 +88,7 @@ pub fn row_message(commit_ts: i64, t: &TableChanges, change: &RowChange) -> Vec<
         }
     };
     let sql_types: Map<String, Json> = cols.iter().map(|c| (c.name.clone(), json!(sql_type(c)))).collect();
-    let mysql_types: Map<String, Json> = cols.iter().map(|c| (c.name.clone(), json!(c.type_name()))).collect();
+    let mysql_types: Map<String, Json> = cols.iter().map(|c| (c.name.clone(), json!(mysql_type_name(c)))).collect();
     let msg = json!({
         "id": 0,
         "database": t.table.schema,
@@ -137,6 +148,195 @@ pub fn message_ts(payload: &[u8]) -> Option<i64> {
     t.get("commitTs").or_else(|| t.get("watermarkTs"))?.as_i64()
 }
 
+/// Why a message is not canal-json as [`row_message`], [`ddl_message`] and [`watermark_message`] write it.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CanalError {
+    /// Not JSON, or not a flat message's shape.
+    #[error("not a canal-json flat message: {0}")]
+    Json(#[from] serde_json::Error),
+    /// A field this decoder needs is missing.
+    #[error("canal-json message without {0}")]
+    Missing(&'static str),
+    /// A row or DDL of a kind Canal does not define.
+    #[error("canal-json message of unknown type {0:?}")]
+    Kind(String),
+    /// A value that is not text of its `mysqlType`.
+    #[error("canal-json `{schema}`.`{table}` column {column} ({mysql_type}): {why}")]
+    Value {
+        /// Schema.
+        schema: String,
+        /// Table.
+        table: String,
+        /// Column.
+        column: String,
+        /// Its `mysqlType`.
+        mysql_type: String,
+        /// What is wrong.
+        why: String,
+    },
+}
+
+/// A decoded canal-json message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A row change or DDL as the protobuf format carries it: a DML `Binlog` with one table (the
+    /// message's rows) or a DDL `Binlog`. A transaction's messages in one partition are its chunks.
+    Binlog(slave::Binlog),
+    /// A resolved ts (`TIDB_WATERMARK`).
+    Watermark(i64),
+}
+
+#[derive(serde::Deserialize)]
+struct Flat {
+    #[serde(default)]
+    database: String,
+    #[serde(default)]
+    table: String,
+    #[serde(rename = "pkNames", default)]
+    pk_names: Option<Vec<String>>,
+    #[serde(rename = "isDdl", default)]
+    is_ddl: bool,
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default)]
+    sql: String,
+    #[serde(rename = "mysqlType", default)]
+    mysql_type: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    data: Option<Vec<Map<String, Json>>>,
+    #[serde(default)]
+    old: Option<Vec<Map<String, Json>>>,
+    #[serde(rename = "_tidb")]
+    tidb: Option<TidbExt>,
+}
+
+#[derive(serde::Deserialize)]
+struct TidbExt {
+    #[serde(rename = "commitTs")]
+    commit_ts: Option<i64>,
+    #[serde(rename = "watermarkTs")]
+    watermark_ts: Option<i64>,
+}
+
+/// Whether [`column_text`] writes a `mysqlType`'s values as bytes (one char per byte) rather than text.
+fn is_bytes_type(mysql_type: &str) -> bool {
+    mysql_type.ends_with("blob") || mysql_type.ends_with("binary") || matches!(mysql_type, "json" | "bit" | "geometry")
+}
+
+/// The protobuf column for a value's text: the inverse of [`column_text`] (which prints the protobuf
+/// column's value), so a canal-json row becomes the row the protobuf format would have carried.
+fn column_of(mysql_type: &str, text: Option<&str>) -> Result<slave::Column, String> {
+    let mut c = slave::Column::default();
+    let Some(t) = text else {
+        c.is_null = Some(true);
+        return Ok(c);
+    };
+    let not_int = || format!("{t:?} is not an integer");
+    match mysql_type {
+        "tinyint" | "smallint" | "mediumint" | "int" | "bigint" => c.int64_value = Some(t.parse().map_err(|_| not_int())?),
+        "tinyint unsigned" | "smallint unsigned" | "mediumint unsigned" | "int unsigned" | "bigint unsigned" => {
+            c.uint64_value = Some(t.parse().map_err(|_| not_int())?)
+        }
+        "enum" | "set" => c.uint64_value = Some(t.parse().map_err(|_| format!("{t:?} is not an ENUM/SET number"))?),
+        "float" | "double" => c.double_value = Some(t.parse().map_err(|_| format!("{t:?} is not a number"))?),
+        ty if is_bytes_type(ty) => {
+            let bytes: Result<Vec<u8>, _> = t.chars().map(u8::try_from).collect();
+            c.bytes_value = Some(bytes.map_err(|_| "bytes text has a char above U+00FF".to_string())?);
+        }
+        _ => c.string_value = Some(t.to_string()),
+    }
+    Ok(c)
+}
+
+/// Decodes one canal-json message of ours into what the protobuf format carries ([`Decoded`]).
+pub fn decode(payload: &[u8]) -> Result<Decoded, CanalError> {
+    let m: Flat = serde_json::from_slice(payload)?;
+    let tidb = m.tidb.ok_or(CanalError::Missing("_tidb"))?;
+    if m.kind == "TIDB_WATERMARK" {
+        return Ok(Decoded::Watermark(tidb.watermark_ts.ok_or(CanalError::Missing("_tidb.watermarkTs"))?));
+    }
+    let commit_ts = tidb.commit_ts.ok_or(CanalError::Missing("_tidb.commitTs"))?;
+    if m.is_ddl {
+        return Ok(Decoded::Binlog(slave::Binlog {
+            r#type: Some(slave::BinlogType::Ddl as i32),
+            commit_ts: Some(commit_ts),
+            dml_data: None,
+            ddl_data: Some(slave::DdlData {
+                schema_name: Some(m.database),
+                table_name: Some(m.table),
+                ddl_query: Some(m.sql.into_bytes()),
+            }),
+        }));
+    }
+    let kind = match m.kind.as_str() {
+        "INSERT" => slave::MutationType::Insert,
+        "UPDATE" => slave::MutationType::Update,
+        "DELETE" => slave::MutationType::Delete,
+        _ => return Err(CanalError::Kind(m.kind)),
+    };
+    let types = m.mysql_type.ok_or(CanalError::Missing("mysqlType"))?;
+    let data = m.data.ok_or(CanalError::Missing("data"))?;
+    let pk = m.pk_names.unwrap_or_default();
+    let bad = |column: &str, mysql_type: &str, why: String| CanalError::Value {
+        schema: m.database.clone(),
+        table: m.table.clone(),
+        column: column.to_string(),
+        mysql_type: mysql_type.to_string(),
+        why,
+    };
+    let text = |row: &Map<String, Json>, column: &str, mysql_type: &str| -> Result<Option<String>, CanalError> {
+        match row.get(column) {
+            None | Some(Json::Null) => Ok(None),
+            Some(Json::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(bad(column, mysql_type, format!("value {other} is not a string"))),
+        }
+    };
+    let mut mutations = Vec::with_capacity(data.len());
+    // Time columns: the fraction digits give the precision the protobuf's `decimal` carries.
+    let mut fsp: std::collections::BTreeMap<&str, i32> = std::collections::BTreeMap::new();
+    for (i, new) in data.iter().enumerate() {
+        let mut row = slave::Row::default();
+        let mut old_row = slave::Row::default();
+        let changed = m.old.as_ref().and_then(|o| o.get(i));
+        for (column, ty) in &types {
+            let v = text(new, column, ty)?;
+            if let Some(frac) = v.as_deref().and_then(|t| t.rsplit_once('.')).filter(|_| matches!(ty.as_str(), "time" | "datetime" | "timestamp")) {
+                let e = fsp.entry(column.as_str()).or_default();
+                *e = (*e).max(frac.1.len() as i32);
+            }
+            let old_v = match changed.filter(|o| o.contains_key(column)) {
+                Some(o) => text(o, column, ty)?,
+                None => v.clone(),
+            };
+            row.columns.push(column_of(ty, v.as_deref()).map_err(|why| bad(column, ty, why))?);
+            old_row.columns.push(column_of(ty, old_v.as_deref()).map_err(|why| bad(column, ty, why))?);
+        }
+        let change_row = (kind == slave::MutationType::Update).then_some(old_row);
+        mutations.push(slave::TableMutation { r#type: kind as i32, row, change_row });
+    }
+    let column_info = types
+        .iter()
+        .map(|(column, ty)| slave::ColumnInfo {
+            name: Some(column.clone()),
+            mysql_type: Some(ty.strip_suffix(" unsigned").unwrap_or(ty).to_string()),
+            is_primary_key: Some(pk.contains(column)),
+            flen: None,
+            decimal: fsp.get(column.as_str()).copied(),
+        })
+        .collect();
+    let unique_keys =
+        if pk.is_empty() { Vec::new() } else { vec![slave::Key { name: Some("PRIMARY".into()), column_names: pk }] };
+    let table = slave::Table {
+        schema_name: Some(m.database),
+        table_name: Some(m.table),
+        column_info,
+        mutations,
+        unique_keys,
+    };
+    Ok(Decoded::Binlog(super::translate::dml_binlog(commit_ts, vec![table])))
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -185,4 +385,99 @@ mod tests {
         assert_eq!(serde_json::from_slice::<Json>(&w).unwrap()["type"], "TIDB_WATERMARK");
         assert_eq!(message_ts(b"not json"), None);
     }
+
+    /// Every column kind: a row written as canal-json and decoded gives, through the consumer's
+    /// `untranslate`, the same values as the protobuf message of the same change (by column name:
+    /// canal-json's maps are ordered by name).
+    #[test]
+    fn decoded_rows_equal_the_protobuf_rows_for_every_kind_of_value() {
+        use crate::sink::kafka::{translate::to_secondary, untranslate::to_item};
+        use crate::txn::{Body, Item};
+        let col = |name: &str, tp: u8| Column { name: name.into(), tp, ..Default::default() };
+        let table = Arc::new(TableSchema {
+            schema: "db".into(),
+            name: "t".into(),
+            columns: vec![
+                Column { primary_key: true, unsigned: true, ..col("id", mysql_type::LONGLONG) },
+                col("neg", mysql_type::LONG),
+                col("name", mysql_type::VARCHAR),
+                Column { binary: true, ..col("raw", mysql_type::BLOB) },
+                Column { binary: true, ..col("bin", mysql_type::STRING) },
+                Column { decimal: 2, ..col("dec", mysql_type::NEWDECIMAL) },
+                Column { elems: vec!["x".into(), "y".into()], ..col("e", mysql_type::ENUM) },
+                Column { elems: vec!["a".into(), "b".into()], ..col("s", mysql_type::SET) },
+                col("j", mysql_type::JSON),
+                Column { flen: 12, ..col("bit", mysql_type::BIT) },
+                col("f", mysql_type::DOUBLE),
+                col("y", mysql_type::YEAR),
+                Column { decimal: 3, ..col("d", mysql_type::DURATION) },
+                col("n", mysql_type::VARCHAR),
+            ],
+            unique_keys: vec![UniqueKey { name: "PRIMARY".into(), columns: vec![0] }],
+            ..Default::default()
+        });
+        let row = |id: u64, name: &str| {
+            vec![
+                Some(Value::Uint(id)),
+                Some(Value::Int(-7)),
+                Some(Value::Bytes(name.as_bytes().to_vec())),
+                Some(Value::Bytes(vec![0, 1, 255])),
+                Some(Value::Bytes(vec![200, 0])),
+                Some(Value::Decimal("-1.50".into())),
+                Some(Value::Enum { index: 2, name: "y".into() }),
+                Some(Value::Set { bits: 3, names: "a,b".into() }),
+                Some(Value::Json("{\"k\": \"ü\"}".into())),
+                Some(Value::Bit(0x0abc)),
+                Some(Value::Float(0.1)),
+                Some(Value::Int(2024)),
+                Some(Value::Duration { nanos: -3_723_456_000_000, fsp: 3 }),
+                Some(Value::Null),
+            ]
+        };
+        let changes = [
+            RowChange::Insert(row(u64::MAX - 1, "ü")),
+            RowChange::Update { old: row(u64::MAX - 1, "ü"), new: row(u64::MAX - 1, "v") },
+            RowChange::Delete(row(1, "x")),
+        ];
+        let by_name = |item: Item| -> Vec<Vec<(String, Option<Value>)>> {
+            let Body::Dml(tables) = item.body else { panic!("dml") };
+            let t = &tables[0];
+            t.rows
+                .iter()
+                .flat_map(|r| match r {
+                    RowChange::Insert(r) | RowChange::Delete(r) => vec![r.clone()],
+                    RowChange::Update { old, new } => vec![old.clone(), new.clone()],
+                })
+                .map(|r| {
+                    let mut named: Vec<_> = t.table.columns.iter().map(|c| c.name.clone()).zip(r).collect();
+                    named.sort_by(|a, b| a.0.cmp(&b.0));
+                    named
+                })
+                .collect()
+        };
+        for change in changes {
+            let tc = TableChanges { table: table.clone(), rows: vec![change.clone()] };
+            let Decoded::Binlog(b) = decode(&row_message(42, &tc, &change)).unwrap() else { panic!("a row") };
+            assert_eq!(b.commit_ts(), 42);
+            let t = &b.dml_data.as_ref().unwrap().tables[0];
+            assert_eq!(t.unique_keys[0].column_names, ["id"]);
+            let item = Item { start_ts: 0, commit_ts: 42, schema_version: 0, body: Body::Dml(vec![tc]) };
+            let want = by_name(to_item(&to_secondary(&item).unwrap()).unwrap().unwrap());
+            let got = by_name(to_item(&b).unwrap().unwrap());
+            assert_eq!(got, want, "{change:?}");
+        }
+        let ddl = Ddl { schema: "db".into(), table: "t".into(), query: "create table t (id int)".into(), job_id: 1, table_after: None };
+        let Decoded::Binlog(d) = decode(&ddl_message(9, &ddl)).unwrap() else { panic!("a ddl") };
+        assert_eq!((d.commit_ts(), d.ddl_data.unwrap().ddl_query()), (9, &b"create table t (id int)"[..]));
+        assert_eq!(decode(&watermark_message(77)).unwrap(), Decoded::Watermark(77));
+        // Bad input is named, never a panic.
+        assert!(matches!(decode(b"{]"), Err(CanalError::Json(_))));
+        assert!(matches!(decode(br#"{"type":"INSERT","_tidb":{}}"#), Err(CanalError::Missing("_tidb.commitTs"))));
+        let bad = br#"{"database":"db","table":"t","type":"INSERT","mysqlType":{"id":"int"},"data":[{"id":"x1"}],"_tidb":{"commitTs":1}}"#;
+        let e = decode(bad).unwrap_err().to_string();
+        assert!(e.contains("`db`.`t` column id (int)") && e.contains("\"x1\""), "{e}");
+        let odd = br#"{"database":"db","table":"t","type":"MERGE","mysqlType":{},"data":[],"_tidb":{"commitTs":1}}"#;
+        assert!(matches!(decode(odd), Err(CanalError::Kind(k)) if k == "MERGE"));
+    }
+
 }
