@@ -240,6 +240,7 @@ pub fn to_item(binlog: &slave::Binlog) -> Result<Option<Item>, UntranslateError>
 mod tests {
     use super::*;
     use crate::sink::kafka::translate::to_secondary;
+    use crate::txn::Time;
 
     #[test]
     fn round_trips_what_the_kafka_sink_writes() {
@@ -318,7 +319,10 @@ mod tests {
 
     #[test]
     fn timestamps_come_back_to_utc() {
-        let utc = MysqlTime { year: 2021, month: 6, day: 1, hour: 12, minute: 30, second: 5, micro: 250_000, tp: mysql_type::TIMESTAMP, fsp: 3 };
+        let utc = MysqlTime {
+            time: Time { year: 2021, month: 6, day: 1, hour: 12, minute: 30, second: 5, microsecond: 250_000 },
+            tp: mysql_type::TIMESTAMP, fsp: 3,
+        };
         let local = crate::sink::file::pb::timestamp_to_local(&utc);
         assert_eq!(timestamp_from_local(&local.to_string(), 3), Some(utc));
         assert!(timestamp_from_local("0000-00-00 00:00:00", 0).is_none());
