@@ -291,6 +291,27 @@ pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// Fixtures for the sinks' round-trip tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The changes a round trip must keep: insert `row(1)`, update it to `row(2)`, delete `row(2)`.
+    pub(crate) fn insert_update_delete(row: impl Fn(u64) -> Row) -> Vec<RowChange> {
+        vec![RowChange::Insert(row(1)), RowChange::Update { old: row(1), new: row(2) }, RowChange::Delete(row(2))]
+    }
+
+    /// An item at commit ts 42 holding [`insert_update_delete`] of `row` in `table`.
+    pub(crate) fn dml_item(table: &Arc<TableSchema>, row: impl Fn(u64) -> Row) -> Item {
+        Item {
+            start_ts: 0,
+            commit_ts: 42,
+            schema_version: 0,
+            body: Body::Dml(vec![TableChanges { table: table.clone(), rows: insert_update_delete(row) }]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
