@@ -67,27 +67,22 @@ pub(super) async fn worker(ctx: Arc<Ctx>, mut rng: SmallRng, base_txns: u64) {
         let large = ctx.cfg.large_row_every > 0 && rng.random_ratio(1, ctx.cfg.large_row_every.min(u64::from(u32::MAX)) as u32);
         let r = dml_txn(&ctx, &mut conn, &mut rng, ops, large.then_some(ctx.cfg.large_row_bytes)).await;
         drop(guard);
-        match r {
-            Ok(_) => {}
-            Err(TxnError::Aborted(e)) => {
-                tracing::debug!(error = %e, "transaction aborted");
-                ctx.counters.aborted.fetch_add(1, Ordering::Relaxed);
-                // A connection in a bad state is replaced.
-                if conn.query_drop("SELECT 1").await.is_err() {
-                    match ctx.pool.get_conn().await {
-                        Ok(c) => conn = c,
-                        Err(_) => return,
-                    }
+        if let Err(e) = r {
+            match e {
+                TxnError::Aborted(e) => {
+                    tracing::debug!(error = %e, "transaction aborted");
+                    ctx.counters.aborted.fetch_add(1, Ordering::Relaxed);
+                }
+                TxnError::Fatal(e) => {
+                    tracing::warn!(error = %e, "transaction failed");
+                    ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            Err(TxnError::Fatal(e)) => {
-                tracing::warn!(error = %e, "transaction failed");
-                ctx.counters.errors.fetch_add(1, Ordering::Relaxed);
-                if conn.query_drop("SELECT 1").await.is_err() {
-                    match ctx.pool.get_conn().await {
-                        Ok(c) => conn = c,
-                        Err(_) => return,
-                    }
+            // A connection in a bad state is replaced.
+            if conn.query_drop("SELECT 1").await.is_err() {
+                match ctx.pool.get_conn().await {
+                    Ok(c) => conn = c,
+                    Err(_) => return,
                 }
             }
         }

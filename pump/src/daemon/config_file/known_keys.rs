@@ -138,9 +138,9 @@ impl<'de> de::Deserializer<'de> for Tracer<'_> {
         self.deserialize_seq(visitor)
     }
 
-    fn deserialize_map<V: Visitor<'de>>(mut self, visitor: V) -> Result<V::Value, TraceError> {
-        self.section();
-        visitor.visit_map(Fields { tracer: self, names: ["*"].iter(), current: "" })
+    fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, TraceError> {
+        // a map is a section with one entry of any name
+        self.deserialize_struct("map", &["*"], visitor)
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
