@@ -1,8 +1,9 @@
 //! `drainer.toml`: every key of upstream's drainer config with its default, parsed strictly, plus ours
 //! (`[syncer] schema-source`).
 //!
-//! Parsing is two steps: [`check_keys`] walks the TOML tree against [`KNOWN_KEYS`] and names the first
-//! unknown key with the nearest valid one; then serde fills [`Config`] (types checked there), and
+//! Parsing is two steps: the TOML tree is checked against the keys of [`Config`]'s own serde structs
+//! (`pump::daemon::config_file::parse_strict`), naming the first unknown key, the file and the nearest
+//! valid key; then serde fills [`Config`] (types checked there), and
 //! [`Config::adjust`] applies upstream's derived defaults (environment for `[syncer.to]`, `pb` → `file`,
 //! the file sink's directory) and validates.
 //!
@@ -25,119 +26,6 @@ pub const DEFAULT_PD_URLS: &str = "http://127.0.0.1:2379";
 pub const DEFAULT_DATA_DIR: &str = "data.drainer";
 /// Default `ignore-schemas`.
 pub const DEFAULT_IGNORE_SCHEMAS: &str = "INFORMATION_SCHEMA,PERFORMANCE_SCHEMA,mysql";
-
-/// Every key a drainer.toml may hold, dotted by section. Sections (tables and arrays of tables) end
-/// with `.`; `*` stands for any name (free-form maps such as `[syncer.to.params]`).
-pub const KNOWN_KEYS: &[&str] = &[
-    "addr",
-    "advertise-addr",
-    "node-id",
-    "task-name",
-    "ha-lease-ttl",
-    "data-dir",
-    "detect-interval",
-    "pd-urls",
-    "log-file",
-    "log-level",
-    "initial-commit-ts",
-    "synced-check-time",
-    "compressor",
-    "security.",
-    "security.ssl-ca",
-    "security.ssl-cert",
-    "security.ssl-key",
-    "security.cert-allowed-cn",
-    "syncer.",
-    "syncer.schema-source",
-    "syncer.memory-quota-mb",
-    "syncer.sql-mode",
-    "syncer.ignore-txn-commit-ts",
-    "syncer.ignore-schemas",
-    "syncer.ignore-table.",
-    "syncer.ignore-table.db-name",
-    "syncer.ignore-table.tbl-name",
-    "syncer.replicate-do-db",
-    "syncer.replicate-do-table.",
-    "syncer.replicate-do-table.db-name",
-    "syncer.replicate-do-table.tbl-name",
-    "syncer.txn-batch",
-    "syncer.worker-count",
-    "syncer.sync-ddl",
-    "syncer.loopback-control",
-    "syncer.channel-id",
-    "syncer.db-type",
-    "syncer.enable-dispatch",
-    "syncer.disable-dispatch",
-    "syncer.enable-detect",
-    "syncer.disable-detect",
-    "syncer.safe-mode",
-    "syncer.load-schema-snapshot",
-    "syncer.case-sensitive",
-    "syncer.table-migrate-rule.",
-    "syncer.table-migrate-rule.binlog-filter-rule",
-    "syncer.table-migrate-rule.source.",
-    "syncer.table-migrate-rule.source.schema",
-    "syncer.table-migrate-rule.source.table",
-    "syncer.table-migrate-rule.target.",
-    "syncer.table-migrate-rule.target.schema",
-    "syncer.table-migrate-rule.target.table",
-    "syncer.binlog-filter-rule.",
-    "syncer.binlog-filter-rule.*.",
-    "syncer.binlog-filter-rule.*.ignore-event",
-    "syncer.binlog-filter-rule.*.ignore-sql",
-    "syncer.relay.",
-    "syncer.relay.log-dir",
-    "syncer.relay.max-file-size",
-    "syncer.to.",
-    "syncer.to.host",
-    "syncer.to.user",
-    "syncer.to.password",
-    "syncer.to.encrypted_password",
-    "syncer.to.sync-mode",
-    "syncer.to.port",
-    "syncer.to.read-timeout",
-    "syncer.to.merge",
-    "syncer.to.params.",
-    "syncer.to.params.*",
-    "syncer.to.security.",
-    "syncer.to.security.ssl-ca",
-    "syncer.to.security.ssl-cert",
-    "syncer.to.security.ssl-key",
-    "syncer.to.security.cert-allowed-cn",
-    "syncer.to.checkpoint.",
-    "syncer.to.checkpoint.type",
-    "syncer.to.checkpoint.schema",
-    "syncer.to.checkpoint.table",
-    "syncer.to.checkpoint.host",
-    "syncer.to.checkpoint.user",
-    "syncer.to.checkpoint.password",
-    "syncer.to.checkpoint.encrypted_password",
-    "syncer.to.checkpoint.port",
-    "syncer.to.checkpoint.oracle-service-name",
-    "syncer.to.checkpoint.oracle-connect-string",
-    "syncer.to.checkpoint.security.",
-    "syncer.to.checkpoint.security.ssl-ca",
-    "syncer.to.checkpoint.security.ssl-cert",
-    "syncer.to.checkpoint.security.ssl-key",
-    "syncer.to.checkpoint.security.cert-allowed-cn",
-    "syncer.to.dir",
-    "syncer.to.compression",
-    "syncer.to.retention-time",
-    "syncer.to.time-limit",
-    "syncer.to.size-limit",
-    "syncer.to.zookeeper-addrs",
-    "syncer.to.kafka-addrs",
-    "syncer.to.kafka-version",
-    "syncer.to.kafka-max-messages",
-    "syncer.to.kafka-max-message-size",
-    "syncer.to.kafka-client-id",
-    "syncer.to.topic-name",
-    "syncer.to.kafka-partition-by",
-    "syncer.to.kafka-partitions",
-    "syncer.to.kafka-format",
-    "syncer.to.oracle-service-name",
-    "syncer.to.oracle-connect-string",
-];
 
 pub use pump::daemon::Security;
 pub use pump::daemon::config_file::{ConfigError, invalid};
@@ -581,12 +469,12 @@ impl Config {
     /// Parses drainer.toml text (`path` only names the file in errors). Defaults fill missing keys;
     /// [`Config::adjust`] is not applied yet (flags come first).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        pump::daemon::config_file::parse_toml(KNOWN_KEYS, text, path)
+        pump::daemon::config_file::parse_strict(text, path)
     }
 
     /// Reads and parses a drainer.toml.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        pump::daemon::config_file::read_toml(KNOWN_KEYS, path)
+        pump::daemon::config_file::read_strict(path)
     }
 
     /// The sink kind (`pb` is `file`).

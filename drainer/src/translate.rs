@@ -436,29 +436,12 @@ fn dml_kind(r: &RowChange) -> DmlKind {
 
 /// A decoded row change over the sink-neutral [`Value`]s.
 fn convert_change(c: mutation::RowChange) -> RowChange {
-    let row = |r: mutation::Row| -> Row { r.into_iter().map(|v| v.map(convert)).collect() };
-    match c {
-        mutation::RowChange::Insert(r) => RowChange::Insert(row(r)),
-        mutation::RowChange::Update { old, new } => RowChange::Update { old: row(old), new: row(new) },
-        mutation::RowChange::Delete(r) => RowChange::Delete(row(r)),
-    }
+    c.map(|r| -> Row { r.into_iter().map(|v| v.map(convert)).collect() })
 }
 
 /// Converts a decoded TiDB value into the sink-neutral [`Value`].
 pub fn convert(v: TValue) -> Value {
-    let time = |t: crate::tidb::Time, tp: u8, fsp: u8| {
-        Value::Time(MysqlTime {
-            year: t.year,
-            month: t.month,
-            day: t.day,
-            hour: t.hour,
-            minute: t.minute,
-            second: t.second,
-            micro: t.microsecond,
-            tp,
-            fsp,
-        })
-    };
+    let time = |time: crate::tidb::Time, tp: u8, fsp: u8| Value::Time(MysqlTime { time, tp, fsp });
     use crate::txn::mysql_type as mt;
     match v {
         TValue::Null => Value::Null,

@@ -17,6 +17,8 @@ use std::sync::Arc;
 /// MySQL column type bytes (`mysql.TypeXXX`), as in TiDB's `FieldType.tp` and `pb_binlog.column.tp[0]`:
 /// the codec's own table, so the drainer and the TiDB model never disagree.
 pub use crate::tidb::model::tp as mysql_type;
+/// The calendar time of DATE, DATETIME and TIMESTAMP values (the TiDB codec's own type).
+pub use crate::tidb::time::Time;
 
 /// One merged, decoded binlog, ready for a sink.
 #[derive(Debug, Clone, PartialEq)]
@@ -67,21 +69,10 @@ pub struct TableChanges {
     pub rows: Vec<RowChange>,
 }
 
-/// One row change.
-#[derive(Debug, Clone, PartialEq)]
-pub enum RowChange {
-    /// A new row (missing columns already filled with their default or zero value, as upstream).
-    Insert(Row),
-    /// An updated row: values before and after.
-    Update {
-        /// Values before the update.
-        old: Row,
-        /// Values after the update.
-        new: Row,
-    },
-    /// A deleted row.
-    Delete(Row),
-}
+/// One row change over sink-neutral values: the decoder's generic change over this module's [`Row`].
+/// An insert's missing columns are already filled with their default or zero value, as upstream; an
+/// update carries the values before (`old`) and after (`new`).
+pub type RowChange = crate::tidb::mutation::RowChange<Row>;
 
 /// One value slot per column of the table, in `TableSchema::columns` order; `None` = not carried.
 pub type Row = Vec<Option<Value>>;
@@ -244,23 +235,12 @@ pub enum Value {
     Json(String),
 }
 
-/// A DATE, DATETIME or TIMESTAMP value.
+/// A DATE, DATETIME or TIMESTAMP column value: the calendar time ([`Time`], the one time model,
+/// shared with the TiDB codec) with the column's type and fsp.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub struct MysqlTime {
-    /// Year (0 for the zero date).
-    pub year: u16,
-    /// Month 1..=12 (0 in zero dates).
-    pub month: u8,
-    /// Day 1..=31 (0 in zero dates).
-    pub day: u8,
-    /// Hour.
-    pub hour: u8,
-    /// Minute.
-    pub minute: u8,
-    /// Second.
-    pub second: u8,
-    /// Microseconds.
-    pub micro: u32,
+    /// The date and time (all zero for the zero date).
+    pub time: Time,
     /// The column type: [`mysql_type::DATE`], [`mysql_type::DATETIME`] or [`mysql_type::TIMESTAMP`].
     pub tp: u8,
     /// Fractional digits to print (0..=6).
@@ -270,47 +250,23 @@ pub struct MysqlTime {
 impl MysqlTime {
     /// Whether this is the zero value `0000-00-00 00:00:00`.
     pub fn is_zero(&self) -> bool {
-        self.year == 0 && self.month == 0 && self.day == 0
+        self.time.year == 0 && self.time.month == 0 && self.time.day == 0
     }
 }
 
 impl fmt::Display for MysqlTime {
     /// MySQL's text form: `YYYY-MM-DD` for DATE, else `YYYY-MM-DD HH:MM:SS[.ffffff]` cut to `fsp` digits.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}-{:02}", self.year, self.month, self.day)?;
         if self.tp == mysql_type::DATE || self.tp == mysql_type::NEWDATE {
-            return Ok(());
+            return f.write_str(&self.time.date_string());
         }
-        write!(f, " {:02}:{:02}:{:02}", self.hour, self.minute, self.second)?;
-        write_fraction(f, self.micro, self.fsp)
+        f.write_str(&self.time.datetime_string(i32::from(self.fsp)))
     }
-}
-
-/// Prints `.ffffff` cut to `fsp` digits (nothing when fsp is 0).
-fn write_fraction(f: &mut fmt::Formatter<'_>, micro: u32, fsp: u8) -> fmt::Result {
-    let fsp = fsp.min(6) as usize;
-    if fsp == 0 {
-        return Ok(());
-    }
-    let digits = format!("{micro:06}");
-    write!(f, ".{}", &digits[..fsp])
 }
 
 /// Formats a TIME value (`[-]HH:MM:SS[.ffffff]`, hours may exceed 24), as MySQL prints it.
 pub fn format_duration(nanos: i64, fsp: u8) -> String {
-    struct D(i64, u8);
-    impl fmt::Display for D {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let neg = self.0 < 0;
-            let total_micros = self.0.unsigned_abs() / 1_000;
-            let micro = (total_micros % 1_000_000) as u32;
-            let secs = total_micros / 1_000_000;
-            let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
-            write!(f, "{}{h:02}:{m:02}:{s:02}", if neg { "-" } else { "" })?;
-            write_fraction(f, micro, self.1)
-        }
-    }
-    D(nanos, fsp).to_string()
+    crate::tidb::time::Duration { nanos, fsp }.to_string()
 }
 
 /// Text of a value as printed (bytes as lossy UTF-8, NULL as `NULL`).
@@ -335,23 +291,35 @@ pub fn quote_ident(name: &str) -> String {
     format!("`{}`", name.replace('`', "``"))
 }
 
+/// Fixtures for the sinks' round-trip tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// The changes a round trip must keep: insert `row(1)`, update it to `row(2)`, delete `row(2)`.
+    pub(crate) fn insert_update_delete(row: impl Fn(u64) -> Row) -> Vec<RowChange> {
+        vec![RowChange::Insert(row(1)), RowChange::Update { old: row(1), new: row(2) }, RowChange::Delete(row(2))]
+    }
+
+    /// An item at commit ts 42 holding [`insert_update_delete`] of `row` in `table`.
+    pub(crate) fn dml_item(table: &Arc<TableSchema>, row: impl Fn(u64) -> Row) -> Item {
+        Item {
+            start_ts: 0,
+            commit_ts: 42,
+            schema_version: 0,
+            body: Body::Dml(vec![TableChanges { table: table.clone(), rows: insert_update_delete(row) }]),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn time_text_follows_type_and_fsp() {
-        let t = MysqlTime {
-            year: 2024,
-            month: 2,
-            day: 29,
-            hour: 23,
-            minute: 5,
-            second: 9,
-            micro: 120_300,
-            tp: mysql_type::DATETIME,
-            fsp: 4,
-        };
+        let time = Time { year: 2024, month: 2, day: 29, hour: 23, minute: 5, second: 9, microsecond: 120_300 };
+        let t = MysqlTime { time, tp: mysql_type::DATETIME, fsp: 4 };
         assert_eq!(t.to_string(), "2024-02-29 23:05:09.1203");
         assert_eq!(MysqlTime { fsp: 0, ..t }.to_string(), "2024-02-29 23:05:09");
         assert_eq!(MysqlTime { tp: mysql_type::DATE, ..t }.to_string(), "2024-02-29");
@@ -366,6 +334,7 @@ mod tests {
         assert_eq!(format_duration(n, 6), "838:59:58.999999");
         assert_eq!(format_duration(-n, 0), "-838:59:58");
         assert_eq!(format_duration(1_500_000_000, 1), "00:00:01.5");
+        assert_eq!(format_duration(-500, 6), "-00:00:00.000000");
     }
 
     #[test]

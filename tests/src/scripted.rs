@@ -202,31 +202,22 @@ impl ScriptedTidb {
         let t = self.table(db, table)?;
         let (table_id, info) = (t.info.id, t.info.clone());
         let finished = self.ts().await?;
-        self.version += 1;
-        let job_id = self.id();
-        let job = Job {
-            id: job_id,
-            job_type,
-            schema_id,
-            table_id,
-            state: job_state::SYNCED,
-            schema_state: schema_state::PUBLIC,
-            query: query.into(),
-            binlog: Some(HistoryInfo {
-                schema_version: self.version,
-                table_info: Some(info),
-                finished_ts: u64::try_from(finished)?,
-                ..HistoryInfo::default()
-            }),
-            ..Job::default()
-        };
-        self.jobs.lock().map_err(|_| anyhow!("history poisoned"))?.push(job);
+        self.record_job(job_type, schema_id, table_id, query, finished, None, Some(info))?;
         Ok(())
     }
 
-    /// Runs a DDL job: records it in the history, then writes its binlog. Returns the commit ts.
-    async fn ddl(&mut self, job_type: u8, schema_id: i64, table_id: i64, query: &str, db: Option<DBInfo>, table: Option<TableInfo>) -> Result<i64> {
-        let start_ts = self.ts().await?;
+    /// Records a finished DDL job in the history at a new schema version; returns the job id.
+    #[allow(clippy::too_many_arguments)]
+    fn record_job(
+        &mut self,
+        job_type: u8,
+        schema_id: i64,
+        table_id: i64,
+        query: &str,
+        finished_ts: i64,
+        db: Option<DBInfo>,
+        table: Option<TableInfo>,
+    ) -> Result<i64> {
         self.version += 1;
         let job_id = self.id();
         let job = Job {
@@ -241,12 +232,19 @@ impl ScriptedTidb {
                 schema_version: self.version,
                 db_info: db,
                 table_info: table,
-                finished_ts: u64::try_from(start_ts)?,
+                finished_ts: u64::try_from(finished_ts)?,
                 ..HistoryInfo::default()
             }),
             ..Job::default()
         };
         self.jobs.lock().map_err(|_| anyhow!("history poisoned"))?.push(job);
+        Ok(job_id)
+    }
+
+    /// Runs a DDL job: records it in the history, then writes its binlog. Returns the commit ts.
+    async fn ddl(&mut self, job_type: u8, schema_id: i64, table_id: i64, query: &str, db: Option<DBInfo>, table: Option<TableInfo>) -> Result<i64> {
+        let start_ts = self.ts().await?;
+        let job_id = self.record_job(job_type, schema_id, table_id, query, start_ts, db, table)?;
         let p = Binlog {
             tp: Some(BinlogType::Prewrite as i32),
             start_ts: Some(start_ts),

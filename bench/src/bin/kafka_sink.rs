@@ -28,7 +28,7 @@ use anyhow::Result;
 use bench::Comparison;
 use drainer::sink::Sink;
 use drainer::sink::kafka::{Format, KafkaConfig, KafkaSink, Partitioning, translate};
-use drainer::txn::{Body, Column, Item, MysqlTime, RowChange, TableChanges, TableSchema, UniqueKey, Value, mysql_type};
+use drainer::txn::{Body, Column, Item, MysqlTime, RowChange, TableChanges, TableSchema, Time, UniqueKey, Value, mysql_type};
 use prost::Message as _;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, OwnedHeaders};
@@ -67,7 +67,10 @@ fn item(t: &Arc<TableSchema>, i: usize, rows: usize, commit_ts: i64) -> Arc<Item
                 Some(Value::Int(id)),
                 Some(Value::Bytes(format!("customer-{}", id % 997).into_bytes())),
                 Some(Value::Decimal(format!("{}.{:02}", id % 10_000, id % 100))),
-                Some(Value::Time(MysqlTime { year: 2024, month: 5, day: 1 + (id % 28) as u8, hour: 10, tp: mysql_type::DATETIME, ..Default::default() })),
+                Some(Value::Time(MysqlTime {
+                    time: Time { year: 2024, month: 5, day: 1 + (id % 28) as u8, hour: 10, ..Default::default() },
+                    tp: mysql_type::DATETIME, fsp: 0,
+                })),
                 Some(Value::Bytes(vec![b'n'; 64])),
             ])
         })

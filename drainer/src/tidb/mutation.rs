@@ -25,20 +25,32 @@ use super::value::{Value, unflatten};
 /// (virtual generated columns, and columns a delete lacks).
 pub type Row = Vec<Option<Value>>;
 
-/// One row change over the table's public columns.
+/// One row change over the table's public columns. `R` is the row: [`Row`] of TiDB values here; the
+/// drainer's sink-neutral `txn::RowChange` is the same change over its own row type.
 #[derive(Debug, Clone, PartialEq)]
-pub enum RowChange {
+pub enum RowChange<R = Row> {
     /// An inserted row.
-    Insert(Row),
+    Insert(R),
     /// An updated row.
     Update {
         /// Before.
-        old: Row,
+        old: R,
         /// After.
-        new: Row,
+        new: R,
     },
     /// A deleted row.
-    Delete(Row),
+    Delete(R),
+}
+
+impl<R> RowChange<R> {
+    /// The same change with each of its rows mapped by `f`.
+    pub fn map<S>(self, mut f: impl FnMut(R) -> S) -> RowChange<S> {
+        match self {
+            RowChange::Insert(r) => RowChange::Insert(f(r)),
+            RowChange::Update { old, new } => RowChange::Update { old: f(old), new: f(new) },
+            RowChange::Delete(r) => RowChange::Delete(f(r)),
+        }
+    }
 }
 
 /// Why a mutation could not be decoded.

@@ -7,12 +7,16 @@
 //!
 //! Known keys are dotted paths: `"a.b"` is a key, `"a."` a section, `*` in a section name matches
 //! any name (e.g. `"syncer.to.params.*"`), and arrays of tables are checked item by item.
+//! [`parse_strict`] and [`read_strict`] take them from the config type itself ([`known_keys`]).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::de::DeserializeOwned;
+
+mod known_keys;
+pub use known_keys::known_keys;
 
 /// Why a config could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +101,19 @@ where
     P::try_parse_from(crate::goflags::normalize(args, &longs))
 }
 
+/// Parses config `text` strictly against the keys of `T` itself ([`known_keys`]); `path` only names
+/// the file in errors.
+pub fn parse_strict<T: DeserializeOwned>(text: &str, path: &Path) -> Result<T, ConfigError> {
+    parse_toml(&known_keys::<T>(), text, path)
+}
+
+/// Reads and parses a config file strictly against the keys of `T` itself ([`known_keys`]).
+pub fn read_strict<T: DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    read_toml(&known_keys::<T>(), path)
+}
+
 /// Parses config `text` strictly against `known` (`path` only names the file in errors).
-pub fn parse_toml<T: DeserializeOwned>(known: &[&str], text: &str, path: &Path) -> Result<T, ConfigError> {
+pub fn parse_toml<T: DeserializeOwned>(known: &[impl AsRef<str>], text: &str, path: &Path) -> Result<T, ConfigError> {
     let parse_err = |e: toml::de::Error| ConfigError::Parse { path: path.into(), message: e.to_string() };
     let table: toml::Table = toml::from_str(text).map_err(parse_err)?;
     check_table(known, &table, "", "", path)?;
@@ -106,7 +121,7 @@ pub fn parse_toml<T: DeserializeOwned>(known: &[&str], text: &str, path: &Path) 
 }
 
 /// Reads and parses a config file strictly against `known`.
-pub fn read_toml<T: DeserializeOwned>(known: &[&str], path: &Path) -> Result<T, ConfigError> {
+pub fn read_toml<T: DeserializeOwned>(known: &[impl AsRef<str>], path: &Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.into(), source })?;
     parse_toml(known, &text, path)
 }
@@ -127,10 +142,11 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The known key nearest to `key` (dotted), if it is close enough to be a likely typo.
-pub fn suggest(known: &[&str], key: &str) -> Option<String> {
+pub fn suggest(known: &[impl AsRef<str>], key: &str) -> Option<String> {
     let norm = |s: &str| s.to_ascii_lowercase().replace('_', "-");
     known
         .iter()
+        .map(AsRef::as_ref)
         .filter(|k| !k.contains('*'))
         .map(|k| k.trim_end_matches('.'))
         .map(|k| (edit_distance(&norm(key), &norm(k)), k))
@@ -141,8 +157,14 @@ pub fn suggest(known: &[&str], key: &str) -> Option<String> {
 
 /// Checks every key of `table` (at dotted `prefix`, `*` for free names) against `known`; `shown` is
 /// the same prefix with the real names, for the error.
-fn check_table(known: &[&str], table: &toml::Table, prefix: &str, shown: &str, path: &Path) -> Result<(), ConfigError> {
-    let is_known = |k: &str| known.contains(&k);
+fn check_table(
+    known: &[impl AsRef<str>],
+    table: &toml::Table,
+    prefix: &str,
+    shown: &str,
+    path: &Path,
+) -> Result<(), ConfigError> {
+    let is_known = |k: &str| known.iter().any(|x| x.as_ref() == k);
     for (k, v) in table {
         let (full, full_shown) = (format!("{prefix}{k}"), format!("{shown}{k}"));
         let wild = format!("{prefix}*");

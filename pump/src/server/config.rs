@@ -1,7 +1,8 @@
 //! `pump.toml`: every key of upstream's pump config with its default, parsed strictly.
 //!
-//! Parsing is two steps: [`check_keys`] walks the TOML tree against [`KNOWN_KEYS`] and names the first
-//! unknown key with the nearest valid one; then serde fills [`Config`] (types and values checked there).
+//! Parsing is two steps: the TOML tree is checked against the keys of [`Config`]'s own serde structs
+//! (`crate::daemon::config_file::parse_strict`), naming the first unknown key with the nearest valid
+//! one; then serde fills [`Config`] (types and values checked there).
 //! Precedence (see [`super::flags`]): command-line flag > `PUMP_*` environment variable > file > default.
 
 use std::path::{Path, PathBuf};
@@ -19,47 +20,6 @@ pub const DEFAULT_DATA_DIR: &str = "data.pump";
 pub const DEFAULT_STOP_WRITE_SPACE: u64 = 10 << 30;
 /// Default `-max-message-size`: Go's `MaxInt64 - 4 MiB`, i.e. no practical limit.
 pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = (i64::MAX as u64) - (4 << 20);
-
-/// Every key a pump.toml may hold, dotted by section; sections themselves end with `.`.
-pub const KNOWN_KEYS: &[&str] = &[
-    "addr",
-    "advertise-addr",
-    "socket",
-    "pd-urls",
-    "data-dir",
-    "heartbeat-interval",
-    "gc",
-    "gc-waits-for-drainers",
-    "gen-binlog-interval",
-    "node-id",
-    "log-file",
-    "log-level",
-    "security.",
-    "security.ssl-ca",
-    "security.ssl-cert",
-    "security.ssl-key",
-    "security.cert-allowed-cn",
-    "storage.",
-    "storage.sync-log",
-    "storage.kv_chan_cap",
-    "storage.slow_write_threshold",
-    "storage.stop-write-at-available-space",
-    "storage.shards",
-    "storage.kv.",
-    "storage.kv.block-cache-capacity",
-    "storage.kv.block-restart-interval",
-    "storage.kv.block-size",
-    "storage.kv.compaction-L0-trigger",
-    "storage.kv.compaction-table-size",
-    "storage.kv.compaction-total-size",
-    "storage.kv.compaction-total-size-multiplier",
-    "storage.kv.write-buffer",
-    "storage.kv.write-L0-pause-trigger",
-    "storage.kv.write-L0-slowdown-trigger",
-    "resolver.",
-    "resolver.tidb-status-urls",
-    "resolver.tikv",
-];
 
 use crate::daemon::Security;
 pub use crate::daemon::config_file::ConfigError;
@@ -324,12 +284,12 @@ impl<'de> Deserialize<'de> for ByteSize {
 impl Config {
     /// Parses pump.toml text (`path` only names the file in errors).
     pub fn from_toml(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        crate::daemon::config_file::parse_toml(KNOWN_KEYS, text, path)
+        crate::daemon::config_file::parse_strict(text, path)
     }
 
     /// Reads and parses a pump.toml file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        crate::daemon::config_file::read_toml(KNOWN_KEYS, path)
+        crate::daemon::config_file::read_strict(path)
     }
 
     /// Checks values and fills derived defaults (`advertise-addr` from `addr`); run after flags are applied.

@@ -4,6 +4,7 @@
 
 use anyhow::Result;
 use drainer::tidb::model::action;
+use tests::nodes::Node;
 use tests::scripted::{Change, Kind, ScriptedCluster, Val};
 
 fn row(id: i64, v: &str) -> Vec<Val> {
@@ -16,18 +17,35 @@ fn want(rows: &[(i64, &str)]) -> Vec<(i64, Option<String>)> {
 
 const ID_V: &[(&str, Kind)] = &[("id", Kind::Int), ("v", Kind::Text)];
 
+/// A scripted cluster of `pumps` pumps whose TiDB holds database `db` with the `(id, v)` tables
+/// `tables`, and a drainer started with `syncer` (`[syncer]` keys) and `rules` (rule sections).
+async fn start_with_tables(
+    pumps: usize,
+    db: &str,
+    tables: &[&str],
+    syncer: &str,
+    rules: &str,
+) -> Result<(ScriptedCluster, Node)> {
+    let mut c = ScriptedCluster::start(pumps).await?;
+    c.tidb.create_database(db).await?;
+    for t in tables {
+        c.tidb.create_table(db, t, ID_V, &["id"]).await?;
+    }
+    let d = c.drainer("drainer", &c.drainer_toml(syncer, rules)).await?;
+    Ok((c, d))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_rule_drops_the_deletes_of_its_tables_only() -> Result<()> {
-    let mut c = ScriptedCluster::start(2).await?;
-    c.tidb.create_database("test").await?;
-    c.tidb.create_table("test", "t1", ID_V, &["id"]).await?;
-    c.tidb.create_table("test", "t2", ID_V, &["id"]).await?;
-    let toml = c.drainer_toml(
+    let (mut c, d) = start_with_tables(
+        2,
+        "test",
+        &["t1", "t2"],
         "",
         "[syncer.binlog-filter-rule.no-delete]\nignore-event = [\"delete\"]\n\
          [[syncer.table-migrate-rule]]\nbinlog-filter-rule = [\"no-delete\"]\nsource = { schema = \"test\", table = \"t1\" }\n",
-    );
-    let d = c.drainer("drainer", &toml).await?;
+    )
+    .await?;
     for tb in ["t1", "t2"] {
         c.tidb.txn(&[
             ("test", tb, Change::Insert(row(1, "a"))),
@@ -49,18 +67,17 @@ async fn a_filter_rule_drops_the_deletes_of_its_tables_only() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_filter_rule_drops_one_ddl_kind_and_ignore_sql_drops_matching_ddl() -> Result<()> {
-    let mut c = ScriptedCluster::start(2).await?;
-    c.tidb.create_database("test").await?;
-    c.tidb.create_table("test", "t1", ID_V, &["id"]).await?;
-    c.tidb.create_table("test", "t2", ID_V, &["id"]).await?;
-    let toml = c.drainer_toml(
+    let (mut c, d) = start_with_tables(
+        2,
+        "test",
+        &["t1", "t2"],
         "",
         "[syncer.binlog-filter-rule.keep-rows]\nignore-event = [\"Truncate Table\"]\n\
          [syncer.binlog-filter-rule.no-index]\nignore-sql = [\"add\\\\s+index\"]\n\
          [[syncer.table-migrate-rule]]\nbinlog-filter-rule = [\"keep-rows\"]\nsource = { schema = \"test\", table = \"*\" }\n\
          [[syncer.table-migrate-rule]]\nbinlog-filter-rule = [\"no-index\"]\nsource = { schema = \"test\", table = \"t2\" }\n",
-    );
-    let d = c.drainer("drainer", &toml).await?;
+    )
+    .await?;
     c.tidb.txn(&[("test", "t1", Change::Insert(row(1, "a"))), ("test", "t1", Change::Insert(row(2, "b")))]).await?;
     c.tidb.truncate("test", "t1").await?;
     c.tidb.txn(&[("test", "t1", Change::Insert(row(10, "after")))]).await?;
@@ -124,16 +141,15 @@ async fn two_source_tables_are_routed_into_one_target() -> Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn case_sensitive_rules_match_names_exactly() -> Result<()> {
-    let mut c = ScriptedCluster::start(1).await?;
-    c.tidb.create_database("Test").await?;
-    c.tidb.create_table("Test", "T1", ID_V, &["id"]).await?;
-    c.tidb.create_table("Test", "t1", ID_V, &["id"]).await?;
-    let toml = c.drainer_toml(
+    let (mut c, d) = start_with_tables(
+        1,
+        "Test",
+        &["T1", "t1"],
         "case-sensitive = true",
         "[syncer.binlog-filter-rule.no-insert]\nignore-event = [\"insert\"]\n\
          [[syncer.table-migrate-rule]]\nbinlog-filter-rule = [\"no-insert\"]\nsource = { schema = \"Test\", table = \"T1\" }\n",
-    );
-    let d = c.drainer("drainer", &toml).await?;
+    )
+    .await?;
     c.tidb.txn(&[("Test", "T1", Change::Insert(row(1, "upper"))), ("Test", "t1", Change::Insert(row(1, "lower")))]).await?;
     c.caught_up(&d).await?;
     assert_eq!(c.rows("`Test`.`T1`").await?, want(&[]));

@@ -6,20 +6,18 @@ use std::time::Duration;
 use anyhow::Result;
 use tests::e2e::{E2e, Options, SinkKind};
 
+/// The short workload both runs use: 5 s, 2 threads, 3 tables, a DDL every 30 transactions, over
+/// `pumps` pumps.
+fn short_run(pumps: usize) -> Options {
+    Options { duration: Duration::from_secs(5), threads: 2, tables: 3, pumps, ddl_every: 30, ..Options::default() }
+}
+
 /// `compressor = "gzip"` (seed guide): the drainer asks pumps for gzip-compressed PullBinlogs
 /// responses; the pump serves them compressed and the data arrives intact.
 #[test]
 fn drainer_pulling_with_gzip_replicates_everything() -> Result<()> {
     let mut e2e = E2e::start(
-        Options {
-            duration: Duration::from_secs(5),
-            threads: 2,
-            tables: 3,
-            pumps: 2,
-            ddl_every: 30,
-            drainer_flags: vec!["-compressor=gzip".into()],
-            ..Options::default()
-        },
+        Options { drainer_flags: vec!["-compressor=gzip".into()], ..short_run(2) },
         |_| {},
     )?;
     e2e.wait_workload(|_| Ok(()))?;
@@ -33,16 +31,7 @@ fn drainer_pulling_with_gzip_replicates_everything() -> Result<()> {
 #[test]
 fn file_sink_with_gzip_then_reparo_restores_the_upstream() -> Result<()> {
     let mut e2e = E2e::start(
-        Options {
-            sink: SinkKind::File,
-            duration: Duration::from_secs(5),
-            threads: 2,
-            tables: 3,
-            pumps: 3,
-            ddl_every: 30,
-            to_extra: "compression = \"gzip\"".into(),
-            ..Options::default()
-        },
+        Options { sink: SinkKind::File, to_extra: "compression = \"gzip\"".into(), ..short_run(3) },
         |_| {},
     )?;
     e2e.wait_workload(|_| Ok(()))?;

@@ -10,7 +10,8 @@ use std::time::Duration;
 use drainer::sink::Sink;
 use drainer::sink::mysql::{CheckpointCfg, MysqlSink, MysqlSinkConfig};
 use drainer::txn::{
-    Body, Column, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, UniqueKey, Value, mysql_type as T,
+    Body, Column, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Time, UniqueKey, Value,
+    mysql_type as T,
 };
 use mysql_async::prelude::*;
 use tests::{Cluster, MariaDb};
@@ -86,7 +87,10 @@ fn text(s: &str) -> Option<Value> {
 }
 
 fn time(tp: u8, y: u16, mo: u8, d: u8, h: u8, mi: u8, s: u8, micro: u32, fsp: u8) -> Option<Value> {
-    Some(Value::Time(MysqlTime { year: y, month: mo, day: d, hour: h, minute: mi, second: s, micro, tp, fsp }))
+    Some(Value::Time(MysqlTime {
+        time: Time { year: y, month: mo, day: d, hour: h, minute: mi, second: s, microsecond: micro },
+        tp, fsp,
+    }))
 }
 
 const ALL_TYPES: &str = "(id INT PRIMARY KEY, ti TINYINT, si SMALLINT UNSIGNED, mi MEDIUMINT, bi BIGINT, \
@@ -205,7 +209,10 @@ fn direct(v: &Option<Value>) -> mysql_async::Value {
         Value::Float(f) => M::Double(*f),
         Value::Decimal(s) | Value::Json(s) => M::Bytes(s.clone().into_bytes()),
         Value::Bytes(b) => M::Bytes(b.clone()),
-        Value::Time(t) => M::Date(t.year, t.month, t.day, t.hour, t.minute, t.second, t.micro),
+        Value::Time(t) => {
+            let c = t.time;
+            M::Date(c.year, c.month, c.day, c.hour, c.minute, c.second, c.microsecond)
+        }
         Value::Duration { nanos, .. } => {
             let us = nanos.unsigned_abs() / 1000;
             let secs = us / 1_000_000;

@@ -362,7 +362,7 @@ fn reparo_restores_over_tls_with_dest_db_security() {
 /// downstream gets the exact instant. In another zone the instant moves by the zones' difference.
 #[test]
 fn reparo_reads_timestamp_text_in_its_local_time_zone() {
-    use drainer::txn::{Body, Column, Item, MysqlTime, RowChange, TableChanges, TableSchema, UniqueKey, Value, mysql_type};
+    use drainer::txn::{Body, Column, Item, MysqlTime, RowChange, TableChanges, TableSchema, Time, UniqueKey, Value, mysql_type};
     use mysql_async::prelude::Queryable;
     let table = Arc::new(TableSchema {
         id: 200,
@@ -377,7 +377,10 @@ fn reparo_reads_timestamp_text_in_its_local_time_zone() {
         unique_keys: vec![UniqueKey { name: "PRIMARY".into(), columns: vec![0] }],
     });
     // 2020-01-02 03:04:05.250000 UTC
-    let at = MysqlTime { year: 2020, month: 1, day: 2, hour: 3, minute: 4, second: 5, micro: 250_000, tp: mysql_type::TIMESTAMP, fsp: 6 };
+    let at = MysqlTime {
+        time: Time { year: 2020, month: 1, day: 2, hour: 3, minute: 4, second: 5, microsecond: 250_000 },
+        tp: mysql_type::TIMESTAMP, fsp: 6,
+    };
     let mut create_db = sink_items::ddl(3, "db", "create database db");
     if let Body::Ddl(d) = &mut create_db.body {
         d.table.clear();

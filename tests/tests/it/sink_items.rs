@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use drainer::txn::{Body, Column, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, UniqueKey, Value, mysql_type};
+use drainer::txn::{
+    Body, Column, Ddl, Item, MysqlTime, Row, RowChange, TableChanges, TableSchema, Time, UniqueKey, Value, mysql_type,
+};
 
 /// `db`.`t`: id INT PK, name VARCHAR(32), amount DECIMAL(10,2), price DOUBLE, created DATETIME,
 /// data BLOB, big BIGINT UNSIGNED, note TEXT (nullable).
@@ -41,15 +43,16 @@ pub fn row(id: i64, v: i64) -> Row {
         Some(Value::Decimal(format!("{}.{:02}", id * 10 + v, v % 100))),
         Some(Value::Float(id as f64 + v as f64 / 4.0)),
         Some(Value::Time(MysqlTime {
-            year: 2020 + (v % 5) as u16,
-            month: 1 + (id % 12) as u8,
-            day: 1 + (v % 28) as u8,
-            hour: (id % 24) as u8,
-            minute: (v % 60) as u8,
-            second: 7,
-            micro: 0,
-            tp: mysql_type::DATETIME,
-            fsp: 0,
+            time: Time {
+                year: 2020 + (v % 5) as u16,
+                month: 1 + (id % 12) as u8,
+                day: 1 + (v % 28) as u8,
+                hour: (id % 24) as u8,
+                minute: (v % 60) as u8,
+                second: 7,
+                microsecond: 0,
+            },
+            tp: mysql_type::DATETIME, fsp: 0,
         })),
         Some(Value::Bytes(vec![0, 1, 255, (id % 256) as u8, (v % 256) as u8])),
         Some(Value::Uint(u64::MAX - id as u64 - v as u64)),

@@ -272,6 +272,7 @@ pub fn to_item(binlog: &pb::Binlog, skip: &dyn Fn(&str, &str) -> bool) -> Result
 mod tests {
     use super::*;
     use crate::sink::file::pb::to_pb;
+    use crate::txn::fixtures::{dml_item, insert_update_delete};
 
     #[test]
     fn use_prefix_is_split_off() {
@@ -310,15 +311,7 @@ mod tests {
                 Some(Value::Enum { index: 2, name: "y".into() }),
             ]
         };
-        let item = Item {
-            start_ts: 0,
-            commit_ts: 42,
-            schema_version: 0,
-            body: Body::Dml(vec![TableChanges {
-                table: table.clone(),
-                rows: vec![RowChange::Insert(row(1)), RowChange::Update { old: row(1), new: row(2) }, RowChange::Delete(row(2))],
-            }]),
-        };
+        let item = dml_item(&table, row);
         let back = to_item(&to_pb(&item).unwrap(), &|_, _| false).unwrap().unwrap();
         let Body::Dml(tables) = back.body else { panic!("dml") };
         assert_eq!(tables.len(), 1, "same table, same columns: one TableChanges");
@@ -330,14 +323,7 @@ mod tests {
                 Some(Value::Uint(2)),
             ]
         };
-        assert_eq!(
-            tables[0].rows,
-            vec![
-                RowChange::Insert(want_row(1)),
-                RowChange::Update { old: want_row(1), new: want_row(2) },
-                RowChange::Delete(want_row(2))
-            ]
-        );
+        assert_eq!(tables[0].rows, insert_update_delete(want_row));
         assert!(tables[0].table.columns[1].binary);
         assert_eq!(back.commit_ts, 42);
         assert_eq!(to_item(&to_pb(&item).unwrap(), &|db, _| db == "s").unwrap(), None);

@@ -7,7 +7,7 @@
 
 use crate::proto::pb;
 use crate::tidb::codec::{CodecError, Datum, decode_one, encode_value};
-use crate::txn::{Body, Column, Ddl, Item, MysqlTime, RowChange, TableSchema, Value, format_duration, mysql_type};
+use crate::txn::{Body, Column, Ddl, Item, MysqlTime, RowChange, TableSchema, Time, Value, format_duration, mysql_type};
 
 /// A datum in a `value` that is not one whole datum of the kinds the file format carries.
 #[derive(Debug, thiserror::Error)]
@@ -56,22 +56,23 @@ pub fn timestamp_to_local(t: &MysqlTime) -> MysqlTime {
     if t.tp != mysql_type::TIMESTAMP || t.is_zero() {
         return *t;
     }
-    let Some(naive) = chrono::NaiveDate::from_ymd_opt(i32::from(t.year), u32::from(t.month), u32::from(t.day))
-        .and_then(|d| d.and_hms_micro_opt(u32::from(t.hour), u32::from(t.minute), u32::from(t.second), t.micro))
+    let c = &t.time;
+    let Some(naive) = chrono::NaiveDate::from_ymd_opt(i32::from(c.year), u32::from(c.month), u32::from(c.day))
+        .and_then(|d| d.and_hms_micro_opt(u32::from(c.hour), u32::from(c.minute), u32::from(c.second), c.microsecond))
     else {
         return *t;
     };
     let local = chrono::Local.from_utc_datetime(&naive);
-    MysqlTime {
+    let time = Time {
         year: local.year() as u16,
         month: local.month() as u8,
         day: local.day() as u8,
         hour: local.hour() as u8,
         minute: local.minute() as u8,
         second: local.second() as u8,
-        micro: t.micro,
-        ..*t
-    }
+        microsecond: c.microsecond,
+    };
+    MysqlTime { time, ..*t }
 }
 
 /// The inverse of [`timestamp_to_local`] for Reparo: TIMESTAMP text as the pb translator wrote it
@@ -87,17 +88,16 @@ pub fn timestamp_from_local_text(text: &str) -> Option<MysqlTime> {
     let naive = chrono::NaiveDateTime::parse_from_str(text, fmt).ok()?;
     // A repeated local hour (DST end) is ambiguous in the text itself; take the earlier instant.
     let utc = chrono::Local.from_local_datetime(&naive).earliest()?.naive_utc();
-    Some(MysqlTime {
+    let time = Time {
         year: u16::try_from(utc.year()).ok()?,
         month: utc.month() as u8,
         day: utc.day() as u8,
         hour: utc.hour() as u8,
         minute: utc.minute() as u8,
         second: utc.second() as u8,
-        micro: utc.nanosecond() / 1000,
-        tp: mysql_type::TIMESTAMP,
-        fsp,
-    })
+        microsecond: utc.nanosecond() / 1000,
+    };
+    Some(MysqlTime { time, tp: mysql_type::TIMESTAMP, fsp })
 }
 
 /// A value as upstream's `formatData` leaves it for the pb translator.
@@ -218,10 +218,13 @@ mod tests {
 
     #[test]
     fn timestamp_text_reads_back_to_the_utc_value() {
-        let t = MysqlTime { year: 2021, month: 7, day: 9, hour: 23, minute: 59, second: 58, micro: 120_000, tp: mysql_type::TIMESTAMP, fsp: 3 };
+        let t = MysqlTime {
+            time: Time { year: 2021, month: 7, day: 9, hour: 23, minute: 59, second: 58, microsecond: 120_000 },
+            tp: mysql_type::TIMESTAMP, fsp: 3,
+        };
         let text = timestamp_to_local(&t).to_string();
         let back = timestamp_from_local_text(&text).unwrap();
-        assert_eq!((back.year, back.month, back.day, back.hour, back.minute, back.second, back.micro), (2021, 7, 9, 23, 59, 58, 120_000));
+        assert_eq!(back.time, t.time);
         assert_eq!((back.tp, back.fsp), (mysql_type::TIMESTAMP, 3));
         assert_eq!(timestamp_from_local_text("2021-07-09 23:59:58").unwrap().fsp, 0);
         assert_eq!(timestamp_from_local_text("0000-00-00 00:00:00"), None);

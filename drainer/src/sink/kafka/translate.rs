@@ -102,7 +102,8 @@ pub fn column_text(col: &Column, v: Option<&Value>) -> Option<String> {
 /// `t` as [`MysqlTime`]'s `Display` prints it, without the formatting machinery (a time is in most
 /// rows); `Display` itself for fields wider than it pads to.
 fn time_text(t: &MysqlTime) -> String {
-    if t.year > 9999 || t.month > 99 || t.day > 99 || t.hour > 99 || t.minute > 99 || t.second > 99 || t.micro > 999_999 {
+    let c = &t.time;
+    if c.year > 9999 || c.month > 99 || c.day > 99 || c.hour > 99 || c.minute > 99 || c.second > 99 || c.microsecond > 999_999 {
         return t.to_string();
     }
     fn digits(out: &mut String, v: u32, n: u32) {
@@ -111,24 +112,24 @@ fn time_text(t: &MysqlTime) -> String {
         }
     }
     let mut s = String::with_capacity(26);
-    digits(&mut s, t.year.into(), 4);
+    digits(&mut s, c.year.into(), 4);
     s.push('-');
-    digits(&mut s, t.month.into(), 2);
+    digits(&mut s, c.month.into(), 2);
     s.push('-');
-    digits(&mut s, t.day.into(), 2);
+    digits(&mut s, c.day.into(), 2);
     if t.tp == mysql_type::DATE || t.tp == mysql_type::NEWDATE {
         return s;
     }
     s.push(' ');
-    digits(&mut s, t.hour.into(), 2);
+    digits(&mut s, c.hour.into(), 2);
     s.push(':');
-    digits(&mut s, t.minute.into(), 2);
+    digits(&mut s, c.minute.into(), 2);
     s.push(':');
-    digits(&mut s, t.second.into(), 2);
+    digits(&mut s, c.second.into(), 2);
     let fsp = u32::from(t.fsp.min(6));
     if fsp > 0 {
         s.push('.');
-        digits(&mut s, t.micro / 10u32.pow(6 - fsp), fsp);
+        digits(&mut s, c.microsecond / 10u32.pow(6 - fsp), fsp);
     }
     s
 }
@@ -430,7 +431,7 @@ fn encode_row(row: &mut Vec<u8>, table: &TableSchema, r: &Row) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::UniqueKey;
+    use crate::txn::{Time, UniqueKey};
     use std::sync::Arc;
 
     fn table() -> Arc<TableSchema> {
@@ -456,7 +457,10 @@ mod tests {
             Some(Value::Uint(id)),
             Some(Value::Bytes(v.as_bytes().to_vec())),
             Some(Value::Bit(0x0102)),
-            Some(Value::Time(MysqlTime { year: 2020, month: 1, day: 2, hour: 3, tp: mysql_type::TIMESTAMP, ..Default::default() })),
+            Some(Value::Time(MysqlTime {
+                time: Time { year: 2020, month: 1, day: 2, hour: 3, ..Default::default() },
+                tp: mysql_type::TIMESTAMP, fsp: 0,
+            })),
             Some(Value::Int(2024)),
             None,
         ]
@@ -557,7 +561,10 @@ mod tests {
             Some(Value::Json(format!("{{\"k\": {i}}}"))),
             Some(Value::Bytes(vec![0, 1, 2, 255])),
             Some(Value::Bytes(vec![b'a', 0xff, b'b'])),
-            Some(Value::Time(MysqlTime { year: 2021, month: 2, day: 3, hour: 4, micro: 5, fsp: 3, tp: mysql_type::DATETIME, ..Default::default() })),
+            Some(Value::Time(MysqlTime {
+                time: Time { year: 2021, month: 2, day: 3, hour: 4, microsecond: 5, ..Default::default() },
+                fsp: 3, tp: mysql_type::DATETIME,
+            })),
             Some(Value::Duration { nanos: -3_600_000_000_123, fsp: 2 }),
             Some(Value::Enum { index: 2, name: "b".into() }),
             Some(Value::Set { bits: 5, names: "a,c".into() }),
@@ -596,10 +603,16 @@ mod tests {
     }
     #[test]
     fn time_text_is_display() {
-        let mut times = vec![MysqlTime::default(), MysqlTime { year: 10_000, month: 1, day: 1, tp: mysql_type::DATETIME, ..Default::default() }];
+        let mut times = vec![MysqlTime::default(), MysqlTime {
+            time: Time { year: 10_000, month: 1, day: 1, ..Default::default() },
+            tp: mysql_type::DATETIME, fsp: 0,
+        }];
         for fsp in 0..=7 {
             for tp in [mysql_type::DATE, mysql_type::DATETIME, mysql_type::TIMESTAMP] {
-                times.push(MysqlTime { year: 987, month: 12, day: 31, hour: 23, minute: 5, second: 9, micro: 120_034, tp, fsp });
+                times.push(MysqlTime {
+                    time: Time { year: 987, month: 12, day: 31, hour: 23, minute: 5, second: 9, microsecond: 120_034 },
+                    tp, fsp,
+                });
             }
         }
         for t in times {

@@ -240,6 +240,8 @@ pub fn to_item(binlog: &slave::Binlog) -> Result<Option<Item>, UntranslateError>
 mod tests {
     use super::*;
     use crate::sink::kafka::translate::to_secondary;
+    use crate::txn::Time;
+    use crate::txn::fixtures::{dml_item, insert_update_delete};
 
     #[test]
     fn round_trips_what_the_kafka_sink_writes() {
@@ -270,15 +272,7 @@ mod tests {
                 Some(Value::Null),
             ]
         };
-        let item = Item {
-            start_ts: 0,
-            commit_ts: 42,
-            schema_version: 0,
-            body: Body::Dml(vec![TableChanges {
-                table: table.clone(),
-                rows: vec![RowChange::Insert(row(1)), RowChange::Update { old: row(1), new: row(2) }, RowChange::Delete(row(2))],
-            }]),
-        };
+        let item = dml_item(&table, row);
         let back = to_item(&to_secondary(&item).unwrap()).unwrap().unwrap();
         assert_eq!(back.commit_ts, 42);
         let Body::Dml(tables) = back.body else { panic!("dml") };
@@ -287,14 +281,7 @@ mod tests {
             r[3] = Some(Value::Uint(2));
             r
         };
-        assert_eq!(
-            tables[0].rows,
-            vec![
-                RowChange::Insert(want(1)),
-                RowChange::Update { old: want(1), new: want(2) },
-                RowChange::Delete(want(2))
-            ]
-        );
+        assert_eq!(tables[0].rows, insert_update_delete(want));
         let t = &tables[0].table;
         assert_eq!((t.schema.as_str(), t.name.as_str()), ("s", "t"));
         assert_eq!(t.unique_keys, table.unique_keys);
@@ -318,7 +305,10 @@ mod tests {
 
     #[test]
     fn timestamps_come_back_to_utc() {
-        let utc = MysqlTime { year: 2021, month: 6, day: 1, hour: 12, minute: 30, second: 5, micro: 250_000, tp: mysql_type::TIMESTAMP, fsp: 3 };
+        let utc = MysqlTime {
+            time: Time { year: 2021, month: 6, day: 1, hour: 12, minute: 30, second: 5, microsecond: 250_000 },
+            tp: mysql_type::TIMESTAMP, fsp: 3,
+        };
         let local = crate::sink::file::pb::timestamp_to_local(&utc);
         assert_eq!(timestamp_from_local(&local.to_string(), 3), Some(utc));
         assert!(timestamp_from_local("0000-00-00 00:00:00", 0).is_none());

@@ -900,19 +900,12 @@ mod tests {
 
     #[test]
     fn rows_a_parameter_cannot_carry_or_over_the_statement_size_stay_text() {
-        use crate::txn::{MysqlTime, mysql_type};
+        use crate::txn::{MysqlTime, Time, mysql_type};
         let (t, plans, list) = setup();
         let ts = |sec: u8| {
             Some(Value::Time(MysqlTime {
-                year: 2020,
-                month: 1,
-                day: 1,
-                hour: 0,
-                minute: 0,
-                second: sec,
-                micro: 0,
-                tp: mysql_type::TIMESTAMP,
-                fsp: 0,
+                time: Time { year: 2020, month: 1, day: 1, hour: 0, minute: 0, second: sec, microsecond: 0 },
+                tp: mysql_type::TIMESTAMP, fsp: 0,
             }))
         };
         let rows: Vec<RowChange> = (1..=4).map(|i| RowChange::Insert(vec![Some(Value::Int(i)), ts(i as u8)])).collect();

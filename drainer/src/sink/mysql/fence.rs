@@ -23,7 +23,8 @@ use mysql_async::Conn;
 use mysql_async::prelude::*;
 
 use super::checkpoint::CheckpointCfg;
-use super::{MysqlError, MysqlSinkConfig, lock_name, open_retrying, sql};
+use super::session::{lock_name, open_retrying};
+use super::{MysqlError, MysqlSinkConfig, sql};
 use crate::ha::Fence;
 use crate::txn::quote_ident;
 

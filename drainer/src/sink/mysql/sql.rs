@@ -406,7 +406,7 @@ pub(crate) fn stable_hash(s: &str) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::txn::MysqlTime;
+    use crate::txn::{MysqlTime, Time};
 
     fn lit(v: Value) -> String {
         literal(&v, false, Dialect::default()).unwrap()
@@ -431,7 +431,10 @@ mod tests {
         assert_eq!(lit(Value::Enum { index: 2, name: "b".into() }), "'b'");
         assert_eq!(lit(Value::Set { bits: 3, names: "a,b".into() }), "'a,b'");
         assert_eq!(lit(Value::Duration { nanos: -1_500_000_000, fsp: 1 }), "'-00:00:01.5'");
-        let ts = MysqlTime { year: 2020, month: 1, day: 2, hour: 3, tp: mysql_type::TIMESTAMP, ..Default::default() };
+        let ts = MysqlTime {
+            time: Time { year: 2020, month: 1, day: 2, hour: 3, ..Default::default() },
+            tp: mysql_type::TIMESTAMP, fsp: 0,
+        };
         assert_eq!(lit(Value::Time(ts)), "'2020-01-02 03:00:00'");
         let conv = Dialect { convert_timestamps: true, ..Default::default() };
         assert_eq!(
