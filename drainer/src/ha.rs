@@ -207,6 +207,19 @@ pub async fn campaign(client: &Client, task: &str, node_id: &str, lease: i64) ->
     Ok(token)
 }
 
+/// Whether `e` (or an error it wraps) is the MySQL sink's fencing error: a newer active drainer fenced
+/// this one out, or this one could not fence the downstream when it took over.
+pub fn is_fenced(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if matches!(e.downcast_ref::<crate::sink::mysql::MysqlError>(), Some(crate::sink::mysql::MysqlError::Fence { .. })) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// The checkpoint a standby of `task` reports: the registered `maxCommitTS` of the task's active
 /// drainer, if one is registered online; `None` otherwise.
 pub async fn active_checkpoint(registry: &Registry, task: &str) -> Option<i64> {
@@ -253,6 +266,20 @@ mod tests {
         let mut c = cfg("t", "mysql");
         c.syncer.relay.log_dir = "relay".into();
         assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("relay"));
+    }
+
+    #[test]
+    fn a_fencing_error_is_found_through_the_wrappers() {
+        use crate::server::DrainerError;
+        use crate::sink::SinkError;
+        use crate::sink::mysql::MysqlError;
+        let fenced = || MysqlError::Fence { task: "t".into(), token: 7, why: "a newer active drainer took over".into() };
+        let through_sync = DrainerError::Sync(crate::syncer::SyncError::Sink(SinkError::new("mysql", fenced())));
+        assert!(is_fenced(&through_sync));
+        assert!(is_fenced(&DrainerError::Sink(SinkError::new("mysql", fenced()))));
+        let other = DrainerError::Sink(SinkError::new("mysql", MysqlError::Config("bad".into())));
+        assert!(!is_fenced(&other));
+        assert!(!is_fenced(&DrainerError::LostLease("t".into())));
     }
 
     #[test]
