@@ -162,10 +162,11 @@ impl Audit {
         sql(e, &stmts)
     }
 
-    /// Walks the record in order: the fencing token only rises, and every write is by the drainer that
-    /// raised it last (before the first raise recorded, by the first writer). Returns the raises, as
-    /// (user, token), and the number of writes by each user.
-    fn check(e: &E2e) -> Result<(Vec<(String, i64)>, std::collections::BTreeMap<String, usize>)> {
+    /// Walks the record in order: the fencing token only rises, every write is by the drainer that
+    /// raised it last (before the first raise recorded, by the first writer), and the writers take at
+    /// most `terms` turns (one per takeover, plus the first; two writers at once interleave). Returns
+    /// the raises, as (user, token), and the number of writes by each user.
+    fn check(e: &E2e, terms: usize) -> Result<(Vec<(String, i64)>, std::collections::BTreeMap<String, usize>)> {
         let url = e.cluster.downstream.as_ref().context("downstream")?.url();
         let rows: Vec<(i64, String, String, Option<i64>)> = block_on(async {
             let mut c = mysql_async::Conn::from_url(url).await?;
@@ -175,6 +176,7 @@ impl Audit {
         })?;
         let user = |who: &str| who.split('@').next().unwrap_or(who).to_string();
         let (mut owner, mut raises, mut writes) = (None::<String>, Vec::new(), std::collections::BTreeMap::new());
+        let mut turns: Vec<String> = Vec::new();
         for (seq, who, what, token) in rows {
             let who = user(&who);
             if what == "raise" {
@@ -189,6 +191,12 @@ impl Audit {
                 continue;
             }
             *writes.entry(who.clone()).or_insert(0) += 1;
+            if turns.last() != Some(&who) {
+                turns.push(who.clone());
+                if turns.len() > terms {
+                    bail!("audit seq {seq}: the writers took turns {turns:?}, more than {terms}: two writers");
+                }
+            }
             match &owner {
                 None => owner = Some(who),
                 Some(o) if *o == who => {}
@@ -303,7 +311,7 @@ fn a_frozen_active_is_fenced_out_and_the_new_active_goes_on() -> Result<()> {
     e.wait_workload(|_| Ok(()))?;
     let report = e.finish_and_verify(Duration::from_secs(180))?;
     assert!(report.equal && report.tables > 0, "{}", report.text);
-    let (raises, writes) = Audit::check(&e)?;
+    let (raises, writes) = Audit::check(&e, 2)?;
     eprintln!("audit: raises {raises:?}, writes {writes:?}; the resumed active's transactions refused by the fence: {refusals}");
     assert!(raises.iter().any(|(who, t)| who == USER_1 && *t == new_token), "the new active's raise is recorded: {raises:?}");
     assert!(writes.get(USER_1).copied().unwrap_or(0) > 0, "the new active wrote: {writes:?}");
@@ -337,10 +345,15 @@ fn a_pd_restart_during_a_takeover_loses_nothing_and_never_has_two_writers() -> R
         p.kill_all();
         std::thread::sleep(Duration::from_secs(3));
         p.restart_all()?;
+        let pd_back = t.elapsed();
+        tests::wait_until("the standby elected", Duration::from_secs(60), || leader(&pd).ok().flatten().as_ref() == Some(&standby.node_id))?;
+        let elected = t.elapsed();
         let (new, new_token, _) = wait_takeover(&e, &active, token, ts, Duration::from_secs(60))?;
         let took = t.elapsed();
         assert_eq!(new, standby.node_id, "round {i}: the standby took over");
-        eprintln!("round {i}: {active} killed, PD down 1 s later for 3 s, {new} applied after {took:?} (token {token} -> {new_token})");
+        eprintln!(
+            "round {i}: {active} killed, PD down 1 s later for 3 s; PD served again at {pd_back:?}, {new} elected at {elected:?}, applied at {took:?} (token {token} -> {new_token})"
+        );
         takeovers.push(took);
         e.drainer.restart()?;
         wait_role(&pd, &active, ROLE_STANDBY, Duration::from_secs(30))?;
@@ -355,7 +368,7 @@ fn a_pd_restart_during_a_takeover_loses_nothing_and_never_has_two_writers() -> R
     make_watched(&mut e, &mut standby, &active);
     let report = e.finish_and_verify(Duration::from_secs(180))?;
     assert!(report.equal && report.tables > 0, "{}", report.text);
-    let (raises, writes) = Audit::check(&e)?;
+    let (raises, writes) = Audit::check(&e, takeovers.len() + 1)?;
     eprintln!("audit: raises {raises:?}, writes {writes:?}");
     assert!(raises.len() >= 4, "a raise per takeover: {raises:?}");
     Ok(())
@@ -422,7 +435,7 @@ fn a_partitioned_active_is_fenced_out_stands_by_by_itself_and_can_lead_again() -
     make_watched(&mut e, &mut cut_off, "drainer-1");
     let report = e.finish_and_verify(Duration::from_secs(180))?;
     assert!(report.equal && report.tables > 0, "{}", report.text);
-    let (raises, writes) = Audit::check(&e)?;
+    let (raises, writes) = Audit::check(&e, 4)?;
     let refusals = fence_refusals(&e.drainer);
     eprintln!("audit: raises {raises:?}, writes {writes:?}; drainer-1's transactions refused by the fence: {refusals}");
     let by: Vec<&str> = raises.iter().map(|r| r.0.as_str()).collect();
