@@ -11,8 +11,11 @@
 //!   `PUT /state/<id>/{pause,close}` (binlogctl's pause-drainer/offline-drainer stop it, as any drainer).
 //! - **Active.** The winner connects its sink, resumes from the sink's checkpoint (the MySQL/TiDB
 //!   checkpoint table downstream, shared by every drainer of the task) and registers `"role":"active"`.
-//!   It stops (error, state `paused`) as soon as its lease is not known alive any more; a drainer that
-//!   stopped on lost leadership is meant to be restarted by its supervisor and then stands by.
+//!   As soon as its lease is not known alive any more, or the downstream's fence refuses one of its
+//!   transactions, its term ends: the sink is dropped without a final flush (its checkpoint is
+//!   committed with the data downstream; the fence refuses any late write), the pipeline's state goes
+//!   with it, and the drainer stands by again by itself, registered `"role":"standby"`, and can be
+//!   elected later (`server::run_with` builds a new sink per term). No supervisor is needed.
 //!   Stopping on request (signal, pause, offline) revokes the lease, so a standby takes over at once.
 //! - **Fencing.** A drainer that lost its lease but has not noticed yet (frozen, partitioned from etcd)
 //!   must not write. The MySQL/TiDB sink keeps the token in `tidb_binlog.ha_fence` (see
