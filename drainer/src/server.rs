@@ -7,6 +7,10 @@
 //! `offline`), or a fatal error (→ `paused`, error returned). On the way out the sink is flushed, a
 //! consistent checkpoint saved, and the final state written with it.
 //!
+//! With `task-name` ([`crate::ha`]) the drainer first stands by until elected; from the sink on, the
+//! above is one *term*. A lost lease or a fencing refusal ends the term (no final flush) and the
+//! drainer stands by again in the same process; anything else ends it as above.
+//!
 //! HTTP (same port as gRPC, which requests with `content-type: application/grpc` reach):
 //! `GET /status` `{"PumpPos":{id:ts},"Synced":bool,"LastTS":ts,"TsMap":""}`, `GET /commit_ts`,
 //! `PUT /state/{id}/{pause|close}`, `GET /metrics`.
@@ -527,9 +531,8 @@ where
                 let _ = sink_task.await;
             }
             let _ = heartbeat.await;
-            if let Some(l) = lease.take() {
-                l.revoke(&client).await;
-            }
+            // Not revoked: it has expired on the server (or is about to), and etcd may be unreachable.
+            drop(lease.take());
             me.state = NodeState::Online;
             me.role = Some(crate::ha::ROLE_STANDBY.into());
             me.max_commit_ts = progress.checkpoint();
