@@ -11,8 +11,11 @@
 //!   `PUT /state/<id>/{pause,close}` (binlogctl's pause-drainer/offline-drainer stop it, as any drainer).
 //! - **Active.** The winner connects its sink, resumes from the sink's checkpoint (the MySQL/TiDB
 //!   checkpoint table downstream, shared by every drainer of the task) and registers `"role":"active"`.
-//!   It stops (error, state `paused`) as soon as its lease is not known alive any more; a drainer that
-//!   stopped on lost leadership is meant to be restarted by its supervisor and then stands by.
+//!   As soon as its lease is not known alive any more, or the downstream's fence refuses one of its
+//!   transactions, its term ends: the sink is dropped without a final flush (its checkpoint is
+//!   committed with the data downstream; the fence refuses any late write), the pipeline's state goes
+//!   with it, and the drainer stands by again by itself, registered `"role":"standby"`, and can be
+//!   elected later (`server::run_with` builds a new sink per term). No supervisor is needed.
 //!   Stopping on request (signal, pause, offline) revokes the lease, so a standby takes over at once.
 //! - **Fencing.** A drainer that lost its lease but has not noticed yet (frozen, partitioned from etcd)
 //!   must not write. The MySQL/TiDB sink keeps the token in `tidb_binlog.ha_fence` (see
@@ -207,6 +210,19 @@ pub async fn campaign(client: &Client, task: &str, node_id: &str, lease: i64) ->
     Ok(token)
 }
 
+/// Whether `e` (or an error it wraps) is the MySQL sink's fencing error: a newer active drainer fenced
+/// this one out, or this one could not fence the downstream when it took over.
+pub fn is_fenced(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        if matches!(e.downcast_ref::<crate::sink::mysql::MysqlError>(), Some(crate::sink::mysql::MysqlError::Fence { .. })) {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 /// The checkpoint a standby of `task` reports: the registered `maxCommitTS` of the task's active
 /// drainer, if one is registered online; `None` otherwise.
 pub async fn active_checkpoint(registry: &Registry, task: &str) -> Option<i64> {
@@ -253,6 +269,20 @@ mod tests {
         let mut c = cfg("t", "mysql");
         c.syncer.relay.log_dir = "relay".into();
         assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("relay"));
+    }
+
+    #[test]
+    fn a_fencing_error_is_found_through_the_wrappers() {
+        use crate::server::DrainerError;
+        use crate::sink::SinkError;
+        use crate::sink::mysql::MysqlError;
+        let fenced = || MysqlError::Fence { task: "t".into(), token: 7, why: "a newer active drainer took over".into() };
+        let through_sync = DrainerError::Sync(crate::syncer::SyncError::Sink(SinkError::new("mysql", fenced())));
+        assert!(is_fenced(&through_sync));
+        assert!(is_fenced(&DrainerError::Sink(SinkError::new("mysql", fenced()))));
+        let other = DrainerError::Sink(SinkError::new("mysql", MysqlError::Config("bad".into())));
+        assert!(!is_fenced(&other));
+        assert!(!is_fenced(&DrainerError::LostLease("t".into())));
     }
 
     #[test]

@@ -33,7 +33,7 @@ async fn stop_signal() {
 async fn drive<S, M, MF>(cfg: Config, make: M) -> Result<()>
 where
     S: drainer::sink::Sink + 'static,
-    M: FnOnce(u64, Option<drainer::ha::Fence>) -> MF,
+    M: FnMut(u64, Option<drainer::ha::Fence>) -> MF,
     MF: std::future::Future<Output = Result<S, SinkError>>,
 {
     let exit = drainer::server::run_with(cfg, make, stop_signal()).await?;
@@ -45,13 +45,17 @@ async fn run(cfg: Config) -> Result<()> {
     match cfg.db_type()? {
         DbType::File => {
             let fc = setup::file_config(&cfg)?;
-            drive(cfg, |_, _| async move { FileSink::open(fc).map_err(|e| SinkError::new("file", e)) }).await
+            drive(cfg, move |_, _| {
+                let fc = fc.clone();
+                async move { FileSink::open(fc).map_err(|e| SinkError::new("file", e)) }
+            })
+            .await
         }
         DbType::Kafka => {
             let c = cfg.clone();
-            drive(cfg, |cluster_id, _| async move {
-                let kc = setup::kafka_config(&c, cluster_id).map_err(|e| SinkError::new("kafka", e))?;
-                KafkaSink::connect(kc).await.map_err(|e| SinkError::new("kafka", e))
+            drive(cfg, move |cluster_id, _| {
+                let kc = setup::kafka_config(&c, cluster_id);
+                async move { KafkaSink::connect(kc.map_err(|e| SinkError::new("kafka", e))?).await.map_err(|e| SinkError::new("kafka", e)) }
             })
             .await
         }
@@ -60,10 +64,13 @@ async fn run(cfg: Config) -> Result<()> {
             let relay = &cfg.syncer.relay;
             if relay.log_dir.is_empty() {
                 let c = cfg.clone();
-                return drive(cfg, |cluster_id, fence| async move {
-                    let mut mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
-                    mc.fence = fence; // drainer HA (`task-name`): every transaction checks the token
-                    MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))
+                return drive(cfg, move |cluster_id, fence| {
+                    let mc = setup::mysql_config(&c, cluster_id);
+                    async move {
+                        let mut mc = mc.map_err(|e| SinkError::new("mysql", e))?;
+                        mc.fence = fence; // drainer HA (`task-name`): every transaction checks the token
+                        MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))
+                    }
                 })
                 .await;
             }
@@ -71,10 +78,14 @@ async fn run(cfg: Config) -> Result<()> {
             let log = RelayLog::open(Path::new(&relay.log_dir), relay.max_file_size.max(0) as u64)?;
             let c = cfg.clone();
             // `task-name` with the relay log is refused by the config check (`drainer::ha`).
-            let r = drive(cfg.clone(), |cluster_id, _| async move {
-                let mc = setup::mysql_config(&c, cluster_id).map_err(|e| SinkError::new("mysql", e))?;
-                let sink = MysqlSink::connect(mc).await.map_err(|e| SinkError::new("mysql", e))?;
-                Ok(Relayed::new(sink, log))
+            let mut log = Some(log);
+            let r = drive(cfg.clone(), move |cluster_id, _| {
+                let (mc, log) = (setup::mysql_config(&c, cluster_id), log.take());
+                async move {
+                    let log = log.ok_or_else(|| SinkError::new("mysql", "the relay log is opened once (no drainer HA with it)"))?;
+                    let sink = MysqlSink::connect(mc.map_err(|e| SinkError::new("mysql", e))?).await.map_err(|e| SinkError::new("mysql", e))?;
+                    Ok(Relayed::new(sink, log))
+                }
             })
             .await;
             let pd_lost = r.as_ref().err().and_then(|e| e.downcast_ref::<DrainerError>()).is_some_and(|e| {

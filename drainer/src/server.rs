@@ -7,6 +7,10 @@
 //! `offline`), or a fatal error (→ `paused`, error returned). On the way out the sink is flushed, a
 //! consistent checkpoint saved, and the final state written with it.
 //!
+//! With `task-name` ([`crate::ha`]) the drainer first stands by until elected; from the sink on, the
+//! above is one *term*. A lost lease or a fencing refusal ends the term (no final flush) and the
+//! drainer stands by again in the same process; anything else ends it as above.
+//!
 //! HTTP (same port as gRPC, which requests with `content-type: application/grpc` reach):
 //! `GET /status` `{"PumpPos":{id:ts},"Synced":bool,"LastTS":ts,"TsMap":""}`, `GET /commit_ts`,
 //! `PUT /state/{id}/{pause|close}`, `GET /metrics`.
@@ -231,16 +235,24 @@ where
     S: Sink + 'static,
     F: Future<Output = ()> + Send,
 {
-    run_with(cfg, |_, _| async move { Ok(sink) }, stop).await
+    let mut sink = Some(sink);
+    let make = move |_, _| {
+        let s = sink.take();
+        // Without `task-name` there is one term, so one sink.
+        async move { s.ok_or_else(|| SinkError::new("sink", "the sink was already used by an earlier term")) }
+    };
+    run_with(cfg, make, stop).await
 }
 
 /// As [`run`], with the sink built by `make` once the cluster id is known (the MySQL checkpoint's row
 /// key and the Kafka topic's default name need it) and, with `task-name`, once this drainer is the
-/// task's active one (then `make` gets the fencing token; see [`crate::ha`]).
+/// task's active one (then `make` gets the fencing token; see [`crate::ha`]). With `task-name`, `make`
+/// is called again each time this drainer becomes the active one anew (after losing the lease and
+/// standing by).
 pub async fn run_with<S, M, MF, F>(cfg: Config, make: M, stop: F) -> Result<Exit, DrainerError>
 where
     S: Sink + 'static,
-    M: FnOnce(u64, Option<Fence>) -> MF,
+    M: FnMut(u64, Option<Fence>) -> MF,
     MF: Future<Output = Result<S, SinkError>>,
     F: Future<Output = ()> + Send,
 {
@@ -306,214 +318,273 @@ where
         }),
     };
     tokio::pin!(stop);
-
-    // Drainer HA: stand by until elected.
-    let mut lease = None;
-    let mut fence = None;
-    if let Some(task) = &task {
-        match stand_by(&cfg, task, &client, &registry, &mut me, &progress, &mut action_rx, stop.as_mut(), now_ts).await? {
-            Standby::Elected(l, token) => {
-                tracing::info!(task, token, "elected the task's active drainer");
-                lease = Some(l);
-                fence = Some(Fence { task: task.clone(), token });
-            }
-            Standby::Stopped(state, reply) => {
-                me.state = state;
-                let reg = registry.update_node(NodeKind::Drainer, &me).await;
-                if let Some(tx) = reply {
-                    let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                }
-                let _ = stop_tx.send(true);
-                let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-                reg?;
-                tracing::info!(%state, "standby drainer stopped");
-                let checkpoint = Savepoint { consistent: false, commit_ts: me.max_commit_ts, schema_version: 0 };
-                return Ok(Exit { state, checkpoint });
-            }
-        }
-    }
-    let lost = lease.as_ref().map(|l: &crate::ha::Lease| l.lost.clone());
-
-    let mut sink = match make(cluster_id, fence).await {
-        Ok(s) => s,
-        Err(e) => {
-            if let Some(l) = lease.take() {
-                me.state = NodeState::Paused;
-                let _ = registry.update_node(NodeKind::Drainer, &me).await;
-                l.revoke(&client).await;
-            }
-            return Err(e.into());
-        }
-    };
-    let mut store =
-        crate::sink::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
-    let saved = store.load().await?;
-    let sink_ts = sink.load_checkpoint().await?;
-    let start = start_ts(sink_ts, saved.as_ref(), db_type.uses_file_checkpoint() || sink_ts.is_none(), cfg.initial_commit_ts, || now_ts);
-    let schema_version = saved.filter(|s| s.commit_ts == start).map(|s| s.schema_version).unwrap_or(0);
-    tracing::info!(node_id, cluster_id, start, schema_version, ?sink_ts, "drainer starting");
-
-    let mut translator = Translator::new(&cfg.syncer, db_type).map_err(|e| DrainerError::Config(e.to_string()))?;
-    translator.init(schema_version, start).await?;
-
-    progress.checkpoint_ts.store(start, Ordering::Release);
-    me.max_commit_ts = start;
-    me.update_ts = pump::tso::advance(now_ts as u64, started.elapsed()) as i64;
-    if task.is_some() {
-        me.role = Some(crate::ha::ROLE_ACTIVE.into());
-    }
-    registry.update_node(NodeKind::Drainer, &me).await?;
-
     let push = pump::daemon::push::spawn(
         &cfg.metrics_addr,
         Duration::from_secs(cfg.metrics_interval),
         &node_id,
         || metrics().render(),
     );
+    let mut make = make;
 
-    // Pipeline.
-    let merger = Merger::new(start);
-    let latest = Arc::new(AtomicI64::new(start));
-    let (src_tx, src_rx) = mpsc::unbounded_channel();
-    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
-    let collector = Collector::new(CollectorParts {
-        registry: registry.clone(),
-        cfg: ReaderConfig { cluster_id, tls: reader_tls(&cfg)?, gzip: cfg.compressor == "gzip" },
-        detect_interval: Duration::from_secs(cfg.detect_interval),
-        sources: src_tx,
-        merge_wake: merger.waker(),
-        latest: latest.clone(),
-        positions: positions.clone(),
-        notify: notify.clone(),
-        fatal: fatal_tx,
-        tso: Some(pd.clone()),
-    });
-    let collector = tokio::spawn(collector.run());
-    let (merged_tx, merged_rx) = mpsc::channel(4);
-    let merge = tokio::spawn(run_merge(merger, src_rx, merged_tx, latest, stop_rx.clone()));
-    let (items_tx, items_rx) = mpsc::channel(cfg.cache_binlog_count);
-    let mut translate = tokio::spawn(run_translate(translator, merged_rx, items_tx));
-    let saver = Saver::new(store, saved.unwrap_or(Savepoint { consistent: false, commit_ts: start, schema_version }));
-    let mut sink_task = tokio::spawn(run_sink(sink, items_rx, saver, progress.clone(), stop_rx.clone()));
-
-    // Heartbeat.
-    let (hb_err_tx, mut hb_err_rx) = mpsc::channel::<String>(1);
-    let heartbeat = {
-        let (registry, progress, mut me, mut stop) = (registry.clone(), progress.clone(), me.clone(), stop_rx.clone());
-        tokio::spawn(async move {
-            let base = started;
-            let mut fails = 0;
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => {}
-                    _ = stop.changed() => return,
+    // One pass per term as the task's active drainer (without `task-name`: one pass). A drainer whose
+    // lease was lost, or that a newer active fenced out, drops its pipeline and stands by again.
+    let outcome: Result<Exit, DrainerError> = 'terms: loop {
+        // Drainer HA: stand by until elected.
+        let mut lease = None;
+        let mut fence = None;
+        if let Some(task) = &task {
+            me.state = NodeState::Online;
+            let waited =
+                stand_by(&cfg, task, &client, &registry, &mut me, &progress, &mut action_rx, stop.as_mut(), now_ts).await;
+            match waited {
+                Err(e) => break 'terms Err(e),
+                Ok(Standby::Elected(l, token)) => {
+                    tracing::info!(task, token, "elected the task's active drainer");
+                    lease = Some(l);
+                    fence = Some(Fence { task: task.clone(), token });
                 }
-                me.max_commit_ts = progress.checkpoint();
-                me.update_ts = pump::tso::advance(now_ts as u64, base.elapsed()) as i64;
-                match registry.update_node(NodeKind::Drainer, &me).await {
-                    Ok(()) => fails = 0,
-                    Err(e) => {
-                        fails += 1;
-                        tracing::warn!(error = %e, fails, "drainer heartbeat failed");
-                        if fails >= 20 {
-                            let _ = hb_err_tx.send(e.to_string()).await;
-                            return;
+                Ok(Standby::Stopped(state, reply)) => {
+                    me.state = state;
+                    let reg = registry.update_node(NodeKind::Drainer, &me).await;
+                    if let Some(tx) = reply {
+                        let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+                    }
+                    tracing::info!(%state, "standby drainer stopped");
+                    let checkpoint = Savepoint { consistent: false, commit_ts: me.max_commit_ts, schema_version: 0 };
+                    break 'terms reg.map(|_| Exit { state, checkpoint }).map_err(DrainerError::from);
+                }
+            }
+        }
+        let lost = lease.as_ref().map(|l: &crate::ha::Lease| l.lost.clone());
+
+        let mut sink = match make(cluster_id, fence).await {
+            Ok(s) => s,
+            Err(e) => {
+                let e = DrainerError::from(e);
+                if let Some(l) = lease.take() {
+                    l.revoke(&client).await;
+                    if crate::ha::is_fenced(&e) {
+                        // A newer active holds the downstream, or it could not be fenced: let another
+                        // drainer of the task (or this one, later) try.
+                        tracing::warn!(error = %e, "drainer HA: taking over the downstream failed; standing by again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue 'terms;
+                    }
+                    me.state = NodeState::Paused;
+                    let _ = registry.update_node(NodeKind::Drainer, &me).await;
+                }
+                break 'terms Err(e);
+            }
+        };
+        let mut store =
+            crate::sink::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
+        let saved = store.load().await?;
+        let sink_ts = sink.load_checkpoint().await?;
+        let start =
+            start_ts(sink_ts, saved.as_ref(), db_type.uses_file_checkpoint() || sink_ts.is_none(), cfg.initial_commit_ts, || now_ts);
+        let schema_version = saved.filter(|s| s.commit_ts == start).map(|s| s.schema_version).unwrap_or(0);
+        tracing::info!(node_id, cluster_id, start, schema_version, ?sink_ts, "drainer starting");
+
+        let mut translator = Translator::new(&cfg.syncer, db_type).map_err(|e| DrainerError::Config(e.to_string()))?;
+        translator.init(schema_version, start).await?;
+
+        progress.checkpoint_ts.store(start, Ordering::Release);
+        me.max_commit_ts = start;
+        me.update_ts = pump::tso::advance(now_ts as u64, started.elapsed()) as i64;
+        if task.is_some() {
+            me.role = Some(crate::ha::ROLE_ACTIVE.into());
+        }
+        registry.update_node(NodeKind::Drainer, &me).await?;
+
+        // Pipeline, stopped through `term_stop` (the HTTP server stays up across terms).
+        let (term_stop_tx, term_stop) = watch::channel(false);
+        let merger = Merger::new(start);
+        let latest = Arc::new(AtomicI64::new(start));
+        let (src_tx, src_rx) = mpsc::unbounded_channel();
+        let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+        let collector = Collector::new(CollectorParts {
+            registry: registry.clone(),
+            cfg: ReaderConfig { cluster_id, tls: reader_tls(&cfg)?, gzip: cfg.compressor == "gzip" },
+            detect_interval: Duration::from_secs(cfg.detect_interval),
+            sources: src_tx,
+            merge_wake: merger.waker(),
+            latest: latest.clone(),
+            positions: positions.clone(),
+            notify: notify.clone(),
+            fatal: fatal_tx,
+            tso: Some(pd.clone()),
+        });
+        let collector = tokio::spawn(collector.run());
+        let (merged_tx, merged_rx) = mpsc::channel(4);
+        let merge = tokio::spawn(run_merge(merger, src_rx, merged_tx, latest, term_stop.clone()));
+        let (items_tx, items_rx) = mpsc::channel(cfg.cache_binlog_count);
+        let mut translate = tokio::spawn(run_translate(translator, merged_rx, items_tx));
+        let saver = Saver::new(store, saved.unwrap_or(Savepoint { consistent: false, commit_ts: start, schema_version }));
+        let mut sink_task = tokio::spawn(run_sink(sink, items_rx, saver, progress.clone(), term_stop.clone()));
+
+        // Heartbeat.
+        let (hb_err_tx, mut hb_err_rx) = mpsc::channel::<String>(1);
+        let heartbeat = {
+            let (registry, progress, me, mut stop) = (registry.clone(), progress.clone(), me.clone(), term_stop.clone());
+            tokio::spawn(async move {
+                let mut me = me;
+                let base = started;
+                let mut fails = 0;
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.changed() => return,
+                    }
+                    me.max_commit_ts = progress.checkpoint();
+                    me.update_ts = pump::tso::advance(now_ts as u64, base.elapsed()) as i64;
+                    match registry.update_node(NodeKind::Drainer, &me).await {
+                        Ok(()) => fails = 0,
+                        Err(e) => {
+                            fails += 1;
+                            tracing::warn!(error = %e, fails, "drainer heartbeat failed");
+                            if fails >= 20 {
+                                let _ = hb_err_tx.send(e.to_string()).await;
+                                return;
+                            }
                         }
                     }
                 }
-            }
-        })
-    };
+            })
+        };
 
-    // Wait for the reason to stop.
-    let mut reply: Option<oneshot::Sender<Result<(), String>>> = None;
-    let mut failure: Option<DrainerError> = None;
-    let mut final_state = NodeState::Paused;
-    let mut sink_done: Option<Result<Savepoint, DrainerError>> = None;
-    let lease_lost = async {
-        match lost {
-            Some(mut l) => {
-                let _ = l.wait_for(|lost| *lost).await.is_ok();
+        // Wait for the reason to stop.
+        let mut reply: Option<oneshot::Sender<Result<(), String>>> = None;
+        let mut failure: Option<DrainerError> = None;
+        let mut final_state = NodeState::Paused;
+        let mut sink_done: Option<Result<Savepoint, DrainerError>> = None;
+        let lease_lost = async {
+            match lost {
+                Some(mut l) => {
+                    let _ = l.wait_for(|lost| *lost).await.is_ok();
+                }
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = lease_lost => failure = Some(DrainerError::LostLease(cfg.task_name.clone())),
+            _ = &mut stop => tracing::info!("stop requested; pausing"),
+            a = action_rx.recv() => if let Some((a, tx)) = a {
+                let (transient, fin) = match a {
+                    Action::Pause => (NodeState::Pausing, NodeState::Paused),
+                    Action::Close => (NodeState::Closing, NodeState::Offline),
+                };
+                me.state = transient;
+                me.max_commit_ts = progress.checkpoint();
+                match registry.update_node(NodeKind::Drainer, &me).await {
+                    Ok(()) => { final_state = fin; reply = Some(tx); }
+                    Err(e) => { let _ = tx.send(Err(e.to_string())); }
+                }
+            },
+            e = fatal_rx.recv() => if let Some(e) = e { failure = Some(e.into()) },
+            r = &mut translate => {
+                failure = match r {
+                    Ok(Err(e)) => Some(e.into()),
+                    _ => None,
+                }
+            },
+            r = &mut sink_task => {
+                sink_done = Some(match r {
+                    Ok(r) => r.map_err(DrainerError::from),
+                    Err(e) => Err(DrainerError::Config(format!("sink task panicked: {e}"))),
+                });
+            },
+            e = hb_err_rx.recv() => failure = Some(DrainerError::Heartbeat(e.unwrap_or_default())),
         }
-    };
-    tokio::select! {
-        _ = lease_lost => failure = Some(DrainerError::LostLease(cfg.task_name.clone())),
-        _ = &mut stop => tracing::info!("stop requested; pausing"),
-        a = action_rx.recv() => if let Some((a, tx)) = a {
-            let (transient, fin) = match a {
-                Action::Pause => (NodeState::Pausing, NodeState::Paused),
-                Action::Close => (NodeState::Closing, NodeState::Offline),
+
+        // Drainer HA: a lost lease or a fencing refusal means another drainer is (or is about to be)
+        // the task's active one. Stop this term without a final flush (the MySQL checkpoint is
+        // committed with the data, so the next active resumes exactly; the fence refuses any late
+        // write), drop its state and stand by again.
+        // The sink reports a refusal from its background task as text, so a failure in HA mode is
+        // also taken as a lost term when the lease turns out lost within a TTL: a fencing refusal
+        // means a newer active was elected, so this lease has expired on the server.
+        let failed = failure.as_ref().or(sink_done.as_ref().and_then(|r| r.as_ref().err()));
+        let lost_term = match (&lease, failed) {
+            (Some(_), Some(DrainerError::LostLease(_))) => true,
+            (Some(_), Some(e)) if crate::ha::is_fenced(e) => true,
+            (Some(l), Some(_)) => {
+                let mut lost = l.lost.clone();
+                let ttl = Duration::from_secs(cfg.ha_lease_ttl as u64 + 1);
+                matches!(tokio::time::timeout(ttl, lost.wait_for(|l| *l)).await, Ok(Ok(_)))
+            }
+            _ => false,
+        };
+        let _ = term_stop_tx.send(true);
+        heartbeat.abort();
+        collector.abort();
+        merge.abort();
+        translate.abort();
+        if lost_term {
+            let why = match (&failure, &sink_done) {
+                (Some(e), _) | (None, Some(Err(e))) => e.to_string(),
+                _ => String::new(),
             };
-            me.state = transient;
+            tracing::warn!(task = cfg.task_name, reason = why, "drainer HA: no longer the task's active drainer; standing by");
+            if sink_done.is_none() {
+                sink_task.abort();
+                let _ = sink_task.await;
+            }
+            let _ = heartbeat.await;
+            // Not revoked: it has expired on the server (or is about to), and etcd may be unreachable.
+            drop(lease.take());
+            me.state = NodeState::Online;
+            me.role = Some(crate::ha::ROLE_STANDBY.into());
             me.max_commit_ts = progress.checkpoint();
-            match registry.update_node(NodeKind::Drainer, &me).await {
-                Ok(()) => { final_state = fin; reply = Some(tx); }
-                Err(e) => { let _ = tx.send(Err(e.to_string())); }
+            if let Err(e) = registry.update_node(NodeKind::Drainer, &me).await {
+                tracing::warn!(error = %e, "registering as a standby failed; the standby's heartbeat retries");
             }
-        },
-        e = fatal_rx.recv() => if let Some(e) = e { failure = Some(e.into()) },
-        r = &mut translate => {
-            failure = match r {
-                Ok(Err(e)) => Some(e.into()),
-                _ => None,
-            }
-        },
-        r = &mut sink_task => {
-            sink_done = Some(match r {
+            continue 'terms;
+        }
+        if let Some(e) = &failure {
+            tracing::error!(error = %e, "drainer stopping on error");
+        }
+        let sink_result = match sink_done {
+            Some(r) => r,
+            None => match sink_task.await {
                 Ok(r) => r.map_err(DrainerError::from),
                 Err(e) => Err(DrainerError::Config(format!("sink task panicked: {e}"))),
-            });
-        },
-        e = hb_err_rx.recv() => failure = Some(DrainerError::Heartbeat(e.unwrap_or_default())),
-    }
-    if let Some(e) = &failure {
-        tracing::error!(error = %e, "drainer stopping on error");
-    }
+            },
+        };
+        let saved = match sink_result {
+            Ok(sp) => Some(sp),
+            Err(e) => {
+                failure.get_or_insert(e);
+                None
+            }
+        };
+        let cp = saved.unwrap_or(Savepoint { consistent: false, commit_ts: progress.checkpoint(), schema_version: 0 });
+        me.state = final_state;
+        me.max_commit_ts = cp.commit_ts;
+        let reg = registry.update_node(NodeKind::Drainer, &me).await;
+        if let Some(l) = lease {
+            // After the final checkpoint: a standby takes over now rather than when the lease expires.
+            l.revoke(&client).await;
+        }
+        if let Some(tx) = reply {
+            let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        }
+        break 'terms match failure {
+            Some(e) => Err(e),
+            None => reg.map_err(DrainerError::from).map(|()| {
+                tracing::info!(state = %final_state, checkpoint = cp.commit_ts, "drainer stopped");
+                Exit { state: final_state, checkpoint: cp }
+            }),
+        };
+    };
 
     let _ = stop_tx.send(true);
-    heartbeat.abort();
-    collector.abort();
-    merge.abort();
-    translate.abort();
-    let sink_result = match sink_done {
-        Some(r) => r,
-        None => match sink_task.await {
-            Ok(r) => r.map_err(DrainerError::from),
-            Err(e) => Err(DrainerError::Config(format!("sink task panicked: {e}"))),
-        },
-    };
-    let saved = match sink_result {
-        Ok(sp) => Some(sp),
-        Err(e) => {
-            failure.get_or_insert(e);
-            None
-        }
-    };
-    let cp = saved.unwrap_or(Savepoint { consistent: false, commit_ts: progress.checkpoint(), schema_version: 0 });
-    me.state = final_state;
-    me.max_commit_ts = cp.commit_ts;
-    let reg = registry.update_node(NodeKind::Drainer, &me).await;
-    if let Some(l) = lease {
-        // After the final checkpoint: a standby takes over now rather than when the lease expires.
-        l.revoke(&client).await;
-    }
-    if let Some(tx) = reply {
-        let _ = tx.send(reg.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-    }
     if let Some(p) = push {
         p.abort();
     }
     // After the reply: graceful shutdown waits for the request that asked for it.
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
-    if let Some(e) = failure {
-        return Err(e);
-    }
-    reg?;
-    tracing::info!(state = %final_state, checkpoint = cp.commit_ts, "drainer stopped");
-    Ok(Exit { state: final_state, checkpoint: cp })
+    outcome
 }
 
 /// Whether `lease` is already known lost.

@@ -177,6 +177,22 @@ impl E2e {
         Node::drainer(&self.cluster.dir().join(node_id), &self.pd_url(), node_id, &self.drainer_args)
     }
 
+    /// As [`E2e::add_drainer`], with `pd_url` as its `pd-urls` (a proxy in front of PD, say) and
+    /// drainer-0's drainer.toml passed through `edit` (another downstream user, say).
+    pub fn add_drainer_with(&self, node_id: &str, pd_url: &str, edit: impl Fn(String) -> String) -> Result<Node> {
+        let dir = self.cluster.dir().join(node_id);
+        std::fs::create_dir_all(&dir)?;
+        let mut args = self.drainer_args.clone();
+        for a in &mut args {
+            if let Some(path) = a.strip_prefix("-config=") {
+                let toml = dir.join("drainer.toml");
+                std::fs::write(&toml, edit(std::fs::read_to_string(path)?))?;
+                *a = format!("-config={}", toml.display());
+            }
+        }
+        Node::drainer(&dir, pd_url, node_id, &args)
+    }
+
     /// The PD URL (`pd-urls`).
     pub fn pd_url(&self) -> String {
         self.cluster.pd().url()

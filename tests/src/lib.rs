@@ -25,6 +25,7 @@ pub mod nodes;
 pub mod pd;
 pub mod pd_standin;
 pub mod pki;
+pub mod proxy;
 pub mod scripted;
 pub mod tikv_double;
 

@@ -172,6 +172,23 @@ impl Pd {
         self.wait_ready()
     }
 
+    /// Kills PD with SIGKILL together with its store: a real pd-server's embedded etcd dies with it,
+    /// the stand-in's etcd is killed too (data stays). [`Pd::restart_all`] starts both again.
+    pub fn kill_all(&mut self) {
+        self.proc.kill();
+        if let Kind::Standin { etcd, .. } = &mut self.kind {
+            etcd.kill();
+        }
+    }
+
+    /// Starts PD (and the stand-in's etcd) again on the same ports and data, and waits until it serves.
+    pub fn restart_all(&mut self) -> Result<()> {
+        if let Kind::Standin { etcd, .. } = &mut self.kind {
+            etcd.restart()?;
+        }
+        self.restart()
+    }
+
     /// Starts a killed member again without waiting for it to serve (a member of a cluster whose
     /// quorum may be elsewhere).
     pub fn restart_no_wait(&mut self) -> Result<()> {

@@ -28,8 +28,9 @@ use super::{MysqlError, MysqlSinkConfig, sql};
 use crate::ha::Fence;
 use crate::txn::quote_ident;
 
-/// The error the check raises: MySQL/MariaDB/TiDB "Got error .. from regexp" (see [`check_sql`]).
-const FENCED_CODE: u16 = 1139;
+/// The error the check raises: "Subquery returns more than 1 row" (MySQL, MariaDB and TiDB; see
+/// [`check_sql`]). The sink's own statements carry no subqueries, so this code means the check.
+const FENCED_CODE: u16 = 1242;
 
 fn table_q(ck: &CheckpointCfg) -> String {
     format!("{}.{}", quote_ident(&ck.schema), quote_ident("ha_fence"))
@@ -42,12 +43,14 @@ fn quoted(s: &str) -> String {
 }
 
 /// The statement every fenced transaction starts with. It reads the task's row under a lock; when
-/// the token is not ours the WHERE clause matches `'fenced'` against the invalid pattern `(`, which
-/// the server refuses with error 1139, so nothing after it in the packet runs and the transaction
-/// never commits. (SQL has no portable "raise an error" expression outside stored programs.)
+/// the token is not ours, a scalar subquery correlated with the row returns two rows, which the server
+/// refuses with error 1242, so nothing after it in the packet runs and the transaction never commits.
+/// (SQL has no portable "raise an error" expression outside stored programs. An invalid REGEXP
+/// pattern was used first: MariaDB 10.11 answers it with NULL, no error, so nothing was refused.)
 pub(super) fn check_sql(ck: &CheckpointCfg, f: &Fence, tidb: bool) -> String {
     format!(
-        "SELECT token FROM {} WHERE task = {} AND 'fenced' REGEXP IF(token = {}, '^fenced$', '(') {}",
+        "SELECT f.token FROM {} f WHERE f.task = {} AND \
+         (SELECT 1 FROM (SELECT 1 AS o UNION ALL SELECT 2) x WHERE f.token <> {}) IS NULL {}",
         table_q(ck),
         quoted(&f.task),
         f.token,
@@ -57,7 +60,7 @@ pub(super) fn check_sql(ck: &CheckpointCfg, f: &Fence, tidb: bool) -> String {
 
 /// Whether the downstream refused a transaction because its fencing check failed.
 pub(super) fn is_fenced(e: &mysql_async::Error) -> bool {
-    matches!(e, mysql_async::Error::Server(s) if s.code == FENCED_CODE && s.message.contains("regexp"))
+    matches!(e, mysql_async::Error::Server(s) if s.code == FENCED_CODE)
 }
 
 /// Makes this drainer the only writer of `f.task`: creates the tables, ends an older active's
