@@ -48,6 +48,7 @@ async fn run(cfg: Config) -> Result<()> {
             drive(cfg, |_, _| async move { FileSink::open(fc).map_err(|e| SinkError::new("file", e)) }).await
         }
         DbType::Kafka => {
+            setup::kafka_config(&cfg, 0)?; // refuse a bad config before touching etcd
             let c = cfg.clone();
             drive(cfg, |cluster_id, _| async move {
                 let kc = setup::kafka_config(&c, cluster_id).map_err(|e| SinkError::new("kafka", e))?;

@@ -77,20 +77,30 @@ pub async fn topic_max_message_bytes(cfg: &KafkaConfig) -> Result<Option<usize>,
     Ok(value.and_then(|v| v.parse().ok()))
 }
 
-pub(super) fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit, window: &Arc<Window>) -> Result<Producer, KafkaSinkError> {
+/// The sink's producer. With `transactional_id` set (exactly-once) delivery reports are not used
+/// (a transaction's commit says whether all its messages arrived), so `window` is `None`; otherwise
+/// they release items from the ack window.
+pub(super) fn make_producer(cfg: &KafkaConfig, limit: &MessageLimit, window: Option<&Arc<Window>>) -> Result<Producer, KafkaSinkError> {
     let mut pc = cfg.common();
     // A produce batch must fit the topic's max.message.bytes as a whole; one message always fits
     // (its payload is at most the limit), so only batches of several are capped.
     if let Some(t) = limit.topic_max {
         pc.set("batch.size", t.saturating_sub(RECORD_OVERHEAD).clamp(1, 1_000_000).to_string());
     }
+    let mut ack_timeout = cfg.ack_timeout.max(Duration::from_secs(1));
     pc.set("acks", "all")
-        .set("enable.idempotence", if cfg.idempotent { "true" } else { "false" })
+        .set("enable.idempotence", if cfg.idempotent || cfg.transactional_id.is_some() { "true" } else { "false" })
         .set("message.max.bytes", (limit.payload + 4096).clamp(1000, RDKAFKA_MAX_MESSAGE).to_string())
         .set("batch.num.messages", cfg.max_messages.max(1).to_string())
         .set("linger.ms", "5")
-        .set("message.timeout.ms", cfg.ack_timeout.as_millis().max(1000).to_string())
         .set("queue.buffering.max.kbytes", "2097151")
         .set("queue.buffering.max.messages", "1000000");
-    pc.create_with_context(AckContext { window: window.clone() }).map_err(kerr("producer"))
+    if let Some(id) = &cfg.transactional_id {
+        // librdkafka refuses a message timeout longer than the transaction timeout.
+        let txn_timeout = cfg.transaction_timeout.max(Duration::from_secs(1));
+        ack_timeout = ack_timeout.min(txn_timeout);
+        pc.set("transactional.id", id).set("transaction.timeout.ms", txn_timeout.as_millis().to_string());
+    }
+    pc.set("message.timeout.ms", ack_timeout.as_millis().to_string());
+    pc.create_with_context(AckContext { window: window.cloned() }).map_err(kerr("producer"))
 }

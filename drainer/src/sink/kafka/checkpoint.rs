@@ -15,61 +15,74 @@ use crate::proto::slave;
 
 /// What the topic's partitions hold last: per partition, the commit ts of the last whole transaction
 /// (a trailing incomplete chunk sequence counts as its commit ts − 1, so it is sent again).
+///
+/// Read `read_committed`: messages of aborted or still open Kafka transactions do not count (with
+/// exactly-once, what a killed drainer left uncommitted is sent again; a transaction still open holds
+/// the partition's end at its start). The end of a partition may be control records (transaction
+/// markers) or aborted messages, so reading starts a few offsets before the end and moves further
+/// back until it finds a message.
 pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32, i64>, KafkaSinkError> {
     let mut c = cfg.common();
     c.set("group.id", format!("tidb-binlog-checkpoint-{}", std::process::id()))
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
+        .set("enable.partition.eof", "true")
+        .set("isolation.level", "read_committed");
     let consumer: BaseConsumer = c.create().map_err(kerr("checkpoint consumer"))?;
     let mut out = HashMap::new();
     for p in 0..partitions {
         let (low, high) = consumer
             .fetch_watermarks(&cfg.topic, p, Duration::from_secs(10))
             .map_err(kerr(format!("watermarks of {}/{p}", cfg.topic)))?;
-        if high <= low {
-            continue;
-        }
-        // Start at the high watermark − 1 and read forward to the end of the partition: the last
-        // offset may hold a control record, and some Kafka-protocol brokers report the last batch's
-        // base offset + 1 as the high watermark.
-        let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(high - 1)).map_err(kerr("assign"))?;
-        consumer.assign(&tpl).map_err(kerr("assign"))?;
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let mut last: Option<(i64, i64, bool)> = None; // (offset, commit ts, complete)
-        loop {
-            if Instant::now() > deadline {
-                return Err(KafkaSinkError::Topic {
-                    topic: cfg.topic.clone(),
-                    reason: format!("could not read to the end of partition {p} (from offset {})", high - 1),
-                });
+        let mut span = 8i64;
+        while high > low {
+            let from = high.saturating_sub(span).max(low);
+            if let Some((commit_ts, complete)) = read_tail(&consumer, cfg, p, from)? {
+                out.insert(p, if complete { commit_ts } else { commit_ts - 1 });
+                break;
             }
-            match consumer.poll(Duration::from_millis(1000)) {
-                None if last.is_some() => break,
-                None => continue,
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) if last.is_some() => break,
-                Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => continue,
-                Some(Err(e)) => return Err(kerr(format!("reading {}/{p}", cfg.topic))(e)),
-                Some(Ok(m)) => {
-                    let payload = m.payload().unwrap_or_default();
-                    let ts = match cfg.format {
-                        Format::Protobuf => slave::Binlog::decode(payload).map(|b| b.commit_ts()).map_err(|e| e.to_string()),
-                        Format::CanalJson => canal::message_ts(payload).ok_or_else(|| "no _tidb.commitTs".to_string()),
-                    };
-                    let ts = ts.map_err(|e| KafkaSinkError::Topic {
-                        topic: cfg.topic.clone(),
-                        reason: format!("message at {p}/{} is not {}: {e}", m.offset(), cfg.format.name()),
-                    })?;
-                    let complete = chunk_of(m.headers()).is_none_or(|(i, n)| i + 1 == n);
-                    last = Some((m.offset(), ts, complete));
-                }
+            if from == low {
+                break; // Nothing committed in the partition.
             }
+            span = span.saturating_mul(8);
         }
-        let Some((_, commit_ts, complete)) = last else { continue };
-        let ts = if complete { commit_ts } else { commit_ts - 1 };
-        out.insert(p, ts);
     }
     Ok(out)
+}
+
+/// Reads partition `p` from offset `from` to its end; returns the last message's commit ts and
+/// whether it ends a transaction (not a chunk before the last).
+fn read_tail(consumer: &BaseConsumer, cfg: &KafkaConfig, p: i32, from: i64) -> Result<Option<(i64, bool)>, KafkaSinkError> {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(&cfg.topic, p, Offset::Offset(from)).map_err(kerr("assign"))?;
+    consumer.assign(&tpl).map_err(kerr("assign"))?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    loop {
+        if Instant::now() > deadline {
+            return Err(KafkaSinkError::Topic {
+                topic: cfg.topic.clone(),
+                reason: format!("could not read to the end of partition {p} (from offset {from})"),
+            });
+        }
+        match consumer.poll(Duration::from_millis(500)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return Ok(last),
+            Some(Err(e)) => return Err(kerr(format!("reading {}/{p}", cfg.topic))(e)),
+            Some(Ok(m)) => {
+                let payload = m.payload().unwrap_or_default();
+                let ts = match cfg.format {
+                    Format::Protobuf => slave::Binlog::decode(payload).map(|b| b.commit_ts()).map_err(|e| e.to_string()),
+                    Format::CanalJson => canal::message_ts(payload).ok_or_else(|| "no _tidb.commitTs".to_string()),
+                };
+                let ts = ts.map_err(|e| KafkaSinkError::Topic {
+                    topic: cfg.topic.clone(),
+                    reason: format!("message at {p}/{} is not {}: {e}", m.offset(), cfg.format.name()),
+                })?;
+                let complete = chunk_of(m.headers()).is_none_or(|(i, n)| i + 1 == n);
+                last = Some((ts, complete));
+            }
+        }
+    }
 }
 
 /// Whether a message is a resolved-ts message ([`RESOLVED_HEADER`]).

@@ -19,6 +19,11 @@ pub enum Partitioning {
     /// By primary-key values (tables without a PK fall back to the table): one key's changes stay in
     /// order in one partition. DDL goes to every partition.
     PrimaryKey,
+    /// By the values of [`KafkaConfig::partition_columns`] (`kafka-partition-by = "column:<name>,.."`):
+    /// the same values go to the same partition whatever the table, so one value's changes stay in
+    /// commit-ts order in one partition; a table without one of the columns goes by the table; an
+    /// update goes by its new values. DDL goes to every partition.
+    Columns,
 }
 
 /// The message format (`kafka-format`, ours).
@@ -59,6 +64,8 @@ pub struct KafkaConfig {
     pub format: Format,
     /// Partitioning (ours; default [`Partitioning::Single`]).
     pub partitioning: Partitioning,
+    /// The columns of [`Partitioning::Columns`].
+    pub partition_columns: Vec<String>,
     /// Partitions to create when the topic is missing (1 for [`Partitioning::Single`]).
     pub partitions: i32,
     /// Unacked bytes before `write` waits (upstream: 90 MiB).
@@ -69,6 +76,14 @@ pub struct KafkaConfig {
     pub idempotent: bool,
     /// How long [`KafkaSink::connect`] retries while no broker answers (ours; default 2 minutes).
     pub connect_timeout: Duration,
+    /// Exactly-once (ours, `kafka-exactly-once`): the transactional producer's `transactional.id`
+    /// ([`KafkaConfig::transactional_id`]); `None` for the idempotent producer.
+    pub transactional_id: Option<String>,
+    /// The transactional producer's `transaction.timeout.ms` (default 60 s): a transaction left
+    /// open by a dead producer is aborted by the brokers after it, unless a producer with the same
+    /// `transactional.id` starts first (which aborts it at once). At most the brokers'
+    /// `transaction.max.timeout.ms` (default 15 minutes).
+    pub transaction_timeout: Duration,
 }
 
 impl KafkaConfig {
@@ -83,11 +98,25 @@ impl KafkaConfig {
             topic: topic.into(),
             format: Format::Protobuf,
             partitioning: Partitioning::Single,
+            partition_columns: Vec::new(),
             partitions: 1,
             max_pending_bytes: 90 << 20,
             ack_timeout: Duration::from_secs(30),
             idempotent: true,
             connect_timeout: Duration::from_secs(120),
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
+        }
+    }
+
+    /// The `transactional.id` of a drainer's exactly-once producer: `tidb-binlog-<cluster id>-task-<task>`
+    /// for an HA task (every drainer of the task shares it, so a new active drainer's producer fences
+    /// the old one's), else `tidb-binlog-<cluster id>-node-<node id>` (a restarted drainer fences its
+    /// previous run and aborts the transaction it left open).
+    pub fn transactional_id(cluster_id: u64, task: Option<&str>, node_id: &str) -> String {
+        match task {
+            Some(t) => format!("tidb-binlog-{cluster_id}-task-{t}"),
+            None => format!("tidb-binlog-{cluster_id}-node-{node_id}"),
         }
     }
 

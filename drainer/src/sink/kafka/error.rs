@@ -41,6 +41,19 @@ pub enum KafkaSinkError {
         #[source]
         source: rdkafka::error::KafkaError,
     },
+    /// Exactly-once: a newer producer with the same `transactional.id` started (another drainer of
+    /// the task became active, or this drainer was started twice), so this one is fenced out and stops
+    /// writing; what it left uncommitted is aborted.
+    #[error(
+        "kafka producer fenced: transactional.id {transactional_id} was taken over by a newer producer \
+         (another drainer of the task is active); this drainer stops writing: {reason}"
+    )]
+    Fenced {
+        /// The shared `transactional.id`.
+        transactional_id: String,
+        /// The client's error.
+        reason: String,
+    },
     /// The topic has fewer partitions than the partitioning needs, or none.
     #[error("topic {topic}: {reason}")]
     Topic {

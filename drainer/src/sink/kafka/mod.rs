@@ -51,6 +51,7 @@ pub mod canal;
 mod checkpoint;
 mod config;
 mod error;
+mod exactly_once;
 mod partition;
 mod pipeline;
 pub mod translate;
@@ -142,9 +143,14 @@ impl KafkaSink {
         let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
         let limit = MessageLimit::new(&cfg, topic_max_message_bytes(&cfg).await?);
         let window = Arc::new(Window::new(watch::channel(0).0));
-        let producer = make_producer(&cfg, &limit, &window)?;
+        let exactly_once = cfg.transactional_id.is_some();
+        let producer = Arc::new(make_producer(&cfg, &limit, (!exactly_once).then_some(&window))?);
+        if exactly_once {
+            // Before the checkpoint is read: fences older producers and settles what they left open.
+            exactly_once::init(&producer, &cfg).await?;
+        }
         let topic_ts = last_commit_ts(&cfg, partitions)?;
-        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, payload_limit = limit.payload, "kafka sink: connected");
+        tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, payload_limit = limit.payload, exactly_once, "kafka sink: connected");
         let budget = Arc::new(Semaphore::new(budget_size(&cfg)));
         let shared = Arc::new(Shared {
             cfg,
@@ -156,8 +162,12 @@ impl KafkaSink {
             stopped: AtomicBool::new(false),
         });
         let (to_encoder, items) = mpsc::channel(ENCODE_QUEUE);
-        let recovery = Recovery::new(shared.clone());
-        let tasks = vec![tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, budget)), tokio::spawn(recovery.run())];
+        let tasks = if exactly_once {
+            vec![tokio::spawn(exactly_once::encode_loop(shared.clone(), topic_ts.clone(), items))]
+        } else {
+            let recovery = Recovery::new(shared.clone());
+            vec![tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, budget)), tokio::spawn(recovery.run())]
+        };
         Ok(Self { shared, to_encoder, last_written: 0, topic_ts, tasks })
     }
 

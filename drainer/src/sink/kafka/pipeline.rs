@@ -14,20 +14,20 @@ use tokio::sync::{Semaphore, mpsc};
 use super::admin::{Producer, ensure_topic, make_producer};
 use super::config::MessageLimit;
 use super::error::kerr;
-use super::partition::{messages, partition_of_row, partition_of_table};
+use super::partition::{messages, partition_of_change};
 use super::window::{Failure, Msg, Window};
 use super::{CHUNK_HEADER, Format, KafkaConfig, KafkaSinkError, Partitioning, RESOLVED_HEADER, canal, translate};
 use crate::proto::slave;
 use crate::txn::{Body, Item};
 
 /// How often, at most, the encoder sends resolved-ts messages while items flow.
-const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
+pub(super) const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
 
 /// Items the encoder task may hold queued ahead of it (each is already in the caller's memory).
 pub(super) const ENCODE_QUEUE: usize = 256;
 
 /// Items the encoder task takes from its queue at once.
-const ENCODE_BATCH: usize = 64;
+pub(super) const ENCODE_BATCH: usize = 64;
 
 /// What the sink, its encoder task and its recovery task share.
 pub(super) struct Shared {
@@ -36,7 +36,7 @@ pub(super) struct Shared {
     pub(super) partitions: i32,
     /// The encoder holds the lock while it produces an item's messages and pushes the item into the
     /// window, so a recovery that holds it sees every produced item in the window.
-    pub(super) producer: tokio::sync::Mutex<Producer>,
+    pub(super) producer: tokio::sync::Mutex<Arc<Producer>>,
     /// Produced items waiting for acks; publishes the durable ts (also woken, unchanged, when a task
     /// fails).
     pub(super) window: Arc<Window>,
@@ -51,10 +51,19 @@ impl Shared {
         self.stopped.store(true, Ordering::Release);
         self.window.durable().send_modify(|_| {});
     }
+
+    /// Moves the durable ts up to `ts` (exactly-once: after a commit).
+    pub(super) fn publish_durable(&self, ts: i64) {
+        self.window.durable().send_if_modified(|d| {
+            let moved = ts > *d;
+            *d = (*d).max(ts);
+            moved
+        });
+    }
 }
 
 /// Hands one message to the producer, waiting while its queue is full.
-async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: usize, commit_ts: i64) -> Result<(), KafkaSinkError> {
+pub(super) async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: usize, commit_ts: i64) -> Result<(), KafkaSinkError> {
     loop {
         let mut record: BaseRecord<'_, (), Vec<u8>, usize> = BaseRecord::with_opaque_to(topic, opaque).partition(m.partition).payload(&m.payload);
         if let Some((key, value)) = &m.header {
@@ -70,6 +79,11 @@ async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: usize, commi
     }
 }
 
+/// Whether the sink sends resolved-ts messages: with several partitions, or canal-json.
+pub(super) fn resolves(shared: &Shared) -> bool {
+    (shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single) || shared.cfg.format == Format::CanalJson
+}
+
 /// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
 /// too many are unacked), produces its messages and queues it for the ack task, in write order.
 pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>, budget: Arc<Semaphore>) {
@@ -79,7 +93,7 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
     // Resolved ts: with several partitions or canal-json, the last written commit ts goes to every
     // partition at most once per interval, and once more when the items stop.
-    let resolves = (shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single) || shared.cfg.format == Format::CanalJson;
+    let resolves = resolves(&shared);
     let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
     loop {
         let owed = resolves && written > resolved;
@@ -116,12 +130,7 @@ fn canal_messages(shared: &Shared, item: &Item, held: &impl Fn(i32) -> bool, msg
         Body::Dml(tables) => {
             for t in tables {
                 for r in &t.rows {
-                    let p = match shared.cfg.partitioning {
-                        _ if parts <= 1 => 0,
-                        Partitioning::Single => 0,
-                        Partitioning::Table => partition_of_table(parts, t),
-                        Partitioning::PrimaryKey => partition_of_row(parts, t, r),
-                    };
+                    let p = partition_of_change(&shared.cfg, parts, t, r);
                     by_part[p as usize].push(canal::row_message(item.commit_ts, t, r));
                 }
             }
@@ -150,16 +159,21 @@ fn canal_messages(shared: &Shared, item: &Item, held: &impl Fn(i32) -> bool, msg
     Ok(())
 }
 
-/// Sends a resolved-ts message for `ts` to every partition that does not already hold a later ts.
-async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Result<(), KafkaSinkError> {
+/// A resolved-ts message for `ts` to every partition that does not already hold a later ts.
+pub(super) fn resolved_messages(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Vec<Msg> {
     let payload = match shared.cfg.format {
         Format::Protobuf => slave::Binlog { r#type: Some(slave::BinlogType::Dml as i32), commit_ts: Some(ts), ..Default::default() }.encode_to_vec(),
         Format::CanalJson => canal::watermark_message(ts),
     };
-    let msgs: Vec<Msg> = (0..shared.partitions)
+    (0..shared.partitions)
         .filter(|p| topic_ts.get(p).is_none_or(|&held| ts > held))
         .map(|p| Msg { partition: p, header: Some((RESOLVED_HEADER, ts.to_string())), payload: payload.clone() })
-        .collect();
+        .collect()
+}
+
+/// Sends a resolved-ts message for `ts` to every partition that does not already hold a later ts.
+async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Result<(), KafkaSinkError> {
+    let msgs = resolved_messages(shared, topic_ts, ts);
     let producer = shared.producer.lock().await;
     let opaques = shared.window.reserve(msgs.len());
     for (m, &op) in msgs.iter().zip(&opaques) {
@@ -180,13 +194,13 @@ fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: &Mess
     Ok(())
 }
 
-async fn encode_item(
+/// The messages of `item`, leaving out partitions that already hold it (a restart).
+pub(super) fn item_messages(
     shared: &Shared,
     encoder: &mut translate::Encoder,
     topic_ts: &HashMap<i32, i64>,
     item: &Item,
-    budget: &Arc<Semaphore>,
-) -> Result<(), KafkaSinkError> {
+) -> Result<Vec<Msg>, KafkaSinkError> {
     let limit = &shared.limit;
     let held = |p: i32| topic_ts.get(&p).is_some_and(|&ts| item.commit_ts <= ts); // restart
     let single = shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single;
@@ -203,13 +217,24 @@ async fn encode_item(
             }
         }
         _ => {
-            for (p, binlog) in messages(shared.cfg.partitioning, shared.partitions, item) {
+            for (p, binlog) in messages(&shared.cfg, shared.partitions, item) {
                 if !held(p) {
                     push_chunks(&mut msgs, p, &binlog, limit)?;
                 }
             }
         }
     }
+    Ok(msgs)
+}
+
+async fn encode_item(
+    shared: &Shared,
+    encoder: &mut translate::Encoder,
+    topic_ts: &HashMap<i32, i64>,
+    item: &Item,
+    budget: &Arc<Semaphore>,
+) -> Result<(), KafkaSinkError> {
+    let msgs = item_messages(shared, encoder, topic_ts, item)?;
     let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
     // An item larger than the whole budget takes all of it.
     let want = bytes.min(budget_size(&shared.cfg)) as u32;
@@ -295,7 +320,7 @@ impl Recovery {
         let mut producer = shared.producer.lock().await;
         let resend = shared.window.new_epoch();
         producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        *producer = make_producer(&shared.cfg, &shared.limit, &shared.window)?;
+        *producer = Arc::new(make_producer(&shared.cfg, &shared.limit, Some(&shared.window))?);
         if let Err(e) = ensure_topic(&shared.cfg, shared.partitions).await {
             tracing::warn!(error = %e, "kafka sink: topic check failed");
         }
