@@ -26,7 +26,9 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
     c.set("group.id", format!("tidb-binlog-checkpoint-{}", std::process::id()))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed");
+        .set("isolation.level", "read_committed")
+        // At the end of a partition the broker answers a fetch at once instead of waiting for data.
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = c.create().map_err(kerr("checkpoint consumer"))?;
     let mut out = HashMap::new();
     for p in 0..partitions {
