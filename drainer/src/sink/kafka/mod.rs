@@ -9,7 +9,11 @@
 //! - **Chunks**: a transaction over `kafka-max-message-size` is split into ordered chunks, each a valid
 //!   `Binlog` with the same commit ts, marked with the record header [`CHUNK_HEADER`] (`"<i>/<n>"`);
 //!   [`crate::consumer`] reassembles them. Format in `drainer/FORMAT.md`.
-//! - **Partitioning** by table or primary key (`kafka-partition-by`, `kafka-partitions`:
+//! - **Exactly-once** (`kafka-exactly-once`, [`KafkaConfig::transactional_id`]; `exactly_once`): each
+//!   run of queued items is one Kafka transaction, the checkpoint is read `read_committed`, and a
+//!   newer producer with the same `transactional.id` (a new active drainer of an HA task) fences this
+//!   one ([`KafkaSinkError::Fenced`]). It replaces the ack window and the recovery task below.
+//! - **Partitioning** by table, primary key or column values (`kafka-partition-by`, `kafka-partitions`:
 //!   [`Partitioning`]); order is kept per partition, and every partition gets a **resolved-ts**
 //!   message ([`RESOLVED_HEADER`]) at most once a second while items flow and when they stop.
 //! - **canal-json** (`kafka-format`: [`Format`], [`canal`]): Canal's flat JSON as TiCDC writes it,
@@ -39,12 +43,12 @@
 //!   window under the producer lock; a recovery holds that lock while it re-sends.
 //! - A delivery error rebuilds the producer and re-sends every unacked item (at most three times
 //!   without progress); then, or on any other error, the tasks stop and `write`/`flush` return it.
-
+//!
 //! # Modules
 //! `config` (settings, formats, partitioning, the message size limit), `error`, `admin` (topic
 //! creation and configs, the producer's settings), `checkpoint` (the topic's last commit ts per
 //! partition, record headers), `partition` (which partition a change goes to), `pipeline` (the
-//! encoder and recovery tasks), `window` (the ack window).
+//! encoder and recovery tasks), `window` (the ack window), `exactly_once` (the encoder with a transactional producer).
 
 mod admin;
 pub mod canal;
