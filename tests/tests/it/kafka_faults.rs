@@ -56,10 +56,22 @@ fn write_slowly(mut sink: KafkaSink, items: Vec<Item>, gap: Duration) -> tokio::
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_sink_loses_and_duplicates_nothing_when_the_broker_is_killed_and_restarted() {
+    broker_killed_and_restarted(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_exactly_once_loses_and_duplicates_nothing_when_the_broker_is_killed_and_restarted() {
+    // Transactions cut by the restart are aborted and sent again whole.
+    broker_killed_and_restarted(Some("tbrs-eos-broker-restart")).await;
+}
+
+async fn broker_killed_and_restarted(transactional_id: Option<&str>) {
     let (_dir, kafka) = start_kafka(1).await;
     let addrs = kafka.addrs();
     let (items, _) = sink_items::workload(10, 300);
-    let sink = KafkaSink::connect(config(&addrs, "broker_restart")).await.unwrap();
+    let mut cfg = config(&addrs, "broker_restart");
+    cfg.transactional_id = transactional_id.map(str::to_string);
+    let sink = KafkaSink::connect(cfg).await.unwrap();
     let writer = write_slowly(sink, items.clone(), Duration::from_millis(10));
     // Kill the broker while the writer is in the middle, bring it back a second later.
     tokio::time::sleep(Duration::from_millis(800)).await;
