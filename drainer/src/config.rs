@@ -340,6 +340,8 @@ pub struct ToConfig {
     pub kafka_partitions: i64,
     /// Kafka (ours): `protobuf` (upstream's `slave.binlog.Binlog`) or `canal-json`.
     pub kafka_format: String,
+    /// Kafka (ours): the transactional producer (exactly-once); unset = on with `task-name`, else off.
+    pub kafka_exactly_once: Option<bool>,
     /// Oracle (not supported): only empty is accepted.
     pub oracle_service_name: String,
     /// Oracle (not supported): only empty is accepted.
@@ -374,6 +376,7 @@ impl Default for ToConfig {
             kafka_partition_by: String::new(),
             kafka_partitions: 0,
             kafka_format: String::new(),
+            kafka_exactly_once: None,
             topic_name: String::new(),
             oracle_service_name: String::new(),
             oracle_connect_string: String::new(),

@@ -21,8 +21,13 @@
 //!   must not write. The MySQL/TiDB sink keeps the token in `tidb_binlog.ha_fence` (see
 //!   [`crate::sink::mysql`]'s `fence` module): a new active raises the row to its token, and every
 //!   downstream transaction checks the row, under a lock, in the same transaction as its data.
-//! - **Sinks.** MySQL/TiDB only. The file sink writes into the node's own data dir and the Kafka sink
-//!   has no fenced producer yet: with `task-name` both are refused by name at start.
+//!   The Kafka sink fences with Kafka's own producer epochs: every drainer of the task uses one
+//!   `transactional.id` (`tidb-binlog-<cluster id>-task-<task>`) with exactly-once on, so the new
+//!   active's `init_transactions` aborts what the old one left open and makes any later produce or
+//!   commit of the old one fail (`ProducerFenced`); the old one stops with an error naming the fencing.
+//!   Its checkpoint is the topic itself, read `read_committed` by the new active.
+//! - **Sinks.** MySQL/TiDB and Kafka. The file sink writes into the node's own data dir: with
+//!   `task-name` it is refused by name at start.
 
 use std::time::{Duration, Instant};
 
@@ -77,13 +82,15 @@ pub fn check_config(cfg: &Config, db: DbType) -> Result<(), ConfigError> {
                  drainer HA supports db-type = \"mysql\" and \"tidb\"",
             ));
         }
-        DbType::Kafka => {
+        // Fenced by the transactional producer, which `task-name` turns on (`sink::setup::kafka_config`).
+        DbType::Kafka if cfg.syncer.to.kafka_exactly_once == Some(false) => {
             return Err(invalid(
-                "task-name",
-                "db-type = \"kafka\" has no fenced (transactional) producer yet; drainer HA supports db-type = \
-                 \"mysql\" and \"tidb\"",
+                "syncer.to.kafka-exactly-once",
+                "is false, but task-name (drainer HA) needs it: the transactional producer is what fences an old \
+                 active drainer out of the topic",
             ));
         }
+        DbType::Kafka => {}
     }
     if !cfg.syncer.relay.log_dir.is_empty() {
         return Err(invalid(
@@ -258,11 +265,14 @@ mod tests {
         for (task, db, dbt, key) in [
             ("a/b", "mysql", DbType::Mysql, "task-name"),
             ("t", "file", DbType::File, "task-name"),
-            ("t", "kafka", DbType::Kafka, "task-name"),
         ] {
             let e = check_config(&cfg(task, db), dbt).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
+        assert!(check_config(&cfg("t", "kafka"), DbType::Kafka).is_ok(), "kafka: fenced by its transactional producer");
+        let mut c = cfg("t", "kafka");
+        c.syncer.to.kafka_exactly_once = Some(false);
+        assert!(check_config(&c, DbType::Kafka).unwrap_err().to_string().contains("kafka-exactly-once"));
         let mut c = cfg("t", "mysql");
         c.ha_lease_ttl = 0;
         assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("ha-lease-ttl"));

@@ -52,6 +52,7 @@ async fn run(cfg: Config) -> Result<()> {
             .await
         }
         DbType::Kafka => {
+            setup::kafka_config(&cfg, 0)?; // refuse a bad config before touching etcd
             let c = cfg.clone();
             drive(cfg, move |cluster_id, _| {
                 let kc = setup::kafka_config(&c, cluster_id);

@@ -37,7 +37,10 @@ pub fn file_config(cfg: &Config) -> Result<FileSinkConfig, ConfigError> {
 
 /// The Kafka sink: `kafka-addrs`, `kafka-version`, `kafka-max-messages`, `kafka-max-message-size`,
 /// `kafka-client-id`, `topic-name` (default `<cluster id>_obinlog`), and ours: `kafka-partition-by`
-/// (`none`, `table`, `primary-key`), `kafka-partitions` and `kafka-format` (`protobuf`, `canal-json`).
+/// (`none`, `table`, `primary-key`, `column:<name>[,<name>..]`), `kafka-partitions`, `kafka-format`
+/// (`protobuf`, `canal-json`) and `kafka-exactly-once` (default: on with `task-name`, where it is
+/// required; the `transactional.id` is [`KafkaConfig::transactional_id`] of the cluster id and the task
+/// name, or the node id without a task).
 pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, ConfigError> {
     let to = &cfg.syncer.to;
     if to.kafka_addrs.trim().is_empty() {
@@ -70,7 +73,23 @@ pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, Config
         "" | "none" => Partitioning::Single,
         "table" => Partitioning::Table,
         "primary-key" => Partitioning::PrimaryKey,
-        other => return Err(invalid("syncer.to.kafka-partition-by", format!("{other:?} is not one of none, table, primary-key"))),
+        other if other.starts_with("column:") => {
+            let cols: Vec<String> = other["column:".len()..].split(',').map(|c| c.trim().to_string()).collect();
+            if cols.iter().any(String::is_empty) {
+                return Err(invalid(
+                    "syncer.to.kafka-partition-by",
+                    format!("{other:?} names an empty column; write column:<name> or column:<name>,<name>"),
+                ));
+            }
+            k.partition_columns = cols;
+            Partitioning::Columns
+        }
+        other => {
+            return Err(invalid(
+                "syncer.to.kafka-partition-by",
+                format!("{other:?} is not one of none, table, primary-key, column:<name>[,<name>..]"),
+            ));
+        }
     };
     match to.kafka_partitions {
         0 => {}
@@ -78,9 +97,25 @@ pub fn kafka_config(cfg: &Config, cluster_id: u64) -> Result<KafkaConfig, Config
             return Err(invalid("syncer.to.kafka-partitions", format!("{n} (must be between 1 and {})", i32::MAX)));
         }
         _ if k.partitioning == Partitioning::Single => {
-            return Err(invalid("syncer.to.kafka-partitions", "needs kafka-partition-by = \"table\" or \"primary-key\""));
+            return Err(invalid("syncer.to.kafka-partitions", "needs kafka-partition-by = \"table\", \"primary-key\" or \"column:<name>\""));
         }
         n => k.partitions = n as i32,
+    }
+    let task = (!cfg.task_name.is_empty()).then_some(cfg.task_name.as_str());
+    match (to.kafka_exactly_once, task) {
+        (Some(false), Some(_)) => {
+            return Err(invalid(
+                "syncer.to.kafka-exactly-once",
+                "is false, but task-name (drainer HA) needs it: the transactional producer is what fences an old \
+                 active drainer out of the topic",
+            ));
+        }
+        (Some(false), None) | (None, None) => {}
+        (Some(true), _) | (None, Some(_)) => {
+            let node_id = pump::node::drainer_node_id(Some(cfg.node_id.as_str()), &cfg.addr)
+                .map_err(|e| invalid("node-id", e.to_string()))?;
+            k.transactional_id = Some(KafkaConfig::transactional_id(cluster_id, task, &node_id));
+        }
     }
     Ok(k)
 }
@@ -361,6 +396,30 @@ table = "t"
         assert!(e.contains("kafka-partitions") && e.contains("kafka-partition-by"), "{e}");
         let e = k("kafka-partition-by = \"table\"\nkafka-partitions = -1\n").unwrap_err().to_string();
         assert!(e.contains("kafka-partitions") && e.contains("-1"), "{e}");
+        let c = k("kafka-partition-by = \"column:tenant, region\"\nkafka-partitions = 6\n").unwrap();
+        assert_eq!((c.partitioning, c.partition_columns, c.partitions), (Partitioning::Columns, vec!["tenant".to_string(), "region".to_string()], 6));
+        for bad in ["column:", "column:a,,b", "column"] {
+            let e = k(&format!("kafka-partition-by = {bad:?}\n")).unwrap_err().to_string();
+            assert!(e.contains("kafka-partition-by") && e.contains(bad), "{e}");
+        }
+    }
+
+    #[test]
+    fn kafka_exactly_once_is_on_with_a_task_and_refused_off_with_one() {
+        let k = |top: &str, to: &str| kafka_config(&cfg(&format!("{top}addr = \"h:8249\"\n[syncer]\ndb-type = \"kafka\"\n[syncer.to]\n{to}")), 42);
+        assert_eq!(k("", "").unwrap().transactional_id, None, "a lone drainer keeps upstream's producer");
+        assert_eq!(k("", "kafka-exactly-once = true\n").unwrap().transactional_id.as_deref(), Some(format!("tidb-binlog-42-node-{}", pump::node::default_node_id("h:8249").unwrap()).as_str()), "the default node id: hostname:port");
+        assert_eq!(k("node-id = \"d1\"\n", "kafka-exactly-once = true\n").unwrap().transactional_id.as_deref(), Some("tidb-binlog-42-node-d1"));
+        // Every drainer of the task shares the id, whatever its node id.
+        assert_eq!(k("task-name = \"t1\"\nnode-id = \"d1\"\n", "").unwrap().transactional_id.as_deref(), Some("tidb-binlog-42-task-t1"));
+        assert_eq!(k("task-name = \"t1\"\n", "").unwrap().transactional_id.as_deref(), Some("tidb-binlog-42-task-t1"));
+        // Refused when the config is checked (`drainer::ha`), and here too.
+        let text = "task-name = \"t1\"\n[syncer]\ndb-type = \"kafka\"\n[syncer.to]\nkafka-addrs = \"k:9092\"\nkafka-exactly-once = false\n";
+        let mut c = Config::parse(text, Path::new("drainer.toml")).unwrap();
+        let e = kafka_config(&c, 42).unwrap_err().to_string();
+        assert!(e.contains("kafka-exactly-once") && e.contains("task-name"), "{e}");
+        let e = c.adjust(|_| None).unwrap_err().to_string();
+        assert!(e.contains("kafka-exactly-once") && e.contains("task-name"), "{e}");
     }
 
     #[test]

@@ -386,3 +386,97 @@ async fn canal_json_is_read_by_kafkas_own_console_consumer_with_every_value() {
     let mut sink = KafkaSink::connect(cfg).await.unwrap();
     assert_eq!(sink.load_checkpoint().await.unwrap(), Some(last));
 }
+
+/// A table `db`.`name` with `id INT PRIMARY KEY` and the other int columns `cols`.
+fn int_table(name: &str, cols: &[&str]) -> Arc<drainer::txn::TableSchema> {
+    use drainer::txn::{Column, TableSchema, UniqueKey, mysql_type};
+    let mut columns = vec![Column { id: 1, name: "id".into(), tp: mysql_type::LONG, primary_key: true, not_null: true, flen: 11, ..Default::default() }];
+    for (i, c) in cols.iter().enumerate() {
+        columns.push(Column { id: i as i64 + 2, name: (*c).into(), tp: mysql_type::LONG, flen: 11, ..Default::default() });
+    }
+    Arc::new(TableSchema {
+        id: 200,
+        schema: "db".into(),
+        name: name.into(),
+        columns,
+        pk_is_handle: true,
+        is_common_handle: false,
+        unique_keys: vec![UniqueKey { name: "PRIMARY".into(), columns: vec![0] }],
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_sink_partitions_by_column_value_keeping_each_values_changes_in_order_in_one_partition() {
+    use drainer::sink::kafka::Partitioning;
+    use drainer::txn::{TableChanges, Value};
+    let cluster = start().await;
+    let addr = cluster.kafka.as_ref().unwrap().addr();
+    let mut cfg = KafkaConfig::new(&addr, "by_column");
+    cfg.partitioning = Partitioning::Columns;
+    cfg.partition_columns = vec!["tenant".into()];
+    cfg.partitions = 4;
+    cfg.transactional_id = Some("tbrs-by-column".into()); // exactly-once: resolved ts inside the transactions too
+    // Two tables with a `tenant` column (at different positions) and one without it. Each
+    // transaction inserts into all three, and from the second one on updates an earlier orders row.
+    let (orders, payments, logs) = (int_table("orders", &["tenant", "amount"]), int_table("payments", &["x", "tenant"]), int_table("logs", &["msg"]));
+    let row = |vals: &[i64]| vals.iter().map(|v| Some(Value::Int(*v))).collect::<Vec<_>>();
+    let mut items = vec![sink_items::ddl(5, "db", "create table orders (id int primary key, tenant int, amount int)")];
+    for i in 0..60i64 {
+        let mut o = vec![RowChange::Insert(row(&[i, i % 7, i]))];
+        if i >= 1 {
+            o.push(RowChange::Update { old: row(&[i - 1, (i - 1) % 7, i - 1]), new: row(&[i - 1, (i - 1) % 7, 1_000 + i]) });
+        }
+        let tables = vec![
+            TableChanges { table: orders.clone(), rows: o },
+            TableChanges { table: payments.clone(), rows: vec![RowChange::Insert(row(&[i, 0, (i * 3) % 7]))] },
+            TableChanges { table: logs.clone(), rows: vec![RowChange::Insert(row(&[i, i]))] },
+        ];
+        items.push(Item { start_ts: 0, commit_ts: 10 * (i + 1), schema_version: 1, body: Body::Dml(tables) });
+    }
+    let last = items.last().unwrap().commit_ts;
+    let mut sink = KafkaSink::connect(cfg.clone()).await.unwrap();
+    for it in &items {
+        sink.write(Arc::new(it.clone())).await.unwrap();
+    }
+    assert_eq!(sink.flush().await.unwrap(), last);
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the resolved ts follows within a second
+    drop(sink);
+
+    // tenant -> (partition, the commit ts of its changes in the order read)
+    let mut tenants: std::collections::HashMap<i64, (i32, Vec<i64>)> = Default::default();
+    let (mut rows, mut log_parts) = (0, std::collections::HashSet::new());
+    for p in 0..4 {
+        let (txns, resolved) = read_partition(&addr, "by_column", p).await;
+        assert_eq!(resolved, last, "partition {p}'s resolved ts");
+        assert!(txns[0].binlog.ddl_data.is_some(), "partition {p} starts with the DDL");
+        let ts: Vec<i64> = txns.iter().map(|t| t.commit_ts).collect();
+        assert!(ts.windows(2).all(|w| w[0] < w[1]), "partition {p} in commit-ts order: {ts:?}");
+        for t in &txns {
+            for tb in t.binlog.dml_data.iter().flat_map(|d| &d.tables) {
+                for m in &tb.mutations {
+                    rows += 1;
+                    let c = &m.row.columns;
+                    let tenant = match tb.table_name() {
+                        "orders" => c[1].int64_value(),
+                        "payments" => c[2].int64_value(),
+                        _ => {
+                            log_parts.insert(p);
+                            continue;
+                        }
+                    };
+                    let e = tenants.entry(tenant).or_insert((p, Vec::new()));
+                    assert_eq!(e.0, p, "tenant {tenant}'s changes in two partitions");
+                    e.1.push(t.commit_ts);
+                }
+            }
+        }
+    }
+    let want: usize = items.iter().map(|i| if let Body::Dml(t) = &i.body { t.iter().map(|t| t.rows.len()).sum() } else { 0 }).sum();
+    assert_eq!(rows, want, "every row change once");
+    assert_eq!(tenants.len(), 7, "every tenant value seen");
+    for (tenant, (_, ts)) in &tenants {
+        assert!(ts.windows(2).all(|w| w[0] <= w[1]), "tenant {tenant}'s changes in commit-ts order: {ts:?}");
+    }
+    assert!(tenants.values().map(|v| v.0).collect::<std::collections::HashSet<_>>().len() >= 2, "tenants spread over partitions");
+    assert_eq!(log_parts.len(), 1, "a table without the column stays in one partition (by table)");
+}

@@ -11,6 +11,7 @@ mod ctl_util;
 mod drainer_checkpoint;
 mod drainer_cli;
 mod drainer_ha;
+mod drainer_ha_kafka;
 mod fault;
 mod deploy_metrics;
 mod drainer_loopback;

@@ -258,7 +258,8 @@ fn release_front(g: &mut Inner) -> Option<i64> {
 
 /// The producer context: routes delivery reports of one epoch's producer to the window.
 pub(super) struct AckContext {
-    pub(super) window: std::sync::Arc<Window>,
+    /// `None` for the transactional producer, whose commit reports the outcome instead.
+    pub(super) window: Option<std::sync::Arc<Window>>,
 }
 
 impl ClientContext for AckContext {}
@@ -267,7 +268,9 @@ impl ProducerContext for AckContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        self.window.delivered(opaque, result.as_ref().err().map(|(e, _)| e.to_string()));
+        if let Some(w) = &self.window {
+            w.delivered(opaque, result.as_ref().err().map(|(e, _)| e.to_string()));
+        }
     }
 }
 
