@@ -62,7 +62,7 @@ impl Tail {
         let (t, s) = (ts.clone(), stop.clone());
         std::thread::spawn(move || {
             block_on(async move {
-                let cfg = ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0 };
+                let cfg = ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0, format: drainer::sink::kafka::Format::Protobuf };
                 let mut c = BinlogConsumer::new(cfg).expect("tail consumer");
                 while !s.load(Ordering::Relaxed) {
                     if let Ok(Some(txn)) = c.next_timeout(Duration::from_millis(200)).await {
@@ -144,7 +144,7 @@ fn check_topic_once_in_order(e: &E2e) -> Result<u64> {
     let addrs = e.cluster.kafka.as_ref().context("kafka")?.addrs();
     let topic = e.kafka_topic()?;
     block_on(async {
-        let mut c = BinlogConsumer::new(ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0 })?;
+        let mut c = BinlogConsumer::new(ConsumerConfig { addrs, topic, partition: 0, start: StartAt::Beginning, after_commit_ts: 0, format: drainer::sink::kafka::Format::Protobuf })?;
         let (mut n, mut last) = (0u64, 0i64);
         while let Some(t) = c.next_timeout(Duration::from_secs(5)).await? {
             anyhow::ensure!(t.commit_ts > last, "commit ts {} after {last}", t.commit_ts);
