@@ -34,16 +34,21 @@ fn opts(duration: Duration) -> Options {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
+pub(crate) fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
     tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
 }
 
 /// The node id the task's election names leader, if any.
 fn leader(pd: &str) -> Result<Option<String>> {
+    task_leader(pd, TASK)
+}
+
+/// The node id the election of `task` names leader, if any.
+pub(crate) fn task_leader(pd: &str, task: &str) -> Result<Option<String>> {
     block_on(async {
         let cfg = pump::etcd::EtcdConfig::from_pd_urls(pd)?;
         let mut c = pump::etcd::connect(&cfg).await?;
-        match c.leader(drainer::ha::election_name(TASK)).await {
+        match c.leader(drainer::ha::election_name(task)).await {
             Ok(r) => Ok(r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
             // "election: no leader"
             Err(e) if e.to_string().contains("no leader") => Ok(None),

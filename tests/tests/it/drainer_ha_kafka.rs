@@ -31,21 +31,11 @@ fn opts(duration: Duration) -> Options {
     }
 }
 
-fn block_on<T>(f: impl std::future::Future<Output = T>) -> T {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime").block_on(f)
-}
+use crate::drainer_ha::block_on;
 
 /// The node id the task's election names leader, if any.
 fn leader(pd: &str) -> Result<Option<String>> {
-    block_on(async {
-        let cfg = pump::etcd::EtcdConfig::from_pd_urls(pd)?;
-        let mut c = pump::etcd::connect(&cfg).await?;
-        match c.leader(drainer::ha::election_name(TASK)).await {
-            Ok(r) => Ok(r.kv().map(|kv| String::from_utf8_lossy(kv.value()).into_owned())),
-            Err(e) if e.to_string().contains("no leader") => Ok(None),
-            Err(e) => Err(e.into()),
-        }
-    })
+    crate::drainer_ha::task_leader(pd, TASK)
 }
 
 /// Follows the topic `read_committed` in a thread of its own: the highest commit ts committed so far.

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use drainer::consumer::{BinlogConsumer, ConsumerConfig, StartAt, Txn};
+use drainer::consumer::Txn;
 use drainer::sink::Sink;
 use drainer::sink::kafka::{Format, KafkaConfig, KafkaSink, untranslate};
 use drainer::txn::{Body, Item, RowChange, Value};
@@ -27,21 +27,7 @@ async fn write(addr: &str, topic: &str, format: Format, items: &[Item]) {
 }
 
 async fn read_all(addr: &str, topic: &str, format: Format) -> Vec<Txn> {
-    let mut c = BinlogConsumer::new(ConsumerConfig {
-        addrs: addr.into(),
-        topic: topic.into(),
-        partition: 0,
-        start: StartAt::Beginning,
-        after_commit_ts: 0,
-        format,
-    })
-    .unwrap();
-    let mut got = Vec::new();
-    while let Some(t) = c.next_timeout(Duration::from_secs(5)).await.unwrap() {
-        got.push(t);
-    }
-    assert_eq!(c.skipped(), 0, "{topic}: a duplicate or broken transaction");
-    got
+    crate::kafka_sink::read_partition_as(addr, topic, 0, format).await.0
 }
 
 /// A transaction as (table, kind, [(column, value)] sorted by column) per row change.

@@ -279,13 +279,18 @@ async fn kafka_sink_advances_durable_ts_without_more_writes_and_reports_encoder_
 /// Reads every transaction of `topic`/`partition` until the partition is quiet for 3 s; returns them
 /// and the partition's resolved ts.
 async fn read_partition(addr: &str, topic: &str, partition: i32) -> (Vec<Txn>, i64) {
+    read_partition_as(addr, topic, partition, drainer::sink::kafka::Format::Protobuf).await
+}
+
+/// [`read_partition`] of a topic in `format`.
+pub(crate) async fn read_partition_as(addr: &str, topic: &str, partition: i32, format: drainer::sink::kafka::Format) -> (Vec<Txn>, i64) {
     let mut c = BinlogConsumer::new(ConsumerConfig {
         addrs: addr.into(),
         topic: topic.into(),
         partition,
         start: StartAt::Beginning,
         after_commit_ts: 0,
-        format: drainer::sink::kafka::Format::Protobuf,
+        format,
     })
     .unwrap();
     let mut got = Vec::new();
