@@ -27,6 +27,9 @@ pub const DEFAULT_DATA_DIR: &str = "data.drainer";
 /// Default `ignore-schemas`.
 pub const DEFAULT_IGNORE_SCHEMAS: &str = "INFORMATION_SCHEMA,PERFORMANCE_SCHEMA,mysql";
 
+/// Default `ha-lease-ttl`, seconds: a killed active is replaced within about this long (see [`crate::ha`]).
+pub const DEFAULT_LEASE_TTL: i64 = 3;
+
 pub use pump::daemon::Security;
 pub use pump::daemon::config_file::{ConfigError, invalid};
 
@@ -86,7 +89,7 @@ impl Default for Config {
             advertise_addr: String::new(),
             node_id: String::new(),
             task_name: String::new(),
-            ha_lease_ttl: crate::ha::DEFAULT_LEASE_TTL,
+            ha_lease_ttl: DEFAULT_LEASE_TTL,
             data_dir: DEFAULT_DATA_DIR.into(),
             detect_interval: 5,
             pd_urls: DEFAULT_PD_URLS.into(),
@@ -519,7 +522,7 @@ impl Config {
             return Err(invalid("cache-binlog-count", "must be greater than 0"));
         }
         let db = self.db_type()?;
-        crate::ha::check_config(self, db)?;
+        check_ha(self, db)?;
         if self.syncer.db_type == "pb" {
             self.syncer.db_type = "file".into();
         }
@@ -660,6 +663,48 @@ impl Config {
 fn check_pattern(what: &str, p: &str) -> Result<(), String> {
     if let Some(re) = p.strip_prefix('~') {
         regex::Regex::new(re).map_err(|e| format!("{what} {p:?} is not a valid regular expression: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Refuses HA settings that cannot work: a bad task name or lease, a sink whose checkpoint and output
+/// a standby cannot take over, the relay log (replayed without PD, so without a lease).
+pub(crate) fn check_ha(cfg: &Config, db: DbType) -> Result<(), ConfigError> {
+    let task = &cfg.task_name;
+    if task.is_empty() {
+        return Ok(());
+    }
+    if task.len() > 64 || !task.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+        return Err(invalid("task-name", format!("{task:?}: use 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'")));
+    }
+    if !(1..=60).contains(&cfg.ha_lease_ttl) {
+        return Err(invalid("ha-lease-ttl", format!("{} (must be 1 to 60 seconds)", cfg.ha_lease_ttl)));
+    }
+    match db {
+        DbType::Mysql | DbType::Tidb => {}
+        DbType::File => {
+            return Err(invalid(
+                "task-name",
+                "db-type = \"file\" writes into this node's own directory, which a standby cannot take over; \
+                 drainer HA supports db-type = \"mysql\" and \"tidb\"",
+            ));
+        }
+        // Fenced by the transactional producer, which `task-name` turns on (`setup::kafka_config`).
+        DbType::Kafka if cfg.syncer.to.kafka_exactly_once == Some(false) => {
+            return Err(invalid(
+                "syncer.to.kafka-exactly-once",
+                "is false, but task-name (drainer HA) needs it: the transactional producer is what fences an old \
+                 active drainer out of the topic",
+            ));
+        }
+        DbType::Kafka => {}
+    }
+    if !cfg.syncer.relay.log_dir.is_empty() {
+        return Err(invalid(
+            "task-name",
+            "[syncer.relay] log-dir: the relay log is replayed without PD, so without the election's lease; \
+             turn one of them off",
+        ));
     }
     Ok(())
 }
@@ -897,5 +942,35 @@ ssl-ca = ""
         c.adjust(|_| None).unwrap();
         assert_eq!(c.detect_interval, 10);
         assert_eq!(c.syncer.db_type, "mysql");
+    }
+
+    fn ha_cfg(task: &str, db: &str) -> Config {
+        let mut c = Config { task_name: task.into(), ..Config::default() };
+        c.syncer.db_type = db.into();
+        c
+    }
+
+    #[test]
+    fn ha_settings_are_checked_by_name() {
+        assert!(check_ha(&ha_cfg("", "file"), DbType::File).is_ok(), "no task: today's drainer");
+        assert!(check_ha(&ha_cfg("t-1.a_b", "mysql"), DbType::Mysql).is_ok());
+        assert!(check_ha(&ha_cfg("t", "tidb"), DbType::Tidb).is_ok());
+        for (task, db, dbt, key) in [
+            ("a/b", "mysql", DbType::Mysql, "task-name"),
+            ("t", "file", DbType::File, "task-name"),
+        ] {
+            let e = check_ha(&ha_cfg(task, db), dbt).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        assert!(check_ha(&ha_cfg("t", "kafka"), DbType::Kafka).is_ok(), "kafka: fenced by its transactional producer");
+        let mut c = ha_cfg("t", "kafka");
+        c.syncer.to.kafka_exactly_once = Some(false);
+        assert!(check_ha(&c, DbType::Kafka).unwrap_err().to_string().contains("kafka-exactly-once"));
+        let mut c = ha_cfg("t", "mysql");
+        c.ha_lease_ttl = 0;
+        assert!(check_ha(&c, DbType::Mysql).unwrap_err().to_string().contains("ha-lease-ttl"));
+        let mut c = ha_cfg("t", "mysql");
+        c.syncer.relay.log_dir = "relay".into();
+        assert!(check_ha(&c, DbType::Mysql).unwrap_err().to_string().contains("relay"));
     }
 }

@@ -35,10 +35,8 @@ use etcd_client::Client;
 use pump::node::{NodeKind, NodeStatus, Registry};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, DbType, invalid};
 
-/// Default `ha-lease-ttl`, seconds: a killed active is replaced within about this long.
-pub const DEFAULT_LEASE_TTL: i64 = 3;
+pub use crate::config::DEFAULT_LEASE_TTL;
 /// Where tasks keep their election (ours).
 pub const TASKS_PREFIX: &str = "/tidb-binlog/v1/tasks/";
 /// The registry role of the active drainer of a task.
@@ -51,56 +49,7 @@ pub fn election_name(task: &str) -> String {
     format!("{TASKS_PREFIX}{task}/election")
 }
 
-/// What the sink needs to fence an older active out: the task and this active's token.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fence {
-    /// The task name.
-    pub task: String,
-    /// This active's token (its leader key's create revision).
-    pub token: i64,
-}
-
-/// Refuses HA settings that cannot work: a bad task name or lease, a sink whose checkpoint and output
-/// a standby cannot take over, the relay log (replayed without PD, so without a lease).
-pub fn check_config(cfg: &Config, db: DbType) -> Result<(), ConfigError> {
-    let task = &cfg.task_name;
-    if task.is_empty() {
-        return Ok(());
-    }
-    if task.len() > 64 || !task.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
-        return Err(invalid("task-name", format!("{task:?}: use 1-64 characters of A-Z, a-z, 0-9, '-', '_', '.'")));
-    }
-    if !(1..=60).contains(&cfg.ha_lease_ttl) {
-        return Err(invalid("ha-lease-ttl", format!("{} (must be 1 to 60 seconds)", cfg.ha_lease_ttl)));
-    }
-    match db {
-        DbType::Mysql | DbType::Tidb => {}
-        DbType::File => {
-            return Err(invalid(
-                "task-name",
-                "db-type = \"file\" writes into this node's own directory, which a standby cannot take over; \
-                 drainer HA supports db-type = \"mysql\" and \"tidb\"",
-            ));
-        }
-        // Fenced by the transactional producer, which `task-name` turns on (`sink::setup::kafka_config`).
-        DbType::Kafka if cfg.syncer.to.kafka_exactly_once == Some(false) => {
-            return Err(invalid(
-                "syncer.to.kafka-exactly-once",
-                "is false, but task-name (drainer HA) needs it: the transactional producer is what fences an old \
-                 active drainer out of the topic",
-            ));
-        }
-        DbType::Kafka => {}
-    }
-    if !cfg.syncer.relay.log_dir.is_empty() {
-        return Err(invalid(
-            "task-name",
-            "[syncer.relay] log-dir: the relay log is replayed without PD, so without the election's lease; \
-             turn one of them off",
-        ));
-    }
-    Ok(())
-}
+pub use crate::sink::mysql::Fence;
 
 /// An etcd call of the election failed.
 #[derive(Debug, thiserror::Error)]
@@ -250,36 +199,6 @@ pub fn active_of<'a>(nodes: &'a [NodeStatus], task: &str) -> Option<&'a NodeStat
 mod tests {
     use super::*;
     use pump::node::NodeState;
-
-    fn cfg(task: &str, db: &str) -> Config {
-        let mut c = Config { task_name: task.into(), ..Config::default() };
-        c.syncer.db_type = db.into();
-        c
-    }
-
-    #[test]
-    fn config_is_checked_by_name() {
-        assert!(check_config(&cfg("", "file"), DbType::File).is_ok(), "no task: today's drainer");
-        assert!(check_config(&cfg("t-1.a_b", "mysql"), DbType::Mysql).is_ok());
-        assert!(check_config(&cfg("t", "tidb"), DbType::Tidb).is_ok());
-        for (task, db, dbt, key) in [
-            ("a/b", "mysql", DbType::Mysql, "task-name"),
-            ("t", "file", DbType::File, "task-name"),
-        ] {
-            let e = check_config(&cfg(task, db), dbt).unwrap_err().to_string();
-            assert!(e.contains(key), "{e}");
-        }
-        assert!(check_config(&cfg("t", "kafka"), DbType::Kafka).is_ok(), "kafka: fenced by its transactional producer");
-        let mut c = cfg("t", "kafka");
-        c.syncer.to.kafka_exactly_once = Some(false);
-        assert!(check_config(&c, DbType::Kafka).unwrap_err().to_string().contains("kafka-exactly-once"));
-        let mut c = cfg("t", "mysql");
-        c.ha_lease_ttl = 0;
-        assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("ha-lease-ttl"));
-        let mut c = cfg("t", "mysql");
-        c.syncer.relay.log_dir = "relay".into();
-        assert!(check_config(&c, DbType::Mysql).unwrap_err().to_string().contains("relay"));
-    }
 
     #[test]
     fn a_fencing_error_is_found_through_the_wrappers() {

@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod pumps;
 pub mod schema;
 pub mod server;
+pub mod setup;
 pub mod syncer;
 pub mod tidb;
 pub mod translate;

@@ -11,7 +11,7 @@ use drainer::sink::SinkError;
 use drainer::sink::file::FileSink;
 use drainer::sink::kafka::KafkaSink;
 use drainer::sink::mysql::MysqlSink;
-use drainer::sink::setup;
+use drainer::setup;
 
 fn init_logging(cfg: &Config) -> Result<()> {
     use pump::daemon::logging::{Rotate, init};

@@ -334,7 +334,7 @@ pub enum ReplayError {
 /// and saves a consistent checkpoint.
 pub async fn replay_mysql(cfg: &crate::config::Config) -> Result<Replayed, ReplayError> {
     use crate::sink::mysql::MysqlSink;
-    let mut mc = crate::sink::setup::mysql_config(cfg, 0)?;
+    let mut mc = crate::setup::mysql_config(cfg, 0)?;
     let stored = MysqlSink::stored_checkpoints(&mc).await?;
     let (cluster_id, consistent) = match stored.as_slice() {
         [] => return Ok(Replayed::NotNeeded),

@@ -377,7 +377,7 @@ where
             }
         };
         let mut store =
-            crate::sink::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
+            crate::setup::checkpoint_store(&cfg, cluster_id).map_err(|e| DrainerError::Config(e.to_string()))?;
         let saved = store.load().await?;
         let sink_ts = sink.load_checkpoint().await?;
         let start =

@@ -289,7 +289,7 @@ impl Config {
             return Err(ReparoError::Config("txn-batch and worker-count must be at least 1".into()));
         }
         let dest_db = toml_cfg.dest_db.unwrap_or_default();
-        let dest_tls = crate::sink::setup::tls_settings("[dest-db.security]", &dest_db.security).map_err(|(key, why)| {
+        let dest_tls = crate::setup::tls_settings("[dest-db.security]", &dest_db.security).map_err(|(key, why)| {
             let key = if key.is_empty() { String::new() } else { format!(" {key}") };
             ReparoError::Config(format!("[dest-db.security]{key}: {why}"))
         })?;

@@ -20,7 +20,6 @@ use crate::txn::Item;
 pub mod file;
 pub mod kafka;
 pub mod print;
-pub mod setup;
 
 /// A failure inside a sink.
 #[derive(Debug, thiserror::Error)]

@@ -71,7 +71,7 @@ pub struct MysqlSinkConfig {
     pub read_timeout: Duration,
     /// Drainer HA ([`crate::ha`]): this active drainer's task and fencing token; every downstream
     /// transaction checks it (module `fence`). Needs `checkpoint`.
-    pub fence: Option<crate::ha::Fence>,
+    pub fence: Option<super::fence::Fence>,
 }
 
 /// TLS to the downstream (`[syncer.to.security]` `ssl-ca`, `ssl-cert`, `ssl-key`). The server's

@@ -25,8 +25,16 @@ use mysql_async::prelude::*;
 use super::checkpoint::CheckpointCfg;
 use super::session::{lock_name, open_retrying};
 use super::{MysqlError, MysqlSinkConfig, sql};
-use crate::ha::Fence;
 use crate::txn::quote_ident;
+
+/// What the sink needs to fence an older active out: the task and this active's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fence {
+    /// The task name.
+    pub task: String,
+    /// This active's token (its leader key's create revision).
+    pub token: i64,
+}
 
 /// The error the check raises: "Subquery returns more than 1 row" (MySQL, MariaDB and TiDB; see
 /// [`check_sql`]). The sink's own statements carry no subqueries, so this code means the check.

@@ -80,6 +80,7 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 pub use self::checkpoint::CheckpointCfg;
 pub use self::config::{MysqlSinkConfig, MysqlTls};
 pub use self::error::MysqlError;
+pub use self::fence::Fence;
 
 use self::checkpoint::Applied;
 use self::coordinator::Coordinator;
