@@ -119,39 +119,7 @@ pub struct TableName {
     pub tbl_name: String,
 }
 
-/// `{schema, table}` of a table-migrate rule.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SchemaTable {
-    /// Schema name or pattern.
-    pub schema: String,
-    /// Table name or pattern.
-    pub table: String,
-}
-
-/// `[[syncer.table-migrate-rule]]`: filter rules and routing for the tables `source` matches
-/// (see [`crate::rules`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct TableMigrateRule {
-    /// Names of `[syncer.binlog-filter-rule.<name>]` rules that apply.
-    pub binlog_filter_rule: Vec<String>,
-    /// The upstream tables.
-    pub source: SchemaTable,
-    /// The downstream table.
-    pub target: SchemaTable,
-}
-
-/// `[syncer.binlog-filter-rule.<name>]`: what to drop from the tables of the table-migrate-rules that
-/// name it (see [`crate::rules`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
-pub struct BinlogFilterRule {
-    /// Event types to drop.
-    pub ignore_event: Vec<String>,
-    /// SQL patterns to drop.
-    pub ignore_sql: Vec<String>,
-}
+pub use crate::rules::{BinlogFilterRule, SchemaTable, TableMigrateRule};
 
 /// `[syncer.relay]`: the relay log of the MySQL/TiDB sink (see [`crate::relay`]).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -594,7 +562,7 @@ impl Config {
             check_pattern("db-name", &t.db_name).map_err(|r| invalid("syncer table filter", r))?;
             check_pattern("tbl-name", &t.tbl_name).map_err(|r| invalid("syncer table filter", r))?;
         }
-        crate::rules::Rules::new(&self.syncer).map_err(|e| match e {
+        crate::rules::Rules::new(self.syncer.case_sensitive, &self.syncer.table_migrate_rule, &self.syncer.binlog_filter_rule).map_err(|e| match e {
             crate::rules::RuleError::UnknownEvent { .. } | crate::rules::RuleError::BadSql { .. } => {
                 invalid("syncer.binlog-filter-rule", e.to_string())
             }

@@ -153,7 +153,7 @@ impl Translator {
             schema: Schema::new(),
             source: (!cfg.schema_source.is_empty()).then(|| StatusApi::new(&cfg.schema_source)),
             filter: Filter::new(cfg)?,
-            rules: Rules::new(cfg)?,
+            rules: Rules::new(cfg.case_sensitive, &cfg.table_migrate_rule, &cfg.binlog_filter_rule)?,
             routed: HashMap::new(),
             ignore_ts: cfg.ignore_txn_commit_ts.iter().copied().collect(),
             loopback: cfg.loopback_control.then_some(cfg.channel_id),

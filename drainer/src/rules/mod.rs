@@ -36,7 +36,41 @@ use regex::Regex;
 
 use self::ddl::DdlKind;
 use self::glob::Glob;
-use crate::config::SyncerConfig;
+use serde::Deserialize;
+
+/// `{schema, table}` of a table-migrate rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaTable {
+    /// Schema name or pattern.
+    pub schema: String,
+    /// Table name or pattern.
+    pub table: String,
+}
+
+/// `[[syncer.table-migrate-rule]]`: filter rules and routing for the tables `source` matches
+/// .
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct TableMigrateRule {
+    /// Names of `[syncer.binlog-filter-rule.<name>]` rules that apply.
+    pub binlog_filter_rule: Vec<String>,
+    /// The upstream tables.
+    pub source: SchemaTable,
+    /// The downstream table.
+    pub target: SchemaTable,
+}
+
+/// `[syncer.binlog-filter-rule.<name>]`: what to drop from the tables of the table-migrate-rules that
+/// name it .
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct BinlogFilterRule {
+    /// Event types to drop.
+    pub ignore_event: Vec<String>,
+    /// SQL patterns to drop.
+    pub ignore_sql: Vec<String>,
+}
 
 /// Every event type `ignore-event` accepts (upstream's list; aliases not included).
 pub const EVENT_TYPES: &[&str] = &[
@@ -288,10 +322,14 @@ pub struct Rules {
 
 impl Rules {
     /// Compiles the rules of `[syncer]`; every mistake is an error naming the rule.
-    pub fn new(cfg: &SyncerConfig) -> Result<Rules, RuleError> {
-        let cs = cfg.case_sensitive;
+    pub fn new(
+        case_sensitive: bool,
+        table_migrate_rule: &[TableMigrateRule],
+        binlog_filter_rule: &std::collections::BTreeMap<String, BinlogFilterRule>,
+    ) -> Result<Rules, RuleError> {
+        let cs = case_sensitive;
         let mut filters: HashMap<&str, (Vec<Ev>, Option<Regex>)> = HashMap::new();
-        for (name, r) in &cfg.binlog_filter_rule {
+        for (name, r) in binlog_filter_rule {
             let mut events = Vec::new();
             for e in &r.ignore_event {
                 events.push(parse_event(e).ok_or_else(|| RuleError::UnknownEvent { rule: name.clone(), event: e.clone() })?);
@@ -312,7 +350,7 @@ impl Rules {
         let mut rules = Rules { case_sensitive: cs, ..Rules::default() };
         let mut route_sources: HashMap<(String, String), usize> = HashMap::new();
         let mut used = std::collections::HashSet::new();
-        for (i, r) in cfg.table_migrate_rule.iter().enumerate() {
+        for (i, r) in table_migrate_rule.iter().enumerate() {
             let index = i + 1;
             let scope = Scope::new(index, &r.source.schema, &r.source.table, cs)?;
             for name in &r.binlog_filter_rule {
@@ -340,7 +378,7 @@ impl Rules {
             route_sources.insert(key, index);
             rules.routes.push(Route { scope, schema: t.schema.clone(), table: t.table.clone() });
         }
-        for name in cfg.binlog_filter_rule.keys() {
+        for name in binlog_filter_rule.keys() {
             if !used.contains(name.as_str()) {
                 tracing::warn!(rule = %name, "[syncer.binlog-filter-rule.{name}] is not named by any table-migrate-rule: it applies to no table");
             }
@@ -423,7 +461,11 @@ pub fn rewrite_ddl(query: &str, target_schema: &str, target_table: &str) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BinlogFilterRule, SchemaTable, TableMigrateRule};
+    use crate::config::SyncerConfig;
+
+    fn compile(c: &SyncerConfig) -> Result<Rules, RuleError> {
+        Rules::new(c.case_sensitive, &c.table_migrate_rule, &c.binlog_filter_rule)
+    }
 
     fn st(schema: &str, table: &str) -> SchemaTable {
         SchemaTable { schema: schema.into(), table: table.into() }
@@ -454,7 +496,7 @@ mod tests {
             vec![("no-del", filter(&["delete"], &[])), ("no-trunc", filter(&["Truncate Table", "create schema"], &[]))],
             vec![rule(&["no-del", "no-trunc"], st("test", "t*"), st("", ""))],
         );
-        let r = Rules::new(&c).unwrap();
+        let r = compile(&c).unwrap();
         assert!(r.ignores_dml("test", "t1", DmlKind::Delete));
         assert!(r.ignores_dml("TEST", "T2", DmlKind::Delete), "case-insensitive by default");
         assert!(!r.ignores_dml("test", "t1", DmlKind::Insert) && !r.ignores_dml("test", "t1", DmlKind::Update));
@@ -479,7 +521,7 @@ mod tests {
                 rule(&["sql"], st("c", "*"), st("", "")),
             ],
         );
-        let r = Rules::new(&c).unwrap();
+        let r = compile(&c).unwrap();
         assert!(r.ignores_ddl("a", "t", "create table t (id int)") && !r.ignores_dml("a", "t", DmlKind::Insert));
         assert!(!r.ignores_dml("b", "t", DmlKind::Insert), "`none` ends the list");
         assert!(r.ignores_ddl("c", "t", "drop table t") && r.ignores_ddl("c", "t", "ALTER TABLE t ADD   INDEX i (a)"));
@@ -491,11 +533,11 @@ mod tests {
     fn case_sensitive_compares_names_as_they_are() {
         let mut c = cfg(vec![("d", filter(&["delete"], &[]))], vec![rule(&["d"], st("Test", "T1"), st("", ""))]);
         c.case_sensitive = true;
-        let r = Rules::new(&c).unwrap();
+        let r = compile(&c).unwrap();
         assert!(r.ignores_dml("Test", "T1", DmlKind::Delete));
         assert!(!r.ignores_dml("test", "t1", DmlKind::Delete));
         c.case_sensitive = false;
-        let r = Rules::new(&c).unwrap();
+        let r = compile(&c).unwrap();
         assert!(r.ignores_dml("test", "t1", DmlKind::Delete) && r.ignores_dml("TEST", "t1", DmlKind::Delete));
     }
 
@@ -511,7 +553,7 @@ mod tests {
                 rule(&[], st("y", "a*"), st("y", "c")),
             ],
         );
-        let r = Rules::new(&c).unwrap();
+        let r = compile(&c).unwrap();
         assert_eq!(r.route("shard_1", "t_9").unwrap(), ("merged".into(), "t".into()));
         assert_eq!(r.route("shard_1", "other").unwrap(), ("merged_db".into(), "other".into()));
         assert_eq!(r.route("shard_1", "").unwrap(), ("merged_db".into(), "".into()));
@@ -524,19 +566,19 @@ mod tests {
 
     #[test]
     fn bad_rules_are_named() {
-        let e = Rules::new(&cfg(vec![], vec![rule(&["nope"], st("a", ""), st("", ""))])).unwrap_err().to_string();
+        let e = compile(&cfg(vec![], vec![rule(&["nope"], st("a", ""), st("", ""))])).unwrap_err().to_string();
         assert!(e.contains("#1") && e.contains("\"nope\"") && e.contains("[syncer.binlog-filter-rule.nope]"), "{e}");
-        let e = Rules::new(&cfg(vec![("r", filter(&["delet"], &[]))], vec![])).unwrap_err().to_string();
+        let e = compile(&cfg(vec![("r", filter(&["delet"], &[]))], vec![])).unwrap_err().to_string();
         assert!(e.contains("[syncer.binlog-filter-rule.r]") && e.contains("\"delet\""), "{e}");
-        let e = Rules::new(&cfg(vec![("r", filter(&[], &["(unclosed"]))], vec![])).unwrap_err().to_string();
+        let e = compile(&cfg(vec![("r", filter(&[], &["(unclosed"]))], vec![])).unwrap_err().to_string();
         assert!(e.contains("[syncer.binlog-filter-rule.r]") && e.contains("(unclosed") && e.contains("regular expression"), "{e}");
-        let e = Rules::new(&cfg(vec![], vec![rule(&[], st("", "t"), st("a", ""))])).unwrap_err().to_string();
+        let e = compile(&cfg(vec![], vec![rule(&[], st("", "t"), st("a", ""))])).unwrap_err().to_string();
         assert!(e.contains("source.schema"), "{e}");
-        let e = Rules::new(&cfg(vec![], vec![rule(&[], st("a*b", ""), st("a", ""))])).unwrap_err().to_string();
+        let e = compile(&cfg(vec![], vec![rule(&[], st("a*b", ""), st("a", ""))])).unwrap_err().to_string();
         assert!(e.contains("only at the end"), "{e}");
-        let e = Rules::new(&cfg(vec![], vec![rule(&[], st("a", "t"), st("", "u"))])).unwrap_err().to_string();
+        let e = compile(&cfg(vec![], vec![rule(&[], st("a", "t"), st("", "u"))])).unwrap_err().to_string();
         assert!(e.contains("target.schema"), "{e}");
-        let e = Rules::new(&cfg(vec![], vec![rule(&[], st("a", "t"), st("b", "")), rule(&[], st("A", "T"), st("c", ""))]))
+        let e = compile(&cfg(vec![], vec![rule(&[], st("a", "t"), st("b", "")), rule(&[], st("A", "T"), st("c", ""))]))
             .unwrap_err()
             .to_string();
         assert!(e.contains("#2") && e.contains("#1"), "{e}");
