@@ -33,7 +33,7 @@ use tokio::sync::mpsc;
 
 use super::admin::{Producer, ensure_topic};
 use super::error::kerr;
-use super::pipeline::{ENCODE_BATCH, RESOLVED_INTERVAL, Shared, item_messages, produce, resolved_messages, resolves};
+use super::pipeline::{ENCODE_BATCH, RESOLVED_INTERVAL, Shared, item_messages, next_batch, produce, resolved_messages, resolves};
 use super::window::Msg;
 use super::{KafkaConfig, KafkaSinkError, translate};
 use crate::txn::Item;
@@ -187,13 +187,9 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
     let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
     loop {
         let owed = resolves && written > resolved;
-        let n = tokio::select! {
-            n = items.recv_many(&mut batch, ENCODE_BATCH) => n,
-            _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
-        };
-        if n == 0 && !owed {
+        let Some(n) = next_batch(&mut items, &mut batch, owed, resolved_at).await else {
             return; // The sink was dropped.
-        }
+        };
         let started = Instant::now();
         let mut run = Run::default();
         let r: Result<(), KafkaSinkError> = async {

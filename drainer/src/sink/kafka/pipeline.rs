@@ -84,6 +84,16 @@ pub(super) fn resolves(shared: &Shared) -> bool {
     (shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single) || shared.cfg.format == Format::CanalJson
 }
 
+/// Waits for queued items (moved into `batch`, at most [`ENCODE_BATCH`]) or, when a resolved ts is
+/// `owed`, for its interval since `resolved_at` to pass (`Some(0)`); `None` once the sink was dropped.
+pub(super) async fn next_batch(items: &mut mpsc::Receiver<Arc<Item>>, batch: &mut Vec<Arc<Item>>, owed: bool, resolved_at: Instant) -> Option<usize> {
+    let n = tokio::select! {
+        n = items.recv_many(batch, ENCODE_BATCH) => n,
+        _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
+    };
+    (n > 0 || owed).then_some(n)
+}
+
 /// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
 /// too many are unacked), produces its messages and queues it for the ack task, in write order.
 pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>, budget: Arc<Semaphore>) {
@@ -97,13 +107,9 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
     let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
     loop {
         let owed = resolves && written > resolved;
-        let n = tokio::select! {
-            n = items.recv_many(&mut batch, ENCODE_BATCH) => n,
-            _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
-        };
-        if n == 0 && !owed {
+        let Some(n) = next_batch(&mut items, &mut batch, owed, resolved_at).await else {
             return; // The sink was dropped.
-        }
+        };
         for item in batch.drain(..) {
             written = written.max(item.commit_ts);
             if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &budget).await {
