@@ -12,6 +12,7 @@ use drainer::sink::kafka::{Format, KafkaConfig, KafkaSink, untranslate};
 use drainer::txn::{Body, Item, RowChange, Value};
 use tests::Cluster;
 
+use crate::kafka_sink::consumer_apply;
 use crate::reparo_files::{downstream_rows, expected_rows, has_table, mysql_items};
 use crate::sink_items;
 
@@ -92,7 +93,7 @@ async fn binlog_consumer_reads_canal_json_as_protobuf_and_applies_it_exactly_onc
     let apply = |extra: &[&str]| {
         let mut args = vec![format!("--kafka-addrs={addr}"), "-topic=canal".into(), "-format=canal-json".into(), format!("--apply={}", db.url())];
         args.extend(extra.iter().map(|s| s.to_string()));
-        move || std::process::Command::new(tests::our_binary("binlog-consumer")).args(args).output().unwrap()
+        move || consumer_apply(args)
     };
     let out = tokio::task::spawn_blocking(apply(&["--stop-at-ts=150", "--idle-timeout=20"])).await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -107,10 +108,10 @@ async fn binlog_consumer_reads_canal_json_as_protobuf_and_applies_it_exactly_onc
 
     // The wrong format is named with the message's offset; an unknown format at the flag.
     let args = vec![format!("--kafka-addrs={addr}"), "-topic=pb".into(), "-format=canal-json".into(), "-idle-timeout=10".into()];
-    let out = tokio::task::spawn_blocking(move || std::process::Command::new(tests::our_binary("binlog-consumer")).args(args).output().unwrap()).await.unwrap();
+    let out = tokio::task::spawn_blocking(move || consumer_apply(args)).await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("pb/0 offset 0") && err.contains("kafka-format canal-json"), "{err}");
-    let out = std::process::Command::new(tests::our_binary("binlog-consumer")).args(["-topic=pb", "-format=avro"]).output().unwrap();
+    let out = consumer_apply(vec!["-topic=pb".into(), "-format=avro".into()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.code() == Some(2) && err.contains("\"avro\""), "{err}");
 }

@@ -170,7 +170,8 @@ async fn binlog_consumer_binary_prints_transactions() {
     assert!(text.contains("  update `db`.`t`: id=1, name='name-1-0 ü'"), "{text}");
 }
 
-fn consumer_apply(args: Vec<String>) -> std::process::Output {
+/// Runs the `binlog-consumer` binary with `args` to its end.
+pub(crate) fn consumer_apply(args: Vec<String>) -> std::process::Output {
     std::process::Command::new(tests::our_binary("binlog-consumer")).args(args).output().unwrap()
 }
 
