@@ -119,10 +119,28 @@ fn unsafe_free_kill(pid: i32, sig: i32) -> std::io::Result<std::process::ExitSta
     Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status()
 }
 
-/// A free TCP port on 127.0.0.1 (bound then released; good enough on a test machine).
+/// Ports [`free_port`] hands out: below the kernel's ephemeral range (32768–60999 by default), where
+/// client sockets and `:0` binds of every process land, so a port picked here and bound a moment later
+/// by the service cannot have been taken by someone's outgoing connection in between.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// A free TCP port on 127.0.0.1 for a service a test starts: never the same one twice in this process
+/// (a counter walks [`PORT_RANGE`] from a per-process offset), and one nobody listens on right now.
+/// (Taking the kernel's `:0` port and releasing it let a parallel test's client connection or a child's
+/// `:0` bind take it before the service bound it: a drainer once read another server's 404s.)
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    let _ = NEXT.compare_exchange(u32::MAX, std::process::id().wrapping_mul(7919) % span, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let i = NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        let port = PORT_RANGE.start + u16::try_from(i).expect("span fits u16");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() && !port_open(port) {
+            return port;
+        }
+    }
+    panic!("no free port in {PORT_RANGE:?}")
 }
 
 /// Polls `f` every 50 ms until it returns `Ok(true)` or `timeout` passes.
