@@ -13,8 +13,9 @@
 //! lag from send to its in-order ack. p50/p99 per side, medians over the rounds.
 //!
 //! Then the same comparison per format and partition count (`KAFKA_CASES`, default
-//! `canal-json/1,protobuf/8,canal-json/8`; `<kafka-format>/<partitions>`, more than one partition
-//! partitioned by primary key): the sink writes the items once into a capture topic, the bench reads
+//! `canal-json/1,protobuf/8,canal-json/8,protobuf/1/eos`; `<kafka-format>/<partitions>`, more than one partition
+//! partitioned by primary key; `/eos` appended: the sink with exactly-once, its transactional
+//! producer, against the same plain idempotent producer): the sink writes the items once into a capture topic, the bench reads
 //! back every message it produced (partition, headers, bytes: chunk and resolved-ts messages
 //! included), and the plain producer sends exactly those, each to its partition, in the same run.
 //!
@@ -382,16 +383,30 @@ async fn main() -> Result<()> {
         Comparison::lower_is_better("kafka_sink lag p99 (commit to acked)", m(&ol, |x| x.1), m(&pl, |x| x.1), "plain rdkafka producer", "ms").print();
     }
 
-    let cases = std::env::var("KAFKA_CASES").unwrap_or_else(|_| "canal-json/1,protobuf/8,canal-json/8".into());
+    let cases = std::env::var("KAFKA_CASES").unwrap_or_else(|_| "canal-json/1,protobuf/8,canal-json/8,protobuf/1/eos".into());
     for case in cases.split(',').filter(|c| !c.is_empty()) {
-        let (format, partitions) = case.split_once('/').ok_or_else(|| anyhow::anyhow!("KAFKA_CASES: {case:?} is not <format>/<partitions>"))?;
+        let parts: Vec<&str> = case.split('/').collect();
+        let (format, partitions, eos) = match parts[..] {
+            [f, p] => (f, p, false),
+            [f, p, "eos"] => (f, p, true),
+            _ => anyhow::bail!("KAFKA_CASES: {case:?} is not <format>/<partitions>[/eos]"),
+        };
         let format = [Format::Protobuf, Format::CanalJson]
             .into_iter()
             .find(|f| f.name() == format)
             .ok_or_else(|| anyhow::anyhow!("KAFKA_CASES: unknown format {format:?}"))?;
         let partitions: i32 = partitions.parse()?;
-        let tag = format!("{}_{partitions}", format.name());
-        ours_with(case_config(&addr, &format!("capture_{tag}"), format, partitions), &items).await?;
+        let tag = format!("{}_{partitions}{}", format.name(), if eos { "_eos" } else { "" });
+        // Exactly-once: the sink's transactional producer (a Kafka transaction per queued run of
+        // items); the baseline stays the plain idempotent producer sending the same messages.
+        let config = |topic: String| {
+            let mut cfg = case_config(&addr, &topic, format, partitions);
+            if eos {
+                cfg.transactional_id = Some(format!("bench-{topic}"));
+            }
+            cfg
+        };
+        ours_with(config(format!("capture_{tag}")), &items).await?;
         let msgs = {
             let (addr, topic) = (addr.clone(), format!("capture_{tag}"));
             tokio::task::spawn_blocking(move || capture(&addr, &topic, partitions)).await??
@@ -403,7 +418,7 @@ async fn main() -> Result<()> {
         let (mut o, mut p) = (Vec::new(), Vec::new());
         for r in 0..rounds {
             p.push(plain_captured(&addr, &format!("plain_{tag}_{r}"), partitions, &msgs).await?);
-            o.push(ours_with(case_config(&addr, &format!("ours_{tag}_{r}"), format, partitions), &items).await?);
+            o.push(ours_with(config(format!("ours_{tag}_{r}")), &items).await?);
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!("{case}: ours {o:.3?} s, plain {p:.3?} s");

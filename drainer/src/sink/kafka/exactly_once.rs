@@ -33,9 +33,9 @@ use tokio::sync::mpsc;
 
 use super::admin::{Producer, ensure_topic};
 use super::error::kerr;
-use super::pipeline::{ENCODE_BATCH, RESOLVED_INTERVAL, Shared, item_messages, next_batch, produce, resolved_messages, resolves};
+use super::pipeline::{ENCODE_BATCH, Encoders, RESOLVED_INTERVAL, Shared, item_messages, next_batch, produce, resolved_messages, resolves};
 use super::window::Msg;
-use super::{KafkaConfig, KafkaSinkError, translate};
+use super::{KafkaConfig, KafkaSinkError};
 use crate::txn::Item;
 
 /// How long, at most, the encoder adds items to one transaction before committing it.
@@ -180,7 +180,7 @@ impl Run {
 /// The encoder task with the transactional producer (see the module docs).
 pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>) {
     let producer = shared.producer.lock().await.clone();
-    let mut encoder = translate::Encoder::default();
+    let mut encoders = Encoders::default();
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
     let resolves = resolves(&shared);
     let max_bytes = shared.cfg.max_pending_bytes.max(1);
@@ -197,7 +197,7 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
                 for item in batch.drain(..) {
                     written = written.max(item.commit_ts);
                     run.last_ts = run.last_ts.max(item.commit_ts);
-                    let msgs = item_messages(&shared, &mut encoder, &topic_ts, &item)?;
+                    let msgs = item_messages(&shared, &mut encoders, &topic_ts, &item)?;
                     run.send(&shared, &producer, msgs, item.commit_ts).await?;
                 }
                 if run.bytes >= max_bytes || started.elapsed() >= RUN_MAX_TIME {

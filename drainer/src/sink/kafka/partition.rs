@@ -6,9 +6,8 @@
 //! releases). Values are hashed as their text (`crate::txn::value_text`); NULL and a missing value
 //! as the empty string.
 
-use super::{KafkaConfig, Partitioning, translate};
-use crate::proto::slave;
-use crate::txn::{Body, Item, RowChange, TableChanges, Value};
+use super::{KafkaConfig, Partitioning};
+use crate::txn::{RowChange, TableChanges, Value};
 
 /// FNV-1a over `parts`, each terminated by 0xFF.
 fn stable_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
@@ -87,39 +86,30 @@ pub(super) fn partition_of_change(cfg: &KafkaConfig, partitions: i32, t: &TableC
     }
 }
 
-/// The messages (partition, binlog) for `item`.
-pub(super) fn messages(cfg: &KafkaConfig, partitions: i32, item: &Item) -> Vec<(i32, slave::Binlog)> {
-    let Some(binlog) = translate::to_secondary(item) else { return Vec::new() };
-    if partitions <= 1 || cfg.partitioning == Partitioning::Single {
-        return vec![(0, binlog)];
-    }
-    let Body::Dml(tables) = &item.body else {
-        return (0..partitions).map(|p| (p, binlog.clone())).collect();
-    };
-    let mut by_part: Vec<Vec<slave::Table>> = vec![Vec::new(); partitions as usize];
+/// One partition's share of a table's changes in a transaction, in transaction order.
+pub(super) type Share<'a> = (&'a TableChanges, Vec<&'a RowChange>);
+
+/// The row changes of `tables` per partition (`partitions` entries; one when the sink does not
+/// partition), each grouped by table in transaction order; tables without rows are left out.
+pub(super) fn split<'a>(cfg: &KafkaConfig, partitions: i32, tables: &'a [TableChanges]) -> Vec<Vec<Share<'a>>> {
+    let single = partitions <= 1 || cfg.partitioning == Partitioning::Single;
+    let mut by_part: Vec<Vec<Share<'a>>> = (0..if single { 1 } else { partitions }).map(|_| Vec::new()).collect();
     for t in tables.iter().filter(|t| !t.rows.is_empty()) {
         match cfg.partitioning {
+            _ if single => by_part[0].push((t, t.rows.iter().collect())),
+            Partitioning::Single | Partitioning::Table => by_part[partition_of_table(partitions, t) as usize].push((t, t.rows.iter().collect())),
             Partitioning::PrimaryKey | Partitioning::Columns => {
-                let mut parts: Vec<Option<TableChanges>> = vec![None; partitions as usize];
                 for r in &t.rows {
-                    let p = partition_of_change(cfg, partitions, t, r) as usize;
-                    parts[p].get_or_insert_with(|| TableChanges { table: t.table.clone(), rows: Vec::new() }).rows.push(r.clone());
-                }
-                for (p, tc) in parts.into_iter().enumerate() {
-                    if let Some(tc) = tc {
-                        by_part[p].push(translate::table_message(&tc));
+                    let part = &mut by_part[partition_of_change(cfg, partitions, t, r) as usize];
+                    match part.last_mut() {
+                        Some((last, rows)) if std::ptr::eq(*last, t) => rows.push(r),
+                        _ => part.push((t, vec![r])),
                     }
                 }
             }
-            _ => by_part[partition_of_table(partitions, t) as usize].push(translate::table_message(t)),
         }
     }
     by_part
-        .into_iter()
-        .enumerate()
-        .filter(|(_, ts)| !ts.is_empty())
-        .map(|(p, ts)| (p as i32, translate::dml_binlog(item.commit_ts, ts)))
-        .collect()
 }
 
 #[cfg(test)]

@@ -14,11 +14,11 @@ use tokio::sync::{Semaphore, mpsc};
 use super::admin::{Producer, ensure_topic, make_producer};
 use super::config::MessageLimit;
 use super::error::kerr;
-use super::partition::{messages, partition_of_change};
+use super::partition::split;
 use super::window::{Failure, Msg, Window};
 use super::{CHUNK_HEADER, Format, KafkaConfig, KafkaSinkError, Partitioning, RESOLVED_HEADER, canal, translate};
 use crate::proto::slave;
-use crate::txn::{Body, Item};
+use crate::txn::{Body, Item, TableChanges};
 
 /// How often, at most, the encoder sends resolved-ts messages while items flow.
 pub(super) const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
@@ -97,7 +97,7 @@ pub(super) async fn next_batch(items: &mut mpsc::Receiver<Arc<Item>>, batch: &mu
 /// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
 /// too many are unacked), produces its messages and queues it for the ack task, in write order.
 pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>, budget: Arc<Semaphore>) {
-    let mut encoder = translate::Encoder::default();
+    let mut encoders = Encoders::default();
     // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
     // per run instead of a cross-thread wake-up per item.
     let mut batch = Vec::with_capacity(ENCODE_BATCH);
@@ -112,7 +112,7 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
         };
         for item in batch.drain(..) {
             written = written.max(item.commit_ts);
-            if let Err(e) = encode_item(&shared, &mut encoder, &topic_ts, &item, &budget).await {
+            if let Err(e) = encode_item(&shared, &mut encoders, &topic_ts, &item, &budget).await {
                 shared.fail(e);
                 return;
             }
@@ -125,44 +125,6 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
             (resolved, resolved_at) = (written, Instant::now());
         }
     }
-}
-
-/// The canal-json messages of `item` (one per row change, DDL to every partition), each partition's
-/// run marked with the chunk header so its completeness can be read back.
-fn canal_messages(shared: &Shared, item: &Item, held: &impl Fn(i32) -> bool, msgs: &mut Vec<Msg>) -> Result<(), KafkaSinkError> {
-    let parts = shared.partitions.max(1);
-    let mut by_part: Vec<Vec<Vec<u8>>> = vec![Vec::new(); parts as usize];
-    match &item.body {
-        Body::Dml(tables) => {
-            for t in tables {
-                for r in &t.rows {
-                    let p = partition_of_change(&shared.cfg, parts, t, r);
-                    by_part[p as usize].push(canal::row_message(item.commit_ts, t, r));
-                }
-            }
-        }
-        Body::Ddl(ddl) => {
-            let m = canal::ddl_message(item.commit_ts, ddl);
-            by_part.iter_mut().for_each(|v| v.push(m.clone()));
-        }
-        Body::Empty => {}
-    }
-    let limit = &shared.limit;
-    for (p, payloads) in by_part.into_iter().enumerate() {
-        let (p, n) = (p as i32, payloads.len());
-        if held(p) {
-            continue;
-        }
-        for (i, payload) in payloads.into_iter().enumerate() {
-            if payload.len() > limit.payload {
-                let what = if matches!(item.body, Body::Ddl(_)) { "the DDL".to_string() } else { "one row".to_string() };
-                return Err(translate::TooLarge { commit_ts: item.commit_ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
-            }
-            let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
-            msgs.push(Msg { partition: p, header, payload });
-        }
-    }
-    Ok(())
 }
 
 /// A resolved-ts message for `ts` to every partition that does not already hold a later ts.
@@ -192,55 +154,105 @@ async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -
 /// Encodes `binlog` for partition `p`, in chunks when over `limit`.
 fn push_chunks(msgs: &mut Vec<Msg>, p: i32, binlog: &slave::Binlog, limit: &MessageLimit) -> Result<(), KafkaSinkError> {
     let chunks = translate::encode_chunks(binlog, limit.payload, &limit.bound)?;
-    let n = chunks.len();
-    for (i, payload) in chunks.into_iter().enumerate() {
-        let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
-        msgs.push(Msg { partition: p, header, payload });
-    }
+    push_run(msgs, p, chunks);
     Ok(())
 }
 
-/// The messages of `item`, leaving out partitions that already hold it (a restart).
-pub(super) fn item_messages(
-    shared: &Shared,
-    encoder: &mut translate::Encoder,
-    topic_ts: &HashMap<i32, i64>,
-    item: &Item,
-) -> Result<Vec<Msg>, KafkaSinkError> {
+/// Adds one partition's messages of a transaction, marked with the chunk header `"i/n"` when there
+/// are several, so a reader can tell whether the transaction is complete in the partition.
+fn push_run(msgs: &mut Vec<Msg>, p: i32, payloads: Vec<Vec<u8>>) {
+    let n = payloads.len();
+    for (i, payload) in payloads.into_iter().enumerate() {
+        let header = (n > 1).then(|| (CHUNK_HEADER, format!("{i}/{n}")));
+        msgs.push(Msg { partition: p, header, payload });
+    }
+}
+
+/// The encoder task's encoders, with their per-table caches.
+#[derive(Default, Debug)]
+pub(super) struct Encoders {
+    protobuf: translate::Encoder,
+    canal: canal::Writer,
+}
+
+/// The messages of `item`, leaving out partitions that already hold it (a restart): in protobuf one
+/// binlog per partition holding the partition's row changes (in chunks when over the message limit),
+/// in canal-json one message per row change; a DDL goes to every partition.
+pub(super) fn item_messages(shared: &Shared, enc: &mut Encoders, topic_ts: &HashMap<i32, i64>, item: &Item) -> Result<Vec<Msg>, KafkaSinkError> {
     let limit = &shared.limit;
     let held = |p: i32| topic_ts.get(&p).is_some_and(|&ts| item.commit_ts <= ts); // restart
-    let single = shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single;
+    let ts = item.commit_ts;
     let mut msgs = Vec::new();
     match &item.body {
-        _ if shared.cfg.format == Format::CanalJson => canal_messages(shared, item, &held, &mut msgs)?,
-        // The common case, encoded directly; chunked through the message when over the limit.
-        Body::Dml(tables) if single && !held(0) && tables.iter().any(|t| !t.rows.is_empty()) => {
-            let payload = encoder.dml(item.commit_ts, tables);
-            if payload.len() <= limit.payload {
-                msgs.push(Msg { partition: 0, header: None, payload });
-            } else if let Some(binlog) = translate::to_secondary(item) {
-                push_chunks(&mut msgs, 0, &binlog, limit)?;
-            }
-        }
-        _ => {
-            for (p, binlog) in messages(&shared.cfg, shared.partitions, item) {
-                if !held(p) {
-                    push_chunks(&mut msgs, p, &binlog, limit)?;
+        Body::Dml(tables) => {
+            for (p, share) in split(&shared.cfg, shared.partitions, tables).iter().enumerate() {
+                let p = p as i32;
+                if share.is_empty() || held(p) {
+                    continue;
+                }
+                match shared.cfg.format {
+                    Format::Protobuf => {
+                        let payload = enc.protobuf.dml_rows(ts, share.iter().map(|(t, rows)| (&t.table, rows.iter().copied())));
+                        if payload.len() <= limit.payload {
+                            msgs.push(Msg { partition: p, header: None, payload });
+                        } else {
+                            let tables = share
+                                .iter()
+                                .map(|(t, rows)| translate::table_message(&TableChanges { table: t.table.clone(), rows: rows.iter().map(|&r| r.clone()).collect() }))
+                                .collect();
+                            push_chunks(&mut msgs, p, &translate::dml_binlog(ts, tables), limit)?;
+                        }
+                    }
+                    Format::CanalJson => {
+                        let mut payloads = Vec::new();
+                        for (t, rows) in share {
+                            for r in rows {
+                                let payload = enc.canal.row_message(ts, t, r);
+                                if payload.len() > limit.payload {
+                                    let what = "one row".to_string();
+                                    return Err(translate::TooLarge { commit_ts: ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
+                                }
+                                payloads.push(payload);
+                            }
+                        }
+                        push_run(&mut msgs, p, payloads);
+                    }
                 }
             }
         }
+        Body::Ddl(ddl) => {
+            let parts = if shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single { 1 } else { shared.partitions };
+            for p in (0..parts).filter(|&p| !held(p)) {
+                match shared.cfg.format {
+                    Format::Protobuf => {
+                        if let Some(binlog) = translate::to_secondary(item) {
+                            push_chunks(&mut msgs, p, &binlog, limit)?;
+                        }
+                    }
+                    Format::CanalJson => {
+                        let payload = canal::ddl_message(ts, ddl);
+                        if payload.len() > limit.payload {
+                            let what = "the DDL".to_string();
+                            return Err(translate::TooLarge { commit_ts: ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
+                        }
+                        msgs.push(Msg { partition: p, header: None, payload });
+                    }
+                }
+            }
+        }
+        Body::Empty => {}
     }
     Ok(msgs)
 }
 
 async fn encode_item(
     shared: &Shared,
-    encoder: &mut translate::Encoder,
+    encoders: &mut Encoders,
     topic_ts: &HashMap<i32, i64>,
     item: &Item,
     budget: &Arc<Semaphore>,
 ) -> Result<(), KafkaSinkError> {
-    let msgs = item_messages(shared, encoder, topic_ts, item)?;
+    let msgs = item_messages(shared, encoders, topic_ts, item)?;
     let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
     // An item larger than the whole budget takes all of it.
     let want = bytes.min(budget_size(&shared.cfg)) as u32;

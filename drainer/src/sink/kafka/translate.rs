@@ -370,13 +370,20 @@ impl std::fmt::Debug for Encoder {
 impl Encoder {
     /// The encoded DML binlog of `tables` (tables without rows are left out, as [`to_secondary`]).
     pub fn dml<'a>(&mut self, commit_ts: i64, tables: impl IntoIterator<Item = &'a TableChanges>) -> Vec<u8> {
+        self.dml_rows(commit_ts, tables.into_iter().map(|t| (&t.table, t.rows.iter())))
+    }
+
+    /// The encoded DML binlog of some row changes per table, in the order given (a partition's share
+    /// of a transaction); tables without rows are left out.
+    pub fn dml_rows<'a, R>(&mut self, commit_ts: i64, tables: impl IntoIterator<Item = (&'a Arc<TableSchema>, R)>) -> Vec<u8>
+    where
+        R: IntoIterator<Item = &'a RowChange>,
+    {
         self.tables.clear();
-        for t in tables {
-            if t.rows.is_empty() {
-                continue;
+        for (table, rows) in tables {
+            if self.encode_table(table, rows) {
+                put_bytes(&mut self.tables, 0x0a, &self.table);
             }
-            self.encode_table(t);
-            put_bytes(&mut self.tables, 0x0a, &self.table);
         }
         let mut out = Vec::with_capacity(self.tables.len() + 24);
         out.extend_from_slice(&[0x08, slave::BinlogType::Dml as u8, 0x10]);
@@ -385,19 +392,24 @@ impl Encoder {
         out
     }
 
-    fn encode_table(&mut self, t: &TableChanges) {
+    /// Puts the `Table` message of `rows` in `self.table`; false when there are none.
+    fn encode_table<'a>(&mut self, table: &Arc<TableSchema>, rows: impl IntoIterator<Item = &'a RowChange>) -> bool {
+        let mut rows = rows.into_iter().peekable();
+        if rows.peek().is_none() {
+            return false;
+        }
         if self.headers.len() >= HEADER_CACHE {
             self.headers.clear();
         }
-        let (_, before, after) = self.headers.entry(Arc::as_ptr(&t.table) as usize).or_insert_with(|| {
-            let mut h = table_header(&t.table);
+        let (_, before, after) = self.headers.entry(Arc::as_ptr(table) as usize).or_insert_with(|| {
+            let mut h = table_header(table);
             let keys = std::mem::take(&mut h.unique_keys);
             let after = slave::Table { unique_keys: keys, ..Default::default() }.encode_to_vec();
-            (t.table.clone(), h.encode_to_vec(), after)
+            (table.clone(), h.encode_to_vec(), after)
         });
         self.table.clear();
         self.table.extend_from_slice(before);
-        for change in &t.rows {
+        for change in rows {
             let (tp, r, old) = match change {
                 RowChange::Insert(r) => (slave::MutationType::Insert, r, None),
                 RowChange::Delete(r) => (slave::MutationType::Delete, r, None),
@@ -405,15 +417,16 @@ impl Encoder {
             };
             self.mutation.clear();
             self.mutation.extend_from_slice(&[0x08, tp as u8]);
-            encode_row(&mut self.row, &t.table, r);
+            encode_row(&mut self.row, table, r);
             put_bytes(&mut self.mutation, 0x12, &self.row);
             if let Some(old) = old {
-                encode_row(&mut self.row, &t.table, old);
+                encode_row(&mut self.row, table, old);
                 put_bytes(&mut self.mutation, 0x1a, &self.row);
             }
             put_bytes(&mut self.table, 0x22, &self.mutation);
         }
         self.table.extend_from_slice(after);
+        true
     }
 }
 
@@ -598,6 +611,14 @@ mod tests {
                 let Body::Dml(tables) = &item.body else { unreachable!() };
                 let want = to_secondary(item).unwrap().encode_to_vec();
                 assert_eq!(enc.dml(item.commit_ts, tables), want, "commit ts {}", item.commit_ts);
+                // A partition's share (every other row of each table): the message of those rows.
+                let share: Vec<TableChanges> = tables
+                    .iter()
+                    .map(|t| TableChanges { table: t.table.clone(), rows: t.rows.iter().step_by(2).cloned().collect() })
+                    .collect();
+                let want = to_secondary(&Item { body: Body::Dml(share.clone()), ..item.clone() }).unwrap().encode_to_vec();
+                let got = enc.dml_rows(item.commit_ts, tables.iter().map(|t| (&t.table, t.rows.iter().step_by(2))));
+                assert_eq!(got, want, "share of commit ts {}", item.commit_ts);
             }
         }
     }
