@@ -32,9 +32,7 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
     let consumer: BaseConsumer = c.create().map_err(kerr("checkpoint consumer"))?;
     let mut out = HashMap::new();
     for p in 0..partitions {
-        let (low, high) = consumer
-            .fetch_watermarks(&cfg.topic, p, Duration::from_secs(10))
-            .map_err(kerr(format!("watermarks of {}/{p}", cfg.topic)))?;
+        let (low, high) = watermarks(&consumer, cfg, p)?;
         let mut span = 8i64;
         while high > low {
             let from = high.saturating_sub(span).max(low);
@@ -49,6 +47,31 @@ pub fn last_commit_ts(cfg: &KafkaConfig, partitions: i32) -> Result<HashMap<i32,
         }
     }
     Ok(out)
+}
+
+/// How long [`watermarks`] waits for a partition to get a leader.
+const LEADER_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether `e` says the partition has no leader right now: a topic just created, or a leader's broker
+/// failing over.
+fn leaderless(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(e.rdkafka_error_code(), Some(C::NotLeaderForPartition | C::LeaderNotAvailable | C::UnknownTopicOrPartition | C::UnknownPartition))
+}
+
+/// Partition `p`'s low and high offsets, waiting up to [`LEADER_WAIT`] while it has no leader (a
+/// topic the sink has just created may be in the metadata before its partitions have leaders).
+fn watermarks(consumer: &BaseConsumer, cfg: &KafkaConfig, p: i32) -> Result<(i64, i64), KafkaSinkError> {
+    let deadline = Instant::now() + LEADER_WAIT;
+    loop {
+        match consumer.fetch_watermarks(&cfg.topic, p, Duration::from_secs(10)) {
+            Err(e) if leaderless(&e) && Instant::now() < deadline => {
+                tracing::info!(topic = %cfg.topic, partition = p, error = %e, "kafka sink: waiting for the partition's leader");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            r => return r.map_err(kerr(format!("watermarks of {}/{p}", cfg.topic))),
+        }
+    }
 }
 
 /// Reads partition `p` from offset `from` to its end; returns the last message's commit ts and
