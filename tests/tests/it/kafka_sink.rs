@@ -487,29 +487,3 @@ async fn kafka_sink_partitions_by_column_value_keeping_each_values_changes_in_or
     assert_eq!(log_parts.len(), 1, "a table without the column stays in one partition (by table)");
 }
 
-/// A sink that creates its topic reads the new partitions' offsets at once; Kafka may list a new
-/// topic before its partitions have leaders, and the read then fails with `NotLeaderForPartition`
-/// (the bench once stopped on it). The sink waits for the leaders: connecting to 12 fresh
-/// 8-partition topics (each with and without exactly-once) succeeds every time and the first write
-/// is durable.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_sink_connects_to_topics_it_has_just_created() {
-    use drainer::sink::kafka::Partitioning;
-    let cluster = start().await;
-    let addr = cluster.kafka.as_ref().unwrap().addr();
-    let items = sink_items::workload(10, 3).0;
-    let last = items.last().unwrap().commit_ts;
-    for i in 0..12 {
-        let mut cfg = KafkaConfig::new(&addr, &format!("fresh_{i}"));
-        cfg.partitioning = Partitioning::PrimaryKey;
-        cfg.partitions = 8;
-        if i % 2 == 1 {
-            cfg.transactional_id = Some(format!("fresh-{i}"));
-        }
-        let mut sink = KafkaSink::connect(cfg).await.unwrap_or_else(|e| panic!("topic fresh_{i}: {e}"));
-        for it in &items {
-            sink.write(Arc::new(it.clone())).await.unwrap();
-        }
-        assert_eq!(sink.flush().await.unwrap(), last, "topic fresh_{i}");
-    }
-}
