@@ -324,6 +324,12 @@ async fn main() -> Result<()> {
     let payloads: Vec<Vec<u8>> = items.iter().map(|i| translate::to_secondary(i).expect("dml").encode_to_vec()).collect();
     let bytes: usize = payloads.iter().map(Vec::len).sum();
     println!("{n} transactions x {rows} rows, {:.1} MB of messages, {rounds} rounds each", bytes as f64 / 1e6);
+    // The broker's JIT compiles for seconds after start (its compiler threads took a third of the
+    // machine in a profile of the first rounds): warm it up on both sides' paths before measuring.
+    for w in 0..3 {
+        plain(&addr, &format!("warm_plain_{w}"), &payloads).await?;
+        ours(&addr, &format!("warm_ours_{w}"), &items).await?;
+    }
     let (mut o, mut p) = (Vec::new(), Vec::new());
     // CPU seconds per side: (this process, the broker), summed over the rounds.
     let (mut o_cpu, mut p_cpu) = ((0.0, 0.0), (0.0, 0.0));

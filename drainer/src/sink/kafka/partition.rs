@@ -9,25 +9,42 @@
 use super::{KafkaConfig, Partitioning};
 use crate::txn::{RowChange, TableChanges, Value};
 
-/// FNV-1a over `parts`, each terminated by 0xFF.
-fn stable_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+/// FNV-1a (64 bits), fed part by part, each part terminated by 0xFF.
+struct Fnv(u64);
+
+impl Fnv {
     const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
     const PRIME: u64 = 0x0000_0100_0000_01b3;
-    let mut h = OFFSET;
-    for part in parts {
+
+    fn new() -> Self {
+        Self(Self::OFFSET)
+    }
+
+    fn part(&mut self, part: &str) -> &mut Self {
         for &b in part.as_bytes().iter().chain(&[0xff]) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(PRIME);
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(Self::PRIME);
+        }
+        self
+    }
+
+    /// A value's part: its text; NULL and a missing value as the empty string.
+    fn value(&mut self, v: Option<&Option<Value>>) -> &mut Self {
+        match v {
+            None | Some(None | Some(Value::Null)) => self.part(""),
+            Some(Some(v)) => self.part(&crate::txn::value_text(v)),
         }
     }
-    h
 }
 
-fn value_key(v: &Option<Value>) -> String {
-    match v {
-        None | Some(Value::Null) => String::new(),
-        Some(v) => crate::txn::value_text(v),
+/// FNV-1a over `parts`, each terminated by 0xFF.
+#[cfg(test)]
+fn stable_hash<'a>(parts: impl IntoIterator<Item = &'a str>) -> u64 {
+    let mut h = Fnv::new();
+    for part in parts {
+        h.part(part);
     }
+    h.0
 }
 
 fn modulo(h: u64, partitions: i32) -> i32 {
@@ -36,7 +53,7 @@ fn modulo(h: u64, partitions: i32) -> i32 {
 
 /// By `schema.table`.
 pub(super) fn partition_of_table(partitions: i32, t: &TableChanges) -> i32 {
-    modulo(stable_hash([t.table.schema.as_str(), t.table.name.as_str()]), partitions)
+    modulo(Fnv::new().part(&t.table.schema).part(&t.table.name).0, partitions)
 }
 
 /// The row whose values route a change: the new row of an update.
@@ -49,17 +66,25 @@ fn routed_row(r: &RowChange) -> &crate::txn::Row {
 
 /// By primary-key values (the table for a table without one).
 fn partition_of_pk(partitions: i32, t: &TableChanges, r: &RowChange) -> i32 {
-    let pk: Vec<usize> = match t.table.unique_keys.iter().find(|k| k.is_primary()) {
-        Some(k) => k.columns.clone(),
-        None => t.table.columns.iter().enumerate().filter(|(_, c)| c.primary_key).map(|(i, _)| i).collect(),
-    };
-    if pk.is_empty() {
-        return partition_of_table(partitions, t);
-    }
     let row = routed_row(r);
-    let key: Vec<String> = pk.iter().map(|&i| value_key(row.get(i).unwrap_or(&None))).collect();
-    let parts = [t.table.schema.as_str(), t.table.name.as_str()].into_iter().chain(key.iter().map(String::as_str));
-    modulo(stable_hash(parts), partitions)
+    let mut h = Fnv::new();
+    h.part(&t.table.schema).part(&t.table.name);
+    match t.table.unique_keys.iter().find(|k| k.is_primary()) {
+        Some(k) if k.columns.is_empty() => return partition_of_table(partitions, t),
+        Some(k) => k.columns.iter().for_each(|&i| {
+            h.value(row.get(i));
+        }),
+        None => {
+            let mut pk = t.table.columns.iter().enumerate().filter(|(_, c)| c.primary_key).peekable();
+            if pk.peek().is_none() {
+                return partition_of_table(partitions, t);
+            }
+            pk.for_each(|(i, _)| {
+                h.value(row.get(i));
+            });
+        }
+    }
+    modulo(h.0, partitions)
 }
 
 /// By the values of `columns` (matched case-insensitively, as MySQL names): the same values go to the
@@ -71,8 +96,11 @@ fn partition_of_columns(partitions: i32, columns: &[String], t: &TableChanges, r
         return partition_of_table(partitions, t);
     };
     let row = routed_row(r);
-    let key: Vec<String> = idx.iter().map(|&i| value_key(row.get(i).unwrap_or(&None))).collect();
-    modulo(stable_hash(key.iter().map(String::as_str)), partitions)
+    let mut h = Fnv::new();
+    for i in idx {
+        h.value(row.get(i));
+    }
+    modulo(h.0, partitions)
 }
 
 /// The partition of one row change under the sink's partitioning.
@@ -86,8 +114,25 @@ pub(super) fn partition_of_change(cfg: &KafkaConfig, partitions: i32, t: &TableC
     }
 }
 
-/// One partition's share of a table's changes in a transaction, in transaction order.
-pub(super) type Share<'a> = (&'a TableChanges, Vec<&'a RowChange>);
+/// A partition's row changes of one table: all of them (the table goes to one partition), or those
+/// picked by key, in transaction order.
+pub(super) enum Rows<'a> {
+    All(&'a [RowChange]),
+    Picked(Vec<&'a RowChange>),
+}
+
+impl<'a> Rows<'a> {
+    pub(super) fn iter(&self) -> impl Iterator<Item = &'a RowChange> + '_ {
+        let (all, picked) = match self {
+            Rows::All(rows) => (Some(rows.iter()), None),
+            Rows::Picked(rows) => (None, Some(rows.iter().copied())),
+        };
+        all.into_iter().flatten().chain(picked.into_iter().flatten())
+    }
+}
+
+/// One partition's share of a table's changes in a transaction.
+pub(super) type Share<'a> = (&'a TableChanges, Rows<'a>);
 
 /// The row changes of `tables` per partition (`partitions` entries; one when the sink does not
 /// partition), each grouped by table in transaction order; tables without rows are left out.
@@ -96,14 +141,14 @@ pub(super) fn split<'a>(cfg: &KafkaConfig, partitions: i32, tables: &'a [TableCh
     let mut by_part: Vec<Vec<Share<'a>>> = (0..if single { 1 } else { partitions }).map(|_| Vec::new()).collect();
     for t in tables.iter().filter(|t| !t.rows.is_empty()) {
         match cfg.partitioning {
-            _ if single => by_part[0].push((t, t.rows.iter().collect())),
-            Partitioning::Single | Partitioning::Table => by_part[partition_of_table(partitions, t) as usize].push((t, t.rows.iter().collect())),
+            _ if single => by_part[0].push((t, Rows::All(&t.rows))),
+            Partitioning::Single | Partitioning::Table => by_part[partition_of_table(partitions, t) as usize].push((t, Rows::All(&t.rows))),
             Partitioning::PrimaryKey | Partitioning::Columns => {
                 for r in &t.rows {
                     let part = &mut by_part[partition_of_change(cfg, partitions, t, r) as usize];
                     match part.last_mut() {
-                        Some((last, rows)) if std::ptr::eq(*last, t) => rows.push(r),
-                        _ => part.push((t, vec![r])),
+                        Some((last, Rows::Picked(rows))) if std::ptr::eq(*last, t) => rows.push(r),
+                        _ => part.push((t, Rows::Picked(vec![r]))),
                     }
                 }
             }
@@ -141,6 +186,31 @@ mod tests {
         // FNV-1a of "a\xff": a change here moves every key to another partition.
         assert_eq!(stable_hash(["a"]), 0x089b_c907_b544_c769);
         assert_ne!(stable_hash(["ab", "c"]), stable_hash(["a", "bc"]), "parts are delimited");
+    }
+
+    /// The documented mapping (drainer/FORMAT.md): FNV-1a of schema, table and the key values' text
+    /// (by table: schema and table; by column: the values only), modulo the partition count.
+    #[test]
+    fn partitions_follow_the_documented_hash_of_the_key_text() {
+        let t = table("db", "orders", &["id", "name"]);
+        let mut cfg = KafkaConfig::new("k:1", "t");
+        for id in [-3i64, 0, 7, 1 << 40] {
+            let (tc, r) = change(&t, &[id, 5]);
+            cfg.partitioning = Partitioning::PrimaryKey;
+            assert_eq!(partition_of_change(&cfg, 7, &tc, &r) as u64, stable_hash(["db", "orders", &id.to_string()]) % 7);
+            cfg.partitioning = Partitioning::Table;
+            assert_eq!(partition_of_change(&cfg, 7, &tc, &r) as u64, stable_hash(["db", "orders"]) % 7);
+            cfg.partitioning = Partitioning::Columns;
+            cfg.partition_columns = vec!["name".into(), "id".into()];
+            assert_eq!(partition_of_change(&cfg, 7, &tc, &r) as u64, stable_hash(["5", &id.to_string()]) % 7);
+        }
+        // NULL and a missing value hash as the empty string.
+        let (tc, _) = change(&t, &[1]);
+        cfg.partitioning = Partitioning::PrimaryKey;
+        let null = RowChange::Insert(vec![Some(Value::Null)]);
+        let missing = RowChange::Insert(vec![]);
+        let want = stable_hash(["db", "orders", ""]) % 7;
+        assert_eq!((partition_of_change(&cfg, 7, &tc, &null) as u64, partition_of_change(&cfg, 7, &tc, &missing) as u64), (want, want));
     }
 
     #[test]

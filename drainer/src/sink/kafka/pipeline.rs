@@ -144,7 +144,7 @@ async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -
     let msgs = resolved_messages(shared, topic_ts, ts);
     let producer = shared.producer.lock().await;
     let opaques = shared.window.reserve(msgs.len());
-    for (m, &op) in msgs.iter().zip(&opaques) {
+    for (m, op) in msgs.iter().zip(opaques) {
         produce(&producer, &shared.cfg.topic, m, op, ts).await?;
     }
     shared.window.push(ts, msgs, None);
@@ -192,13 +192,13 @@ pub(super) fn item_messages(shared: &Shared, enc: &mut Encoders, topic_ts: &Hash
                 }
                 match shared.cfg.format {
                     Format::Protobuf => {
-                        let payload = enc.protobuf.dml_rows(ts, share.iter().map(|(t, rows)| (&t.table, rows.iter().copied())));
+                        let payload = enc.protobuf.dml_rows(ts, share.iter().map(|(t, rows)| (&t.table, rows.iter())));
                         if payload.len() <= limit.payload {
                             msgs.push(Msg { partition: p, header: None, payload });
                         } else {
                             let tables = share
                                 .iter()
-                                .map(|(t, rows)| translate::table_message(&TableChanges { table: t.table.clone(), rows: rows.iter().map(|&r| r.clone()).collect() }))
+                                .map(|(t, rows)| translate::table_message(&TableChanges { table: t.table.clone(), rows: rows.iter().cloned().collect() }))
                                 .collect();
                             push_chunks(&mut msgs, p, &translate::dml_binlog(ts, tables), limit)?;
                         }
@@ -206,7 +206,7 @@ pub(super) fn item_messages(shared: &Shared, enc: &mut Encoders, topic_ts: &Hash
                     Format::CanalJson => {
                         let mut payloads = Vec::new();
                         for (t, rows) in share {
-                            for r in rows {
+                            for r in rows.iter() {
                                 let payload = enc.canal.row_message(ts, t, r);
                                 if payload.len() > limit.payload {
                                     let what = "one row".to_string();
@@ -263,7 +263,7 @@ async fn encode_item(
     };
     let producer = shared.producer.lock().await;
     let opaques = shared.window.reserve(msgs.len());
-    for (m, &op) in msgs.iter().zip(&opaques) {
+    for (m, op) in msgs.iter().zip(opaques) {
         produce(&producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
     }
     shared.window.push(item.commit_ts, msgs, permit);

@@ -117,12 +117,12 @@ impl Window {
     /// Reserves the sequence numbers of an item of `n` messages; returns their delivery opaques, in
     /// order. The caller produces the messages, then [`Window::push`]es the item, before reserving
     /// for the next one.
-    pub(super) fn reserve(&self, n: usize) -> Vec<usize> {
+    pub(super) fn reserve(&self, n: usize) -> impl Iterator<Item = usize> + use<> {
         let mut g = self.lock();
         let first = g.next_seq;
         g.next_seq += n as u64;
         let epoch = g.epoch;
-        (first..first + n as u64).map(|seq| opaque(epoch, seq)).collect()
+        (first..first + n as u64).map(move |seq| opaque(epoch, seq))
     }
 
     /// Adds the item whose messages were just produced with the opaques [`Window::reserve`] gave.
@@ -289,7 +289,7 @@ mod tests {
 
     /// Reserves, "produces" and pushes an item; returns its opaques.
     fn add(w: &Window, commit_ts: i64, n: usize) -> Vec<usize> {
-        let ops = w.reserve(n);
+        let ops = w.reserve(n).collect();
         w.push(commit_ts, msgs(n), None);
         ops
     }
@@ -318,13 +318,13 @@ mod tests {
     #[test]
     fn a_report_before_its_push_is_applied_by_the_push() {
         let (w, rx) = window();
-        let a = w.reserve(2);
+        let a: Vec<usize> = w.reserve(2).collect();
         w.delivered(a[1], None);
         w.delivered(a[0], None);
         assert_eq!(*rx.borrow(), 0);
         w.push(10, msgs(2), None);
         assert_eq!(*rx.borrow(), 10);
-        let b = w.reserve(1);
+        let b: Vec<usize> = w.reserve(1).collect();
         w.delivered(b[0], Some("refused".into()));
         w.push(20, msgs(1), None);
         assert_eq!(w.failure().map(|f| (f.commit_ts, f.reason)), Some((20, "refused".to_string())));
