@@ -243,7 +243,14 @@ impl Writer {
         if self.needs_rotation(&shared.cfg, bytes as u64)
             && let Err(e) = self.rotate(shared)
         {
-            return BatchResult::Poisoned(shared.poison(e));
+            // The batch's appenders get the I/O error itself (as for the batch's own write); later
+            // appends get `Poisoned` with it.
+            let own = match &e {
+                StoreError::Io { op, path, source } => Some(BatchResult::Io { op, path: path.clone(), kind: source.kind(), msg: source.to_string() }),
+                _ => None,
+            };
+            let why = shared.poison(e);
+            return own.unwrap_or(BatchResult::Poisoned(why));
         }
         self.make_room(&shared.cfg, bytes as u64);
         let mut buf = std::mem::take(&mut self.buf);
