@@ -119,6 +119,17 @@ pub(crate) fn preallocate(file: &File, path: &Path, len: u64, to: u64) -> u64 {
     }
 }
 
+/// How a batch whose write (or the rotation before it) failed with `e` ends: the store is poisoned
+/// with `e`; the batch's appenders get the I/O error itself, later appends `Poisoned` with it.
+fn failed(shared: &Shared, e: StoreError) -> BatchResult {
+    let own = match &e {
+        StoreError::Io { op, path, source } => Some(BatchResult::Io { op, path: path.clone(), kind: source.kind(), msg: source.to_string() }),
+        _ => None,
+    };
+    let why = shared.poison(e);
+    own.unwrap_or(BatchResult::Poisoned(why))
+}
+
 impl Writer {
     pub(crate) fn new(file: File, seq: u64, version: u32, len: u64, room: u64, lock: File, io: Arc<dyn BatchIo>) -> Writer {
         Writer {
@@ -243,14 +254,7 @@ impl Writer {
         if self.needs_rotation(&shared.cfg, bytes as u64)
             && let Err(e) = self.rotate(shared)
         {
-            // The batch's appenders get the I/O error itself (as for the batch's own write); later
-            // appends get `Poisoned` with it.
-            let own = match &e {
-                StoreError::Io { op, path, source } => Some(BatchResult::Io { op, path: path.clone(), kind: source.kind(), msg: source.to_string() }),
-                _ => None,
-            };
-            let why = shared.poison(e);
-            return own.unwrap_or(BatchResult::Poisoned(why));
+            return failed(shared, e);
         }
         self.make_room(&shared.cfg, bytes as u64);
         let mut buf = std::mem::take(&mut self.buf);
@@ -262,10 +266,8 @@ impl Writer {
             res = self.io.sync(&self.file, &path, false).map_err(|e| ("fdatasync", e));
         }
         self.buf = buf;
-        if let Err((op, e)) = res {
-            let (kind, msg) = (e.kind(), e.to_string());
-            shared.poison(StoreError::Io { op, path: path.clone(), source: e });
-            return BatchResult::Io { op, path, kind, msg };
+        if let Err((op, source)) = res {
+            return failed(shared, StoreError::Io { op, path, source });
         }
         self.publish(shared, &enc);
         BatchResult::Ok
