@@ -86,9 +86,9 @@ impl TableParts {
             None => cols.iter().filter(|c| c.primary_key).map(|c| c.name.as_str()).collect(),
         };
         let mut head = br#"{"id":0,"database":"#.to_vec();
-        put_str(&mut head, &table.schema);
+        put_json(&mut head, &table.schema);
         head.extend_from_slice(br#","table":"#);
-        put_str(&mut head, &table.name);
+        put_json(&mut head, &table.name);
         head.extend_from_slice(br#","pkNames":"#);
         if pk.is_empty() {
             head.extend_from_slice(b"null");
@@ -100,7 +100,7 @@ impl TableParts {
             .iter()
             .map(|c| {
                 let mut k = Vec::with_capacity(c.name.len() + 3);
-                put_str(&mut k, &c.name);
+                put_json(&mut k, &c.name);
                 k.push(b':');
                 k
             })
@@ -119,7 +119,7 @@ impl TableParts {
                 types.push(b',');
             }
             types.extend_from_slice(k);
-            put_str(&mut types, &mysql_type_name(c));
+            put_json(&mut types, &mysql_type_name(c));
         }
         types.extend_from_slice(br#"},"data":["#);
         Self { _schema: table.clone(), head, types, keys }
@@ -139,7 +139,7 @@ impl TableParts {
             first = false;
             out.extend_from_slice(k);
             match column_text(c, v.as_ref()) {
-                Some(text) => put_str(out, &text),
+                Some(text) => put_json(out, &text),
                 None => out.extend_from_slice(b"null"),
             }
         }
@@ -147,11 +147,7 @@ impl TableParts {
     }
 }
 
-/// `s` as a JSON string (serde_json's escaping).
-fn put_str(out: &mut Vec<u8>, s: &str) {
-    put_json(out, s);
-}
-
+/// `v` as JSON (serde_json's escaping for strings).
 fn put_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
     // Writing into a Vec cannot fail, and these values (strings, lists of strings) always serialize.
     serde_json::to_writer(out, v).expect("a string serializes to JSON");

@@ -144,7 +144,7 @@ impl KafkaSink {
     async fn try_connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
         let want = if cfg.partitioning == Partitioning::Single { 1 } else { cfg.partitions.max(1) };
         let partitions = ensure_topic(&cfg, want).await?;
-        let partitions = if cfg.partitioning == Partitioning::Single { 1 } else { partitions };
+        let partitions = partition::written_partitions(&cfg, partitions);
         let limit = MessageLimit::new(&cfg, topic_max_message_bytes(&cfg).await?);
         let window = Arc::new(Window::new(watch::channel(0).0));
         let exactly_once = cfg.transactional_id.is_some();

@@ -134,11 +134,18 @@ impl<'a> Rows<'a> {
 /// One partition's share of a table's changes in a transaction.
 pub(super) type Share<'a> = (&'a TableChanges, Rows<'a>);
 
+/// How many of the topic's `partitions` the sink writes to: all of them when it partitions, else
+/// partition 0 only.
+pub(super) fn written_partitions(cfg: &KafkaConfig, partitions: i32) -> i32 {
+    if partitions <= 1 || cfg.partitioning == Partitioning::Single { 1 } else { partitions }
+}
+
 /// The row changes of `tables` per partition (`partitions` entries; one when the sink does not
 /// partition), each grouped by table in transaction order; tables without rows are left out.
 pub(super) fn split<'a>(cfg: &KafkaConfig, partitions: i32, tables: &'a [TableChanges]) -> Vec<Vec<Share<'a>>> {
-    let single = partitions <= 1 || cfg.partitioning == Partitioning::Single;
-    let mut by_part: Vec<Vec<Share<'a>>> = (0..if single { 1 } else { partitions }).map(|_| Vec::new()).collect();
+    let written = written_partitions(cfg, partitions);
+    let single = written == 1;
+    let mut by_part: Vec<Vec<Share<'a>>> = (0..written).map(|_| Vec::new()).collect();
     for t in tables.iter().filter(|t| !t.rows.is_empty()) {
         match cfg.partitioning {
             _ if single => by_part[0].push((t, Rows::All(&t.rows))),

@@ -14,9 +14,9 @@ use tokio::sync::{Semaphore, mpsc};
 use super::admin::{Producer, ensure_topic, make_producer};
 use super::config::MessageLimit;
 use super::error::kerr;
-use super::partition::split;
+use super::partition::{split, written_partitions};
 use super::window::{Failure, Msg, Window};
-use super::{CHUNK_HEADER, Format, KafkaConfig, KafkaSinkError, Partitioning, RESOLVED_HEADER, canal, translate};
+use super::{CHUNK_HEADER, Format, KafkaConfig, KafkaSinkError, RESOLVED_HEADER, canal, translate};
 use crate::proto::slave;
 use crate::txn::{Body, Item, TableChanges};
 
@@ -81,7 +81,7 @@ pub(super) async fn produce(producer: &Producer, topic: &str, m: &Msg, opaque: u
 
 /// Whether the sink sends resolved-ts messages: with several partitions, or canal-json.
 pub(super) fn resolves(shared: &Shared) -> bool {
-    (shared.partitions > 1 && shared.cfg.partitioning != Partitioning::Single) || shared.cfg.format == Format::CanalJson
+    written_partitions(&shared.cfg, shared.partitions) > 1 || shared.cfg.format == Format::CanalJson
 }
 
 /// Waits for queued items (moved into `batch`, at most [`ENCODE_BATCH`]) or, when a resolved ts is
@@ -168,6 +168,15 @@ fn push_run(msgs: &mut Vec<Msg>, p: i32, payloads: Vec<Vec<u8>>) {
     }
 }
 
+/// `payload`, or the error naming `what` when it is over the topic's message limit (a canal-json
+/// message cannot be chunked).
+fn fits(payload: Vec<u8>, commit_ts: i64, what: &str, limit: &MessageLimit) -> Result<Vec<u8>, KafkaSinkError> {
+    if payload.len() <= limit.payload {
+        return Ok(payload);
+    }
+    Err(translate::TooLarge { commit_ts, what: what.to_string(), size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into())
+}
+
 /// The encoder task's encoders, with their per-table caches.
 #[derive(Default, Debug)]
 pub(super) struct Encoders {
@@ -207,12 +216,7 @@ pub(super) fn item_messages(shared: &Shared, enc: &mut Encoders, topic_ts: &Hash
                         let mut payloads = Vec::new();
                         for (t, rows) in share {
                             for r in rows.iter() {
-                                let payload = enc.canal.row_message(ts, t, r);
-                                if payload.len() > limit.payload {
-                                    let what = "one row".to_string();
-                                    return Err(translate::TooLarge { commit_ts: ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
-                                }
-                                payloads.push(payload);
+                                payloads.push(fits(enc.canal.row_message(ts, t, r), ts, "one row", limit)?);
                             }
                         }
                         push_run(&mut msgs, p, payloads);
@@ -221,23 +225,20 @@ pub(super) fn item_messages(shared: &Shared, enc: &mut Encoders, topic_ts: &Hash
             }
         }
         Body::Ddl(ddl) => {
-            let parts = if shared.partitions <= 1 || shared.cfg.partitioning == Partitioning::Single { 1 } else { shared.partitions };
-            for p in (0..parts).filter(|&p| !held(p)) {
-                match shared.cfg.format {
-                    Format::Protobuf => {
-                        if let Some(binlog) = translate::to_secondary(item) {
-                            push_chunks(&mut msgs, p, &binlog, limit)?;
-                        }
-                    }
-                    Format::CanalJson => {
-                        let payload = canal::ddl_message(ts, ddl);
-                        if payload.len() > limit.payload {
-                            let what = "the DDL".to_string();
-                            return Err(translate::TooLarge { commit_ts: ts, what, size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into());
-                        }
-                        msgs.push(Msg { partition: p, header: None, payload });
-                    }
-                }
+            // Encoded once (unless every partition holds it), sent to every partition.
+            let parts: Vec<i32> = (0..written_partitions(&shared.cfg, shared.partitions)).filter(|&p| !held(p)).collect();
+            if parts.is_empty() {
+                return Ok(msgs);
+            }
+            let payloads = match shared.cfg.format {
+                Format::Protobuf => match translate::to_secondary(item) {
+                    Some(binlog) => translate::encode_chunks(&binlog, limit.payload, &limit.bound)?,
+                    None => Vec::new(),
+                },
+                Format::CanalJson => vec![fits(canal::ddl_message(ts, ddl), ts, "the DDL", limit)?],
+            };
+            for p in parts {
+                push_run(&mut msgs, p, payloads.clone());
             }
         }
         Body::Empty => {}
