@@ -136,7 +136,8 @@ pub fn free_port() -> u16 {
     for _ in 0..span {
         let i = NEXT.fetch_add(1, Ordering::SeqCst) % span;
         let port = PORT_RANGE.start + u16::try_from(i).expect("span fits u16");
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() && !port_open(port) {
+        // A listener there makes the bind fail (SO_REUSEADDR only lets it pass TIME_WAIT sockets).
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
