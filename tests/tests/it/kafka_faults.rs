@@ -177,10 +177,10 @@ async fn kafka_sink_chunks_to_the_topics_max_message_bytes_and_names_it_when_a_d
     let rows: usize = big.binlog.dml_data.as_ref().unwrap().tables.iter().map(|t| t.mutations.len()).sum();
     assert_eq!(rows, 600, "every row arrived");
 
-    // A DDL cannot be chunked: the error names the topic's limit, and nothing after it is durable.
+    // A DDL cannot be chunked: its write fails naming the topic's limit, and nothing after it is durable.
     let query = format!("CREATE TABLE t2 (c VARCHAR(10) DEFAULT '{}')", "x".repeat(30_000));
-    sink.write(Arc::new(sink_items::ddl(2_000, "db", &query))).await.unwrap();
-    let err = format!("{:#}", anyhow::Error::from(sink.flush().await.unwrap_err()));
+    let err = sink.write(Arc::new(sink_items::ddl(2_000, "db", &query))).await.unwrap_err();
+    let err = format!("{:#}", anyhow::Error::from(err));
     assert!(err.contains("commit ts 2000") && err.contains("max.message.bytes 20000 of topic small_max"), "{err}");
     assert_eq!(sink.durable_ts(), 1_000);
 }

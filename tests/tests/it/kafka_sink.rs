@@ -249,7 +249,7 @@ async fn binlog_consumer_applies_to_mysql_exactly_once_and_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kafka_sink_advances_durable_ts_without_more_writes_and_reports_encoder_errors() {
+async fn kafka_sink_advances_durable_ts_without_more_writes_and_refuses_an_item_it_cannot_encode() {
     let cluster = start().await;
     let addr = cluster.kafka.as_ref().unwrap().addr();
     let mut cfg = config(&addr);
@@ -266,12 +266,14 @@ async fn kafka_sink_advances_durable_ts_without_more_writes_and_reports_encoder_
     tokio::time::timeout(Duration::from_secs(20), durable.wait_for(|&ts| ts == last)).await.expect("durable ts reached the last write").unwrap();
     assert_eq!(sink.durable_ts(), last);
 
-    // A DDL over kafka-max-message-size stops the encoder; the next flush returns its error, naming
-    // the transaction, and later calls say the sink stopped.
+    // A DDL over kafka-max-message-size fails its write, naming the transaction, and stops the sink:
+    // later calls say so.
     let query = format!("CREATE TABLE t2 (c VARCHAR(10) DEFAULT '{}')", "x".repeat(2000));
-    sink.write(Arc::new(sink_items::ddl(last + 10, "db", &query))).await.unwrap();
-    let err = format!("{:#}", anyhow::Error::from(sink.flush().await.unwrap_err()));
+    let err = sink.write(Arc::new(sink_items::ddl(last + 10, "db", &query))).await.unwrap_err();
+    let err = format!("{:#}", anyhow::Error::from(err));
     assert!(err.contains("over kafka-max-message-size") && err.contains(&format!("commit ts {}", last + 10)), "{err}");
+    let err = sink.flush().await.unwrap_err().to_string();
+    assert!(err.contains("stopped after an earlier error"), "{err}");
     let err = sink.write(Arc::new(sink_items::ddl(last + 20, "db", "DROP TABLE t2"))).await.unwrap_err().to_string();
     assert!(err.contains("stopped after an earlier error"), "{err}");
     assert_eq!(sink.durable_ts(), last, "nothing past the failed item is durable");
@@ -318,7 +320,7 @@ async fn kafka_sink_partitions_by_primary_key_in_order_with_a_resolved_ts_per_pa
         sink.write(Arc::new(it.clone())).await.unwrap();
     }
     assert_eq!(sink.flush().await.unwrap(), last);
-    // The encoder sends the resolved ts within a second of the last write.
+    // The sink sends the resolved ts within a second of the last write.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     drop(sink);
 

@@ -6,7 +6,7 @@
 //! "es":<commit ms>,"ts":<encode ms>,"sql":"","sqlType":{col:<java.sql.Types>},"mysqlType":{col:<type>[ unsigned]},
 //! "data":[{col:"text"|null}],"old":null|[{changed col:"old text"}],"_tidb":{"commitTs":<ts>}}`;
 //! a DDL has `"isDdl":true,"type":"QUERY","sql":<query>` and null maps; a resolved ts is
-//! `"type":"TIDB_WATERMARK"` with `"_tidb":{"watermarkTs":<ts>}`. Values are text ([`column_text`]).
+//! `"type":"TIDB_WATERMARK"` with `"_tidb":{"watermarkTs":<ts>}`. Values are text ([`column_text`](super::translate::column_text)).
 //! The messages of one transaction in one partition carry the chunk header `"i/n"`, so a restarted
 //! sink (and any consumer) can tell whether the last transaction in a partition is complete.
 
@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value as Json, json};
 
-use super::translate::column_text;
+use std::io::Write as _;
+
+use super::translate::{ColumnRef, Wire, column_ref};
 use crate::proto::slave;
 use crate::txn::{Column, Ddl, Row, RowChange, TableChanges, TableSchema};
 
@@ -76,6 +78,8 @@ struct TableParts {
     types: Vec<u8>,
     /// `"<name>":` per column, in column order.
     keys: Vec<Vec<u8>>,
+    /// How each column's values are written.
+    wires: Vec<Wire>,
 }
 
 impl TableParts {
@@ -122,14 +126,14 @@ impl TableParts {
             put_json(&mut types, &mysql_type_name(c));
         }
         types.extend_from_slice(br#"},"data":["#);
-        Self { _schema: table.clone(), head, types, keys }
+        Self { _schema: table.clone(), head, types, keys, wires: cols.iter().map(Wire::of).collect() }
     }
 
     /// `{"<col>":"<text>"|null,..}` of the columns `which` picks from `row`.
-    fn put_row(&self, out: &mut Vec<u8>, cols: &[Column], row: &Row, which: impl Fn(usize) -> bool) {
+    fn put_row(&self, out: &mut Vec<u8>, row: &Row, which: impl Fn(usize) -> bool) {
         out.push(b'{');
         let mut first = true;
-        for (i, ((c, k), v)) in cols.iter().zip(&self.keys).zip(row).enumerate() {
+        for (i, ((w, k), v)) in self.wires.iter().zip(&self.keys).zip(row).enumerate() {
             if !which(i) {
                 continue;
             }
@@ -138,12 +142,36 @@ impl TableParts {
             }
             first = false;
             out.extend_from_slice(k);
-            match column_text(c, v.as_ref()) {
-                Some(text) => put_json(out, &text),
-                None => out.extend_from_slice(b"null"),
-            }
+            put_value(out, w, v.as_ref());
         }
         out.push(b'}');
+    }
+}
+
+/// A column value as JSON: its [`column_text`](super::translate::column_text) as a string, or `null`; written without building the
+/// text where it needs no escaping.
+fn put_value(out: &mut Vec<u8>, w: &Wire, v: Option<&crate::txn::Value>) {
+    let quoted = |out: &mut Vec<u8>, text: &[u8]| {
+        out.push(b'"');
+        out.extend_from_slice(text);
+        out.push(b'"');
+    };
+    match column_ref(w, v) {
+        ColumnRef::Null => out.extend_from_slice(b"null"),
+        ColumnRef::Int(i) => {
+            let _ = write!(out, "\"{i}\"");
+        }
+        ColumnRef::Uint(u) => {
+            let _ = write!(out, "\"{u}\"");
+        }
+        ColumnRef::Text(t) => put_json(out, t.as_ref()),
+        ColumnRef::Short(t) => quoted(out, t.as_str().as_bytes()),
+        // One char per byte: printable ASCII as is, anything else through the escaping.
+        ColumnRef::Bytes(b) if b.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\') => quoted(out, &b),
+        ColumnRef::Bytes(b) => put_json(out, &b.iter().map(|&c| char::from(c)).collect::<String>()),
+        ColumnRef::Double(f) => {
+            let _ = write!(out, "\"{f}\"");
+        }
     }
 }
 
@@ -184,25 +212,24 @@ impl Writer {
         };
         out.extend_from_slice(kind.as_bytes());
         out.extend_from_slice(br#"","es":"#);
-        out.extend_from_slice(physical_ms(commit_ts).to_string().as_bytes());
+        let _ = write!(out, "{}", physical_ms(commit_ts));
         out.extend_from_slice(br#","ts":"#);
-        out.extend_from_slice(now_ms().to_string().as_bytes());
+        let _ = write!(out, "{}", now_ms());
         out.extend_from_slice(br#","sql":"","#);
         out.extend_from_slice(&parts.types);
-        parts.put_row(&mut out, cols, row, |_| true);
+        parts.put_row(&mut out, row, |_| true);
         out.extend_from_slice(br#"],"old":"#);
         match change {
             RowChange::Update { old, new } => {
                 // Only the changed columns, as canal.
                 out.push(b'[');
-                parts.put_row(&mut out, cols, old, |i| old.get(i) != new.get(i));
+                parts.put_row(&mut out, old, |i| old.get(i) != new.get(i));
                 out.push(b']');
             }
             _ => out.extend_from_slice(b"null"),
         }
         out.extend_from_slice(br#","_tidb":{"commitTs":"#);
-        out.extend_from_slice(commit_ts.to_string().as_bytes());
-        out.extend_from_slice(b"}}");
+        let _ = write!(out, "{commit_ts}}}}}");
         out
     }
 }
@@ -324,12 +351,12 @@ struct TidbExt {
     watermark_ts: Option<i64>,
 }
 
-/// Whether [`column_text`] writes a `mysqlType`'s values as bytes (one char per byte) rather than text.
+/// Whether [`column_text`](super::translate::column_text) writes a `mysqlType`'s values as bytes (one char per byte) rather than text.
 fn is_bytes_type(mysql_type: &str) -> bool {
     mysql_type.ends_with("blob") || mysql_type.ends_with("binary") || matches!(mysql_type, "json" | "bit" | "geometry")
 }
 
-/// The protobuf column for a value's text: the inverse of [`column_text`] (which prints the protobuf
+/// The protobuf column for a value's text: the inverse of [`column_text`](super::translate::column_text) (which prints the protobuf
 /// column's value), so a canal-json row becomes the row the protobuf format would have carried.
 fn column_of(mysql_type: &str, text: Option<&str>) -> Result<slave::Column, String> {
     let mut c = slave::Column::default();
@@ -447,6 +474,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::sink::kafka::translate::column_text;
     use crate::txn::{TableSchema, UniqueKey, Value, mysql_type};
 
     fn table() -> Arc<TableSchema> {
@@ -628,6 +656,22 @@ mod tests {
             ],
             ..Default::default()
         });
+        let typed = Arc::new(TableSchema {
+            schema: "db".into(),
+            name: "typed".into(),
+            columns: vec![
+                Column { name: "d".into(), tp: mysql_type::DOUBLE, ..Default::default() },
+                Column { name: "dt".into(), tp: mysql_type::DATETIME, decimal: 3, ..Default::default() },
+                Column { name: "b".into(), tp: mysql_type::BLOB, binary: true, ..Default::default() },
+                Column { name: "dec".into(), tp: mysql_type::NEWDECIMAL, ..Default::default() },
+            ],
+            ..Default::default()
+        });
+        let time = crate::txn::MysqlTime {
+            time: crate::txn::Time { year: 2024, month: 5, day: 1, hour: 10, minute: 2, second: 3, microsecond: 450_000 },
+            tp: mysql_type::DATETIME,
+            fsp: 3,
+        };
         let t = table();
         let mut w = Writer::default();
         for round in 0..2 {
@@ -636,6 +680,7 @@ mod tests {
                 (&t, RowChange::Update { old: vec![Some(Value::Int(1)), Some(Value::Bytes(b"a".to_vec())), None], new: vec![Some(Value::Int(1)), Some(Value::Null), None] }),
                 (&t, RowChange::Delete(vec![Some(Value::Int(2)), None, Some(Value::Null)])),
                 (&quoted, RowChange::Insert(vec![Some(Value::Uint(u64::MAX)), Some(Value::Bytes(b"x\ty".to_vec()))])),
+                (&typed, RowChange::Insert(vec![Some(Value::Float(-1.25e-7)), Some(Value::Time(time)), Some(Value::Bytes(b"plain ascii ~".to_vec())), Some(Value::Decimal("-12.50".into()))])),
             ] {
                 let tc = TableChanges { table: tb.clone(), rows: vec![change.clone()] };
                 let bytes = w.row_message(7 << 18, &tc, &change);
@@ -651,7 +696,7 @@ mod tests {
                 assert!(at.windows(2).all(|w| w[0] < w[1]), "canal's field order: {text}");
             }
         }
-        assert_eq!(w.tables.len(), 2, "one cached entry per table");
+        assert_eq!(w.tables.len(), 3, "one cached entry per table");
     }
 
 }

@@ -1,4 +1,4 @@
-//! Exactly-once (`kafka-exactly-once`, ours): the encoder task with a transactional producer.
+//! Exactly-once (`kafka-exactly-once`, ours): the transaction task, with a transactional producer.
 //!
 //! Each run of items that keep coming (none more than [`RUN_LINGER`] after the last, up to
 //! `max_pending_bytes` of messages or [`RUN_MAX_TIME`]) is one Kafka transaction: `begin_transaction`, the run's messages
@@ -29,16 +29,21 @@ use std::time::{Duration, Instant};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::Producer as _;
 use rdkafka::types::RDKafkaErrorCode;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 
 use super::admin::{Producer, ensure_topic};
 use super::error::kerr;
-use super::pipeline::{ENCODE_BATCH, Encoders, RESOLVED_INTERVAL, Shared, item_messages, next_batch, produce, resolved_messages, resolves};
+use super::pipeline::{Encoded, RESOLVED_INTERVAL, Shared, produce, resolved_messages, resolves};
 use super::window::Msg;
 use super::{KafkaConfig, KafkaSinkError};
-use crate::txn::Item;
 
-/// How long, at most, the encoder adds items to one transaction before committing it.
+/// Encoded items the transaction task may hold queued ahead of it (their bytes are in the budget).
+pub(super) const QUEUE_ITEMS: usize = 256;
+
+/// Items the transaction task takes from its queue at once.
+const QUEUE_BATCH: usize = 64;
+
+/// How long, at most, the transaction task adds items to one transaction before committing it.
 pub(super) const RUN_MAX_TIME: Duration = Duration::from_millis(200);
 
 /// How long an open transaction waits for the next item before it commits.
@@ -97,11 +102,12 @@ pub(super) async fn init(producer: &Arc<Producer>, cfg: &KafkaConfig) -> Result<
 }
 
 /// One transaction's worth of items: the messages produced in it, kept to be sent again after an
-/// abort.
+/// abort, and their share of the budget, released when the run ends.
 #[derive(Default)]
 struct Run {
     msgs: Vec<Msg>,
     bytes: usize,
+    budget: Vec<OwnedSemaphorePermit>,
     /// The highest commit ts of the run's items (0: none).
     last_ts: i64,
     open: bool,
@@ -180,17 +186,27 @@ impl Run {
     }
 }
 
-/// The encoder task with the transactional producer (see the module docs).
-pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>) {
-    let producer = shared.producer.lock().await.clone();
-    let mut encoders = Encoders::default();
-    let mut batch = Vec::with_capacity(ENCODE_BATCH);
+/// Waits for queued items (moved into `batch`, at most [`QUEUE_BATCH`]) or, when a resolved ts is
+/// `owed`, for its interval since `resolved_at` to pass (`Some(0)`); `None` once the sink was dropped.
+async fn next_batch(queue: &mut mpsc::Receiver<Encoded>, batch: &mut Vec<Encoded>, owed: bool, resolved_at: Instant) -> Option<usize> {
+    let n = tokio::select! {
+        n = queue.recv_many(batch, QUEUE_BATCH) => n,
+        _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
+    };
+    (n > 0 || owed).then_some(n)
+}
+
+/// The transaction task: produces the queued items' messages in Kafka transactions (see the module
+/// docs) and the resolved-ts messages.
+pub(super) async fn produce_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut queue: mpsc::Receiver<Encoded>) {
+    let producer = shared.producer.lock().await.producer.clone();
+    let mut batch = Vec::with_capacity(QUEUE_BATCH);
     let resolves = resolves(&shared);
     let max_bytes = shared.cfg.max_pending_bytes.max(1);
     let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
     loop {
         let owed = resolves && written > resolved;
-        let Some(n) = next_batch(&mut items, &mut batch, owed, resolved_at).await else {
+        let Some(n) = next_batch(&mut queue, &mut batch, owed, resolved_at).await else {
             return; // The sink was dropped.
         };
         let started = Instant::now();
@@ -200,8 +216,8 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
                 for item in batch.drain(..) {
                     written = written.max(item.commit_ts);
                     run.last_ts = run.last_ts.max(item.commit_ts);
-                    let msgs = item_messages(&shared, &mut encoders, &topic_ts, &item)?;
-                    run.send(&shared, &producer, msgs, item.commit_ts).await?;
+                    run.budget.extend(item.budget);
+                    run.send(&shared, &producer, item.msgs, item.commit_ts).await?;
                 }
                 if run.bytes >= max_bytes || started.elapsed() >= RUN_MAX_TIME {
                     break;
@@ -210,7 +226,7 @@ pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>
                 // the coordinator, so committing whenever the queue is momentarily empty made runs
                 // of a few items and capped throughput at ~8k transactions/s.
                 let linger = RUN_LINGER.min(RUN_MAX_TIME.saturating_sub(started.elapsed()));
-                match tokio::time::timeout(linger, items.recv_many(&mut batch, ENCODE_BATCH)).await {
+                match tokio::time::timeout(linger, queue.recv_many(&mut batch, QUEUE_BATCH)).await {
                     Ok(n) if n > 0 => {}
                     _ => break, // nothing within the linger, or the sink was dropped
                 }

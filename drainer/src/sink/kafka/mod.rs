@@ -27,28 +27,33 @@
 //!   `kafka-max-message-size`: larger transactions are chunked to it rather than refused by the broker.
 //!
 //! # Pipeline
-//! `write` only queues the item (bounded). An **encoder task** translates and encodes it, takes its
-//! bytes from the unacked-bytes budget, produces its messages and moves them into the **ack window**
-//! (`window`): the producer's delivery callback (librdkafka's polling thread) releases items in
-//! write order and publishes the durable ts once per report that released any. So encoding overlaps
-//! the caller's work and the broker round trips, the durable ts advances without new writes, and no
-//! task wakes up per message. A **recovery task** starts a new producer after a failed delivery.
+//! `write` encodes the item into its messages (per partition, in the topic's format), takes their
+//! bytes from the unacked-bytes budget, hands them to the producer (librdkafka queues them and sends
+//! them from its own threads) and moves the item into the **ack window** (`window`): the producer's
+//! delivery callback (librdkafka's polling thread) releases items in write order and publishes the
+//! durable ts once per report that released any. So the durable ts advances without new writes, and
+//! no task wakes up per item or per message (a queue to an encoder task, and a wake-up per item, cost
+//! more than the encoding). A **recovery task** starts a new producer after a failed delivery; a
+//! **resolver task** sends the last resolved ts once items stop. An item that cannot be encoded
+//! (over the message limit and not chunkable) fails its `write`. Exactly-once queues the messages to
+//! a **transaction task** instead (`exactly_once`).
 //!
 //! # Invariants
 //! - `durable_ts` is the highest commit ts whose messages, and every earlier item's, are acked (an ack
 //!   window released strictly in order, as upstream's Successes channel).
-//! - At most `max_pending_bytes` of unacked message bytes (upstream: 90 MiB; one larger item takes the
-//!   whole budget) plus `ENCODE_QUEUE` queued items: `write` waits beyond it.
-//! - Produce order is write order: the encoder produces an item's messages and pushes it into the
-//!   window under the producer lock; a recovery holds that lock while it re-sends.
+//! - At most `max_pending_bytes` of queued and unacked message bytes (upstream: 90 MiB; one larger
+//!   item takes the whole budget): `write` waits beyond it.
+//! - Produce order is write order: `write` produces an item's messages and pushes it into the window
+//!   under the producer lock; a recovery holds that lock while it re-sends.
 //! - A delivery error rebuilds the producer and re-sends every unacked item (at most three times
 //!   without progress); then, or on any other error, the tasks stop and `write`/`flush` return it.
 //!
 //! # Modules
 //! `config` (settings, formats, partitioning, the message size limit), `error`, `admin` (topic
 //! creation and configs, the producer's settings), `checkpoint` (the topic's last commit ts per
-//! partition, record headers), `partition` (which partition a change goes to), `pipeline` (the
-//! encoder and recovery tasks), `window` (the ack window), `exactly_once` (the encoder with a transactional producer).
+//! partition, record headers), `partition` (which partition a change goes to), `pipeline` (an item's
+//! messages, producing them, the recovery and resolver tasks), `window` (the ack window),
+//! `exactly_once` (the transaction task with a transactional producer).
 
 mod admin;
 pub mod canal;
@@ -76,7 +81,7 @@ pub use error::KafkaSinkError;
 
 use admin::make_producer;
 use config::MessageLimit;
-use pipeline::{ENCODE_QUEUE, Recovery, Shared, budget_size, encode_loop};
+use pipeline::{Encoded, Encoders, Producing, Recovery, Shared, budget_size, item_messages, produce_item, resolve_loop, resolves};
 use window::Window;
 
 use crate::sink::{Sink, SinkError};
@@ -94,10 +99,13 @@ pub const RESOLVED_HEADER: &str = "tidb-binlog-resolved";
 /// The Kafka sink. See the module docs.
 pub struct KafkaSink {
     shared: Arc<Shared>,
-    to_encoder: mpsc::Sender<Arc<Item>>,
+    /// The encoders with their per-table caches (`write` encodes).
+    encoders: Encoders,
+    /// Exactly-once: the queue to the transaction task.
+    to_transactions: Option<mpsc::Sender<Encoded>>,
     /// The highest commit ts written.
     last_written: i64,
-    /// Per partition: the last commit ts the topic held at start (the encoder skips items at or below).
+    /// Per partition: the last commit ts the topic held at start (`write` skips items at or below).
     topic_ts: HashMap<i32, i64>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -123,7 +131,7 @@ impl Drop for KafkaSink {
 
 impl KafkaSink {
     /// Connects, creates the topic if missing, reads the topic's last commit ts per partition, and
-    /// starts the encoder and ack tasks (needs a Tokio runtime). While no broker answers it retries
+    /// starts the producer and recovery tasks (needs a Tokio runtime). While no broker answers it retries
     /// (logging each failure) for up to `connect_timeout`, then returns
     /// [`KafkaSinkError::Unreachable`] naming the brokers.
     pub async fn connect(cfg: KafkaConfig) -> Result<Self, KafkaSinkError> {
@@ -157,22 +165,28 @@ impl KafkaSink {
         tracing::info!(topic = %cfg.topic, partitions, ?topic_ts, payload_limit = limit.payload, exactly_once, "kafka sink: connected");
         let budget = Arc::new(Semaphore::new(budget_size(&cfg)));
         let shared = Arc::new(Shared {
+            budget,
             cfg,
             limit,
             partitions,
-            producer: tokio::sync::Mutex::new(producer),
+            producer: tokio::sync::Mutex::new(Producing::new(producer)),
             window,
             failure: std::sync::Mutex::new(None),
             stopped: AtomicBool::new(false),
         });
-        let (to_encoder, items) = mpsc::channel(ENCODE_QUEUE);
-        let tasks = if exactly_once {
-            vec![tokio::spawn(exactly_once::encode_loop(shared.clone(), topic_ts.clone(), items))]
+        let mut tasks = Vec::new();
+        let to_transactions = if exactly_once {
+            let (tx, queue) = mpsc::channel(exactly_once::QUEUE_ITEMS);
+            tasks.push(tokio::spawn(exactly_once::produce_loop(shared.clone(), topic_ts.clone(), queue)));
+            Some(tx)
         } else {
-            let recovery = Recovery::new(shared.clone());
-            vec![tokio::spawn(encode_loop(shared.clone(), topic_ts.clone(), items, budget)), tokio::spawn(recovery.run())]
+            tasks.push(tokio::spawn(Recovery::new(shared.clone()).run()));
+            if resolves(&shared) {
+                tasks.push(tokio::spawn(resolve_loop(shared.clone(), topic_ts.clone())));
+            }
+            None
         };
-        Ok(Self { shared, to_encoder, last_written: 0, topic_ts, tasks })
+        Ok(Self { shared, encoders: Encoders::default(), to_transactions, last_written: 0, topic_ts, tasks })
     }
 
     /// The topic written to.
@@ -196,13 +210,53 @@ impl KafkaSink {
         }
     }
 
-    /// Queues `item` for the encoder task; waits while its queue is full or too many bytes are unacked.
+    /// Encodes `item` and produces its messages (exactly-once: queues them for the transaction task);
+    /// waits while too many bytes are unacked. An item that cannot be encoded or produced stops the
+    /// sink with its error.
     pub async fn send(&mut self, item: Arc<Item>) -> Result<(), KafkaSinkError> {
         self.check()?;
+        let msgs = match item_messages(&self.shared, &mut self.encoders, &self.topic_ts, &item) {
+            Ok(msgs) => msgs,
+            Err(e) => {
+                // Nothing after an item that was not sent may be sent.
+                self.shared.fail(e);
+                return self.check();
+            }
+        };
+        let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
+        // An item larger than the whole budget takes all of it.
+        let want = bytes.min(budget_size(&self.shared.cfg)) as u32;
+        let budget = if want == 0 {
+            None
+        } else {
+            match self.shared.budget.clone().acquire_many_owned(want).await {
+                Ok(permit) => Some(permit),
+                Err(_) => {
+                    // Closed: the sink stopped.
+                    self.check()?;
+                    return Err(KafkaSinkError::Stopped);
+                }
+            }
+        };
         let commit_ts = item.commit_ts;
-        if self.to_encoder.send(item).await.is_err() {
-            self.check()?;
-            return Err(KafkaSinkError::Stopped);
+        let encoded = Encoded { commit_ts, msgs, budget };
+        match &self.to_transactions {
+            Some(queue) => {
+                if queue.send(encoded).await.is_err() {
+                    self.check()?;
+                    return Err(KafkaSinkError::Stopped);
+                }
+            }
+            None => {
+                let mut p = self.shared.producer.lock().await;
+                // A recovery that gave up stops the sink while holding the lock.
+                self.check()?;
+                if let Err(e) = produce_item(&self.shared, &mut p, &self.topic_ts, encoded).await {
+                    drop(p);
+                    self.shared.fail(e);
+                    return self.check();
+                }
+            }
         }
         self.last_written = self.last_written.max(commit_ts);
         Ok(())

@@ -1,5 +1,6 @@
-//! The encoder task (items → messages → producer → ack window, resolved-ts messages) and the
-//! recovery task (a new producer after a failed delivery).
+//! An item's messages ([`item_messages`], encoded by the writer), the producer task (messages →
+//! producer → ack window, resolved-ts messages) and the recovery task (a new producer after a failed
+//! delivery).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +10,7 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, Producer as _};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::admin::{Producer, ensure_topic, make_producer};
 use super::config::MessageLimit;
@@ -20,26 +21,52 @@ use super::{CHUNK_HEADER, Format, KafkaConfig, KafkaSinkError, RESOLVED_HEADER, 
 use crate::proto::slave;
 use crate::txn::{Body, Item, TableChanges};
 
-/// How often, at most, the encoder sends resolved-ts messages while items flow.
+/// How often, at most, resolved-ts messages are sent while items flow.
 pub(super) const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
 
-/// Items the encoder task may hold queued ahead of it (each is already in the caller's memory).
-pub(super) const ENCODE_QUEUE: usize = 256;
+/// One written item's messages, on their way to the producer.
+#[derive(Debug)]
+pub(super) struct Encoded {
+    pub(super) commit_ts: i64,
+    /// None when the item carries nothing to send (or every partition already holds it): it still
+    /// passes through the window (or the transaction), so the durable ts reaches it in order.
+    pub(super) msgs: Vec<Msg>,
+    /// Its share of the unacked-bytes budget, held until its messages are acked (exactly-once: until
+    /// its transaction commits).
+    pub(super) budget: Option<OwnedSemaphorePermit>,
+}
 
-/// Items the encoder task takes from its queue at once.
-pub(super) const ENCODE_BATCH: usize = 64;
+/// The producer and what is produced with it, behind [`Shared::producer`]'s lock.
+pub(super) struct Producing {
+    pub(super) producer: Arc<Producer>,
+    /// The highest commit ts produced.
+    written: i64,
+    /// The last resolved ts sent, and when.
+    resolved: i64,
+    resolved_at: Instant,
+}
 
-/// What the sink, its encoder task and its recovery task share.
+impl Producing {
+    pub(super) fn new(producer: Arc<Producer>) -> Self {
+        Self { producer, written: 0, resolved: 0, resolved_at: Instant::now() }
+    }
+}
+
+/// What the sink, its tasks (recovery, resolver; exactly-once: the transaction task) and the
+/// producer's delivery callback share.
 pub(super) struct Shared {
     pub(super) cfg: KafkaConfig,
     pub(super) limit: MessageLimit,
     pub(super) partitions: i32,
-    /// The encoder holds the lock while it produces an item's messages and pushes the item into the
+    /// The writer holds the lock while it produces an item's messages and pushes the item into the
     /// window, so a recovery that holds it sees every produced item in the window.
-    pub(super) producer: tokio::sync::Mutex<Arc<Producer>>,
+    pub(super) producer: tokio::sync::Mutex<Producing>,
     /// Produced items waiting for acks; publishes the durable ts (also woken, unchanged, when a task
     /// fails).
     pub(super) window: Arc<Window>,
+    /// Unacked (or uncommitted) message bytes, queued ones included: the writer takes an item's share
+    /// before queueing it. Closed when the sink stops, so a waiting writer wakes.
+    pub(super) budget: Arc<Semaphore>,
     /// The error that stopped a task, until the sink returns it.
     pub(super) failure: std::sync::Mutex<Option<KafkaSinkError>>,
     pub(super) stopped: AtomicBool,
@@ -49,6 +76,7 @@ impl Shared {
     pub(super) fn fail(&self, e: KafkaSinkError) {
         self.failure.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(e);
         self.stopped.store(true, Ordering::Release);
+        self.budget.close();
         self.window.durable().send_modify(|_| {});
     }
 
@@ -84,45 +112,40 @@ pub(super) fn resolves(shared: &Shared) -> bool {
     written_partitions(&shared.cfg, shared.partitions) > 1 || shared.cfg.format == Format::CanalJson
 }
 
-/// Waits for queued items (moved into `batch`, at most [`ENCODE_BATCH`]) or, when a resolved ts is
-/// `owed`, for its interval since `resolved_at` to pass (`Some(0)`); `None` once the sink was dropped.
-pub(super) async fn next_batch(items: &mut mpsc::Receiver<Arc<Item>>, batch: &mut Vec<Arc<Item>>, owed: bool, resolved_at: Instant) -> Option<usize> {
-    let n = tokio::select! {
-        n = items.recv_many(batch, ENCODE_BATCH) => n,
-        _ = tokio::time::sleep_until((resolved_at + RESOLVED_INTERVAL).into()), if owed => 0,
-    };
-    (n > 0 || owed).then_some(n)
+/// Produces one item's messages and moves it into the ack window, then sends the resolved-ts
+/// messages when they are due ([`RESOLVED_INTERVAL`]). The caller holds the producer lock.
+pub(super) async fn produce_item(shared: &Shared, p: &mut Producing, topic_ts: &HashMap<i32, i64>, item: Encoded) -> Result<(), KafkaSinkError> {
+    let opaques = shared.window.reserve(item.msgs.len());
+    for (m, op) in item.msgs.iter().zip(opaques) {
+        produce(&p.producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
+    }
+    p.written = p.written.max(item.commit_ts);
+    shared.window.push(item.commit_ts, item.msgs, item.budget);
+    if resolves(shared) && p.resolved_at.elapsed() >= RESOLVED_INTERVAL {
+        send_resolved(shared, p, topic_ts).await?;
+    }
+    Ok(())
 }
 
-/// The encoder task: translates and encodes each item, takes its bytes from the budget (waiting while
-/// too many are unacked), produces its messages and queues it for the ack task, in write order.
-pub(super) async fn encode_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>, mut items: mpsc::Receiver<Arc<Item>>, budget: Arc<Semaphore>) {
-    let mut encoders = Encoders::default();
-    // Taking items in runs frees the writer's queue slots in runs too: one wake-up of a waiting writer
-    // per run instead of a cross-thread wake-up per item.
-    let mut batch = Vec::with_capacity(ENCODE_BATCH);
-    // Resolved ts: with several partitions or canal-json, the last written commit ts goes to every
-    // partition at most once per interval, and once more when the items stop.
-    let resolves = resolves(&shared);
-    let (mut written, mut resolved, mut resolved_at) = (0i64, 0i64, Instant::now());
+/// The resolver task (with several partitions or canal-json): once items stop, sends the resolved ts
+/// of the last one within [`RESOLVED_INTERVAL`] of the previous resolved ts (while items flow,
+/// [`produce_item`] sends them).
+pub(super) async fn resolve_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64>) {
     loop {
-        let owed = resolves && written > resolved;
-        let Some(n) = next_batch(&mut items, &mut batch, owed, resolved_at).await else {
-            return; // The sink was dropped.
+        let wait = {
+            let p = shared.producer.lock().await;
+            if p.written > p.resolved { (p.resolved_at + RESOLVED_INTERVAL).saturating_duration_since(Instant::now()) } else { RESOLVED_INTERVAL }
         };
-        for item in batch.drain(..) {
-            written = written.max(item.commit_ts);
-            if let Err(e) = encode_item(&shared, &mut encoders, &topic_ts, &item, &budget).await {
-                shared.fail(e);
-                return;
-            }
+        tokio::time::sleep(wait).await;
+        let mut p = shared.producer.lock().await;
+        if shared.stopped.load(Ordering::Acquire) {
+            return;
         }
-        if resolves && written > resolved && (n == 0 || resolved_at.elapsed() >= RESOLVED_INTERVAL) {
-            if let Err(e) = send_resolved(&shared, &topic_ts, written).await {
-                shared.fail(e);
-                return;
-            }
-            (resolved, resolved_at) = (written, Instant::now());
+        if p.resolved_at.elapsed() >= RESOLVED_INTERVAL
+            && let Err(e) = send_resolved(&shared, &mut p, &topic_ts).await
+        {
+            shared.fail(e);
+            return;
         }
     }
 }
@@ -139,15 +162,20 @@ pub(super) fn resolved_messages(shared: &Shared, topic_ts: &HashMap<i32, i64>, t
         .collect()
 }
 
-/// Sends a resolved-ts message for `ts` to every partition that does not already hold a later ts.
-async fn send_resolved(shared: &Shared, topic_ts: &HashMap<i32, i64>, ts: i64) -> Result<(), KafkaSinkError> {
+/// Sends the resolved ts (the last produced commit ts) to every partition that does not already
+/// hold a later ts, unless it was sent already.
+async fn send_resolved(shared: &Shared, p: &mut Producing, topic_ts: &HashMap<i32, i64>) -> Result<(), KafkaSinkError> {
+    let ts = p.written;
+    if ts <= p.resolved {
+        return Ok(());
+    }
     let msgs = resolved_messages(shared, topic_ts, ts);
-    let producer = shared.producer.lock().await;
     let opaques = shared.window.reserve(msgs.len());
     for (m, op) in msgs.iter().zip(opaques) {
-        produce(&producer, &shared.cfg.topic, m, op, ts).await?;
+        produce(&p.producer, &shared.cfg.topic, m, op, ts).await?;
     }
     shared.window.push(ts, msgs, None);
+    (p.resolved, p.resolved_at) = (ts, Instant::now());
     Ok(())
 }
 
@@ -177,7 +205,7 @@ fn fits(payload: Vec<u8>, commit_ts: i64, what: &str, limit: &MessageLimit) -> R
     Err(translate::TooLarge { commit_ts, what: what.to_string(), size: payload.len(), limit: limit.payload, bound: limit.bound.clone() }.into())
 }
 
-/// The encoder task's encoders, with their per-table caches.
+/// The writer's encoders, with their per-table caches.
 #[derive(Default, Debug)]
 pub(super) struct Encoders {
     protobuf: translate::Encoder,
@@ -246,31 +274,6 @@ pub(super) fn item_messages(shared: &Shared, enc: &mut Encoders, topic_ts: &Hash
     Ok(msgs)
 }
 
-async fn encode_item(
-    shared: &Shared,
-    encoders: &mut Encoders,
-    topic_ts: &HashMap<i32, i64>,
-    item: &Item,
-    budget: &Arc<Semaphore>,
-) -> Result<(), KafkaSinkError> {
-    let msgs = item_messages(shared, encoders, topic_ts, item)?;
-    let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
-    // An item larger than the whole budget takes all of it.
-    let want = bytes.min(budget_size(&shared.cfg)) as u32;
-    let permit = if want == 0 {
-        None
-    } else {
-        Some(budget.clone().acquire_many_owned(want).await.map_err(|_| KafkaSinkError::Stopped)?)
-    };
-    let producer = shared.producer.lock().await;
-    let opaques = shared.window.reserve(msgs.len());
-    for (m, op) in msgs.iter().zip(opaques) {
-        produce(&producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
-    }
-    shared.window.push(item.commit_ts, msgs, permit);
-    Ok(())
-}
-
 pub(super) fn budget_size(cfg: &KafkaConfig) -> usize {
     cfg.max_pending_bytes.clamp(1, u32::MAX as usize)
 }
@@ -335,16 +338,16 @@ impl Recovery {
         }
         self.rebuilds += 1;
         tracing::warn!(commit_ts = f.commit_ts, partition = f.partition, reason = %f.reason, attempt = self.rebuilds, "kafka sink: delivery failed; new producer, sending unacked messages again");
-        // Holding the producer stops the encoder between items.
-        let mut producer = shared.producer.lock().await;
+        // Holding the producer stops the writer between items.
+        let mut p = shared.producer.lock().await;
         let resend = shared.window.new_epoch();
-        producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
-        *producer = Arc::new(make_producer(&shared.cfg, &shared.limit, Some(&shared.window))?);
+        p.producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+        p.producer = Arc::new(make_producer(&shared.cfg, &shared.limit, Some(&shared.window))?);
         if let Err(e) = ensure_topic(&shared.cfg, shared.partitions).await {
             tracing::warn!(error = %e, "kafka sink: topic check failed");
         }
         for (op, m) in &resend {
-            produce(&producer, &shared.cfg.topic, m, *op, f.commit_ts).await?;
+            produce(&p.producer, &shared.cfg.topic, m, *op, f.commit_ts).await?;
         }
         Ok(())
     }

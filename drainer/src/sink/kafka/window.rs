@@ -4,11 +4,14 @@
 //! Each message carries a number as its delivery opaque (no allocation, no channel per message):
 //! the producer's epoch in the top 16 bits and the message's sequence number below. Sequence numbers
 //! are given out in produce order ([`Window::reserve`]), so an item owns one contiguous run of them
-//! and the callback finds it by binary search. The encoder produces an item's messages first and
+//! and the callback finds it by binary search. The producer task produces an item's messages first and
 //! then moves them into the window ([`Window::push`]), so a report that comes before its item is
 //! kept aside and applied by the push. The callback (on the producer's polling thread) marks the
-//! message acked, pops every finished item at the front and publishes the last one's commit ts as the
-//! durable ts, once per call that released anything.
+//! message acked, pops every finished item at the front (returning their budget in one release) and
+//! publishes the last one's commit ts as the durable ts: at once when the window is then empty, else
+//! at most once per [`PUBLISH_INTERVAL`] (a report comes per message, and waking the durable ts's
+//! followers per message cost more than the rest of the callback); a release held back is published
+//! by the next report or push.
 //!
 //! A failed delivery is recorded (the first one only) and wakes the sink's recovery task, which
 //! starts a new epoch: callbacks of an older producer are then ignored, and every unacked item is
@@ -19,14 +22,20 @@
 //!   without gaps.
 //! - The durable ts only moves to the commit ts of a popped item, and an item is popped only when
 //!   every message of it and of every earlier item was acked in the current epoch.
+//! - The published durable ts lags the released one only while the window is not empty, by at most
+//!   [`PUBLISH_INTERVAL`] or until the next report.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use rdkafka::ClientContext;
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::ProducerContext;
 use tokio::sync::{Notify, OwnedSemaphorePermit, watch};
+
+/// How often, at most, the callback publishes the durable ts while items wait in the window.
+pub(super) const PUBLISH_INTERVAL: Duration = Duration::from_millis(1);
 
 const SEQ_BITS: u32 = 48;
 const SEQ_MASK: u64 = (1 << SEQ_BITS) - 1;
@@ -60,11 +69,37 @@ struct Pending {
     commit_ts: i64,
     first_seq: u64,
     msgs: Vec<Msg>,
-    /// One flag per message of `msgs`.
-    acked: Vec<bool>,
+    /// Which messages of `msgs` were acked.
+    acked: Acked,
     /// Messages not yet acked.
     remaining: usize,
-    _budget: Option<OwnedSemaphorePermit>,
+    budget: Option<OwnedSemaphorePermit>,
+}
+
+/// Which messages of an item were acked: a bit each, the first 64 inline (most items have one
+/// message: no allocation).
+#[derive(Debug)]
+struct Acked {
+    low: u64,
+    more: Vec<bool>,
+}
+
+impl Acked {
+    fn new(n: usize) -> Self {
+        Self { low: 0, more: if n > 64 { vec![false; n - 64] } else { Vec::new() } }
+    }
+
+    /// Marks message `k` acked; false when it already was.
+    fn set(&mut self, k: usize) -> bool {
+        if k < 64 {
+            let bit = 1u64 << k;
+            let new = self.low & bit == 0;
+            self.low |= bit;
+            new
+        } else {
+            !std::mem::replace(&mut self.more[k - 64], true)
+        }
+    }
 }
 
 /// A failed delivery: the item, the partition and the client's reason.
@@ -86,9 +121,12 @@ struct Inner {
     /// Reports that came before their item was pushed: (sequence number, error).
     early: Vec<(u64, Option<String>)>,
     failure: Option<Failure>,
+    /// The last released commit ts, and when the durable ts was last published.
+    released: i64,
+    published_at: Option<Instant>,
 }
 
-/// What the encoder, the producer's callback and the recovery task share. See the module docs.
+/// What the producer task, the producer's callback and the recovery task share. See the module docs.
 #[derive(Debug)]
 pub(super) struct Window {
     inner: Mutex<Inner>,
@@ -133,7 +171,7 @@ impl Window {
         let first_seq = g.pushed_end;
         let n = msgs.len();
         g.pushed_end += n as u64;
-        let mut p = Pending { commit_ts, first_seq, acked: vec![false; n], remaining: n, msgs, _budget: budget };
+        let mut p = Pending { commit_ts, first_seq, acked: Acked::new(n), remaining: n, msgs, budget };
         let mut failed = None;
         let end = g.pushed_end;
         g.early.retain(|(seq, error)| {
@@ -145,11 +183,11 @@ impl Window {
                 Some(reason) => {
                     failed.get_or_insert(Failure { commit_ts, partition: p.msgs[k].partition, reason: reason.clone() });
                 }
-                None if !p.acked[k] => {
-                    p.acked[k] = true;
-                    p.remaining -= 1;
+                None => {
+                    if p.acked.set(k) {
+                        p.remaining -= 1;
+                    }
                 }
-                None => {}
             }
             false
         });
@@ -158,9 +196,10 @@ impl Window {
         if wake {
             g.failure = failed;
         }
-        let released = release_front(&mut g);
+        let (publish, budget) = release_front(&mut g);
         drop(g);
-        self.publish(released);
+        drop(budget);
+        self.publish(publish);
         if wake {
             self.failed.notify_one();
         }
@@ -177,7 +216,9 @@ impl Window {
             g.early.push((seq, error));
             return;
         }
-        let i = g.items.partition_point(|p| p.first_seq + p.msgs.len() as u64 <= seq);
+        // Reports come mostly in produce order: the front item is the usual one.
+        let ends_before = |p: &Pending| p.first_seq + p.msgs.len() as u64 <= seq;
+        let i = if g.items.front().is_some_and(|p| !ends_before(p)) { 0 } else { g.items.partition_point(ends_before) };
         let Some(p) = g.items.get_mut(i).filter(|p| p.first_seq <= seq) else { return };
         let k = (seq - p.first_seq) as usize;
         match error {
@@ -190,22 +231,24 @@ impl Window {
                 }
                 return;
             }
-            None if !p.acked[k] => {
-                p.acked[k] = true;
+            None => {
+                if !p.acked.set(k) {
+                    return; // a duplicate report
+                }
                 p.remaining -= 1;
             }
-            None => return,
         }
         if i != 0 {
             return;
         }
-        let released = release_front(&mut g);
+        let (publish, budget) = release_front(&mut g);
         drop(g);
-        self.publish(released);
+        drop(budget);
+        self.publish(publish);
     }
 
-    fn publish(&self, released: Option<i64>) {
-        if let Some(ts) = released {
+    fn publish(&self, ts: Option<i64>) {
+        if let Some(ts) = ts {
             self.durable.send_if_modified(|d| {
                 let moved = ts > *d;
                 *d = (*d).max(ts);
@@ -236,7 +279,7 @@ impl Window {
         let epoch = g.epoch;
         let mut out = Vec::new();
         for p in g.items.iter_mut().filter(|p| p.remaining > 0) {
-            p.acked.iter_mut().for_each(|a| *a = false);
+            p.acked = Acked::new(p.msgs.len());
             p.remaining = p.msgs.len();
             for (i, m) in p.msgs.iter().enumerate() {
                 let copy = Msg { partition: m.partition, header: m.header.clone(), payload: m.payload.clone() };
@@ -247,13 +290,25 @@ impl Window {
     }
 }
 
-/// Pops every fully acked item at the front; returns the last popped commit ts.
-fn release_front(g: &mut Inner) -> Option<i64> {
-    let mut released = None;
+/// Pops every fully acked item at the front. Returns the commit ts to publish as the durable ts, if
+/// it is time to (see the module docs), and the popped items' budget (to release after unlocking).
+fn release_front(g: &mut Inner) -> (Option<i64>, Option<OwnedSemaphorePermit>) {
+    let mut budget: Option<OwnedSemaphorePermit> = None;
     while g.items.front().is_some_and(|p| p.remaining == 0) {
-        released = g.items.pop_front().map(|p| p.commit_ts);
+        let Some(p) = g.items.pop_front() else { break };
+        g.released = g.released.max(p.commit_ts);
+        match (&mut budget, p.budget) {
+            (Some(all), Some(b)) => all.merge(b),
+            (all @ None, b) => *all = b,
+            (Some(_), None) => {}
+        }
     }
-    released
+    let due = g.items.is_empty() || g.published_at.is_none_or(|at| at.elapsed() >= PUBLISH_INTERVAL);
+    if g.released == 0 || !due {
+        return (None, budget);
+    }
+    g.published_at = Some(Instant::now());
+    (Some(g.released), budget)
 }
 
 /// The producer context: routes delivery reports of one epoch's producer to the window.
@@ -356,6 +411,42 @@ mod tests {
         let c = add(&w, 30, 1);
         w.delivered(c[0], None);
         assert_eq!(*rx.borrow(), 30);
+    }
+
+    #[test]
+    fn released_items_return_their_budget_and_a_held_back_release_is_published_by_a_later_report() {
+        let (w, rx) = window();
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(10));
+        let mut ops = Vec::new();
+        for (ts, bytes) in [(10, 3), (20, 4), (30, 1), (40, 1)] {
+            ops.push(w.reserve(1).next().unwrap());
+            w.push(ts, msgs(1), Some(budget.clone().try_acquire_many_owned(bytes).unwrap()));
+        }
+        assert_eq!(budget.available_permits(), 1);
+        w.delivered(ops[0], None);
+        assert_eq!(*rx.borrow(), 10, "the first release is published");
+        assert_eq!(budget.available_permits(), 4);
+        w.delivered(ops[1], None); // may be held back: within PUBLISH_INTERVAL, items still wait
+        assert_eq!(budget.available_permits(), 8, "released items return their budget at once");
+        std::thread::sleep(PUBLISH_INTERVAL * 2);
+        w.delivered(ops[2], None);
+        assert_eq!(*rx.borrow(), 30, "the interval passed: the next report publishes");
+        w.delivered(ops[3], None);
+        assert_eq!(*rx.borrow(), 40, "an empty window publishes at once");
+        assert_eq!(budget.available_permits(), 10);
+    }
+
+    #[test]
+    fn an_item_of_more_than_64_messages_is_released_only_when_each_is_acked_once() {
+        let (w, rx) = window();
+        let ops = add(&w, 10, 70);
+        for &op in &ops[..69] {
+            w.delivered(op, None);
+            w.delivered(op, None); // a duplicate counts once
+        }
+        assert_eq!(*rx.borrow(), 0, "one message (the 70th) is still unacked");
+        w.delivered(ops[69], None);
+        assert_eq!(*rx.borrow(), 10);
     }
 
     #[test]
