@@ -266,11 +266,13 @@ async fn ours(addr: &str, topic: &str, items: &[Arc<Item>]) -> Result<f64> {
 async fn ours_with(cfg: KafkaConfig, items: &[Arc<Item>]) -> Result<f64> {
     let mut sink = KafkaSink::connect(cfg).await?;
     warm_up(&mut sink, items[0].commit_ts - 1).await?;
+    let threads = thread_cpu();
     let t = Instant::now();
     for it in items {
         sink.write(it.clone()).await?;
     }
     let ts = sink.flush().await?;
+    record_threads(threads);
     anyhow::ensure!(ts == items.last().unwrap().commit_ts, "durable ts {ts} after flush");
     Ok(t.elapsed().as_secs_f64())
 }
@@ -279,6 +281,7 @@ async fn plain(addr: &str, topic: &str, payloads: &[Vec<u8>]) -> Result<f64> {
     drainer::sink::kafka::ensure_topic(&KafkaConfig::new(addr, topic), 1).await?;
     let producer = plain_producer(addr)?;
     plain_warm_up(&producer, topic, &payloads[0]).await?;
+    let threads = thread_cpu();
     let t = Instant::now();
     let mut futs = Vec::with_capacity(payloads.len());
     for p in payloads {
@@ -288,7 +291,32 @@ async fn plain(addr: &str, topic: &str, payloads: &[Vec<u8>]) -> Result<f64> {
     for f in futs {
         f.await?.map_err(|(e, _)| e)?;
     }
+    record_threads(threads);
     Ok(t.elapsed().as_secs_f64())
+}
+
+/// CPU seconds per thread name of this process so far (`/proc/self/task/*/stat`).
+fn thread_cpu() -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else { return out };
+    for t in tasks.flatten() {
+        let (Ok(stat), Ok(comm)) = (std::fs::read_to_string(t.path().join("stat")), std::fs::read_to_string(t.path().join("comm"))) else { continue };
+        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
+        let f: Vec<f64> = rest.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+        if f.len() > 12 {
+            *out.entry(comm.trim().to_string()).or_default() += (f[10] + f[11]) / 100.0;
+        }
+    }
+    out
+}
+
+/// The per-thread CPU seconds of the last timed section (printed by `KAFKA_ONLY`).
+static LAST_THREADS: std::sync::Mutex<Vec<(String, f64)>> = std::sync::Mutex::new(Vec::new());
+
+fn record_threads(before: std::collections::BTreeMap<String, f64>) {
+    let after = thread_cpu();
+    let d = after.into_iter().map(|(k, v)| { let b = before.get(&k).copied().unwrap_or(0.0); (k, v - b) }).filter(|(_, v)| *v > 0.0).collect();
+    *LAST_THREADS.lock().unwrap() = d;
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc/<pid>/stat` (USER_HZ = 100).
@@ -311,7 +339,11 @@ async fn main() -> Result<()> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (n, rows, rounds, lag_secs) = (arg(0, 20_000), arg(1, 5), arg(2, 3), arg(3, 8));
-    let dir = tempfile::Builder::new().prefix("tbrs-bench-kafka-").tempdir()?;
+    // The broker's log in memory (/dev/shm) where there is one: the disk's write-back stalls are
+    // neither side's cost and made single rounds spread by 2x.
+    let shm = std::path::Path::new("/dev/shm");
+    let builder = tempfile::Builder::new().prefix("tbrs-bench-kafka-").clone();
+    let dir = if shm.is_dir() { builder.tempdir_in(shm)? } else { builder.tempdir()? };
     let kafka = {
         let path = dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || tests::Kafka::builder().jvm_opts(tests::kafka::BENCH_JVM).start(&path)).await??
@@ -329,6 +361,22 @@ async fn main() -> Result<()> {
     for w in 0..3 {
         plain(&addr, &format!("warm_plain_{w}"), &payloads).await?;
         ours(&addr, &format!("warm_ours_{w}"), &items).await?;
+    }
+    // For profiling one side (`perf record`): `KAFKA_ONLY=ours|plain` runs only that side's rounds.
+    if let Ok(side) = std::env::var("KAFKA_ONLY") {
+        for r in 0..rounds {
+            let c0 = cpu()?;
+            let t = match side.as_str() {
+                "ours" => ours(&addr, &format!("only_{r}"), &items).await?,
+                "plain" => plain(&addr, &format!("only_{r}"), &payloads).await?,
+                _ => anyhow::bail!("KAFKA_ONLY: {side:?} is not ours or plain"),
+            };
+            let c1 = cpu()?;
+            println!("{side} round {r}: {t:.3} s, {:.0} msg/s, CPU per message {:.2} µs here + {:.2} µs broker", n as f64 / t, (c1.0 - c0.0) * 1e6 / n as f64, (c1.1 - c0.1) * 1e6 / n as f64);
+            let threads = LAST_THREADS.lock().unwrap().clone();
+            println!("  busy while timed: {}", threads.iter().map(|(k, v)| format!("{k} {:.0}%", v / t * 100.0)).collect::<Vec<_>>().join(", "));
+        }
+        return Ok(());
     }
     let (mut o, mut p) = (Vec::new(), Vec::new());
     // CPU seconds per side: (this process, the broker), summed over the rounds.
