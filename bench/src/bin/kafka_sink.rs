@@ -339,11 +339,7 @@ async fn main() -> Result<()> {
     let args: Vec<usize> = std::env::args().skip(1).map(|a| a.parse()).collect::<Result<_, _>>()?;
     let arg = |i: usize, d: usize| args.get(i).copied().unwrap_or(d);
     let (n, rows, rounds, lag_secs) = (arg(0, 20_000), arg(1, 5), arg(2, 3), arg(3, 8));
-    // The broker's log in memory (/dev/shm) where there is one: the disk's write-back stalls are
-    // neither side's cost and made single rounds spread by 2x.
-    let shm = std::path::Path::new("/dev/shm");
-    let builder = tempfile::Builder::new().prefix("tbrs-bench-kafka-").clone();
-    let dir = if shm.is_dir() { builder.tempdir_in(shm)? } else { builder.tempdir()? };
+    let dir = tempfile::Builder::new().prefix("tbrs-bench-kafka-").tempdir()?;
     let kafka = {
         let path = dir.path().to_path_buf();
         tokio::task::spawn_blocking(move || tests::Kafka::builder().jvm_opts(tests::kafka::BENCH_JVM).start(&path)).await??
