@@ -243,7 +243,7 @@ pub(super) async fn produce_loop(shared: Arc<Shared>, topic_ts: HashMap<i32, i64
             return;
         }
         if run.last_ts > 0 {
-            shared.publish_durable(run.last_ts);
+            shared.window.advance_durable(run.last_ts); // after the commit
         }
     }
 }

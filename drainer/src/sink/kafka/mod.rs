@@ -282,11 +282,7 @@ impl Sink for KafkaSink {
         // The lowest partition's last ts: every partition holds everything up to it.
         let ts = if self.topic_ts.len() as i32 == self.shared.partitions { self.topic_ts.values().min().copied() } else { None };
         if let Some(ts) = ts {
-            self.shared.window.durable().send_if_modified(|d| {
-                let moved = ts > *d;
-                *d = (*d).max(ts);
-                moved
-            });
+            self.shared.window.advance_durable(ts);
         }
         Ok(ts)
     }

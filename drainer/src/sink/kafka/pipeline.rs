@@ -1,6 +1,6 @@
-//! An item's messages ([`item_messages`], encoded by the writer), the producer task (messages →
-//! producer → ack window, resolved-ts messages) and the recovery task (a new producer after a failed
-//! delivery).
+//! An item's messages ([`item_messages`], encoded by the writer), producing them into the ack
+//! window ([`produce_item`], resolved-ts messages), and the resolver and recovery tasks (the last
+//! resolved ts once items stop; a new producer after a failed delivery).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +28,7 @@ pub(super) const RESOLVED_INTERVAL: Duration = Duration::from_millis(1000);
 #[derive(Debug)]
 pub(super) struct Encoded {
     pub(super) commit_ts: i64,
-    /// None when the item carries nothing to send (or every partition already holds it): it still
+    /// Empty when the item carries nothing to send (or every partition already holds it): it still
     /// passes through the window (or the transaction), so the durable ts reaches it in order.
     pub(super) msgs: Vec<Msg>,
     /// Its share of the unacked-bytes budget, held until its messages are acked (exactly-once: until
@@ -79,15 +79,6 @@ impl Shared {
         self.budget.close();
         self.window.durable().send_modify(|_| {});
     }
-
-    /// Moves the durable ts up to `ts` (exactly-once: after a commit).
-    pub(super) fn publish_durable(&self, ts: i64) {
-        self.window.durable().send_if_modified(|d| {
-            let moved = ts > *d;
-            *d = (*d).max(ts);
-            moved
-        });
-    }
 }
 
 /// Hands one message to the producer, waiting while its queue is full.
@@ -115,12 +106,9 @@ pub(super) fn resolves(shared: &Shared) -> bool {
 /// Produces one item's messages and moves it into the ack window, then sends the resolved-ts
 /// messages when they are due ([`RESOLVED_INTERVAL`]). The caller holds the producer lock.
 pub(super) async fn produce_item(shared: &Shared, p: &mut Producing, topic_ts: &HashMap<i32, i64>, item: Encoded) -> Result<(), KafkaSinkError> {
-    let opaques = shared.window.reserve(item.msgs.len());
-    for (m, op) in item.msgs.iter().zip(opaques) {
-        produce(&p.producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
-    }
-    p.written = p.written.max(item.commit_ts);
-    shared.window.push(item.commit_ts, item.msgs, item.budget);
+    let ts = item.commit_ts;
+    produce_into_window(shared, &p.producer, item).await?;
+    p.written = p.written.max(ts);
     if resolves(shared) && p.resolved_at.elapsed() >= RESOLVED_INTERVAL {
         send_resolved(shared, p, topic_ts).await?;
     }
@@ -170,12 +158,18 @@ async fn send_resolved(shared: &Shared, p: &mut Producing, topic_ts: &HashMap<i3
         return Ok(());
     }
     let msgs = resolved_messages(shared, topic_ts, ts);
-    let opaques = shared.window.reserve(msgs.len());
-    for (m, op) in msgs.iter().zip(opaques) {
-        produce(&p.producer, &shared.cfg.topic, m, op, ts).await?;
-    }
-    shared.window.push(ts, msgs, None);
+    produce_into_window(shared, &p.producer, Encoded { commit_ts: ts, msgs, budget: None }).await?;
     (p.resolved, p.resolved_at) = (ts, Instant::now());
+    Ok(())
+}
+
+/// Produces `item`'s messages with their delivery opaques and moves it into the ack window.
+async fn produce_into_window(shared: &Shared, producer: &Producer, item: Encoded) -> Result<(), KafkaSinkError> {
+    let opaques = shared.window.reserve(item.msgs.len());
+    for (m, op) in item.msgs.iter().zip(opaques) {
+        produce(producer, &shared.cfg.topic, m, op, item.commit_ts).await?;
+    }
+    shared.window.push(item.commit_ts, item.msgs, item.budget);
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 //! Each message carries a number as its delivery opaque (no allocation, no channel per message):
 //! the producer's epoch in the top 16 bits and the message's sequence number below. Sequence numbers
 //! are given out in produce order ([`Window::reserve`]), so an item owns one contiguous run of them
-//! and the callback finds it by binary search. The producer task produces an item's messages first and
+//! and the callback finds it (the front item first, else by binary search). The writer produces an item's messages first and
 //! then moves them into the window ([`Window::push`]), so a report that comes before its item is
 //! kept aside and applied by the push. The callback (on the producer's polling thread) marks the
 //! message acked, pops every finished item at the front (returning their budget in one release) and
@@ -126,7 +126,7 @@ struct Inner {
     published_at: Option<Instant>,
 }
 
-/// What the producer task, the producer's callback and the recovery task share. See the module docs.
+/// What the writer, the producer's callback and the recovery task share. See the module docs.
 #[derive(Debug)]
 pub(super) struct Window {
     inner: Mutex<Inner>,
@@ -249,12 +249,17 @@ impl Window {
 
     fn publish(&self, ts: Option<i64>) {
         if let Some(ts) = ts {
-            self.durable.send_if_modified(|d| {
-                let moved = ts > *d;
-                *d = (*d).max(ts);
-                moved
-            });
+            self.advance_durable(ts);
         }
+    }
+
+    /// Moves the durable ts up to `ts` (never down), waking its followers only when it moved.
+    pub(super) fn advance_durable(&self, ts: i64) {
+        self.durable.send_if_modified(|d| {
+            let moved = ts > *d;
+            *d = (*d).max(ts);
+            moved
+        });
     }
 
     /// The first failure since the last [`Window::new_epoch`], if any.
