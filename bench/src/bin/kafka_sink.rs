@@ -193,6 +193,20 @@ fn plain_producer(addr: &str) -> Result<FutureProducer> {
         .create()?)
 }
 
+/// Deletes `topic` once its round is measured; the broker (`log.segment.delete.delay.ms` and
+/// `log.initial.task.delay.ms` at 0) removes its files at once. Without this every round's ~80 MB
+/// stayed: from about 1 GB on, both sides' rounds took twice as long (their CPU per message doubled,
+/// on disk and in tmpfs alike), so a run's median depended on how many rounds it had.
+async fn drop_topic(addr: &str, topic: &str) -> Result<()> {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", addr).create()?;
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for r in admin.delete_topics(&[topic], &opts).await? {
+        r.map_err(|(t, e)| anyhow::anyhow!("deleting topic {t}: {e}"))?;
+    }
+    Ok(())
+}
+
 /// The sink's settings for a case: `format`, and with more than one partition partitioned by primary key.
 fn case_config(addr: &str, topic: &str, format: Format, partitions: i32) -> KafkaConfig {
     let mut cfg = KafkaConfig::new(addr, topic);
@@ -272,9 +286,12 @@ async fn ours_with(cfg: KafkaConfig, items: &[Arc<Item>]) -> Result<f64> {
         sink.write(it.clone()).await?;
     }
     let ts = sink.flush().await?;
+    let elapsed = t.elapsed().as_secs_f64();
     record_threads(threads);
     anyhow::ensure!(ts == items.last().unwrap().commit_ts, "durable ts {ts} after flush");
-    Ok(t.elapsed().as_secs_f64())
+    // Its tasks stop here: the recovery task would create the topic again once it is deleted.
+    drop(sink);
+    Ok(elapsed)
 }
 
 async fn plain(addr: &str, topic: &str, payloads: &[Vec<u8>]) -> Result<f64> {
@@ -291,8 +308,9 @@ async fn plain(addr: &str, topic: &str, payloads: &[Vec<u8>]) -> Result<f64> {
     for f in futs {
         f.await?.map_err(|(e, _)| e)?;
     }
+    let elapsed = t.elapsed().as_secs_f64();
     record_threads(threads);
-    Ok(t.elapsed().as_secs_f64())
+    Ok(elapsed)
 }
 
 /// CPU seconds per thread name of this process so far (`/proc/self/task/*/stat`).
@@ -342,7 +360,7 @@ async fn main() -> Result<()> {
     let dir = tempfile::Builder::new().prefix("tbrs-bench-kafka-").tempdir()?;
     let kafka = {
         let path = dir.path().to_path_buf();
-        tokio::task::spawn_blocking(move || tests::Kafka::builder().jvm_opts(tests::kafka::BENCH_JVM).start(&path)).await??
+        tokio::task::spawn_blocking(move || tests::Kafka::builder().jvm_opts(tests::kafka::BENCH_JVM).prop("log.segment.delete.delay.ms", 0).prop("log.initial.task.delay.ms", 0).start(&path)).await??
     };
     let addr = kafka.addr();
     let me = std::process::id().to_string();
@@ -357,6 +375,8 @@ async fn main() -> Result<()> {
     for w in 0..3 {
         plain(&addr, &format!("warm_plain_{w}"), &payloads).await?;
         ours(&addr, &format!("warm_ours_{w}"), &items).await?;
+        drop_topic(&addr, &format!("warm_plain_{w}")).await?;
+        drop_topic(&addr, &format!("warm_ours_{w}")).await?;
     }
     // For profiling one side (`perf record`): `KAFKA_ONLY=ours|plain` runs only that side's rounds.
     if let Ok(side) = std::env::var("KAFKA_ONLY") {
@@ -368,6 +388,7 @@ async fn main() -> Result<()> {
                 _ => anyhow::bail!("KAFKA_ONLY: {side:?} is not ours or plain"),
             };
             let c1 = cpu()?;
+            drop_topic(&addr, &format!("only_{r}")).await?;
             println!("{side} round {r}: {t:.3} s, {:.0} msg/s, CPU per message {:.2} µs here + {:.2} µs broker", n as f64 / t, (c1.0 - c0.0) * 1e6 / n as f64, (c1.1 - c0.1) * 1e6 / n as f64);
             let threads = LAST_THREADS.lock().unwrap().clone();
             println!("  busy while timed: {}", threads.iter().map(|(k, v)| format!("{k} {:.0}%", v / t * 100.0)).collect::<Vec<_>>().join(", "));
@@ -385,6 +406,8 @@ async fn main() -> Result<()> {
         let c2 = cpu()?;
         p_cpu = (p_cpu.0 + c1.0 - c0.0, p_cpu.1 + c1.1 - c0.1);
         o_cpu = (o_cpu.0 + c2.0 - c1.0, o_cpu.1 + c2.1 - c1.1);
+        drop_topic(&addr, &format!("plain_{r}")).await?;
+        drop_topic(&addr, &format!("ours_{r}")).await?;
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let per_msg = |s: f64| s * 1e6 / (n * rounds) as f64;
@@ -427,6 +450,8 @@ async fn main() -> Result<()> {
             println!("  round {r}: ours p50 {:.1} p99 {:.1} ms at {:.0}/s; plain p50 {:.1} p99 {:.1} ms at {:.0}/s", y.0, y.1, y.2, x.0, x.1, x.2);
             pl.push(x);
             ol.push(y);
+            drop_topic(&addr, &format!("plain_lag_{r}")).await?;
+            drop_topic(&addr, &format!("ours_lag_{r}")).await?;
         }
         let m = |v: &[(f64, f64, f64)], f: fn(&(f64, f64, f64)) -> f64| median(v.iter().map(f).collect());
         Comparison::lower_is_better("kafka_sink lag p50 (commit to acked)", m(&ol, |x| x.0), m(&pl, |x| x.0), "plain rdkafka producer", "ms").print();
@@ -461,6 +486,7 @@ async fn main() -> Result<()> {
             let (addr, topic) = (addr.clone(), format!("capture_{tag}"));
             tokio::task::spawn_blocking(move || capture(&addr, &topic, partitions)).await??
         };
+        drop_topic(&addr, &format!("capture_{tag}")).await?;
         // The capture topic also holds the warm-up item's message(s): at most a few.
         anyhow::ensure!(msgs.len() >= n, "{case}: captured {} messages for {n} transactions", msgs.len());
         let bytes: usize = msgs.iter().map(|m| m.payload.len()).sum();
@@ -469,6 +495,8 @@ async fn main() -> Result<()> {
         for r in 0..rounds {
             p.push(plain_captured(&addr, &format!("plain_{tag}_{r}"), partitions, &msgs).await?);
             o.push(ours_with(config(format!("ours_{tag}_{r}")), &items).await?);
+            drop_topic(&addr, &format!("plain_{tag}_{r}")).await?;
+            drop_topic(&addr, &format!("ours_{tag}_{r}")).await?;
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         println!("{case}: ours {o:.3?} s, plain {p:.3?} s");

@@ -164,8 +164,10 @@ fn put_value(out: &mut Vec<u8>, w: &Wire, v: Option<&crate::txn::Value>) {
         ColumnRef::Uint(u) => {
             let _ = write!(out, "\"{u}\"");
         }
+        ColumnRef::Utf8(b) if b.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\') => quoted(out, b),
+        ColumnRef::Utf8(b) => put_json(out, String::from_utf8_lossy(b).as_ref()),
         ColumnRef::Text(t) => put_json(out, t.as_ref()),
-        ColumnRef::Short(t) => quoted(out, t.as_str().as_bytes()),
+        ColumnRef::Short(t) => quoted(out, t.as_bytes()),
         // One char per byte: printable ASCII as is, anything else through the escaping.
         ColumnRef::Bytes(b) if b.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\') => quoted(out, &b),
         ColumnRef::Bytes(b) => put_json(out, &b.iter().map(|&c| char::from(c)).collect::<String>()),

@@ -37,6 +37,8 @@ pub(crate) enum ColumnRef<'a> {
     Uint(u64),
     Double(f64),
     Bytes(Cow<'a, [u8]>),
+    /// A text value's bytes, checked to be UTF-8 (most are ASCII, which is checked inline).
+    Utf8(&'a [u8]),
     Text(Cow<'a, str>),
     /// Text made here that fits the stack (a time).
     Short(Short),
@@ -50,9 +52,9 @@ pub(crate) struct Short {
 }
 
 impl Short {
-    pub(crate) fn as_str(&self) -> &str {
-        // Only ASCII digits and separators are written.
-        std::str::from_utf8(&self.buf[..usize::from(self.len)]).unwrap_or_default()
+    /// The text's bytes (ASCII digits and separators only).
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..usize::from(self.len)]
     }
 
     fn push(&mut self, b: u8) {
@@ -100,6 +102,7 @@ impl Wire {
     }
 }
 
+#[inline(always)]
 pub(crate) fn column_ref<'a>(w: &Wire, v: Option<&'a Value>) -> ColumnRef<'a> {
     let Some(v) = v else {
         return ColumnRef::Null;
@@ -116,10 +119,8 @@ pub(crate) fn column_ref<'a>(w: &Wire, v: Option<&'a Value>) -> ColumnRef<'a> {
         Value::Json(s) => ColumnRef::Bytes(Cow::Borrowed(s.as_bytes())),
         Value::Bytes(b) if w.bytes => ColumnRef::Bytes(Cow::Borrowed(b)),
         // Text types: Go strings may hold any bytes; a prost `string` must be UTF-8.
-        Value::Bytes(b) => match std::str::from_utf8(b) {
-            Ok(s) => ColumnRef::Text(Cow::Borrowed(s)),
-            Err(_) => ColumnRef::Text(String::from_utf8_lossy(b)),
-        },
+        Value::Bytes(b) if b.is_ascii() || std::str::from_utf8(b).is_ok() => ColumnRef::Utf8(b),
+        Value::Bytes(b) => ColumnRef::Text(String::from_utf8_lossy(b)),
         Value::Time(t) => match time_text(&timestamp_to_local(t)) {
             Some(s) => ColumnRef::Short(s),
             None => ColumnRef::Text(Cow::Owned(t.to_string())),
@@ -141,8 +142,9 @@ pub fn column_text(col: &Column, v: Option<&Value>) -> Option<String> {
         ColumnRef::Uint(u) => Some(u.to_string()),
         ColumnRef::Double(f) => Some(f.to_string()),
         ColumnRef::Bytes(b) => Some(b.iter().map(|&c| char::from(c)).collect()),
+        ColumnRef::Utf8(b) => Some(String::from_utf8_lossy(b).into_owned()),
         ColumnRef::Text(t) => Some(t.into_owned()),
-        ColumnRef::Short(s) => Some(s.as_str().to_string()),
+        ColumnRef::Short(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
     }
 }
 
@@ -185,8 +187,9 @@ pub fn column_value(col: &Column, v: Option<&Value>) -> slave::Column {
         ColumnRef::Uint(u) => c.uint64_value = Some(u),
         ColumnRef::Double(f) => c.double_value = Some(f),
         ColumnRef::Bytes(b) => c.bytes_value = Some(b.into_owned()),
+        ColumnRef::Utf8(b) => c.string_value = Some(String::from_utf8_lossy(b).into_owned()),
         ColumnRef::Text(s) => c.string_value = Some(s.into_owned()),
-        ColumnRef::Short(s) => c.string_value = Some(s.as_str().to_string()),
+        ColumnRef::Short(s) => c.string_value = Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
     }
     c
 }
@@ -364,6 +367,7 @@ fn put_head(out: &mut Vec<u8>, tag: u8, len: usize) {
 }
 
 /// The encoded length of a `slave.binlog.Column` message body.
+#[inline(always)]
 fn column_len(c: &ColumnRef<'_>) -> usize {
     match c {
         ColumnRef::Null => 2,
@@ -371,12 +375,14 @@ fn column_len(c: &ColumnRef<'_>) -> usize {
         ColumnRef::Uint(u) => 1 + prost::encoding::encoded_len_varint(*u),
         ColumnRef::Double(_) => 9,
         ColumnRef::Bytes(b) => field_len(b.len()),
+        ColumnRef::Utf8(b) => field_len(b.len()),
         ColumnRef::Text(s) => field_len(s.len()),
         ColumnRef::Short(s) => field_len(usize::from(s.len)),
     }
 }
 
 /// Appends a `slave.binlog.Column` message body.
+#[inline(always)]
 fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
     match c {
         ColumnRef::Null => out.extend_from_slice(&[0x08, 0x01]),
@@ -393,8 +399,9 @@ fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
             out.extend_from_slice(&f.to_le_bytes());
         }
         ColumnRef::Bytes(b) => put_bytes(out, 0x2a, b),
+        ColumnRef::Utf8(b) => put_bytes(out, 0x32, b),
         ColumnRef::Text(s) => put_bytes(out, 0x32, s.as_bytes()),
-        ColumnRef::Short(s) => put_bytes(out, 0x32, s.as_str().as_bytes()),
+        ColumnRef::Short(s) => put_bytes(out, 0x32, s.as_bytes()),
     }
 }
 
@@ -728,6 +735,20 @@ mod tests {
         }
     }
     #[test]
+    fn text_values_go_as_utf8_strings_with_invalid_bytes_replaced() {
+        let t = table();
+        let col = &t.columns[1]; // VARCHAR
+        for (bytes, want) in [(&b"plain"[..], "plain"), ("ü-ß".as_bytes(), "ü-ß"), (&[b'a', 0xff, b'b'][..], "a\u{FFFD}b"), (&[][..], "")] {
+            let c = column_value(col, Some(&Value::Bytes(bytes.to_vec())));
+            assert_eq!((c.string_value(), c.bytes_value.is_none()), (want, true), "{bytes:?}");
+            assert_eq!(column_text(col, Some(&Value::Bytes(bytes.to_vec()))).as_deref(), Some(want));
+        }
+        let blob = Column { tp: mysql_type::BLOB, binary: true, ..col.clone() };
+        let c = column_value(&blob, Some(&Value::Bytes(vec![b'a', 0xff])));
+        assert_eq!((c.bytes_value(), c.string_value.is_none()), (&[b'a', 0xff][..], true), "blob types keep their bytes");
+    }
+
+    #[test]
     fn time_text_is_display() {
         let mut times = vec![MysqlTime::default(), MysqlTime {
             time: Time { year: 10_000, month: 1, day: 1, ..Default::default() },
@@ -742,7 +763,7 @@ mod tests {
             }
         }
         for t in times {
-            assert_eq!(time_text(&t).map_or_else(|| t.to_string(), |s| s.as_str().to_string()), t.to_string(), "{t:?}");
+            assert_eq!(time_text(&t).map_or_else(|| t.to_string(), |s| String::from_utf8_lossy(s.as_bytes()).into_owned()), t.to_string(), "{t:?}");
         }
     }
 }
