@@ -207,6 +207,16 @@ async fn drop_topic(addr: &str, topic: &str) -> Result<()> {
     Ok(())
 }
 
+/// `<format>/<partitions>`, as `KAFKA_CASES` and `KAFKA_ONLY` name a case.
+fn parse_case(case: &str) -> Result<(Format, i32)> {
+    let (format, partitions) = case.split_once('/').ok_or_else(|| anyhow::anyhow!("case {case:?} is not <format>/<partitions>[/eos]"))?;
+    let format = [Format::Protobuf, Format::CanalJson]
+        .into_iter()
+        .find(|f| f.name() == format)
+        .ok_or_else(|| anyhow::anyhow!("case {case:?}: unknown format {format:?}"))?;
+    Ok((format, partitions.parse()?))
+}
+
 /// The sink's settings for a case: `format`, and with more than one partition partitioned by primary key.
 fn case_config(addr: &str, topic: &str, format: Format, partitions: i32) -> KafkaConfig {
     let mut cfg = KafkaConfig::new(addr, topic);
@@ -378,14 +388,20 @@ async fn main() -> Result<()> {
         drop_topic(&addr, &format!("warm_plain_{w}")).await?;
         drop_topic(&addr, &format!("warm_ours_{w}")).await?;
     }
-    // For profiling one side (`perf record`): `KAFKA_ONLY=ours|plain` runs only that side's rounds.
+    // For profiling one side (`perf record`): `KAFKA_ONLY=ours|plain` runs only that side's rounds;
+    // `KAFKA_ONLY=ours:<format>/<partitions>` only our sink in that case.
     if let Ok(side) = std::env::var("KAFKA_ONLY") {
         for r in 0..rounds {
             let c0 = cpu()?;
-            let t = match side.as_str() {
-                "ours" => ours(&addr, &format!("only_{r}"), &items).await?,
-                "plain" => plain(&addr, &format!("only_{r}"), &payloads).await?,
-                _ => anyhow::bail!("KAFKA_ONLY: {side:?} is not ours or plain"),
+            let topic = format!("only_{r}");
+            let t = match side.split_once(':') {
+                None if side == "ours" => ours(&addr, &topic, &items).await?,
+                None if side == "plain" => plain(&addr, &topic, &payloads).await?,
+                Some(("ours", case)) => {
+                    let (format, partitions) = parse_case(case)?;
+                    ours_with(case_config(&addr, &topic, format, partitions), &items).await?
+                }
+                _ => anyhow::bail!("KAFKA_ONLY: {side:?} is not ours, plain or ours:<format>/<partitions>"),
             };
             let c1 = cpu()?;
             drop_topic(&addr, &format!("only_{r}")).await?;
@@ -460,17 +476,8 @@ async fn main() -> Result<()> {
 
     let cases = std::env::var("KAFKA_CASES").unwrap_or_else(|_| "canal-json/1,protobuf/8,canal-json/8,protobuf/1/eos".into());
     for case in cases.split(',').filter(|c| !c.is_empty()) {
-        let parts: Vec<&str> = case.split('/').collect();
-        let (format, partitions, eos) = match parts[..] {
-            [f, p] => (f, p, false),
-            [f, p, "eos"] => (f, p, true),
-            _ => anyhow::bail!("KAFKA_CASES: {case:?} is not <format>/<partitions>[/eos]"),
-        };
-        let format = [Format::Protobuf, Format::CanalJson]
-            .into_iter()
-            .find(|f| f.name() == format)
-            .ok_or_else(|| anyhow::anyhow!("KAFKA_CASES: unknown format {format:?}"))?;
-        let partitions: i32 = partitions.parse()?;
+        let (format, partitions) = parse_case(case.strip_suffix("/eos").unwrap_or(case))?;
+        let eos = case.ends_with("/eos");
         let tag = format!("{}_{partitions}{}", format.name(), if eos { "_eos" } else { "" });
         // Exactly-once: the sink's transactional producer (a Kafka transaction per queued run of
         // items); the baseline stays the plain idempotent producer sending the same messages.
