@@ -271,18 +271,27 @@ pub fn format_duration(nanos: i64, fsp: u8) -> String {
 
 /// Text of a value as printed (bytes as lossy UTF-8, NULL as `NULL`).
 pub fn value_text(v: &Value) -> String {
+    let mut s = String::new();
+    // Writing into a String cannot fail.
+    let _ = write_value_text(&mut s, v);
+    s
+}
+
+/// Writes [`value_text`] of `v` to `w`, without building it where it need not (numbers, decimals,
+/// JSON, text).
+pub fn write_value_text(w: &mut impl std::fmt::Write, v: &Value) -> std::fmt::Result {
     match v {
-        Value::Null => "NULL".into(),
-        Value::Int(i) => i.to_string(),
-        Value::Uint(u) => u.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Decimal(s) | Value::Json(s) => s.clone(),
-        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned(),
-        Value::Time(t) => t.to_string(),
-        Value::Duration { nanos, fsp } => format_duration(*nanos, *fsp),
-        Value::Enum { index, .. } => index.to_string(),
-        Value::Set { bits, .. } => bits.to_string(),
-        Value::Bit(b) => b.to_string(),
+        Value::Null => w.write_str("NULL"),
+        Value::Int(i) => write!(w, "{i}"),
+        Value::Uint(u) => write!(w, "{u}"),
+        Value::Float(f) => write!(w, "{f}"),
+        Value::Decimal(s) | Value::Json(s) => w.write_str(s),
+        Value::Bytes(b) => w.write_str(&String::from_utf8_lossy(b)),
+        Value::Time(t) => write!(w, "{t}"),
+        Value::Duration { nanos, fsp } => write!(w, "{}", crate::tidb::time::Duration { nanos: *nanos, fsp: *fsp }),
+        Value::Enum { index, .. } => write!(w, "{index}"),
+        Value::Set { bits, .. } => write!(w, "{bits}"),
+        Value::Bit(b) => write!(w, "{b}"),
     }
 }
 

@@ -20,20 +20,36 @@ impl Fnv {
         Self(Self::OFFSET)
     }
 
-    fn part(&mut self, part: &str) -> &mut Self {
-        for &b in part.as_bytes().iter().chain(&[0xff]) {
+    fn bytes(&mut self, bytes: &[u8]) {
+        for &b in bytes {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(Self::PRIME);
         }
+    }
+
+    fn part(&mut self, part: &str) -> &mut Self {
+        self.bytes(part.as_bytes());
+        self.bytes(&[0xff]);
         self
     }
 
-    /// A value's part: its text; NULL and a missing value as the empty string.
+    /// A value's part: its text (hashed as it is written, not built); NULL and a missing value as the
+    /// empty string.
     fn value(&mut self, v: Option<&Option<Value>>) -> &mut Self {
-        match v {
-            None | Some(None | Some(Value::Null)) => self.part(""),
-            Some(Some(v)) => self.part(&crate::txn::value_text(v)),
+        if let Some(Some(v)) = v
+            && !matches!(v, Value::Null)
+        {
+            // Hashing cannot fail.
+            let _ = crate::txn::write_value_text(self, v);
         }
+        self.part("")
+    }
+}
+
+impl std::fmt::Write for Fnv {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.bytes(s.as_bytes());
+        Ok(())
     }
 }
 
@@ -218,6 +234,11 @@ mod tests {
         let missing = RowChange::Insert(vec![]);
         let want = stable_hash(["db", "orders", ""]) % 7;
         assert_eq!((partition_of_change(&cfg, 7, &tc, &null) as u64, partition_of_change(&cfg, 7, &tc, &missing) as u64), (want, want));
+        // Other types hash as their text too (written into the hash piece by piece).
+        for v in [Value::Bytes("ü-x".as_bytes().to_vec()), Value::Bytes(vec![b'a', 0xff]), Value::Decimal("-1.50".into()), Value::Uint(u64::MAX)] {
+            let r = RowChange::Insert(vec![Some(v.clone())]);
+            assert_eq!(partition_of_change(&cfg, 7, &tc, &r) as u64, stable_hash(["db", "orders", &crate::txn::value_text(&v)]) % 7, "{v:?}");
+        }
     }
 
     #[test]
