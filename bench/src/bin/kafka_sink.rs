@@ -217,6 +217,12 @@ fn parse_case(case: &str) -> Result<(Format, i32)> {
     Ok((format, partitions.parse()?))
 }
 
+/// Which side runs first in round `r` (`true`: ours), alternating: the broker is still busy for a
+/// moment after a side's burst, and that must not fall on one side only.
+fn sides(r: usize) -> [bool; 2] {
+    [r % 2 == 1, r % 2 == 0]
+}
+
 /// The sink's settings for a case: `format`, and with more than one partition partitioned by primary key.
 fn case_config(addr: &str, topic: &str, format: Format, partitions: i32) -> KafkaConfig {
     let mut cfg = KafkaConfig::new(addr, topic);
@@ -404,7 +410,7 @@ async fn main() -> Result<()> {
                 _ => anyhow::bail!("KAFKA_ONLY: {side:?} is not ours, plain or ours:<format>/<partitions>"),
             };
             let c1 = cpu()?;
-            drop_topic(&addr, &format!("only_{r}")).await?;
+            drop_topic(&addr, &topic).await?;
             println!("{side} round {r}: {t:.3} s, {:.0} msg/s, CPU per message {:.2} µs here + {:.2} µs broker", n as f64 / t, (c1.0 - c0.0) * 1e6 / n as f64, (c1.1 - c0.1) * 1e6 / n as f64);
             let threads = LAST_THREADS.lock().unwrap().clone();
             println!("  busy while timed: {}", threads.iter().map(|(k, v)| format!("{k} {:.0}%", v / t * 100.0)).collect::<Vec<_>>().join(", "));
@@ -414,10 +420,8 @@ async fn main() -> Result<()> {
     let (mut o, mut p) = (Vec::new(), Vec::new());
     // CPU seconds per side: (this process, the broker), summed over the rounds.
     let (mut o_cpu, mut p_cpu) = ((0.0, 0.0), (0.0, 0.0));
-    // Which side goes first alternates by round: the broker is still busy for a moment after a
-    // side's burst, and that must not fall on one side only.
     for r in 0..rounds {
-        for ours_now in [r % 2 == 1, r % 2 == 0] {
+        for ours_now in sides(r) {
             let c0 = cpu()?;
             if ours_now {
                 o.push(ours(&addr, &format!("ours_{r}"), &items).await?);
@@ -469,7 +473,7 @@ async fn main() -> Result<()> {
             // A side's window writes ~1 GB: its topic goes before the other side starts, so the disk's
             // write-back of it does not land in the other side's window.
             let (mut x, mut y) = (None, None);
-            for ours_now in [r % 2 == 1, r % 2 == 0] {
+            for ours_now in sides(r) {
                 let topic = format!("{}_lag_{r}", if ours_now { "ours" } else { "plain" });
                 if ours_now {
                     y = Some(ours_lag(&addr, &topic, rows, rate, lag_secs as f64).await?);
@@ -515,7 +519,7 @@ async fn main() -> Result<()> {
         println!("{case}: {} messages, {:.1} MB", msgs.len(), bytes as f64 / 1e6);
         let (mut o, mut p) = (Vec::new(), Vec::new());
         for r in 0..rounds {
-            for ours_now in [r % 2 == 1, r % 2 == 0] {
+            for ours_now in sides(r) {
                 if ours_now {
                     o.push(ours_with(config(format!("ours_{tag}_{r}")), &items).await?);
                 } else {

@@ -156,6 +156,8 @@ fn put_value(out: &mut Vec<u8>, w: &Wire, v: Option<&crate::txn::Value>) {
         out.extend_from_slice(text);
         out.push(b'"');
     };
+    // Printable ASCII but `"` and `\`: the same in a JSON string.
+    let plain = |b: &[u8]| b.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\');
     match column_ref(w, v) {
         ColumnRef::Null => out.extend_from_slice(b"null"),
         ColumnRef::Int(i) => {
@@ -164,12 +166,12 @@ fn put_value(out: &mut Vec<u8>, w: &Wire, v: Option<&crate::txn::Value>) {
         ColumnRef::Uint(u) => {
             let _ = write!(out, "\"{u}\"");
         }
-        ColumnRef::Utf8(b) if b.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\') => quoted(out, b),
+        ColumnRef::Utf8(b) if plain(b) => quoted(out, b),
         ColumnRef::Utf8(b) => put_json(out, String::from_utf8_lossy(b).as_ref()),
         ColumnRef::Text(t) => put_json(out, t.as_ref()),
         ColumnRef::Short(t) => quoted(out, t.as_bytes()),
         // One char per byte: printable ASCII as is, anything else through the escaping.
-        ColumnRef::Bytes(b) if b.iter().all(|&c| (0x20..0x80).contains(&c) && c != b'"' && c != b'\\') => quoted(out, &b),
+        ColumnRef::Bytes(b) if plain(&b) => quoted(out, &b),
         ColumnRef::Bytes(b) => put_json(out, &b.iter().map(|&c| char::from(c)).collect::<String>()),
         ColumnRef::Double(f) => {
             let _ = write!(out, "\"{f}\"");

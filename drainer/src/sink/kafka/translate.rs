@@ -102,7 +102,6 @@ impl Wire {
     }
 }
 
-#[inline(always)]
 pub(crate) fn column_ref<'a>(w: &Wire, v: Option<&'a Value>) -> ColumnRef<'a> {
     let Some(v) = v else {
         return ColumnRef::Null;
@@ -367,7 +366,6 @@ fn put_head(out: &mut Vec<u8>, tag: u8, len: usize) {
 }
 
 /// The encoded length of a `slave.binlog.Column` message body.
-#[inline(always)]
 fn column_len(c: &ColumnRef<'_>) -> usize {
     match c {
         ColumnRef::Null => 2,
@@ -382,7 +380,6 @@ fn column_len(c: &ColumnRef<'_>) -> usize {
 }
 
 /// Appends a `slave.binlog.Column` message body.
-#[inline(always)]
 fn put_column(out: &mut Vec<u8>, c: &ColumnRef<'_>) {
     match c {
         ColumnRef::Null => out.extend_from_slice(&[0x08, 0x01]),
